@@ -1,0 +1,17 @@
+# The two entry points of the README: `make demo` and `make test`. Both run the set-up first.
+.PHONY: setup build demo test fmt
+
+setup:
+	bash pipelines/setup.sh
+
+build: setup
+	cargo build --release --locked
+
+demo: setup
+	bash pipelines/demo.sh
+
+test: setup
+	cargo test --locked
+
+fmt:
+	cargo fmt --all

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One-time set-up, idempotent (a second run does nothing and takes well under a second):
+#   1. a project-local venv (.venv) with PyPI torch==2.11.0, whose torch/ folder is libtorch for tch;
+#   2. .libtorch -> that folder (what .cargo/config.toml's LIBTORCH names);
+#   3. the pinned data of ../shared/DATA.md under data/ (pipelines/fetch_data.py checks every sha256).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0
+PYTHON=${PYTHON:-python3}
+
+command -v "$PYTHON" >/dev/null || { echo "setup: error: $PYTHON not found (python3 >= 3.9 with pip and venv is needed)" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "setup: error: cargo not found (install Rust with rustup)" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  "$PYTHON" -m venv .venv || { echo "setup: error: '$PYTHON -m venv' failed (on Debian: apt-get install python3-venv)" >&2; exit 1; }
+fi
+
+# The dist-info folder tells whether the pinned torch is in, without importing it (import takes seconds).
+if ! compgen -G ".venv/lib/python3*/site-packages/torch-${TORCH_VERSION}*.dist-info" >/dev/null; then
+  echo "setup: installing torch==${TORCH_VERSION} into .venv (about 4.6 GB, a few minutes)" >&2
+  .venv/bin/python -m pip install --disable-pip-version-check --no-input "torch==${TORCH_VERSION}" >&2 \
+    || { echo "setup: error: pip install torch==${TORCH_VERSION} failed" >&2; exit 1; }
+fi
+
+torch_dir=$(compgen -G ".venv/lib/python3*/site-packages/torch" | head -n 1)
+[ -f "$torch_dir/lib/libtorch_cpu.so" ] || { echo "setup: error: $torch_dir/lib/libtorch_cpu.so missing: the torch install is broken, remove .venv and rerun" >&2; exit 1; }
+if [ "$(readlink .libtorch 2>/dev/null)" != "$torch_dir" ]; then
+  ln -sfn "$torch_dir" .libtorch
+fi
+
+.venv/bin/python pipelines/fetch_data.py

@@ -1,0 +1,10 @@
+//! `condenser`: Condenser and coCondenser pre-training of dense-retrieval encoders.
+//!
+//! The data flow (see DESIGN.md): raw text -> `prepare` (sentences, tokens, spans, Parquet shards) ->
+//! `inspect` -> `train` (Condenser, then coCondenser) -> a Hugging Face checkpoint -> `encode` / `eval`.
+//! This crate holds every stage; `main.rs` is only the command line.
+
+pub mod device;
+pub mod logging;
+pub mod paths;
+pub mod tokenizer;

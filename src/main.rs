@@ -1,0 +1,131 @@
+//! The `condenser` command line: one subcommand per stage, each handed to its module.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use condenser::device::{self, DeviceChoice};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "condenser",
+    version,
+    about = "Condenser and coCondenser pre-training for dense retrievers",
+    long_about = "Condenser and coCondenser pre-training for dense retrievers.\n\n\
+        raw text -> `prepare` (Parquet span shards) -> `inspect` -> `train` (Condenser, then coCondenser) \
+        -> a Hugging Face checkpoint -> `encode` / `eval`.\n\
+        Results go to stdout, logs and progress to stderr."
+)]
+struct Cli {
+    /// Print only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More detail on stderr: -v for debug, -vv for trace.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print condenser's and libtorch's versions, CUDA availability, devices and thread counts.
+    Env(EnvArgs),
+    /// Raw text (Wikipedia XML, JSONL, TSV, Parquet, plain text) -> sentences -> tokens -> span shards.
+    Prepare(Pending),
+    /// Statistics, verification and samples of prepared shards.
+    Inspect(Pending),
+    /// Pre-train an encoder: the Condenser stage, then the coCondenser stage.
+    Train(Pending),
+    /// Write last-layer [CLS] embeddings of texts with a trained encoder.
+    Encode(Pending),
+    /// Retrieval evaluation (MRR@10, nDCG@10, Recall@k) of an encoder.
+    Eval(Pending),
+}
+
+#[derive(Debug, Args)]
+struct EnvArgs {
+    /// Where tensors would live: auto (CUDA when available), cpu or cuda.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// One JSON document on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A stage that is not built yet: it accepts any arguments and says so.
+#[derive(Debug, Args)]
+struct Pending {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    condenser::logging::init(cli.quiet, cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // A closed stdout (`condenser ... | head`) is not a failure.
+            if err
+                .chain()
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("condenser: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Env(args) => env(args),
+        Command::Prepare(_) => pending("prepare", 3),
+        Command::Inspect(_) => pending("inspect", 4),
+        Command::Train(_) => pending("train", 6),
+        Command::Encode(_) => pending("encode", 5),
+        Command::Eval(_) => pending("eval", 7),
+    }
+}
+
+fn env(args: EnvArgs) -> Result<()> {
+    use std::io::Write;
+    let report = device::EnvReport::gather(args.device)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{report}")?;
+    }
+    Ok(())
+}
+
+fn pending(stage: &str, issue: u32) -> Result<()> {
+    bail!("`condenser {stage}` is not built yet (tracked in issue {issue})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_flag_parses() {
+        let cli = Cli::try_parse_from(["condenser", "env", "--device", "cpu"]).unwrap();
+        match cli.command {
+            Command::Env(a) => assert_eq!(a.device, DeviceChoice::Cpu),
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["condenser", "env", "--device", "tpu"]).is_err());
+    }
+
+    #[test]
+    fn quiet_and_verbose_conflict() {
+        assert!(Cli::try_parse_from(["condenser", "-q", "-v", "env"]).is_err());
+        let cli = Cli::try_parse_from(["condenser", "-vv", "env"]).unwrap();
+        assert_eq!(cli.verbose, 2);
+    }
+}

@@ -1,0 +1,62 @@
+//! The pinned bert-base-uncased tokenizer gives the golden ids of ../shared/DATA.md.
+
+use condenser::{paths, tokenizer};
+
+fn load() -> tokenizers::Tokenizer {
+    let path = paths::default_tokenizer();
+    assert!(
+        path.exists(),
+        "{} is missing: run `make setup` (pipelines/setup.sh) first",
+        path.display()
+    );
+    tokenizer::load(&path).unwrap()
+}
+
+#[test]
+fn golden_ids_with_special_tokens() {
+    let tok = load();
+    let ids = tokenizer::encode_ids(
+        &tok,
+        "Condenser pre-trains dense retrievers on Wikipedia and MS MARCO.",
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        ids,
+        [
+            101, 24707, 12325, 2099, 3653, 1011, 4499, 9742, 12850, 2869, 2006, 16948, 1998, 5796,
+            8879, 1012, 102
+        ]
+    );
+}
+
+#[test]
+fn special_ids_are_berts() {
+    let tok = load();
+    let s = tokenizer::special_ids(&tok).unwrap();
+    assert_eq!(
+        (s.pad, s.unk, s.cls, s.sep, s.mask),
+        (0, 100, 101, 102, 103)
+    );
+    assert_eq!(tok.get_vocab_size(true), 30522);
+}
+
+#[test]
+fn baked_in_truncation_and_padding_are_off() {
+    // The MiniLM tokenizer.json truncates and pads to 128; spans must be neither.
+    let tok = load();
+    let long = "word ".repeat(300);
+    assert_eq!(
+        tokenizer::encode_ids(&tok, &long, false).unwrap().len(),
+        300
+    );
+    let short = tokenizer::encode_ids(&tok, "hello", false).unwrap();
+    assert_eq!(short, [7592]);
+}
+
+#[test]
+fn missing_tokenizer_is_a_clear_error() {
+    let err = tokenizer::load(std::path::Path::new("/nonexistent/tokenizer.json")).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("/nonexistent/tokenizer.json"), "{msg}");
+}
