@@ -4,7 +4,10 @@
 //! `inspect` -> `train` (Condenser, then coCondenser) -> a Hugging Face checkpoint -> `encode` / `eval`.
 //! This crate holds every stage; `main.rs` is only the command line.
 
+pub mod corpus;
 pub mod device;
 pub mod logging;
 pub mod paths;
+pub mod prepare;
+pub mod shards;
 pub mod tokenizer;

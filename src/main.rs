@@ -32,7 +32,7 @@ enum Command {
     /// Print condenser's and libtorch's versions, CUDA availability, devices and thread counts.
     Env(EnvArgs),
     /// Raw text (Wikipedia XML, JSONL, TSV, Parquet, plain text) -> sentences -> tokens -> span shards.
-    Prepare(Pending),
+    Prepare(condenser::prepare::PrepareArgs),
     /// Statistics, verification and samples of prepared shards.
     Inspect(Pending),
     /// Pre-train an encoder: the Condenser stage, then the coCondenser stage.
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Env(args) => env(args),
-        Command::Prepare(_) => pending("prepare", 3),
+        Command::Prepare(args) => condenser::prepare::run(args),
         Command::Inspect(_) => pending("inspect", 4),
         Command::Train(_) => pending("train", 6),
         Command::Encode(_) => pending("encode", 5),

@@ -1,0 +1,202 @@
+//! Opening an input: compression is detected from magic bytes, never from the extension.
+//!
+//! gzip and bzip2 are read multi-stream (Wikipedia's `.bz2` dumps are concatenated streams), zstd
+//! frames and xz streams likewise, so a file of several concatenated streams reads whole.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// A compression codec, as detected or as forced with `--compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Bzip2,
+    Zstd,
+    Xz,
+}
+
+impl Compression {
+    /// Detects the codec from the first bytes of a stream.
+    pub fn sniff(head: &[u8]) -> Compression {
+        match head {
+            [0x1f, 0x8b, ..] => Compression::Gzip,
+            [b'B', b'Z', b'h', ..] => Compression::Bzip2,
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+            [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Compression::Xz,
+            _ => Compression::None,
+        }
+    }
+}
+
+/// Counts the bytes pulled from the raw (still compressed) source, for MB/s and progress.
+pub struct CountingReader<R> {
+    inner: R,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+const BUF: usize = 1 << 18;
+
+/// Wraps a raw byte source in the decoder its magic bytes call for, counting raw bytes into `counter`.
+pub fn decoded(
+    raw: Box<dyn Read + Send>,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(Compression, Box<dyn BufRead + Send>)> {
+    let mut raw = BufReader::with_capacity(
+        BUF,
+        CountingReader {
+            inner: raw,
+            count: counter,
+        },
+    );
+    let head = raw.fill_buf().context("cannot read")?;
+    let codec = Compression::sniff(head);
+    let reader: Box<dyn BufRead + Send> = match codec {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(BufReader::with_capacity(
+            BUF,
+            flate2::bufread::MultiGzDecoder::new(raw),
+        )),
+        Compression::Bzip2 => Box::new(BufReader::with_capacity(
+            BUF,
+            bzip2::bufread::MultiBzDecoder::new(raw),
+        )),
+        Compression::Zstd => Box::new(BufReader::with_capacity(
+            BUF,
+            zstd::stream::read::Decoder::with_buffer(raw)
+                .context("cannot start the zstd decoder")?,
+        )),
+        Compression::Xz => Box::new(BufReader::with_capacity(
+            BUF,
+            liblzma::bufread::XzDecoder::new_multi_decoder(raw),
+        )),
+    };
+    Ok((codec, reader))
+}
+
+/// Opens a file (or stdin for `-`) and decodes it.
+pub fn open(
+    path: &Path,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(Compression, Box<dyn BufRead + Send>)> {
+    let raw: Box<dyn Read + Send> = if path == Path::new("-") {
+        Box::new(io::stdin())
+    } else {
+        Box::new(File::open(path).with_context(|| format!("{}: cannot open", path.display()))?)
+    };
+    decoded(raw, counter).with_context(|| path.display().to_string())
+}
+
+/// Reads up to `n` bytes of the decoded stream without consuming them.
+pub fn peek(reader: &mut dyn BufRead, n: usize) -> io::Result<Vec<u8>> {
+    // fill_buf returns what one read gave; decoders may hand out small pieces, so gather into a Vec and
+    // chain it back in front by the caller (see `Peeked`).
+    let mut head = Vec::with_capacity(n);
+    while head.len() < n {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let take = buf.len().min(n - head.len());
+        head.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+    }
+    Ok(head)
+}
+
+/// A stream whose first bytes were peeked and are served again before the rest.
+pub fn unpeek(head: Vec<u8>, rest: Box<dyn BufRead + Send>) -> Box<dyn BufRead + Send> {
+    Box::new(BufReader::with_capacity(
+        BUF,
+        io::Cursor::new(head).chain(rest),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn roundtrip(data: &[u8]) -> Vec<(Compression, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).unwrap();
+        out.push(gz.finish().unwrap());
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(data).unwrap();
+        out.push(bz.finish().unwrap());
+        out.push(zstd::encode_all(data, 3).unwrap());
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(data).unwrap();
+        out.push(xz.finish().unwrap());
+        out.push(data.to_vec());
+        out.into_iter()
+            .map(|bytes| {
+                let (c, mut r) =
+                    decoded(Box::new(io::Cursor::new(bytes)), Default::default()).unwrap();
+                let mut s = Vec::new();
+                r.read_to_end(&mut s).unwrap();
+                (c, s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_codec_is_detected_and_decoded() {
+        let data = b"hello\tworld\nsecond line\n".repeat(100);
+        let got = roundtrip(&data);
+        let codecs: Vec<_> = got.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            codecs,
+            [
+                Compression::Gzip,
+                Compression::Bzip2,
+                Compression::Zstd,
+                Compression::Xz,
+                Compression::None
+            ]
+        );
+        for (c, bytes) in got {
+            assert_eq!(bytes, data, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn concatenated_streams_read_whole() {
+        let mut cat = Vec::new();
+        for part in [&b"first\n"[..], b"second\n"] {
+            let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            bz.write_all(part).unwrap();
+            cat.extend(bz.finish().unwrap());
+        }
+        let (_, mut r) = decoded(Box::new(io::Cursor::new(cat)), Default::default()).unwrap();
+        let mut s = String::new();
+        r.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "first\nsecond\n");
+    }
+
+    #[test]
+    fn truncated_stream_is_an_error_not_a_short_read() {
+        let data = b"some text that compresses\n".repeat(1000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&data).unwrap();
+        let full = gz.finish().unwrap();
+        let cut = full[..full.len() / 2].to_vec();
+        let (_, mut r) = decoded(Box::new(io::Cursor::new(cut)), Default::default()).unwrap();
+        let mut s = Vec::new();
+        assert!(r.read_to_end(&mut s).is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! `condenser prepare`: raw text -> sentences -> tokens -> spans -> sharded Parquet + manifest.
+//!
+//! The data half of DESIGN.md's flow: `corpus` readers feed `pipeline`, which segments documents in
+//! parallel (`segment`, `sentences`) and hands them in input order to `shards::ShardWriter`.
+
+pub mod merge;
+pub mod pipeline;
+pub mod segment;
+pub mod sentences;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use crate::corpus::{Format, ReadOptions};
+use segment::SegmentConfig;
+
+/// What to do with a bad record or input.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+pub enum OnError {
+    /// Skip it, count it by reason in the manifest and the summary, and go on.
+    Skip,
+    /// Stop with a non-zero exit, leaving no partial shard.
+    Fail,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PrepareArgs {
+    /// Input files, directories or globs; `-` reads stdin. Compression (gzip, bzip2, zstd, xz) is
+    /// detected from magic bytes.
+    #[arg(required_unless_present = "merge")]
+    pub inputs: Vec<String>,
+    /// Output folder for the shards and manifest.json.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Hugging Face tokenizer.json [default: the bert-base-uncased one from set-up].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Input format; `auto` detects it from the content.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// JSON/Parquet field holding the text [default: text, contents, extract, body or passage].
+    #[arg(long)]
+    pub text_field: Option<String>,
+    /// JSON/Parquet field holding the document id [default: id, _id, docid, doc_id or pid].
+    #[arg(long)]
+    pub id_field: Option<String>,
+    /// TSV column (0-based) holding the text.
+    #[arg(long, default_value_t = 1)]
+    pub text_column: usize,
+    /// TSV column holding the id; `none` names documents `file:line`.
+    #[arg(long, default_value = "0")]
+    pub id_column: String,
+    /// Plain text: documents are separated by blank lines (default: one document per line).
+    #[arg(long)]
+    pub blank_line_docs: bool,
+    /// Sequence length the spans are made for: spans hold at most max_len - 2 ids ([CLS], [SEP]).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(3..=8192))]
+    pub max_len: u32,
+    /// Probability that a span gets a random shorter target length, uniform in [1, max_len - 2].
+    #[arg(long, default_value_t = 0.1)]
+    pub short_seq_prob: f64,
+    /// Seed of every random choice (keyed by document id, so independent of threads).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Drop (and count) documents with fewer spans; coCondenser needs 2.
+    #[arg(long, default_value_t = 1)]
+    pub min_spans: usize,
+    /// Rotate shards at this size on disk (e.g. 64MB, 512KiB).
+    #[arg(long, default_value = "64MB", value_parser = parse_size)]
+    pub shard_size: u64,
+    /// Flush a Parquet row group at this buffered size; the loader shuffles by row group.
+    #[arg(long, default_value = "8MB", value_parser = parse_size)]
+    pub row_group_size: u64,
+    /// Records (lines) longer than this are skipped and counted.
+    #[arg(long, default_value = "64MB", value_parser = parse_size)]
+    pub max_record_bytes: u64,
+    /// Worker threads for segmentation [default: all cores]. Output bytes do not depend on it.
+    #[arg(long, short = 'j')]
+    pub threads: Option<usize>,
+    /// Bad input: skip and count it, or fail.
+    #[arg(long, value_enum, default_value_t = OnError::Skip)]
+    pub on_error: OnError,
+    /// Prepare partition K of N (e.g. 0/4): whole files when there are at least N inputs, else every
+    /// N-th record. Output goes to OUT/part-K-of-N/; join the parts with --merge.
+    #[arg(long, value_parser = parse_partition)]
+    pub partition: Option<[u32; 2]>,
+    /// Join the manifests of OUT/part-*-of-N/ into OUT/manifest.json (no inputs needed).
+    #[arg(long)]
+    pub merge: bool,
+    /// Replace the output of a different earlier run in OUT instead of refusing.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+fn parse_optional_usize(s: &str) -> Result<Option<usize>, String> {
+    if s == "none" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|_| format!("{s:?} is not a column number or `none`"))
+}
+
+/// `64MB`, `512KiB`, `1G`, `1000`: decimal (KB, MB, GB) and binary (KiB, MiB, GiB) units.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 64MB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    let bytes = (num * mult as f64).round() as u64;
+    if bytes == 0 {
+        return Err(format!("{s:?}: a size must be positive"));
+    }
+    Ok(bytes)
+}
+
+fn parse_partition(s: &str) -> Result<[u32; 2], String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected K/N, e.g. 0/4"))?;
+    let (k, n): (u32, u32) = (
+        k.trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: K is not a number"))?,
+        n.trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: N is not a number"))?,
+    );
+    if n == 0 || k >= n {
+        return Err(format!("{s:?}: need 0 <= K < N"));
+    }
+    Ok([k, n])
+}
+
+pub fn run(args: PrepareArgs) -> Result<()> {
+    if args.merge {
+        return merge::merge(&args.out);
+    }
+    if !(0.0..=1.0).contains(&args.short_seq_prob) {
+        bail!(
+            "--short-seq-prob {} is not a probability",
+            args.short_seq_prob
+        );
+    }
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let tokenizer = args
+        .tokenizer
+        .clone()
+        .unwrap_or_else(crate::paths::default_tokenizer);
+    let config = pipeline::PrepareConfig {
+        inputs: args.inputs.clone(),
+        out: match args.partition {
+            Some([k, n]) => args.out.join(format!("part-{k}-of-{n}")),
+            None => args.out.clone(),
+        },
+        tokenizer,
+        read: ReadOptions {
+            format: args.format,
+            text_field: args.text_field,
+            id_field: args.id_field,
+            text_column: args.text_column,
+            id_column: parse_optional_usize(&args.id_column)
+                .map_err(|e| anyhow::anyhow!("--id-column: {e}"))?,
+            blank_line_docs: args.blank_line_docs,
+            max_record_bytes: usize::try_from(args.max_record_bytes)
+                .context("--max-record-bytes")?,
+        },
+        segment: SegmentConfig {
+            max_len: args.max_len as usize,
+            short_seq_prob: args.short_seq_prob,
+            seed: args.seed,
+            min_spans: args.min_spans,
+        },
+        writer: crate::shards::WriterConfig {
+            shard_bytes: args.shard_size,
+            row_group_bytes: args.row_group_size as usize,
+            ..Default::default()
+        },
+        partition: args.partition,
+        threads,
+        on_error: args.on_error,
+        overwrite: args.overwrite,
+    };
+    pipeline::run(&config).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MB"), Ok(64_000_000));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("1.5k"), Ok(1500));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn partitions() {
+        assert_eq!(parse_partition("1/4"), Ok([1, 4]));
+        assert!(parse_partition("4/4").is_err());
+        assert!(parse_partition("x").is_err());
+    }
+}

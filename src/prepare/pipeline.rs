@@ -1,0 +1,535 @@
+//! The parallel, streaming, deterministic prepare pipeline.
+//!
+//! ```text
+//! reader thread ──chunks──> rayon (clean, split, tokenize, pack) ──in order──> writer thread
+//!   one input at a time       a bounded window of chunks                 shards + manifest
+//! ```
+//! Every channel is bounded, chunks are bounded in documents and bytes, and the writer keeps at most
+//! one row group in memory: memory does not grow with the corpus. Chunks keep their input order
+//! through the parallel stage, and every random draw is keyed by document id, so the output bytes do
+//! not depend on the thread count. Each completed shard is renamed into place and the manifest
+//! rewritten with the input cursor it reaches; a rerun of the same command resumes from there.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rayon::prelude::*;
+
+use super::segment::{SegmentConfig, Segmented, Segmenter};
+use super::OnError;
+use crate::corpus::{self, Input, Item, ReadOptions, Skip};
+use crate::shards::manifest::{
+    InputStats, Manifest, Settings, ShardEntry, TokenizerInfo, Totals, FORMAT_VERSION,
+};
+use crate::shards::writer::{hex, ShardWriter};
+use crate::shards::WriterConfig;
+
+/// Everything a prepare run needs, resolved from the command line.
+#[derive(Debug, Clone)]
+pub struct PrepareConfig {
+    pub inputs: Vec<String>,
+    pub out: PathBuf,
+    pub tokenizer: PathBuf,
+    pub read: ReadOptions,
+    pub segment: SegmentConfig,
+    pub writer: WriterConfig,
+    pub partition: Option<[u32; 2]>,
+    pub threads: usize,
+    pub on_error: OnError,
+    pub overwrite: bool,
+}
+
+/// Documents per chunk, and the text bytes after which a chunk is sent early.
+const CHUNK_DOCS: usize = 256;
+const CHUNK_BYTES: usize = 4 << 20;
+/// Error skips logged one by one per reason before only counting.
+const LOGGED_SKIPS: u64 = 10;
+
+/// One stream item with its position: `seq` counts items after partitioning.
+type Tagged<T> = (u64, usize, T);
+
+enum Processed {
+    Row(Segmented),
+    Skip(Skip),
+    End {
+        bytes: u64,
+        format: corpus::Format,
+        compression: corpus::decompress::Compression,
+    },
+}
+
+/// The reader stops quietly when the rest of the pipeline has gone (after an error there).
+#[derive(Debug, thiserror::Error)]
+#[error("pipeline closed")]
+struct Closed;
+
+pub fn shard_file_name(index: usize) -> String {
+    format!("shard-{index:05}.parquet")
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+/// Runs prepare; returns the final manifest.
+pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
+    let started = Instant::now();
+    let tokenizer = crate::tokenizer::load(&cfg.tokenizer)?;
+    let special_ids = crate::tokenizer::special_ids(&tokenizer)?;
+    let tokenizer_info = TokenizerInfo {
+        path: cfg.tokenizer.display().to_string(),
+        sha256: sha256_file(&cfg.tokenizer)?,
+        vocab_size: tokenizer.get_vocab_size(true) as u32,
+        special_ids,
+    };
+    let inputs = corpus::expand_inputs(&cfg.inputs)?;
+    if inputs.is_empty() {
+        bail!("no inputs: {:?} matched nothing", cfg.inputs);
+    }
+    let owned = owned_inputs(&inputs, cfg.partition);
+    let settings = Settings {
+        inputs: inputs.iter().map(Input::name).collect(),
+        read: cfg.read.clone(),
+        segment: cfg.segment.clone(),
+        writer: cfg.writer.clone(),
+        partition: cfg.partition,
+    };
+    std::fs::create_dir_all(&cfg.out)
+        .with_context(|| format!("{}: cannot create", cfg.out.display()))?;
+
+    let mut manifest = match Manifest::load(&cfg.out)? {
+        Some(m) if m.settings == settings && m.tokenizer.sha256 == tokenizer_info.sha256 => {
+            if m.complete {
+                log::info!("{}: already complete ({} shards); nothing to do", cfg.out.display(), m.shards.len());
+                print_shards(&cfg.out, &m.shards)?;
+                return Ok(m);
+            }
+            log::info!(
+                "{}: resuming after {} complete shard(s), {} input records in",
+                cfg.out.display(),
+                m.shards.len(),
+                m.cursor
+            );
+            m
+        }
+        Some(_) if !cfg.overwrite => bail!(
+            "{}: holds the output of a different prepare run (other inputs or settings); use --overwrite to replace it, or another --out",
+            cfg.out.display()
+        ),
+        _ => Manifest {
+            format_version: FORMAT_VERSION,
+            tool: format!("condenser {}", env!("CARGO_PKG_VERSION")),
+            written_at: 0,
+            complete: false,
+            settings,
+            tokenizer: tokenizer_info,
+            inputs: inputs
+                .iter()
+                .zip(&owned)
+                .filter(|(_, &o)| o)
+                .map(|(i, _)| InputStats { path: i.name(), ..Default::default() })
+                .collect(),
+            shards: Vec::new(),
+            cursor: 0,
+            totals: Totals::default(),
+        },
+    };
+    remove_stale_files(&cfg.out, &manifest)?;
+    print_shards(&cfg.out, &manifest.shards)?;
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads.max(1))
+        .thread_name(|i| format!("prepare-{i}"))
+        .build()?;
+    let window = cfg.threads.max(1) * 2;
+    let (chunk_tx, chunk_rx) = bounded::<Vec<Tagged<Item>>>(window);
+    let (done_tx, done_rx) = bounded::<Option<Vec<Tagged<Processed>>>>(window);
+    let raw_bytes = Arc::new(AtomicU64::new(0));
+    let segmenter = Segmenter {
+        tokenizer: &tokenizer,
+        config: &cfg.segment,
+    };
+    let our_inputs: Vec<&Input> = inputs
+        .iter()
+        .zip(&owned)
+        .filter(|(_, &o)| o)
+        .map(|(i, _)| i)
+        .collect();
+    let progress = progress_bar();
+
+    // What the reader needs of the manifest: the cursor and which inputs are wholly done.
+    let resume = Resume {
+        cursor: manifest.cursor,
+        inputs: manifest
+            .inputs
+            .iter()
+            .map(|i| (i.done, i.records))
+            .collect(),
+    };
+    let by_record = matches!(cfg.partition, Some([_, n]) if inputs.len() < n as usize);
+    let (read_result, write_result, process_result) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            read_all(
+                &our_inputs,
+                cfg,
+                by_record,
+                &resume,
+                raw_bytes.clone(),
+                chunk_tx,
+            )
+        });
+        let writer = s.spawn(|| write_all(cfg, &mut manifest, done_rx, &raw_bytes, &progress));
+        // This thread drives the parallel stage: a window of chunks at a time, results in order.
+        let process_result = (|| -> Result<()> {
+            while let Ok(first) = chunk_rx.recv() {
+                let mut window_chunks = vec![first];
+                while window_chunks.len() < window {
+                    match chunk_rx.try_recv() {
+                        Ok(c) => window_chunks.push(c),
+                        Err(_) => break,
+                    }
+                }
+                let results: Vec<Result<Vec<Tagged<Processed>>>> = pool.install(|| {
+                    window_chunks
+                        .into_par_iter()
+                        .map(|c| process_chunk(&segmenter, c))
+                        .collect()
+                });
+                for r in results {
+                    if done_tx.send(Some(r?)).is_err() {
+                        return Ok(()); // The writer stopped; its error is reported below.
+                    }
+                }
+            }
+            // Only an explicit end lets the writer call the job complete: a channel that merely
+            // closes (an error or a panic here) must not.
+            let _ = done_tx.send(None);
+            Ok(())
+        })();
+        // Closing both ends lets the reader and the writer finish (or notice the failure).
+        drop(done_tx);
+        drop(chunk_rx);
+        (reader.join(), writer.join(), process_result)
+    });
+    progress.finish_and_clear();
+    let write_result = write_result.map_err(|_| anyhow::anyhow!("the shard writer panicked"))?;
+    let read_result = read_result.map_err(|_| anyhow::anyhow!("the input reader panicked"))?;
+    write_result?;
+    process_result?;
+    if let Err(e) = read_result {
+        if e.downcast_ref::<Closed>().is_none() {
+            return Err(e);
+        }
+    }
+    summary(&manifest, started.elapsed());
+    Ok(manifest)
+}
+
+/// Which inputs this partition reads: whole files when there are at least N of them.
+fn owned_inputs(inputs: &[Input], partition: Option<[u32; 2]>) -> Vec<bool> {
+    match partition {
+        Some([k, n]) if inputs.len() >= n as usize => (0..inputs.len())
+            .map(|i| i % n as usize == k as usize)
+            .collect(),
+        _ => vec![true; inputs.len()],
+    }
+}
+
+fn print_shards(out: &Path, shards: &[ShardEntry]) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    for s in shards {
+        writeln!(stdout, "{}", out.join(&s.file).display())?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Removes temporary files and shards the manifest does not list (left by an interrupted run).
+fn remove_stale_files(out: &Path, manifest: &Manifest) -> Result<()> {
+    for entry in std::fs::read_dir(out)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        let stale_tmp = name.starts_with('.') && name.ends_with(".tmp");
+        let stale_shard = name.starts_with("shard-")
+            && name.ends_with(".parquet")
+            && !manifest.shards.iter().any(|s| s.file == name);
+        if stale_tmp || stale_shard {
+            log::debug!("removing stale {name}");
+            std::fs::remove_file(out.join(&name))
+                .with_context(|| format!("{}: cannot remove", out.join(&name).display()))?;
+        }
+    }
+    Ok(())
+}
+
+struct Resume {
+    cursor: u64,
+    inputs: Vec<(bool, u64)>,
+}
+
+/// The reader thread: every input in order, items tagged and chunked.
+fn read_all(
+    inputs: &[&Input],
+    cfg: &PrepareConfig,
+    by_record: bool,
+    resume: &Resume,
+    raw_bytes: Arc<AtomicU64>,
+    tx: Sender<Vec<Tagged<Item>>>,
+) -> Result<()> {
+    let cursor = resume.cursor;
+    let by_record = match cfg.partition {
+        Some([k, n]) if by_record => Some((k as u64, n as u64)),
+        _ => None,
+    };
+    let mut seq = 0u64;
+    let mut chunk: Vec<Tagged<Item>> = Vec::with_capacity(CHUNK_DOCS);
+    let mut chunk_bytes = 0usize;
+    for (idx, input) in inputs.iter().enumerate() {
+        let (done, records) = resume.inputs[idx];
+        if done && seq + records < cursor {
+            // Wholly covered by complete shards (its records and its end): not even read again.
+            seq += records + 1;
+            continue;
+        }
+        let mut record = 0u64;
+        let mut sink = |item: Item| -> Result<()> {
+            if let Some((k, n)) = by_record {
+                if !matches!(item, Item::End { .. }) {
+                    let r = record;
+                    record += 1;
+                    if r % n != k {
+                        return Ok(());
+                    }
+                }
+            }
+            let s = seq;
+            seq += 1;
+            if s < cursor {
+                return Ok(());
+            }
+            if let Item::Doc(d) = &item {
+                chunk_bytes += d.text.len();
+            }
+            chunk.push((s, idx, item));
+            if chunk.len() >= CHUNK_DOCS || chunk_bytes >= CHUNK_BYTES {
+                chunk_bytes = 0;
+                tx.send(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(CHUNK_DOCS),
+                ))
+                .map_err(|_| Closed)?;
+            }
+            Ok(())
+        };
+        corpus::read_input(input, &cfg.read, raw_bytes.clone(), &mut sink)?;
+    }
+    if !chunk.is_empty() {
+        tx.send(chunk).map_err(|_| Closed)?;
+    }
+    Ok(())
+}
+
+fn process_chunk(
+    segmenter: &Segmenter,
+    chunk: Vec<Tagged<Item>>,
+) -> Result<Vec<Tagged<Processed>>> {
+    chunk
+        .into_iter()
+        .map(|(seq, idx, item)| {
+            let p = match item {
+                Item::Doc(doc) => match segmenter.segment(doc)? {
+                    Ok(row) => Processed::Row(row),
+                    Err(skip) => Processed::Skip(skip),
+                },
+                Item::Skip(skip) => Processed::Skip(skip),
+                Item::End {
+                    bytes,
+                    format,
+                    compression,
+                } => Processed::End {
+                    bytes,
+                    format,
+                    compression,
+                },
+            };
+            Ok((seq, idx, p))
+        })
+        .collect()
+}
+
+/// The writer thread: results in input order -> shards, manifest after each shard, stdout paths.
+fn write_all(
+    cfg: &PrepareConfig,
+    manifest: &mut Manifest,
+    rx: Receiver<Option<Vec<Tagged<Processed>>>>,
+    raw_bytes: &AtomicU64,
+    progress: &indicatif::ProgressBar,
+) -> Result<()> {
+    let mut current: Option<ShardWriter> = None;
+    let mut logged: BTreeMap<corpus::SkipReason, u64> = BTreeMap::new();
+    let mut last_seq = manifest.cursor;
+    let mut last_tick = Instant::now();
+    let started = Instant::now();
+    let (mut docs, mut tokens) = (0u64, 0u64);
+    let result = (|| -> Result<()> {
+        loop {
+            let chunk = match rx.recv() {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(()),
+                Err(_) => bail!("the pipeline stopped before the end of the input"),
+            };
+            for (seq, idx, p) in chunk {
+                last_seq = seq + 1;
+                let stats = &mut manifest.inputs[idx];
+                match p {
+                    Processed::Row(row) => {
+                        stats.records += 1;
+                        stats.documents += 1;
+                        stats.spans += row.spans.len() as u64;
+                        stats.tokens += row.num_tokens as u64;
+                        docs += 1;
+                        tokens += row.num_tokens as u64;
+                        if current.is_none() {
+                            let path = cfg.out.join(shard_file_name(manifest.shards.len()));
+                            current = Some(ShardWriter::create(&path, cfg.writer.clone())?);
+                        }
+                        if current.as_mut().unwrap().push(row)? {
+                            let shard = current.take().unwrap();
+                            close_shard(cfg, manifest, shard, seq + 1)?;
+                        }
+                    }
+                    Processed::Skip(skip) => {
+                        stats.records += 1;
+                        if skip.reason.is_error() {
+                            if cfg.on_error == OnError::Fail {
+                                bail!("{} (--on-error fail)", skip.detail);
+                            }
+                            let n = logged.entry(skip.reason).or_default();
+                            *n += 1;
+                            if *n <= LOGGED_SKIPS {
+                                log::warn!("skipped ({}): {}", skip.reason, skip.detail);
+                            }
+                        } else {
+                            log::debug!("skipped ({}): {}", skip.reason, skip.detail);
+                        }
+                        *stats
+                            .skipped
+                            .entry(skip.reason.as_str().to_string())
+                            .or_default() += 1;
+                    }
+                    Processed::End {
+                        bytes,
+                        format,
+                        compression,
+                    } => {
+                        stats.done = true;
+                        stats.bytes = bytes;
+                        stats.format = Some(format);
+                        stats.compression = Some(compression);
+                    }
+                }
+            }
+            if last_tick.elapsed() > Duration::from_millis(250) {
+                last_tick = Instant::now();
+                let secs = started.elapsed().as_secs_f64().max(1e-9);
+                let mb = raw_bytes.load(Ordering::Relaxed) as f64 / 1e6;
+                progress.set_message(format!(
+                    "{docs} docs ({:.0}/s), {tokens} tokens ({:.0}/s), {mb:.1} MB read ({:.1} MB/s), {} shard(s)",
+                    docs as f64 / secs,
+                    tokens as f64 / secs,
+                    mb / secs,
+                    manifest.shards.len()
+                ));
+            }
+        }
+    })();
+    if let Err(e) = result {
+        if let Some(w) = current.take() {
+            w.abandon();
+        }
+        return Err(e);
+    }
+    if let Some(shard) = current.take() {
+        close_shard(cfg, manifest, shard, last_seq)?;
+    }
+    for (reason, n) in &logged {
+        if *n > LOGGED_SKIPS {
+            log::warn!("skipped ({reason}): {} more not shown", n - LOGGED_SKIPS);
+        }
+    }
+    manifest.cursor = last_seq;
+    manifest.complete = true;
+    manifest.store(&cfg.out)
+}
+
+fn close_shard(
+    cfg: &PrepareConfig,
+    manifest: &mut Manifest,
+    shard: ShardWriter,
+    cursor: u64,
+) -> Result<()> {
+    let closed = shard.close()?;
+    let file = closed
+        .path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    manifest.shards.push(ShardEntry {
+        file,
+        rows: closed.rows,
+        spans: closed.spans,
+        tokens: closed.tokens,
+        bytes: closed.bytes,
+        row_groups: closed.row_groups,
+        sha256: closed.sha256,
+    });
+    manifest.cursor = cursor;
+    manifest.store(&cfg.out)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", closed.path.display())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = if log::log_enabled!(log::Level::Info) {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn summary(m: &Manifest, elapsed: Duration) {
+    let t = &m.totals;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    log::info!(
+        "prepared {} documents, {} spans, {} tokens into {} shard(s) ({:.1} MB) from {:.1} MB of input in {:.1} s ({:.0} tokens/s, {:.1} MB/s)",
+        t.documents,
+        t.spans,
+        t.tokens,
+        t.shards,
+        t.shard_bytes as f64 / 1e6,
+        t.input_bytes as f64 / 1e6,
+        secs,
+        t.tokens as f64 / secs,
+        t.input_bytes as f64 / 1e6 / secs
+    );
+    if !t.skipped.is_empty() {
+        let parts: Vec<String> = t.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        log::info!("skipped: {}", parts.join(", "));
+    }
+}

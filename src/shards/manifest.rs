@@ -1,0 +1,149 @@
+//! `manifest.json`: what a prepared folder holds and how it was made.
+//!
+//! Rewritten atomically (temporary file, fsync, rename) after every completed shard, so it always
+//! describes exactly the complete shards on disk plus the input cursor they reach: an interrupted
+//! `prepare` resumes from it. Its JSON Schema is `schemas/manifest.schema.json`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::corpus::decompress::Compression;
+use crate::corpus::{Format, ReadOptions};
+use crate::prepare::segment::SegmentConfig;
+use crate::shards::writer::{sync_dir, WriterConfig};
+use crate::tokenizer::SpecialIds;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const FILE_NAME: &str = "manifest.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format_version: u32,
+    /// `condenser <version>`.
+    pub tool: String,
+    /// Unix seconds when this manifest was written (the one field that differs between equal runs).
+    pub written_at: u64,
+    /// All inputs were read to the end and the last shard is closed.
+    pub complete: bool,
+    pub settings: Settings,
+    pub tokenizer: TokenizerInfo,
+    pub inputs: Vec<InputStats>,
+    pub shards: Vec<ShardEntry>,
+    /// Input items (documents and skips, after partitioning) covered by the listed shards.
+    pub cursor: u64,
+    pub totals: Totals,
+}
+
+/// Everything that decides the output bytes; a resume must find the same.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    pub inputs: Vec<String>,
+    pub read: ReadOptions,
+    pub segment: SegmentConfig,
+    pub writer: WriterConfig,
+    /// `[K, N]`: this run prepared partition K of N.
+    pub partition: Option<[u32; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenizerInfo {
+    pub path: String,
+    pub sha256: String,
+    pub vocab_size: u32,
+    pub special_ids: SpecialIds,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct InputStats {
+    pub path: String,
+    pub format: Option<Format>,
+    pub compression: Option<Compression>,
+    /// Raw (compressed) bytes read; known once the input is done.
+    pub bytes: u64,
+    /// Read to its end (or abandoned after a read error, counted in `skipped`).
+    pub done: bool,
+    /// Records seen: documents plus skips.
+    pub records: u64,
+    /// Documents written to shards.
+    pub documents: u64,
+    pub spans: u64,
+    pub tokens: u64,
+    /// Skipped records by reason (see the README for the reasons).
+    pub skipped: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShardEntry {
+    /// Path relative to the manifest's folder.
+    pub file: String,
+    pub rows: u64,
+    pub spans: u64,
+    pub tokens: u64,
+    pub bytes: u64,
+    pub row_groups: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Totals {
+    pub documents: u64,
+    pub spans: u64,
+    pub tokens: u64,
+    pub shards: u64,
+    pub shard_bytes: u64,
+    pub input_bytes: u64,
+    pub skipped: BTreeMap<String, u64>,
+}
+
+impl Manifest {
+    /// Recomputes `totals` from the inputs and shards.
+    pub fn update_totals(&mut self) {
+        let mut t = Totals::default();
+        for i in &self.inputs {
+            t.documents += i.documents;
+            t.spans += i.spans;
+            t.tokens += i.tokens;
+            t.input_bytes += i.bytes;
+            for (k, v) in &i.skipped {
+                *t.skipped.entry(k.clone()).or_default() += v;
+            }
+        }
+        t.shards = self.shards.len() as u64;
+        t.shard_bytes = self.shards.iter().map(|s| s.bytes).sum();
+        self.totals = t;
+    }
+
+    pub fn load(dir: &Path) -> Result<Option<Manifest>> {
+        let path = dir.join(FILE_NAME);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!("{}: not a condenser manifest", path.display())
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("{}: cannot read", path.display())),
+        }
+    }
+
+    /// Writes `dir/manifest.json` atomically.
+    pub fn store(&mut self, dir: &Path) -> Result<()> {
+        self.update_totals();
+        self.written_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let path = dir.join(FILE_NAME);
+        let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        serde_json::to_writer_pretty(&mut f, self)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        sync_dir(dir)
+    }
+}
