@@ -31,3 +31,4 @@ if [ "$(readlink .libtorch 2>/dev/null)" != "$torch_dir" ]; then
 fi
 
 .venv/bin/python pipelines/fetch_data.py
+.venv/bin/python pipelines/demo_corpus.py

@@ -60,7 +60,7 @@ impl Default for ReadOptions {
             text_column: 1,
             id_column: Some(0),
             blank_line_docs: false,
-            max_record_bytes: 64 << 20,
+            max_record_bytes: 16 << 20,
         }
     }
 }

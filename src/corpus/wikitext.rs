@@ -59,8 +59,9 @@ const DROP_NAMESPACES: &[&str] = &[
 /// Converts one article's wikitext to plain text.
 pub fn to_plain_text(wikitext: &str) -> String {
     let s = strip_comments(wikitext);
-    let s = strip_drop_tags(&s);
+    // Templates before tags: a `</ref>` typed inside a citation template must not end the ref early.
     let s = strip_nested(&s, "{{", "}}");
+    let s = strip_drop_tags(&s);
     let s = strip_tables(&s);
     let s = rewrite_links(&s);
     let s = rewrite_external_links(&s);
@@ -159,11 +160,13 @@ fn strip_nested(s: &str, open: &str, close: &str) -> String {
     let mut depth = 0usize;
     let mut i = 0;
     let mut start = 0;
+    let mut outer = 0;
     // Byte-wise: the delimiters are ASCII, so every cut lands on a char boundary.
     while i < b.len() {
         if b[i..].starts_with(open_b) {
             if depth == 0 {
                 out.push_str(&s[start..i]);
+                outer = i;
             }
             depth += 1;
             i += open_b.len();
@@ -177,9 +180,12 @@ fn strip_nested(s: &str, open: &str, close: &str) -> String {
             i += 1;
         }
     }
-    // Unclosed at the end: the rest sat inside an unclosed template, markup noise, dropped.
     if depth == 0 {
         out.push_str(&s[start..]);
+    } else {
+        // An opener never closed: it is a stray brace pair, not a region; drop just it and go on, so
+        // one typo does not swallow the rest of the article.
+        out.push_str(&strip_nested(&s[outer + open_b.len()..], open, close));
     }
     out
 }
@@ -438,6 +444,12 @@ fn finish_lines(s: &str) -> String {
             continue; // Stray table rows outside a well-formed table.
         }
         let t = t.replace("'''''", "").replace("'''", "").replace("''", "");
+        // Stray braces and brackets from unbalanced markup.
+        let t = t
+            .replace("{{", "")
+            .replace("}}", "")
+            .replace("[[", "")
+            .replace("]]", "");
         let t = t
             .replace("__NOTOC__", "")
             .replace("__TOC__", "")
@@ -519,8 +531,18 @@ mod tests {
 
     #[test]
     fn multibyte_text_survives_every_pass() {
-        let s = "Ἀναρχία {{x|ἀ}} and [[Ἀθῆναι|Athens]] — “quoted” [http://x.org ἀβγ] <span>é</span> {|\n|ἀ\n|}\nend";
+        let s = "Ἀναρχία {{x|ἀ}} and [[Ἀθῆναι|Athens]] — “quoted” [http://x.org ἀβγ] <span>é</span>\n{|\n|ἀ\n|}\nend";
         assert_eq!(t(s), "Ἀναρχία and Athens — “quoted” ἀβγ é\nend");
+    }
+
+    #[test]
+    fn unbalanced_markup_does_not_swallow_the_article() {
+        assert_eq!(
+            t("Start {{unclosed|x and then more text. [[Link]] end."),
+            "Start unclosed|x and then more text. Link end."
+        );
+        assert_eq!(t("A<ref>{{cite|t=x</ref name=a> y}}</ref> B."), "A B.");
+        assert_eq!(t("Stray }} close."), "Stray close.");
     }
 
     #[test]

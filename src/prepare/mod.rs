@@ -75,7 +75,7 @@ pub struct PrepareArgs {
     #[arg(long, default_value = "8MB", value_parser = parse_size)]
     pub row_group_size: u64,
     /// Records (lines) longer than this are skipped and counted.
-    #[arg(long, default_value = "64MB", value_parser = parse_size)]
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub max_record_bytes: u64,
     /// Worker threads for segmentation [default: all cores]. Output bytes do not depend on it.
     #[arg(long, short = 'j')]

@@ -1,0 +1,190 @@
+//! Helpers shared by the integration tests: the binary, and small synthetic corpora.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn condenser() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_condenser"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    condenser()
+        .args(args)
+        .output()
+        .expect("the condenser binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn data(rel: &str) -> PathBuf {
+    let p = condenser::paths::data_dir().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run `make setup` first",
+        p.display()
+    );
+    p
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "river",
+    "city",
+    "ancient",
+    "museum",
+    "runs",
+    "through",
+    "northern",
+    "valley",
+    "was",
+    "built",
+    "in",
+    "century",
+    "by",
+    "merchants",
+    "who",
+    "traded",
+    "salt",
+    "and",
+    "silver",
+    "across",
+    "mountains",
+    "today",
+    "visitors",
+    "walk",
+    "along",
+    "stone",
+    "bridges",
+    "while",
+    "scholars",
+    "study",
+    "old",
+    "maps",
+    "of",
+    "region",
+    "its",
+    "population",
+    "grew",
+    "quickly",
+    "after",
+    "railway",
+    "arrived",
+    "many",
+    "families",
+    "moved",
+    "there",
+    "from",
+    "coastal",
+    "towns",
+    "seeking",
+    "work",
+    "factories",
+];
+
+/// A small deterministic pseudo-random generator (tests must not depend on `rand` streams).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One document of `sentences` English-like sentences.
+pub fn document(rng: &mut Lcg, sentences: usize) -> String {
+    let mut out = String::new();
+    for s in 0..sentences {
+        if s > 0 {
+            out.push(' ');
+        }
+        let n = 4 + rng.below(18) as usize;
+        for w in 0..n {
+            let word = WORDS[rng.below(WORDS.len() as u64) as usize];
+            if w == 0 {
+                let mut c = word.chars();
+                out.extend(c.next().unwrap().to_uppercase());
+                out.push_str(c.as_str());
+            } else {
+                out.push(' ');
+                out.push_str(word);
+            }
+        }
+        out.push('.');
+    }
+    out
+}
+
+/// Writes `docs` documents as JSON Lines (`{"id","title","text"}`) and returns the path.
+pub fn write_jsonl(dir: &Path, name: &str, docs: usize, seed: u64) -> PathBuf {
+    let mut rng = Lcg(seed);
+    let mut s = String::new();
+    for i in 0..docs {
+        let n = 1 + rng.below(30) as usize;
+        let text = document(&mut rng, n);
+        s.push_str(&serde_json::json!({"id": format!("{name}-{i}"), "title": format!("T{i}"), "text": text}).to_string());
+        s.push('\n');
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+/// Writes an MS MARCO style `pid<TAB>text` file, gzip-compressed when `name` ends in `.gz`.
+pub fn write_tsv(dir: &Path, name: &str, docs: usize, seed: u64) -> PathBuf {
+    let mut rng = Lcg(seed);
+    let mut s = String::new();
+    for i in 0..docs {
+        let n = 1 + rng.below(8) as usize;
+        s.push_str(&format!("{}\t{}\n", 1000 + i, document(&mut rng, n)));
+    }
+    let p = dir.join(name);
+    if name.ends_with(".gz") {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, s.as_bytes()).unwrap();
+        std::fs::write(&p, enc.finish().unwrap()).unwrap();
+    } else {
+        std::fs::write(&p, s).unwrap();
+    }
+    p
+}
+
+/// Every file of a prepare output folder with its bytes; `manifest.json` without its timestamp.
+pub fn output_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let mut bytes = std::fs::read(&p).unwrap();
+            if name == "manifest.json" {
+                let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                v["written_at"] = serde_json::Value::Null;
+                bytes = serde_json::to_vec_pretty(&v).unwrap();
+            }
+            (name, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+pub fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}

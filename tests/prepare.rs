@@ -1,0 +1,421 @@
+//! `condenser prepare` end to end: determinism, crash-safety and resume, bad input, partitions,
+//! stdin, the stdout contract, and the schema file.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+use condenser::shards::read_shard;
+
+fn corpus(dir: &Path) -> Vec<String> {
+    vec![
+        write_jsonl(dir, "a.jsonl", 400, 1).display().to_string(),
+        write_tsv(dir, "b.tsv.gz", 600, 2).display().to_string(),
+        write_jsonl(dir, "c.jsonl", 300, 3).display().to_string(),
+    ]
+}
+
+fn prepare(inputs: &[String], out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<&str> = vec![
+        "prepare",
+        "--out",
+        out.to_str().unwrap(),
+        "--shard-size",
+        "60KB",
+        "--row-group-size",
+        "20KB",
+    ];
+    args.extend(inputs.iter().map(String::as_str));
+    args.extend(extra);
+    run(&args)
+}
+
+#[test]
+fn output_is_byte_identical_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = corpus(dir.path());
+    let mut outputs = Vec::new();
+    for threads in ["1", "2", "8"] {
+        let out = dir.path().join(format!("out-{threads}"));
+        let o = prepare(&inputs, &out, &["--threads", threads]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        outputs.push(output_files(&out));
+    }
+    assert!(
+        outputs[0].len() > 3,
+        "several shards expected, got {}",
+        outputs[0].len()
+    );
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2]);
+}
+
+#[test]
+fn stdout_lists_each_shard_and_rows_match_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = corpus(dir.path());
+    let out = dir.path().join("out");
+    let o = prepare(&inputs, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    let listed: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+    let shards = m["shards"].as_array().unwrap();
+    assert_eq!(listed.len(), shards.len());
+    let (mut docs, mut spans, mut tokens) = (0u64, 0u64, 0u64);
+    for (line, entry) in listed.iter().zip(shards) {
+        assert_eq!(Path::new(line), out.join(entry["file"].as_str().unwrap()));
+        let rows = read_shard(Path::new(line), None).unwrap();
+        assert_eq!(rows.len() as u64, entry["rows"].as_u64().unwrap());
+        for r in &rows {
+            assert!(r.spans.iter().all(|s| !s.is_empty() && s.len() <= 126));
+            assert_eq!(
+                r.spans.iter().map(Vec::len).sum::<usize>() as u32,
+                r.num_tokens
+            );
+            assert!(
+                r.spans
+                    .iter()
+                    .flatten()
+                    .all(|&t| !(100..=103).contains(&t) && t != 0),
+                "special token in a span"
+            );
+        }
+        docs += rows.len() as u64;
+        spans += rows.iter().map(|r| r.spans.len() as u64).sum::<u64>();
+        tokens += rows.iter().map(|r| r.num_tokens as u64).sum::<u64>();
+    }
+    assert_eq!(docs, 1300);
+    assert_eq!(m["totals"]["documents"], docs);
+    assert_eq!(m["totals"]["spans"], spans);
+    assert_eq!(m["totals"]["tokens"], tokens);
+    assert_eq!(m["complete"], true);
+}
+
+/// Kills `prepare` with SIGKILL at several moments; each time the folder holds only complete shards,
+/// and rerunning the same command gives exactly the uninterrupted output.
+#[test]
+fn kill_9_then_rerun_equals_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = vec![
+        write_jsonl(dir.path(), "big.jsonl", 2500, 11)
+            .display()
+            .to_string(),
+        write_tsv(dir.path(), "big.tsv", 2500, 12)
+            .display()
+            .to_string(),
+    ];
+    let reference = dir.path().join("reference");
+    assert!(prepare(&inputs, &reference, &[]).status.success());
+    let expected = output_files(&reference);
+    let total_shards = manifest(&reference)["shards"].as_array().unwrap().len();
+    assert!(
+        total_shards > 9,
+        "the corpus must span more shards than the kill points ({total_shards})"
+    );
+    let mut interrupted = 0;
+
+    // Kill after the k-th shard line (k = 0: as soon as the process started).
+    for k in [0usize, 1, 4, 9] {
+        let out = dir.path().join(format!("killed-{k}"));
+        let mut args: Vec<String> = [
+            "prepare",
+            "--out",
+            out.to_str().unwrap(),
+            "--shard-size",
+            "60KB",
+            "--row-group-size",
+            "20KB",
+            "-q",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(inputs.iter().cloned());
+        let mut child = condenser()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for _ in 0..k {
+            if lines.next().is_none() {
+                break;
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if out.join("manifest.json").exists() {
+            let m = manifest(&out);
+            let listed = m["shards"].as_array().unwrap().len();
+            assert!(
+                listed >= k,
+                "the manifest lists {listed} shards after {k} were printed"
+            );
+            if m["complete"] == false {
+                interrupted += 1;
+            }
+        }
+        // Only complete shards under final names; each listed one matches its manifest entry.
+        if out.exists() {
+            for e in std::fs::read_dir(&out).unwrap() {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                if name.starts_with("shard-") {
+                    read_shard(&out.join(&name), None)
+                        .unwrap_or_else(|e| panic!("{name} incomplete after kill at {k}: {e:#}"));
+                } else {
+                    assert!(
+                        name == "manifest.json" || name.starts_with('.'),
+                        "unexpected {name}"
+                    );
+                }
+            }
+        }
+        let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            o.status.success(),
+            "rerun after kill at {k}: {}",
+            stderr(&o)
+        );
+        assert_eq!(output_files(&out), expected, "kill after shard {k}");
+    }
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kills landed mid-run: the test did not exercise resume"
+    );
+}
+
+#[test]
+fn a_completed_run_is_not_redone_and_a_different_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = corpus(dir.path());
+    let out = dir.path().join("out");
+    let first = prepare(&inputs, &out, &[]);
+    let again = prepare(&inputs, &out, &[]);
+    assert!(again.status.success());
+    assert_eq!(
+        stdout(&first),
+        stdout(&again),
+        "a finished run lists its shards again"
+    );
+    let other = prepare(&inputs, &out, &["--seed", "7"]);
+    assert_eq!(other.status.code(), Some(2));
+    assert!(
+        stderr(&other).contains("different prepare run"),
+        "{}",
+        stderr(&other)
+    );
+    assert!(prepare(&inputs, &out, &["--seed", "7", "--overwrite"])
+        .status
+        .success());
+    assert_eq!(manifest(&out)["settings"]["segment"]["seed"], 7);
+}
+
+fn bad_inputs(dir: &Path) -> Vec<(String, &'static str)> {
+    let w = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let text = "A good sentence here. Another one follows.\n".repeat(3000);
+    let cut = |bytes: Vec<u8>| bytes[..bytes.len() * 2 / 3].to_vec();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    bz.write_all(text.as_bytes()).unwrap();
+    let zst = zstd::encode_all(text.as_bytes(), 3).unwrap();
+    let mut long = vec![b'x'; 50 << 20];
+    long.push(b'\n');
+    vec![
+        (
+            w("utf8.txt", b"fine line\nbad \xff\xfe bytes\nfine again\n"),
+            "invalid_utf8",
+        ),
+        (
+            w(
+                "bad.jsonl",
+                b"{\"id\": 1, \"text\": \"ok\"}\n{\"id\": 2, \"text\": \n",
+            ),
+            "malformed_json",
+        ),
+        (w("cut.txt.gz", &cut(gz.finish().unwrap())), "read_error"),
+        (w("cut.txt.bz2", &cut(bz.finish().unwrap())), "read_error"),
+        (w("cut.txt.zst", &cut(zst)), "read_error"),
+        (
+            w("rows.tsv", b"1\tpassage one\n2\n3\tpassage three\n"),
+            "missing_column",
+        ),
+        (w("empty.txt", b""), "empty_file"),
+        (w("long.txt", &long), "record_too_large"),
+        (
+            w("binary.bin", &[0x7f, b'E', b'L', b'F', 0, 0, 1, 2, 0, 3]),
+            "binary_file",
+        ),
+        (
+            dir.join("does-not-exist.txt").display().to_string(),
+            "missing_path",
+        ),
+    ]
+}
+
+#[test]
+fn bad_input_is_skipped_counted_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = bad_inputs(dir.path());
+    let out = dir.path().join("out");
+    let mut args = vec!["prepare", "--out", out.to_str().unwrap()];
+    args.extend(bad.iter().map(|(p, _)| p.as_str()));
+    let o = run(&args);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let m = manifest(&out);
+    for (path, reason) in &bad {
+        let input = m["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["path"] == path.as_str())
+            .unwrap();
+        assert!(
+            input["skipped"][reason].as_u64().unwrap_or(0) >= 1,
+            "{path}: no {reason} in {input}"
+        );
+        assert!(
+            err.contains(path.as_str()),
+            "stderr does not name {path}:\n{err}"
+        );
+    }
+    // Line numbers and byte offsets are named.
+    assert!(err.contains("utf8.txt:2: invalid UTF-8"), "{err}");
+    assert!(err.contains("bad.jsonl:2:"), "{err}");
+    assert!(err.contains("rows.tsv:2:"), "{err}");
+    assert!(err.contains("long.txt:1: line of 52428800 bytes"), "{err}");
+    // The good records around the bad ones were kept.
+    assert!(m["totals"]["documents"].as_u64().unwrap() >= 6);
+    assert_eq!(m["totals"]["skipped"]["read_error"], 3);
+}
+
+#[test]
+fn on_error_fail_stops_without_a_partial_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_jsonl(dir.path(), "good.jsonl", 50, 9)
+        .display()
+        .to_string();
+    for (i, (path, reason)) in bad_inputs(dir.path()).into_iter().enumerate() {
+        let out = dir.path().join(format!("out-{i}"));
+        let o = run(&[
+            "prepare",
+            "--on-error",
+            "fail",
+            "--out",
+            out.to_str().unwrap(),
+            &good,
+            &path,
+        ]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{reason}: {err}");
+        assert!(err.contains(&path), "{reason}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let leftovers: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".parquet") || n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{reason}: left {leftovers:?}");
+        assert!(stdout(&o).is_empty());
+    }
+}
+
+#[test]
+fn partitions_merged_hold_exactly_the_unpartitioned_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let many = corpus(dir.path());
+    let one = vec![many[0].clone()];
+    for (label, inputs, n) in [("by-file", &many, 2u32), ("by-record", &one, 3u32)] {
+        let whole = dir.path().join(format!("{label}-whole"));
+        assert!(prepare(inputs, &whole, &[]).status.success());
+        let parts = dir.path().join(format!("{label}-parts"));
+        for k in 0..n {
+            let p = format!("{k}/{n}");
+            let o = prepare(inputs, &parts, &["--partition", &p]);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let o = run(&["prepare", "--merge", "--out", parts.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let (mw, mp) = (manifest(&whole), manifest(&parts));
+        for key in ["documents", "spans", "tokens"] {
+            assert_eq!(mw["totals"][key], mp["totals"][key], "{label}: {key}");
+        }
+        let ids = |dir: &Path, m: &serde_json::Value| {
+            let mut ids: Vec<String> = m["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| read_shard(&dir.join(s["file"].as_str().unwrap()), None).unwrap())
+                .map(|r| r.doc_id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&whole, &mw), ids(&parts, &mp), "{label}");
+    }
+}
+
+#[test]
+fn stdin_is_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = condenser()
+        .args(["prepare", "-", "--out", out.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rng = Lcg(5);
+    let text: String = (0..20).map(|_| document(&mut rng, 5) + "\n").collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = read_shard(Path::new(stdout(&o).trim()), None).unwrap();
+    assert_eq!(rows.len(), 20);
+    assert_eq!(rows[0].doc_id, "<stdin>:1");
+}
+
+#[test]
+fn min_spans_drops_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = corpus(dir.path());
+    let out = dir.path().join("out");
+    assert!(prepare(&inputs, &out, &["--min-spans", "2"])
+        .status
+        .success());
+    let m = manifest(&out);
+    let dropped = m["totals"]["skipped"]["too_few_spans"].as_u64().unwrap();
+    assert!(dropped > 0);
+    assert_eq!(m["totals"]["documents"].as_u64().unwrap() + dropped, 1300);
+}
+
+#[test]
+fn schema_file_is_in_sync_with_the_code() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/shard.schema.json");
+    let expected =
+        serde_json::to_string_pretty(&condenser::shards::schema::schema_json()).unwrap() + "\n";
+    if std::env::var_os("CONDENSER_UPDATE_SCHEMAS").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        on_disk, expected,
+        "schemas/shard.schema.json is stale: rerun with CONDENSER_UPDATE_SCHEMAS=1"
+    );
+}
