@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
 # The end-to-end demo, after `pipelines/setup.sh`: build, then each stage that exists so far.
+# Outputs go to runs/demo/ (git-ignored); a rerun reuses what is complete.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked
 bin=target/release/condenser
+runs=runs/demo
+mkdir -p "$runs"
 
 echo "== condenser env" >&2
 "$bin" env
+
+# The demo corpus: Wikipedia leads (JSON keyed by title), the raw MediaWiki dump through our own markup
+# stripper, and the MS MARCO passages of the RAG 2024 set (pid<TAB>text).
+echo "== condenser prepare (demo corpus -> $runs/shards)" >&2
+"$bin" prepare \
+  data/wiki-leads/summaries_en-us.json \
+  data/enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2 \
+  data/demo/msmarco-passages.tsv \
+  --out "$runs/shards" --shard-size 2MB

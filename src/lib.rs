@@ -4,6 +4,7 @@
 //! `inspect` -> `train` (Condenser, then coCondenser) -> a Hugging Face checkpoint -> `encode` / `eval`.
 //! This crate holds every stage; `main.rs` is only the command line.
 
+pub mod bench;
 pub mod corpus;
 pub mod device;
 pub mod logging;

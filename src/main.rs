@@ -41,6 +41,8 @@ enum Command {
     Encode(Pending),
     /// Retrieval evaluation (MRR@10, nDCG@10, Recall@k) of an encoder.
     Eval(Pending),
+    /// Throughput benchmarks: `bench prepare` (pipeline against the bare tokenizer).
+    Bench(condenser::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +90,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(_) => pending("train", 6),
         Command::Encode(_) => pending("encode", 5),
         Command::Eval(_) => pending("eval", 7),
+        Command::Bench(args) => condenser::bench::run(args),
     }
 }
 

@@ -201,6 +201,7 @@ pub fn run(args: PrepareArgs) -> Result<()> {
         threads,
         on_error: args.on_error,
         overwrite: args.overwrite,
+        print_shards: true,
     };
     pipeline::run(&config).map(|_| ())
 }

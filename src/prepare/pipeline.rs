@@ -43,6 +43,8 @@ pub struct PrepareConfig {
     pub threads: usize,
     pub on_error: OnError,
     pub overwrite: bool,
+    /// Print each completed shard's path on stdout (off for benchmarks).
+    pub print_shards: bool,
 }
 
 /// Documents per chunk, and the text bytes after which a chunk is sent early.
@@ -109,7 +111,9 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         Some(m) if m.settings == settings && m.tokenizer.sha256 == tokenizer_info.sha256 => {
             if m.complete {
                 log::info!("{}: already complete ({} shards); nothing to do", cfg.out.display(), m.shards.len());
-                print_shards(&cfg.out, &m.shards)?;
+                if cfg.print_shards {
+                    print_shards(&cfg.out, &m.shards)?;
+                }
                 return Ok(m);
             }
             log::info!(
@@ -143,7 +147,9 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         },
     };
     remove_stale_files(&cfg.out, &manifest)?;
-    print_shards(&cfg.out, &manifest.shards)?;
+    if cfg.print_shards {
+        print_shards(&cfg.out, &manifest.shards)?;
+    }
 
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.max(1))
@@ -493,9 +499,11 @@ fn close_shard(
     });
     manifest.cursor = cursor;
     manifest.store(&cfg.out)?;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", closed.path.display())?;
-    stdout.flush()?;
+    if cfg.print_shards {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", closed.path.display())?;
+        stdout.flush()?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,176 @@
+//! `condenser bench`: throughput measurements (never timed assertions in tests).
+//!
+//! `bench prepare` runs the whole prepare pipeline over the given inputs and, as the floor, the same
+//! documents' plain text through the bare tokenizer (`encode_batch`, same thread count), and reports
+//! tokens/s and MB/s of both.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::corpus::{self, wikitext, Item, Markup, ReadOptions};
+use crate::prepare::pipeline::{self, PrepareConfig};
+use crate::prepare::segment::SegmentConfig;
+use crate::prepare::OnError;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchWhat {
+    /// The prepare pipeline against the bare tokenizer on the same text.
+    Prepare(BenchPrepareArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchPrepareArgs {
+    /// Input files, directories or globs (as for `prepare`).
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Hugging Face tokenizer.json [default: the bert-base-uncased one from set-up].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Threads for both measurements [default: all cores].
+    #[arg(long, short = 'j')]
+    pub threads: Option<usize>,
+    /// Runs of each measurement; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// One JSON document on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Measurement {
+    what: &'static str,
+    seconds: f64,
+    tokens: u64,
+    tokens_per_s: f64,
+    input_mb_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    threads: usize,
+    documents: usize,
+    input_bytes: u64,
+    text_bytes: u64,
+    bare_tokenizer: Measurement,
+    pipeline: Measurement,
+    /// pipeline tokens/s over bare tokenizer tokens/s.
+    ratio: f64,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.what {
+        BenchWhat::Prepare(a) => prepare(a),
+    }
+}
+
+fn prepare(args: BenchPrepareArgs) -> Result<()> {
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let tok_path = args.tokenizer.clone().unwrap_or_else(crate::paths::default_tokenizer);
+    let tokenizer = crate::tokenizer::load(&tok_path)?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let repeat = args.repeat.max(1);
+
+    // The documents' plain text, as the pipeline's tokenizer sees it (markup already converted).
+    let inputs = corpus::expand_inputs(&args.inputs)?;
+    let mut texts: Vec<String> = Vec::new();
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for input in &inputs {
+        corpus::read_input(input, &ReadOptions::default(), counter.clone(), &mut |item| {
+            if let Item::Doc(d) = item {
+                texts.push(match d.markup {
+                    Markup::Plain => d.text,
+                    Markup::Wikitext => wikitext::to_plain_text(&d.text),
+                });
+            }
+            Ok(())
+        })?;
+    }
+    let input_bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
+    let text_bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
+    log::info!("{} documents, {:.1} MB of input, {:.1} MB of text, {threads} thread(s)", texts.len(), input_bytes as f64 / 1e6, text_bytes as f64 / 1e6);
+
+    let mut best_bare = f64::MAX;
+    let mut bare_tokens = 0u64;
+    for _ in 0..repeat {
+        let batch: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        let encs = pool.install(|| tokenizer.encode_batch(batch, false)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        best_bare = best_bare.min(t.elapsed().as_secs_f64());
+        bare_tokens = encs.iter().map(|e| e.len() as u64).sum();
+    }
+
+    let mut best_pipe = f64::MAX;
+    let mut pipe_tokens = 0u64;
+    for _ in 0..repeat {
+        let dir = tempfile_dir()?;
+        let cfg = PrepareConfig {
+            inputs: args.inputs.clone(),
+            out: dir.clone(),
+            tokenizer: tok_path.clone(),
+            read: ReadOptions::default(),
+            segment: SegmentConfig { max_len: 128, short_seq_prob: 0.1, seed: 42, min_spans: 1 },
+            writer: Default::default(),
+            partition: None,
+            threads,
+            on_error: OnError::Skip,
+            overwrite: true,
+            print_shards: false,
+        };
+        let t = Instant::now();
+        let m = pipeline::run(&cfg);
+        let secs = t.elapsed().as_secs_f64();
+        let _ = std::fs::remove_dir_all(&dir);
+        let m = m?;
+        best_pipe = best_pipe.min(secs);
+        pipe_tokens = m.totals.tokens;
+    }
+
+    let mb = input_bytes as f64 / 1e6;
+    let measure = |what, seconds: f64, tokens: u64| Measurement {
+        what,
+        seconds,
+        tokens,
+        tokens_per_s: tokens as f64 / seconds,
+        input_mb_per_s: mb / seconds,
+    };
+    let bare = measure("bare tokenizer (encode_batch)", best_bare, bare_tokens);
+    let pipe = measure("whole prepare pipeline", best_pipe, pipe_tokens);
+    let report = Report {
+        threads,
+        documents: texts.len(),
+        input_bytes,
+        text_bytes,
+        ratio: pipe.tokens_per_s / bare.tokens_per_s,
+        bare_tokenizer: bare,
+        pipeline: pipe,
+    };
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{:<32} {:>9} {:>12} {:>14} {:>10}", "measurement", "seconds", "tokens", "tokens/s", "input MB/s")?;
+        for m in [&report.bare_tokenizer, &report.pipeline] {
+            writeln!(out, "{:<32} {:>9.3} {:>12} {:>14.0} {:>10.2}", m.what, m.seconds, m.tokens, m.tokens_per_s, m.input_mb_per_s)?;
+        }
+        writeln!(out, "pipeline / bare tokenizer: {:.1}% ({} threads, {} documents, best of {repeat})", report.ratio * 100.0, threads, report.documents)?;
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("condenser-bench-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    Ok(dir)
+}
