@@ -74,10 +74,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 fn prepare(args: BenchPrepareArgs) -> Result<()> {
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let tok_path = args.tokenizer.clone().unwrap_or_else(crate::paths::default_tokenizer);
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let tok_path = args
+        .tokenizer
+        .clone()
+        .unwrap_or_else(crate::paths::default_tokenizer);
     let tokenizer = crate::tokenizer::load(&tok_path)?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     let repeat = args.repeat.max(1);
 
     // The documents' plain text, as the pipeline's tokenizer sees it (markup already converted).
@@ -85,26 +94,38 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
     let mut texts: Vec<String> = Vec::new();
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     for input in &inputs {
-        corpus::read_input(input, &ReadOptions::default(), counter.clone(), &mut |item| {
-            if let Item::Doc(d) = item {
-                texts.push(match d.markup {
-                    Markup::Plain => d.text,
-                    Markup::Wikitext => wikitext::to_plain_text(&d.text),
-                });
-            }
-            Ok(())
-        })?;
+        corpus::read_input(
+            input,
+            &ReadOptions::default(),
+            counter.clone(),
+            &mut |item| {
+                if let Item::Doc(d) = item {
+                    texts.push(match d.markup {
+                        Markup::Plain => d.text,
+                        Markup::Wikitext => wikitext::to_plain_text(&d.text),
+                    });
+                }
+                Ok(())
+            },
+        )?;
     }
     let input_bytes = counter.load(std::sync::atomic::Ordering::Relaxed);
     let text_bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
-    log::info!("{} documents, {:.1} MB of input, {:.1} MB of text, {threads} thread(s)", texts.len(), input_bytes as f64 / 1e6, text_bytes as f64 / 1e6);
+    log::info!(
+        "{} documents, {:.1} MB of input, {:.1} MB of text, {threads} thread(s)",
+        texts.len(),
+        input_bytes as f64 / 1e6,
+        text_bytes as f64 / 1e6
+    );
 
     let mut best_bare = f64::MAX;
     let mut bare_tokens = 0u64;
     for _ in 0..repeat {
         let batch: Vec<&str> = texts.iter().map(String::as_str).collect();
         let t = Instant::now();
-        let encs = pool.install(|| tokenizer.encode_batch(batch, false)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let encs = pool
+            .install(|| tokenizer.encode_batch(batch, false))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         best_bare = best_bare.min(t.elapsed().as_secs_f64());
         bare_tokens = encs.iter().map(|e| e.len() as u64).sum();
     }
@@ -118,7 +139,12 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
             out: dir.clone(),
             tokenizer: tok_path.clone(),
             read: ReadOptions::default(),
-            segment: SegmentConfig { max_len: 128, short_seq_prob: 0.1, seed: 42, min_spans: 1 },
+            segment: SegmentConfig {
+                max_len: 128,
+                short_seq_prob: 0.1,
+                seed: 42,
+                min_spans: 1,
+            },
             writer: Default::default(),
             partition: None,
             threads,
@@ -160,17 +186,35 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        writeln!(out, "{:<32} {:>9} {:>12} {:>14} {:>10}", "measurement", "seconds", "tokens", "tokens/s", "input MB/s")?;
+        writeln!(
+            out,
+            "{:<32} {:>9} {:>12} {:>14} {:>10}",
+            "measurement", "seconds", "tokens", "tokens/s", "input MB/s"
+        )?;
         for m in [&report.bare_tokenizer, &report.pipeline] {
-            writeln!(out, "{:<32} {:>9.3} {:>12} {:>14.0} {:>10.2}", m.what, m.seconds, m.tokens, m.tokens_per_s, m.input_mb_per_s)?;
+            writeln!(
+                out,
+                "{:<32} {:>9.3} {:>12} {:>14.0} {:>10.2}",
+                m.what, m.seconds, m.tokens, m.tokens_per_s, m.input_mb_per_s
+            )?;
         }
-        writeln!(out, "pipeline / bare tokenizer: {:.1}% ({} threads, {} documents, best of {repeat})", report.ratio * 100.0, threads, report.documents)?;
+        writeln!(
+            out,
+            "pipeline / bare tokenizer: {:.1}% ({} threads, {} documents, best of {repeat})",
+            report.ratio * 100.0,
+            threads,
+            report.documents
+        )?;
     }
     Ok(())
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("condenser-bench-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
+    let dir = std::env::temp_dir().join(format!(
+        "condenser-bench-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     Ok(dir)
 }

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod corpus;
 pub mod device;
 pub mod logging;
+pub mod model;
 pub mod paths;
 pub mod prepare;
 pub mod shards;

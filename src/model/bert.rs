@@ -1,0 +1,305 @@
+//! The BERT encoder in tch, one struct per block, built through Hugging Face names
+//! (`p / "attention" / "self" / "query"`), so `model.safetensors` keys fall out of the tree.
+//! Forward code follows `transformers/models/bert/modeling_bert.py`: post-LayerNorm residual blocks,
+//! exact (erf) GELU, attention through `scaled_dot_product_attention` with the padding mask.
+//!
+//! Precision: parameters are fp32 (the master weights). Matrix work runs in `Ctx::kind` (fp32 on CPU,
+//! bf16 on CUDA): weights are cast explicitly at use, since tch has no autocast; LayerNorm and losses
+//! stay in fp32.
+
+use tch::nn::{self, Init};
+use tch::{Kind, Tensor};
+
+use super::config::BertConfig;
+
+/// What one forward pass runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub train: bool,
+    /// The kind matrix work runs in.
+    pub kind: Kind,
+}
+
+impl Ctx {
+    pub fn eval(kind: Kind) -> Self {
+        Ctx { train: false, kind }
+    }
+}
+
+fn normal(cfg: &BertConfig) -> Init {
+    Init::Randn {
+        mean: 0.0,
+        stdev: cfg.initializer_range,
+    }
+}
+
+/// `nn::Linear` with HF initialisation (N(0, initializer_range), zero bias), run in the context's kind.
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn new(p: nn::Path, cfg: &BertConfig, input: i64, output: i64) -> Self {
+        Linear {
+            weight: p.var("weight", &[output, input], normal(cfg)),
+            bias: p.var("bias", &[output], Init::Const(0.0)),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
+        x.to_kind(ctx.kind).linear(
+            &self.weight.to_kind(ctx.kind),
+            Some(self.bias.to_kind(ctx.kind)),
+        )
+    }
+}
+
+/// LayerNorm computed in fp32 and returned in the context's kind.
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    eps: f64,
+    size: i64,
+}
+
+impl LayerNorm {
+    pub fn new(p: nn::Path, size: i64, eps: f64) -> Self {
+        LayerNorm {
+            weight: p.var("weight", &[size], Init::Const(1.0)),
+            bias: p.var("bias", &[size], Init::Const(0.0)),
+            eps,
+            size,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
+        x.to_kind(Kind::Float)
+            .layer_norm(
+                [self.size],
+                Some(&self.weight),
+                Some(&self.bias),
+                self.eps,
+                true,
+            )
+            .to_kind(ctx.kind)
+    }
+}
+
+#[derive(Debug)]
+pub struct BertEmbeddings {
+    pub word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    token_type_embeddings: Tensor,
+    layer_norm: LayerNorm,
+    dropout: f64,
+}
+
+impl BertEmbeddings {
+    pub fn new(p: nn::Path, cfg: &BertConfig) -> Self {
+        let emb =
+            |name: &str, n: i64| (&p / name).var("weight", &[n, cfg.hidden_size], normal(cfg));
+        let word_embeddings = emb("word_embeddings", cfg.vocab_size);
+        // HF zeroes the padding row at initialisation.
+        if (0..cfg.vocab_size).contains(&cfg.pad_token_id) {
+            tch::no_grad(|| {
+                let _ = word_embeddings.get(cfg.pad_token_id).zero_();
+            });
+        }
+        BertEmbeddings {
+            word_embeddings,
+            position_embeddings: emb("position_embeddings", cfg.max_position_embeddings),
+            token_type_embeddings: emb("token_type_embeddings", cfg.type_vocab_size),
+            layer_norm: LayerNorm::new(&p / "LayerNorm", cfg.hidden_size, cfg.layer_norm_eps),
+            dropout: cfg.hidden_dropout_prob,
+        }
+    }
+
+    /// input_ids: (B, T). No token type ids are passed (the reference uses zeros); positions 0..T-1.
+    pub fn forward(&self, input_ids: &Tensor, ctx: Ctx) -> Tensor {
+        let (_b, t) = input_ids.size2().expect("input_ids is (B, T)");
+        let words = Tensor::embedding(&self.word_embeddings, input_ids, -1, false, false); // (B, T, H)
+        let positions = self.position_embeddings.narrow(0, 0, t); // (T, H)
+        let types = self.token_type_embeddings.get(0); // (H)
+        let x = words + positions + types;
+        self.layer_norm
+            .forward(&x, ctx)
+            .dropout(self.dropout, ctx.train)
+    }
+}
+
+/// The attention mask in the form SDPA takes: None when nothing is padded (so the fused kernels can
+/// be chosen), else a boolean (B, 1, 1, T) mask, true where a key may be attended to.
+pub fn sdpa_mask(attention_mask: &Tensor) -> Option<Tensor> {
+    let padded = attention_mask.eq(0).any().int64_value(&[]) != 0;
+    padded.then(|| attention_mask.ne(0).unsqueeze(1).unsqueeze(1))
+}
+
+#[derive(Debug)]
+pub struct BertSelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    heads: i64,
+    dropout: f64,
+}
+
+#[derive(Debug)]
+pub struct BertLayer {
+    attention: BertSelfAttention,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+    hidden_dropout: f64,
+}
+
+impl BertLayer {
+    pub fn new(p: nn::Path, cfg: &BertConfig) -> Self {
+        let h = cfg.hidden_size;
+        let att = &p / "attention";
+        let slf = &att / "self";
+        BertLayer {
+            attention: BertSelfAttention {
+                query: Linear::new(&slf / "query", cfg, h, h),
+                key: Linear::new(&slf / "key", cfg, h, h),
+                value: Linear::new(&slf / "value", cfg, h, h),
+                heads: cfg.num_attention_heads,
+                dropout: cfg.attention_probs_dropout_prob,
+            },
+            attention_output: Linear::new(&att / "output" / "dense", cfg, h, h),
+            attention_norm: LayerNorm::new(&att / "output" / "LayerNorm", h, cfg.layer_norm_eps),
+            intermediate: Linear::new(&p / "intermediate" / "dense", cfg, h, cfg.intermediate_size),
+            output: Linear::new(&p / "output" / "dense", cfg, cfg.intermediate_size, h),
+            output_norm: LayerNorm::new(&p / "output" / "LayerNorm", h, cfg.layer_norm_eps),
+            hidden_dropout: cfg.hidden_dropout_prob,
+        }
+    }
+
+    /// x: (B, T, H); mask from [`sdpa_mask`].
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, ctx: Ctx) -> Tensor {
+        let (b, t, h) = x.size3().expect("hidden states are (B, T, H)");
+        let a = &self.attention;
+        let d = h / a.heads;
+        let split = |y: Tensor| y.view([b, t, a.heads, d]).transpose(1, 2); // (B, nh, T, d)
+        let q = split(a.query.forward(x, ctx));
+        let k = split(a.key.forward(x, ctx));
+        let v = split(a.value.forward(x, ctx));
+        let dropout = if ctx.train { a.dropout } else { 0.0 };
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            dropout,
+            false,
+            None::<f64>,
+            false,
+        );
+        let y = y.transpose(1, 2).contiguous().view([b, t, h]); // (B, T, H)
+        let y = self
+            .attention_output
+            .forward(&y, ctx)
+            .dropout(self.hidden_dropout, ctx.train);
+        let x = self.attention_norm.forward(&(y + x), ctx);
+        let ff = self.intermediate.forward(&x, ctx).gelu("none");
+        let ff = self
+            .output
+            .forward(&ff, ctx)
+            .dropout(self.hidden_dropout, ctx.train);
+        self.output_norm.forward(&(ff + x), ctx)
+    }
+}
+
+/// `bert.*` without a pooler (as in `BertForMaskedLM`).
+#[derive(Debug)]
+pub struct BertModel {
+    pub embeddings: BertEmbeddings,
+    pub layers: Vec<BertLayer>,
+}
+
+impl BertModel {
+    pub fn new(p: nn::Path, cfg: &BertConfig) -> Self {
+        let enc = &p / "encoder" / "layer";
+        BertModel {
+            embeddings: BertEmbeddings::new(&p / "embeddings", cfg),
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| BertLayer::new(&enc / i, cfg))
+                .collect(),
+        }
+    }
+
+    /// Hidden states in HF order: [embeddings, layer 1, ..., layer L], each (B, T, H).
+    /// `keep` bounds which are returned (others are dropped as soon as the next layer ran).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        mask: Option<&Tensor>,
+        keep: &[usize],
+        ctx: Ctx,
+    ) -> Vec<(usize, Tensor)> {
+        let mut x = self.embeddings.forward(input_ids, ctx);
+        let mut kept = Vec::new();
+        if keep.contains(&0) {
+            kept.push((0, x.shallow_clone()));
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, mask, ctx);
+            if keep.contains(&(i + 1)) {
+                kept.push((i + 1, x.shallow_clone()));
+            }
+        }
+        kept
+    }
+
+    /// The last layer's output (B, T, H).
+    pub fn last_hidden(&self, input_ids: &Tensor, mask: Option<&Tensor>, ctx: Ctx) -> Tensor {
+        let n = self.layers.len();
+        self.forward(input_ids, mask, &[n], ctx)
+            .pop()
+            .expect("the last layer is kept")
+            .1
+    }
+}
+
+/// `cls.predictions`: dense + GELU + LayerNorm, then the decoder tied to the word embeddings + bias.
+#[derive(Debug)]
+pub struct BertLmHead {
+    dense: Linear,
+    norm: LayerNorm,
+    pub bias: Tensor,
+}
+
+impl BertLmHead {
+    pub fn new(p: nn::Path, cfg: &BertConfig) -> Self {
+        BertLmHead {
+            dense: Linear::new(
+                &p / "transform" / "dense",
+                cfg,
+                cfg.hidden_size,
+                cfg.hidden_size,
+            ),
+            norm: LayerNorm::new(
+                &p / "transform" / "LayerNorm",
+                cfg.hidden_size,
+                cfg.layer_norm_eps,
+            ),
+            bias: p.var("bias", &[cfg.vocab_size], Init::Const(0.0)),
+        }
+    }
+
+    /// h: (..., H) -> fp32 logits (..., V).
+    pub fn forward(&self, h: &Tensor, word_embeddings: &Tensor, ctx: Ctx) -> Tensor {
+        let x = self
+            .norm
+            .forward(&self.dense.forward(h, ctx).gelu("none"), ctx);
+        x.linear(
+            &word_embeddings.to_kind(ctx.kind),
+            Some(self.bias.to_kind(ctx.kind)),
+        )
+        .to_kind(Kind::Float)
+    }
+}

@@ -1,0 +1,158 @@
+//! The Condenser pre-training model (spec section 2): a BERT backbone, one MLM head shared by the late
+//! and the head loss, and `n_head_layers` fresh BERT layers (the head) fed with the last layer's [CLS]
+//! and layer `skip_from`'s token outputs.
+
+use tch::{nn, Kind, Tensor};
+
+use super::bert::{sdpa_mask, BertLayer, BertLmHead, BertModel, Ctx};
+use super::config::BertConfig;
+
+/// Condenser settings (stored in `condenser_head.safetensors` metadata, like the reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeadConfig {
+    /// The early layer whose token outputs feed the head (HF indexing: 0 = embeddings).
+    pub skip_from: usize,
+    pub n_head_layers: usize,
+    /// Add the last layer's own MLM loss to the head's.
+    pub late_mlm: bool,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig {
+            skip_from: 6,
+            n_head_layers: 2,
+            late_mlm: true,
+        }
+    }
+}
+
+/// What a training forward returns.
+pub struct CondenserOutput {
+    /// head_loss + late_loss (late_mlm) or head_loss, fp32 scalar.
+    pub loss: Tensor,
+    pub head_loss: Tensor,
+    pub late_loss: Tensor,
+    /// Last-layer [CLS] vectors (B, H), the span representations.
+    pub cls: Tensor,
+}
+
+#[derive(Debug)]
+pub struct Condenser {
+    pub config: BertConfig,
+    pub head_config: HeadConfig,
+    pub bert: BertModel,
+    pub lm_head: BertLmHead,
+    pub c_head: Vec<BertLayer>,
+}
+
+impl Condenser {
+    /// Builds every variable under `root` with HF names: `bert.*`, `cls.predictions.*`, `c_head.{i}.*`.
+    pub fn new(
+        root: &nn::Path,
+        config: BertConfig,
+        head_config: HeadConfig,
+    ) -> anyhow::Result<Self> {
+        if head_config.skip_from < 1 || head_config.skip_from as i64 > config.num_hidden_layers {
+            anyhow::bail!(
+                "skip_from {} must be in [1, {}]",
+                head_config.skip_from,
+                config.num_hidden_layers
+            );
+        }
+        let bert = BertModel::new(root / "bert", &config);
+        let lm_head = BertLmHead::new(root / "cls" / "predictions", &config);
+        let heads = root / "c_head";
+        let c_head = (0..head_config.n_head_layers)
+            .map(|i| BertLayer::new(&heads / i, &config))
+            .collect();
+        Ok(Condenser {
+            config,
+            head_config,
+            bert,
+            lm_head,
+            c_head,
+        })
+    }
+
+    /// Last-layer [CLS] (B, H): the representation, backbone only.
+    pub fn cls(&self, input_ids: &Tensor, attention_mask: &Tensor, ctx: Ctx) -> Tensor {
+        let mask = sdpa_mask(attention_mask);
+        self.bert
+            .last_hidden(input_ids, mask.as_ref(), ctx)
+            .select(1, 0)
+    }
+
+    /// MLM cross-entropy (mean over labelled positions) of `hidden` (B, T, H) against labels (B, T),
+    /// -100 = unlabelled. Logits are computed only at labelled positions: the vocabulary projection
+    /// over every token would be about a fifth of BERT-base's FLOPs for nothing.
+    pub fn mlm_loss(&self, hidden: &Tensor, labels: &Tensor, ctx: Ctx) -> Tensor {
+        let h = hidden.size()[2];
+        let flat_labels = labels.view([-1]);
+        let at = flat_labels.ne(-100).nonzero().squeeze_dim(1); // (M)
+        let picked = hidden.reshape([-1, h]).index_select(0, &at); // (M, H)
+        let logits = self
+            .lm_head
+            .forward(&picked, &self.bert.embeddings.word_embeddings, ctx); // (M, V)
+        logits.cross_entropy_loss::<Tensor>(
+            &flat_labels.index_select(0, &at),
+            None,
+            tch::Reduction::Mean,
+            -100,
+            0.0,
+        )
+    }
+
+    /// Backbone and head without losses: (last layer (B, T, H), head output (B, T, H)).
+    pub fn states(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        ctx: Ctx,
+    ) -> (Tensor, Tensor) {
+        let mask = sdpa_mask(attention_mask);
+        let last_layer = self.bert.layers.len();
+        let mut hs = self.bert.forward(
+            input_ids,
+            mask.as_ref(),
+            &[self.head_config.skip_from, last_layer],
+            ctx,
+        );
+        let last = hs.pop().expect("last layer kept").1; // (B, T, H)
+        let early = hs
+            .pop()
+            .map(|(_, t)| t)
+            .unwrap_or_else(|| last.shallow_clone()); // skip_from == last
+        let t = last.size()[1];
+        // Head input: the late [CLS] followed by the early layer's positions 1..T (same length T).
+        let mut x = Tensor::cat(&[last.narrow(1, 0, 1), early.narrow(1, 1, t - 1)], 1);
+        for layer in &self.c_head {
+            x = layer.forward(&x, mask.as_ref(), ctx);
+        }
+        (last, x)
+    }
+
+    /// The Condenser forward: late MLM on the last layer, head MLM on [late CLS ; early tokens].
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        labels: &Tensor,
+        ctx: Ctx,
+    ) -> CondenserOutput {
+        let (last, head) = self.states(input_ids, attention_mask, ctx);
+        let late_loss = self.mlm_loss(&last, labels, ctx);
+        let head_loss = self.mlm_loss(&head, labels, ctx);
+        let loss = if self.head_config.late_mlm {
+            &head_loss + &late_loss
+        } else {
+            head_loss.shallow_clone()
+        };
+        CondenserOutput {
+            loss,
+            head_loss,
+            late_loss,
+            cls: last.select(1, 0).to_kind(Kind::Float),
+        }
+    }
+}

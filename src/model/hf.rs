@@ -1,0 +1,404 @@
+//! Hugging Face directories in and out.
+//!
+//! In: `config.json` + `model.safetensors` with `BertModel` names (with or without the `bert.` prefix)
+//! or `BertForMaskedLM` names (`cls.predictions.*`), plus our `condenser_head.safetensors` when present
+//! (keys `c_head.{i}.<BertLayer name>`, settings in its metadata, as the PyTorch reference writes it).
+//! Out: the same layout, written to a temporary folder and renamed into place, so a crash never leaves
+//! a half checkpoint under the final name.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+use super::condenser::{Condenser, HeadConfig};
+use super::config::BertConfig;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const HEAD_FILE: &str = "condenser_head.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// A loaded model with the store that owns its parameters.
+pub struct Loaded {
+    pub vs: VarStore,
+    pub model: Condenser,
+    /// Which parts were freshly initialised because the directory lacked them.
+    pub fresh_mlm_head: bool,
+    pub fresh_condenser_head: bool,
+}
+
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F64 => Kind::Double,
+        Dtype::I64 => Kind::Int64,
+        _ => return None,
+    })
+}
+
+/// Reads every tensor of a safetensors file (CPU) and its metadata.
+pub fn read_safetensors(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes).with_context(|| {
+        format!(
+            "{}: not a valid safetensors file (truncated or corrupt?)",
+            path.display()
+        )
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{}: bad header", path.display()))?;
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        let kind = kind_of(view.dtype()).with_context(|| {
+            format!(
+                "{}: tensor {name} has unsupported dtype {:?}",
+                path.display(),
+                view.dtype()
+            )
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        out.push((name, Tensor::from_data_size(view.data(), &shape, kind)));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// Maps a checkpoint name to our variable name; None for tensors we know and do not use.
+fn our_name(name: &str) -> Option<String> {
+    let name = name.strip_prefix("model.").unwrap_or(name);
+    let ours =
+        if name.starts_with("bert.") || name.starts_with("cls.") || name.starts_with("c_head.") {
+            name.to_string()
+        } else if ["embeddings.", "encoder.", "pooler."]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            format!("bert.{name}") // BertModel names without the prefix (e.g. all-MiniLM-L6-v2)
+        } else {
+            name.to_string()
+        };
+    let unused = ours.starts_with("bert.pooler.")
+        || ours == "bert.embeddings.position_ids"
+        || ours.starts_with("cls.seq_relationship.")
+        || ours == "cls.predictions.decoder.weight"; // tied to the word embeddings
+    (!unused).then_some(ours)
+}
+
+fn head_config_from(meta: &HashMap<String, String>, default: HeadConfig) -> Result<HeadConfig> {
+    let get = |k: &str| meta.get(k).map(|v| v.trim().to_string());
+    Ok(HeadConfig {
+        skip_from: match get("skip_from") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("head metadata skip_from {v:?}"))?,
+            None => default.skip_from,
+        },
+        n_head_layers: match get("n_head_layers") {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("head metadata n_head_layers {v:?}"))?,
+            None => default.n_head_layers,
+        },
+        late_mlm: match get("late_mlm") {
+            Some(v) => {
+                serde_json::from_str(&v).with_context(|| format!("head metadata late_mlm {v:?}"))?
+            }
+            None => default.late_mlm,
+        },
+    })
+}
+
+/// Copies `tensors` into the store's variables by name; returns the names it filled.
+fn assign(
+    vars: &HashMap<String, Tensor>,
+    tensors: Vec<(String, Tensor)>,
+    file: &Path,
+) -> Result<Vec<String>> {
+    let mut filled = Vec::new();
+    let mut unknown = Vec::new();
+    let mut mismatched = Vec::new();
+    let mut decoder_bias = None;
+    for (name, t) in tensors {
+        let Some(ours) = our_name(&name) else {
+            continue;
+        };
+        if ours == "cls.predictions.decoder.bias" {
+            decoder_bias = Some(t); // tied to cls.predictions.bias; used when that one is absent
+            continue;
+        }
+        match vars.get(&ours) {
+            Some(var) if var.size() == t.size() => {
+                tch::no_grad(|| var.shallow_clone().copy_(&t.to_kind(var.kind())));
+                filled.push(ours);
+            }
+            Some(var) => mismatched.push(format!(
+                "{name}: checkpoint {:?}, model {:?}",
+                t.size(),
+                var.size()
+            )),
+            None => unknown.push(name),
+        }
+    }
+    if let Some(t) = decoder_bias {
+        let ours = "cls.predictions.bias".to_string();
+        if !filled.contains(&ours) {
+            if let Some(var) = vars.get(&ours).filter(|v| v.size() == t.size()) {
+                tch::no_grad(|| var.shallow_clone().copy_(&t.to_kind(var.kind())));
+                filled.push(ours);
+            }
+        }
+    }
+    if !mismatched.is_empty() || !unknown.is_empty() {
+        let mut msg = format!("{}: does not fit the model of config.json", file.display());
+        if !mismatched.is_empty() {
+            msg += &format!(
+                "\n  shape mismatches ({}):\n    {}",
+                mismatched.len(),
+                mismatched.join("\n    ")
+            );
+        }
+        if !unknown.is_empty() {
+            msg += &format!(
+                "\n  unknown tensors ({}):\n    {}",
+                unknown.len(),
+                unknown.join("\n    ")
+            );
+        }
+        bail!(msg);
+    }
+    Ok(filled)
+}
+
+/// Loads a Hugging Face directory onto `device`. Missing MLM head: fresh transform and LayerNorm, the
+/// tied decoder and a zero bias. Missing Condenser head: N(0, initializer_range), as the reference.
+/// `head` sets the Condenser settings when the directory has no head file; `seed` drives fresh inits.
+pub fn load(dir: &Path, device: Device, head: HeadConfig, seed: i64) -> Result<Loaded> {
+    let config = BertConfig::load(&dir.join(CONFIG_FILE))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    if !weights.exists() {
+        bail!(
+            "{}: missing (only safetensors checkpoints are read)",
+            weights.display()
+        );
+    }
+    let head_path = dir.join(HEAD_FILE);
+    let head_tensors = if head_path.exists() {
+        Some(read_safetensors(&head_path)?)
+    } else {
+        None
+    };
+    let head_config = match &head_tensors {
+        Some((_, meta)) => head_config_from(meta, head)?,
+        None => head,
+    };
+    tch::manual_seed(seed);
+    let vs = VarStore::new(device);
+    let model = Condenser::new(&vs.root(), config, head_config)?;
+    let vars = vs.variables();
+
+    let (tensors, _) = read_safetensors(&weights)?;
+    let mut filled = assign(&vars, tensors, &weights)?;
+    let fresh_condenser_head = match head_tensors {
+        Some((tensors, _)) => {
+            let got = assign(&vars, tensors, &head_path)?;
+            let expected = vars.keys().filter(|k| k.starts_with("c_head.")).count();
+            if got.len() != expected {
+                let missing: Vec<_> = vars
+                    .keys()
+                    .filter(|k| k.starts_with("c_head.") && !got.contains(k))
+                    .cloned()
+                    .collect();
+                bail!(
+                    "{}: missing head tensors: {}",
+                    head_path.display(),
+                    missing.join(", ")
+                );
+            }
+            filled.extend(got);
+            false
+        }
+        None => {
+            log::info!(
+                "{}: no {HEAD_FILE}; the Condenser head is freshly initialised N(0, {})",
+                dir.display(),
+                model.config.initializer_range
+            );
+            true
+        }
+    };
+    let mlm: Vec<&String> = vars.keys().filter(|k| k.starts_with("cls.")).collect();
+    let mlm_filled = mlm.iter().filter(|k| filled.contains(k)).count();
+    let fresh_mlm_head = mlm_filled == 0;
+    if fresh_mlm_head {
+        log::info!("{}: no MLM head (cls.predictions.*); a fresh one is initialised, decoder tied to the word embeddings, zero bias", dir.display());
+    } else if mlm_filled != mlm.len() {
+        let missing: Vec<_> = mlm
+            .iter()
+            .filter(|k| !filled.contains(k))
+            .map(|s| s.as_str())
+            .collect();
+        bail!(
+            "{}: incomplete MLM head, missing {}",
+            weights.display(),
+            missing.join(", ")
+        );
+    }
+    let mut missing: Vec<&String> = vars
+        .keys()
+        .filter(|k| k.starts_with("bert.") && !filled.contains(k))
+        .collect();
+    if !missing.is_empty() {
+        missing.sort();
+        bail!(
+            "{}: missing encoder tensors ({}): {}",
+            weights.display(),
+            missing.len(),
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(Loaded {
+        vs,
+        model,
+        fresh_mlm_head,
+        fresh_condenser_head,
+    })
+}
+
+/// A CPU fp32 copy of a tensor as safetensors sees it.
+struct F32View {
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl F32View {
+    fn new(t: &Tensor) -> Self {
+        let t = t
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous();
+        let n = t.numel();
+        let mut data = vec![0u8; n * 4];
+        t.copy_data_u8(&mut data, n);
+        F32View {
+            shape: t.size().iter().map(|&d| d as usize).collect(),
+            data,
+        }
+    }
+}
+
+impl View for &F32View {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn write_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, F32View>,
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    safetensors::tensor::serialize_to_file(
+        tensors.iter().map(|(k, v)| (k.as_str(), v)),
+        Some(meta),
+        path,
+    )
+    .with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Writes `dir` atomically: config.json (BertForMaskedLM), model.safetensors (HF names),
+/// condenser_head.safetensors (with the head settings in its metadata), tokenizer.json, and any
+/// `extra` files (trainer state), all in a temporary folder renamed into place at the end.
+pub fn save(
+    dir: &Path,
+    loaded_vs: &VarStore,
+    model: &Condenser,
+    tokenizer: &Path,
+    extra: &[(&str, Vec<u8>)],
+) -> Result<()> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("{}: cannot create", parent.display()))?;
+    let name = dir
+        .file_name()
+        .context("checkpoint path has no name")?
+        .to_string_lossy();
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let result = (|| -> Result<()> {
+        let tok = std::fs::read(tokenizer)
+            .with_context(|| format!("{}: cannot read the tokenizer", tokenizer.display()))?;
+        std::fs::write(tmp.join(TOKENIZER_FILE), tok)?;
+        let cfg = serde_json::to_vec_pretty(&model.config.to_checkpoint_json())?;
+        std::fs::write(tmp.join(CONFIG_FILE), cfg)?;
+        let mut backbone = BTreeMap::new();
+        let mut head = BTreeMap::new();
+        for (k, v) in loaded_vs.variables() {
+            if k.starts_with("c_head.") {
+                head.insert(k, F32View::new(&v));
+            } else {
+                backbone.insert(k, F32View::new(&v));
+            }
+        }
+        let pt = HashMap::from([("format".to_string(), "pt".to_string())]);
+        write_safetensors(&tmp.join(WEIGHTS_FILE), &backbone, pt)?;
+        let hc = model.head_config;
+        let meta = HashMap::from([
+            ("format".to_string(), "pt".to_string()),
+            ("skip_from".to_string(), hc.skip_from.to_string()),
+            ("n_head_layers".to_string(), hc.n_head_layers.to_string()),
+            ("late_mlm".to_string(), hc.late_mlm.to_string()),
+            ("model".to_string(), "CondenserRef".to_string()),
+        ]);
+        write_safetensors(&tmp.join(HEAD_FILE), &head, meta)?;
+        for (file, bytes) in extra {
+            std::fs::write(tmp.join(file), bytes)?;
+        }
+        for entry in std::fs::read_dir(&tmp)? {
+            std::fs::File::open(entry?.path())?.sync_all()?;
+        }
+        crate::shards::writer::sync_dir(&tmp)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("saving {}", dir.display())));
+    }
+    // Swap in: an existing checkpoint is moved aside first and removed only after the rename.
+    let old: Option<PathBuf> = dir
+        .exists()
+        .then(|| parent.join(format!(".{name}.old-{}", std::process::id())));
+    if let Some(old) = &old {
+        std::fs::rename(dir, old)
+            .with_context(|| format!("cannot move {} aside", dir.display()))?;
+    }
+    std::fs::rename(&tmp, dir)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+    crate::shards::writer::sync_dir(parent)?;
+    if let Some(old) = old {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(())
+}

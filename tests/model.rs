@@ -1,0 +1,284 @@
+//! The model against Hugging Face transformers: forward parity on a tiny random Condenser, save/load
+//! round trips, loading in transformers, and bad checkpoints.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use condenser::model::{hf, Ctx, HeadConfig};
+use tch::{Device, Kind, Tensor};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-condenser")
+}
+
+fn expected() -> HashMap<String, Tensor> {
+    let (t, _) = hf::read_safetensors(&fixture().join("expected.safetensors")).unwrap();
+    t.into_iter().collect()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
+}
+
+fn load_tiny() -> hf::Loaded {
+    hf::load(
+        &fixture().join("model"),
+        Device::Cpu,
+        HeadConfig::default(),
+        0,
+    )
+    .unwrap()
+}
+
+#[test]
+fn forward_matches_transformers_within_1e_5() {
+    let e = expected();
+    let m = load_tiny();
+    assert!(!m.fresh_mlm_head && !m.fresh_condenser_head);
+    assert_eq!(
+        m.model.head_config,
+        HeadConfig {
+            skip_from: 2,
+            n_head_layers: 2,
+            late_mlm: true
+        }
+    );
+    let ctx = Ctx::eval(Kind::Float);
+    let (ids, mask, labels) = (&e["input_ids"], &e["attention_mask"], &e["labels"]);
+    let hs = tch::no_grad(|| {
+        let mask_sdpa = condenser::model::bert::sdpa_mask(mask);
+        m.model
+            .bert
+            .forward(ids, mask_sdpa.as_ref(), &[0, 1, 2, 3, 4], ctx)
+    });
+    for (i, h) in hs {
+        let d = max_diff(&h, &e[&format!("hidden_{i}")]);
+        assert!(d < 1e-5, "hidden state {i}: max abs diff {d:e}");
+    }
+    let (_, head) = tch::no_grad(|| m.model.states(ids, mask, ctx));
+    assert!(max_diff(&head, &e["head_output"]) < 1e-5, "head output");
+    let out = tch::no_grad(|| m.model.forward(ids, mask, labels, ctx));
+    assert!(max_diff(&out.cls, &e["cls"]) < 1e-5, "cls");
+    let d_head = max_diff(&out.head_loss.reshape([1]), &e["head_loss"]);
+    let d_late = max_diff(&out.late_loss.reshape([1]), &e["late_loss"]);
+    assert!(
+        d_head < 1e-5 && d_late < 1e-5,
+        "losses: head {d_head:e}, late {d_late:e}"
+    );
+    let sum = (&out.head_loss + &out.late_loss - &out.loss)
+        .abs()
+        .double_value(&[]);
+    assert!(sum < 1e-7, "late_mlm: loss = head + late");
+}
+
+#[test]
+fn save_then_load_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = load_tiny();
+    let tok = common::data("minilm/tokenizer.json");
+    let out = dir.path().join("ckpt");
+    hf::save(&out, &m.vs, &m.model, &tok, &[]).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "condenser_head.safetensors",
+        "tokenizer.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "temporary folders left: {leftovers:?}");
+    let back = hf::load(&out, Device::Cpu, HeadConfig::default(), 1).unwrap();
+    assert_eq!(back.model.head_config, m.model.head_config);
+    let (a, b) = (m.vs.variables(), back.vs.variables());
+    assert_eq!(a.len(), b.len());
+    for (k, v) in &a {
+        assert!(v.equal(&b[k]), "{k} differs after save/load");
+    }
+    // Saving over an existing checkpoint replaces it whole.
+    hf::save(
+        &out,
+        &back.vs,
+        &back.model,
+        &tok,
+        &[("extra.json", b"{}".to_vec())],
+    )
+    .unwrap();
+    assert!(out.join("extra.json").exists());
+}
+
+#[test]
+fn a_saved_checkpoint_loads_in_transformers_with_the_same_cls() {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the project venv is missing: run `make setup`"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let m = load_tiny();
+    let out = dir.path().join("ckpt");
+    hf::save(
+        &out,
+        &m.vs,
+        &m.model,
+        &common::data("minilm/tokenizer.json"),
+        &[],
+    )
+    .unwrap();
+    let e = expected();
+    let to_lists = |t: &Tensor| -> Vec<Vec<i64>> { Vec::<Vec<i64>>::try_from(t).unwrap() };
+    let inputs = serde_json::json!({"input_ids": to_lists(&e["input_ids"]), "attention_mask": to_lists(&e["attention_mask"])});
+    let inputs_path = dir.path().join("inputs.json");
+    std::fs::write(&inputs_path, inputs.to_string()).unwrap();
+    let o = std::process::Command::new(&python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check_hf_load.py"))
+        .arg(&out)
+        .arg(&inputs_path)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["class"], "BertModel");
+    // BertModel adds a pooler that pre-training neither has nor uses (the reference's checkpoints lack it
+    // too, spec 2.7): it is the only thing transformers may call missing. No encoder key is missing.
+    let missing: Vec<String> = serde_json::from_value(r["missing"].clone()).unwrap();
+    assert!(
+        missing.iter().all(|k| k.starts_with("pooler.")),
+        "missing encoder keys: {missing:?}"
+    );
+    let unexpected: Vec<String> = serde_json::from_value(r["unexpected"].clone()).unwrap();
+    assert!(
+        unexpected.iter().all(|k| k.starts_with("cls.")),
+        "unexpected encoder keys: {unexpected:?}"
+    );
+    assert_eq!(r["mlm_missing"], serde_json::json!([]), "{r}");
+    assert_eq!(r["mlm_unexpected"], serde_json::json!([]), "{r}");
+    let cls: Vec<Vec<f32>> = serde_json::from_value(r["cls"].clone()).unwrap();
+    let ours = tch::no_grad(|| {
+        m.model.cls(
+            &e["input_ids"],
+            &e["attention_mask"],
+            Ctx::eval(Kind::Float),
+        )
+    });
+    let theirs = Tensor::from_slice2(&cls);
+    assert!(
+        max_diff(&ours, &theirs) < 1e-5,
+        "CLS differs from transformers"
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+fn load_err(dir: &Path) -> String {
+    match hf::load(dir, Device::Cpu, HeadConfig::default(), 0) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn bad_checkpoints_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // A config that does not match the weights: shapes listed.
+    let d = dir.path().join("wrong-config");
+    copy_dir(&fixture().join("model"), &d);
+    let cfg = std::fs::read_to_string(d.join("config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 37", "\"intermediate_size\": 40");
+    std::fs::write(d.join("config.json"), cfg).unwrap();
+    let err = load_err(&d);
+    assert!(
+        err.contains("shape mismatches") && err.contains("intermediate.dense.weight"),
+        "{err}"
+    );
+    // Fewer layers in the config than in the weights: the extra tensors are named.
+    let d = dir.path().join("fewer-layers");
+    copy_dir(&fixture().join("model"), &d);
+    let cfg = std::fs::read_to_string(d.join("config.json"))
+        .unwrap()
+        .replace("\"num_hidden_layers\": 4", "\"num_hidden_layers\": 3");
+    std::fs::write(d.join("config.json"), cfg).unwrap();
+    let err = load_err(&d);
+    assert!(
+        err.contains("unknown tensors") && err.contains("bert.encoder.layer.3."),
+        "{err}"
+    );
+    // A truncated safetensors file.
+    let d = dir.path().join("truncated");
+    copy_dir(&fixture().join("model"), &d);
+    let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_err(&d);
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated or corrupt"),
+        "{err}"
+    );
+    // No config at all.
+    let d = dir.path().join("empty");
+    std::fs::create_dir_all(&d).unwrap();
+    assert!(load_err(&d).contains("config.json"));
+    // Saving without a tokenizer.json: a clear error, nothing left behind.
+    let m = load_tiny();
+    let err = hf::save(
+        &dir.path().join("ckpt"),
+        &m.vs,
+        &m.model,
+        Path::new("/nonexistent/tokenizer.json"),
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("/nonexistent/tokenizer.json"),
+        "{err:#}"
+    );
+    assert!(!dir.path().join("ckpt").exists());
+}
+
+#[test]
+fn minilm_without_mlm_head_gets_a_fresh_tied_one() {
+    let m = hf::load(
+        &common::data("minilm"),
+        Device::Cpu,
+        HeadConfig {
+            skip_from: 3,
+            n_head_layers: 2,
+            late_mlm: true,
+        },
+        0,
+    )
+    .unwrap();
+    assert!(m.fresh_mlm_head && m.fresh_condenser_head);
+    assert_eq!(m.model.config.hidden_size, 384);
+    assert_eq!(
+        m.model
+            .lm_head
+            .bias
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]),
+        0.0,
+        "zero MLM bias"
+    );
+    // The head is N(0, 0.02): its query weight has about that spread.
+    let q = &m.vs.variables()["c_head.0.attention.self.query.weight"];
+    let std = q.std(true).double_value(&[]);
+    assert!((std - 0.02).abs() < 0.002, "head init std {std}");
+}
