@@ -24,6 +24,18 @@ if ! compgen -G ".venv/lib/python3*/site-packages/torch-${TORCH_VERSION}*.dist-i
     || { echo "setup: error: pip install torch==${TORCH_VERSION} failed" >&2; exit 1; }
 fi
 
+# transformers (parity fixtures, checkpoint loading checks) and pyarrow (reading shards as users do).
+PY_TOOLS="transformers==5.24.0 pyarrow==26.0.1"
+for req in $PY_TOOLS; do
+  name=${req%%==*}; version=${req##*==}
+  if ! compgen -G ".venv/lib/python3*/site-packages/${name}-${version}.dist-info" >/dev/null; then
+    echo "setup: installing $PY_TOOLS into .venv" >&2
+    .venv/bin/python -m pip install --disable-pip-version-check --no-input $PY_TOOLS >&2 \
+      || { echo "setup: error: pip install $PY_TOOLS failed" >&2; exit 1; }
+    break
+  fi
+done
+
 torch_dir=$(compgen -G ".venv/lib/python3*/site-packages/torch" | head -n 1)
 [ -f "$torch_dir/lib/libtorch_cpu.so" ] || { echo "setup: error: $torch_dir/lib/libtorch_cpu.so missing: the torch install is broken, remove .venv and rerun" >&2; exit 1; }
 if [ "$(readlink .libtorch 2>/dev/null)" != "$torch_dir" ]; then

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod corpus;
 pub mod device;
+pub mod eval;
 pub mod logging;
 pub mod model;
 pub mod paths;

@@ -38,7 +38,7 @@ enum Command {
     /// Pre-train an encoder: the Condenser stage, then the coCondenser stage.
     Train(Pending),
     /// Write last-layer [CLS] embeddings of texts with a trained encoder.
-    Encode(Pending),
+    Encode(condenser::eval::encode::EncodeArgs),
     /// Retrieval evaluation (MRR@10, nDCG@10, Recall@k) of an encoder.
     Eval(Pending),
     /// Throughput benchmarks: `bench prepare` (pipeline against the bare tokenizer).
@@ -88,7 +88,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Prepare(args) => condenser::prepare::run(args),
         Command::Inspect(_) => pending("inspect", 4),
         Command::Train(_) => pending("train", 6),
-        Command::Encode(_) => pending("encode", 5),
+        Command::Encode(args) => condenser::eval::encode::run(args),
         Command::Eval(_) => pending("eval", 7),
         Command::Bench(args) => condenser::bench::run(args),
     }

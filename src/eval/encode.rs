@@ -1,0 +1,241 @@
+//! `condenser encode`: last-layer [CLS] embeddings of texts with a trained encoder.
+//!
+//! Texts are read with the corpus readers (TSV `id<TAB>text`, JSON Lines, one text per line, ...),
+//! tokenized with [CLS]/[SEP] and truncated to `--max-len`, sorted by length inside a bounded window
+//! and batched (less padding), encoded on the GPU when present, and written in input order as Parquet:
+//! `id: utf8`, `embedding: fixed_size_list<float32>[hidden]` (schemas/embeddings.schema.json).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use tch::{Device, Kind, Tensor};
+
+use crate::corpus::{self, Format, Item, ReadOptions};
+use crate::device::DeviceChoice;
+use crate::model::{hf, Ctx, HeadConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct EncodeArgs {
+    /// A Hugging Face directory (our checkpoints, or any BERT with model.safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Texts: TSV (`id<TAB>text`), JSON Lines, or one text per line (id `file:line`); `-` for stdin.
+    #[arg(long)]
+    pub input: String,
+    /// Output Parquet file: `id`, `embedding` (fixed-size list of float32).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Longest sequence, [CLS] and [SEP] included; longer texts are truncated.
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// tokenizer.json [default: the model directory's].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Input format; `auto` detects it.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// JSON field with the text [default: text, contents, ...].
+    #[arg(long)]
+    pub text_field: Option<String>,
+    /// JSON field with the id [default: id, _id, docid, ...].
+    #[arg(long)]
+    pub id_field: Option<String>,
+    /// Where to run: auto (CUDA when available), cpu or cuda.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+/// Texts sorted by length are encoded this many batches at a time (bounded memory, input order kept).
+const WINDOW_BATCHES: usize = 32;
+
+pub fn embeddings_schema(hidden: i32) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                hidden,
+            ),
+            false,
+        ),
+    ]))
+}
+
+/// Encodes token id sequences (already with [CLS]/[SEP]) into CLS vectors (N, H) on the CPU.
+pub fn encode_ids(
+    model: &crate::model::Condenser,
+    seqs: &[Vec<i64>],
+    pad: i64,
+    device: Device,
+) -> Tensor {
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(1) as i64;
+    let mut ids = Vec::with_capacity(seqs.len() * t as usize);
+    let mut mask = Vec::with_capacity(seqs.len() * t as usize);
+    for s in seqs {
+        ids.extend_from_slice(s);
+        ids.extend(std::iter::repeat_n(pad, t as usize - s.len()));
+        mask.extend(std::iter::repeat_n(1i64, s.len()));
+        mask.extend(std::iter::repeat_n(0i64, t as usize - s.len()));
+    }
+    let n = seqs.len() as i64;
+    let ids = Tensor::from_slice(&ids).view([n, t]).to_device(device);
+    let mask = Tensor::from_slice(&mask).view([n, t]).to_device(device);
+    let ctx = Ctx::eval(crate::model::compute_kind(device));
+    tch::no_grad(|| model.cls(&ids, &mask, ctx))
+        .to_kind(Kind::Float)
+        .to_device(Device::Cpu)
+}
+
+pub fn run(args: EncodeArgs) -> Result<()> {
+    if args.max_len < 2 || args.batch_size == 0 {
+        bail!("--max-len must be at least 2 and --batch-size at least 1");
+    }
+    let device = crate::device::select(args.device)?;
+    let tok_path = args
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| args.model.join(hf::TOKENIZER_FILE));
+    if !tok_path.exists() {
+        bail!("{}: missing; pass --tokenizer", tok_path.display());
+    }
+    let tokenizer = crate::tokenizer::load(&tok_path)?;
+    let special = crate::tokenizer::special_ids(&tokenizer)?;
+    let loaded = hf::load(&args.model, device, HeadConfig::default(), 0)?;
+    let model = &loaded.model;
+    if args.max_len as i64 > model.config.max_position_embeddings {
+        bail!(
+            "--max-len {} exceeds the model's max_position_embeddings {}",
+            args.max_len,
+            model.config.max_position_embeddings
+        );
+    }
+    if tokenizer.get_vocab_size(true) as i64 > model.config.vocab_size {
+        bail!(
+            "the tokenizer's vocabulary ({}) is larger than the model's ({})",
+            tokenizer.get_vocab_size(true),
+            model.config.vocab_size
+        );
+    }
+    let hidden = model.config.hidden_size as i32;
+    let schema = embeddings_schema(hidden);
+    let tmp = tmp_path(&args.out)?;
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(
+            parquet::basic::ZstdLevel::try_new(1)?,
+        ))
+        .set_dictionary_enabled(false)
+        .build();
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {pos} texts encoded ({per_sec})",
+        )
+        .expect("valid template"),
+    );
+
+    let opts = ReadOptions {
+        format: args.format,
+        text_field: args.text_field.clone(),
+        id_field: args.id_field.clone(),
+        ..Default::default()
+    };
+    let input = corpus::expand_inputs(std::slice::from_ref(&args.input))?
+        .into_iter()
+        .next()
+        .context("no input")?;
+    let mut window: Vec<(String, Vec<i64>)> = Vec::new();
+    let (mut written, mut skipped) = (0u64, 0u64);
+    let window_len = args.batch_size * WINDOW_BATCHES;
+    let mut flush = |window: &mut Vec<(String, Vec<i64>)>,
+                     writer: &mut ArrowWriter<std::fs::File>|
+     -> Result<()> {
+        if window.is_empty() {
+            return Ok(());
+        }
+        // Batches of similar length: sort by length, encode, put rows back in input order.
+        let mut order: Vec<usize> = (0..window.len()).collect();
+        order.sort_by_key(|&i| window[i].1.len());
+        let mut vectors = vec![Vec::new(); window.len()];
+        for chunk in order.chunks(args.batch_size) {
+            let seqs: Vec<Vec<i64>> = chunk.iter().map(|&i| window[i].1.clone()).collect();
+            let cls = encode_ids(model, &seqs, special.pad as i64, device);
+            let flat: Vec<f32> = Vec::<f32>::try_from(cls.reshape([-1]))?;
+            for (row, &i) in flat.chunks(hidden as usize).zip(chunk) {
+                vectors[i] = row.to_vec();
+            }
+            progress.inc(chunk.len() as u64);
+        }
+        let ids = StringArray::from_iter_values(window.iter().map(|(id, _)| id.as_str()));
+        let values = Float32Array::from(vectors.concat());
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let emb = FixedSizeListArray::try_new(item, hidden, Arc::new(values), None)?;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(ids) as ArrayRef, Arc::new(emb)],
+        )?;
+        writer.write(&batch)?;
+        written += window.len() as u64;
+        window.clear();
+        Ok(())
+    };
+    let result = corpus::read_input(&input, &opts, Default::default(), &mut |item| {
+        match item {
+            Item::Doc(d) => {
+                let text = match d.markup {
+                    corpus::Markup::Plain => d.text,
+                    corpus::Markup::Wikitext => corpus::wikitext::to_plain_text(&d.text),
+                };
+                let body = crate::tokenizer::encode_ids(&tokenizer, &text, false)?;
+                let mut ids = Vec::with_capacity(args.max_len);
+                ids.push(special.cls as i64);
+                ids.extend(body.iter().take(args.max_len - 2).map(|&i| i as i64));
+                ids.push(special.sep as i64);
+                window.push((d.id, ids));
+                if window.len() >= window_len {
+                    flush(&mut window, &mut writer)?;
+                }
+            }
+            Item::Skip(s) if s.reason.is_error() => {
+                skipped += 1;
+                log::warn!("skipped ({}): {}", s.reason, s.detail);
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+    .and_then(|_| flush(&mut window, &mut writer));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    writer.close()?;
+    std::fs::rename(&tmp, &args.out)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), args.out.display()))?;
+    progress.finish_and_clear();
+    log::info!(
+        "encoded {written} texts ({skipped} skipped) into {} ({} dims, {})",
+        args.out.display(),
+        hidden,
+        crate::device::device_label(device)
+    );
+    Ok(())
+}
+
+fn tmp_path(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .context("--out has no file name")?
+        .to_string_lossy();
+    Ok(out.with_file_name(format!(".{name}.tmp")))
+}

@@ -1,0 +1,96 @@
+//! `condenser encode` with the pinned MiniLM weights equals transformers' BertModel CLS (golden values
+//! made by tests/fixtures/minilm/make_golden.py), and the output is a readable Parquet file.
+
+mod common;
+
+use std::path::Path;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Float32Type;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn read_embeddings(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let ids = batch.column(0).as_string::<i32>().clone();
+        let emb = batch.column(1).as_fixed_size_list().clone();
+        for i in 0..batch.num_rows() {
+            let v = emb.value(i);
+            out.push((
+                ids.value(i).to_string(),
+                v.as_primitive::<Float32Type>().values().to_vec(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn minilm_cls_equals_transformers_within_1e_4() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm");
+    let golden: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("golden.json")).unwrap()).unwrap();
+    let expected: Vec<Vec<f32>> = serde_json::from_value(golden["cls"].clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("emb.parquet");
+    let input = fixtures.join("sentences.txt");
+    // A small batch size so several batches (of different lengths) are exercised.
+    let o = common::run(&[
+        "encode",
+        "--model",
+        common::data("minilm").to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let got = read_embeddings(&out);
+    assert_eq!(got.len(), expected.len());
+    for (row, ((id, v), want)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            id,
+            &format!("{}:{}", input.display(), row + 1),
+            "input order is kept"
+        );
+        assert_eq!(v.len(), 384);
+        let d = v
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-4, "sentence {row}: max abs diff {d:e}");
+    }
+}
+
+#[test]
+fn encode_bad_model_dir_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.txt");
+    std::fs::write(&input, "hello\n").unwrap();
+    let o = common::run(&[
+        "encode",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        dir.path().join("o.parquet").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        common::stderr(&o).contains("tokenizer.json"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert!(!dir.path().join("o.parquet").exists());
+}
