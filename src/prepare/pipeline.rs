@@ -18,8 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use crossbeam_channel::{bounded, Receiver, Sender};
-use rayon::prelude::*;
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use super::segment::{SegmentConfig, Segmented, Segmenter};
 use super::OnError;
@@ -49,12 +48,18 @@ pub struct PrepareConfig {
 
 /// Documents per chunk, and the text bytes after which a chunk is sent early.
 const CHUNK_DOCS: usize = 256;
-const CHUNK_BYTES: usize = 4 << 20;
+const CHUNK_BYTES: usize = 256 << 10;
 /// Error skips logged one by one per reason before only counting.
 const LOGGED_SKIPS: u64 = 10;
 
 /// One stream item with its position: `seq` counts items after partitioning.
 type Tagged<T> = (u64, usize, T);
+
+/// What the parallel stage hands the writer: chunk `i`'s result, or the number of chunks in all.
+enum Done {
+    Chunk(u64, Result<Vec<Tagged<Processed>>>),
+    End(u64),
+}
 
 enum Processed {
     Row(Segmented),
@@ -85,6 +90,10 @@ fn sha256_file(path: &Path) -> Result<String> {
 pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
     let started = Instant::now();
     let tokenizer = crate::tokenizer::load(&cfg.tokenizer)?;
+    log::debug!(
+        "tokenizer loaded in {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
     let special_ids = crate::tokenizer::special_ids(&tokenizer)?;
     let tokenizer_info = TokenizerInfo {
         path: cfg.tokenizer.display().to_string(),
@@ -155,9 +164,12 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         .num_threads(cfg.threads.max(1))
         .thread_name(|i| format!("prepare-{i}"))
         .build()?;
-    let window = cfg.threads.max(1) * 2;
-    let (chunk_tx, chunk_rx) = bounded::<Vec<Tagged<Item>>>(window);
-    let (done_tx, done_rx) = bounded::<Option<Vec<Tagged<Processed>>>>(window);
+    // Chunks in flight between the reader and the writer: bounds memory and the reorder buffer.
+    let in_flight = cfg.threads.max(1) * 4;
+    // `None` is the reader's clean end; a channel that merely closes means it failed.
+    let (chunk_tx, chunk_rx) = bounded::<Option<Vec<Tagged<Item>>>>(in_flight);
+    let (result_tx, result_rx) = unbounded::<Done>();
+    let (slot_tx, slot_rx) = bounded::<()>(in_flight);
     let raw_bytes = Arc::new(AtomicU64::new(0));
     let segmenter = Segmenter {
         tokenizer: &tokenizer,
@@ -181,55 +193,76 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
             .collect(),
     };
     let by_record = matches!(cfg.partition, Some([_, n]) if inputs.len() < n as usize);
-    let (read_result, write_result, process_result) = std::thread::scope(|s| {
-        let reader = s.spawn(|| {
-            read_all(
-                &our_inputs,
-                cfg,
-                by_record,
-                &resume,
-                raw_bytes.clone(),
-                chunk_tx,
-            )
-        });
-        let writer = s.spawn(|| write_all(cfg, &mut manifest, done_rx, &raw_bytes, &progress));
-        // This thread drives the parallel stage: a window of chunks at a time, results in order.
-        let process_result = (|| -> Result<()> {
-            while let Ok(first) = chunk_rx.recv() {
-                let mut window_chunks = vec![first];
-                while window_chunks.len() < window {
-                    match chunk_rx.try_recv() {
-                        Ok(c) => window_chunks.push(c),
-                        Err(_) => break,
+    let (read_result, write_result) = std::thread::scope(|s| {
+        let reader = std::thread::Builder::new()
+            .name("prepare-reader".into())
+            .spawn_scoped(s, || {
+                read_all(
+                    &our_inputs,
+                    cfg,
+                    by_record,
+                    &resume,
+                    raw_bytes.clone(),
+                    chunk_tx,
+                )
+            })
+            .expect("spawn the reader thread");
+        let writer = std::thread::Builder::new()
+            .name("prepare-writer".into())
+            .spawn_scoped(s, || {
+                write_all(
+                    cfg,
+                    &mut manifest,
+                    result_rx,
+                    slot_rx,
+                    &raw_bytes,
+                    &progress,
+                )
+            })
+            .expect("spawn the writer thread");
+        // This thread hands each chunk to the pool as it arrives (no barrier between chunks); the
+        // writer puts results back in order. A slot per chunk in flight bounds how far ahead we get.
+        pool.in_place_scope(|scope| {
+            let mut index = 0u64;
+            let mut clean_end = false;
+            loop {
+                let chunk = match chunk_rx.recv() {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => {
+                        clean_end = true;
+                        break;
                     }
+                    Err(_) => break, // the reader failed; its error is reported below
+                };
+                if slot_tx.send(()).is_err() {
+                    break; // The writer stopped; its error is reported below.
                 }
-                let results: Vec<Result<Vec<Tagged<Processed>>>> = pool.install(|| {
-                    window_chunks
-                        .into_par_iter()
-                        .map(|c| process_chunk(&segmenter, c))
-                        .collect()
+                let tx = result_tx.clone();
+                let segmenter = &segmenter;
+                scope.spawn(move |_| {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        process_chunk(segmenter, chunk)
+                    }))
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a segmentation worker panicked")));
+                    let _ = tx.send(Done::Chunk(index, result));
                 });
-                for r in results {
-                    if done_tx.send(Some(r?)).is_err() {
-                        return Ok(()); // The writer stopped; its error is reported below.
-                    }
-                }
+                index += 1;
             }
-            // Only an explicit end lets the writer call the job complete: a channel that merely
-            // closes (an error or a panic here) must not.
-            let _ = done_tx.send(None);
-            Ok(())
-        })();
-        // Closing both ends lets the reader and the writer finish (or notice the failure).
-        drop(done_tx);
+            // Only the reader's explicit end lets the writer call the job complete.
+            if clean_end {
+                let _ = result_tx.send(Done::End(index));
+            }
+        });
+        // Closing our ends lets the reader and the writer finish (or notice the failure).
+        drop(result_tx);
         drop(chunk_rx);
-        (reader.join(), writer.join(), process_result)
+        drop(slot_tx);
+        (reader.join(), writer.join())
     });
     progress.finish_and_clear();
     let write_result = write_result.map_err(|_| anyhow::anyhow!("the shard writer panicked"))?;
     let read_result = read_result.map_err(|_| anyhow::anyhow!("the input reader panicked"))?;
     write_result?;
-    process_result?;
     if let Err(e) = read_result {
         if e.downcast_ref::<Closed>().is_none() {
             return Err(e);
@@ -287,7 +320,7 @@ fn read_all(
     by_record: bool,
     resume: &Resume,
     raw_bytes: Arc<AtomicU64>,
-    tx: Sender<Vec<Tagged<Item>>>,
+    tx: Sender<Option<Vec<Tagged<Item>>>>,
 ) -> Result<()> {
     let cursor = resume.cursor;
     let by_record = match cfg.partition {
@@ -326,10 +359,10 @@ fn read_all(
             chunk.push((s, idx, item));
             if chunk.len() >= CHUNK_DOCS || chunk_bytes >= CHUNK_BYTES {
                 chunk_bytes = 0;
-                tx.send(std::mem::replace(
+                tx.send(Some(std::mem::replace(
                     &mut chunk,
                     Vec::with_capacity(CHUNK_DOCS),
-                ))
+                )))
                 .map_err(|_| Closed)?;
             }
             Ok(())
@@ -337,8 +370,9 @@ fn read_all(
         corpus::read_input(input, &cfg.read, raw_bytes.clone(), &mut sink)?;
     }
     if !chunk.is_empty() {
-        tx.send(chunk).map_err(|_| Closed)?;
+        tx.send(Some(chunk)).map_err(|_| Closed)?;
     }
+    tx.send(None).map_err(|_| Closed)?;
     Ok(())
 }
 
@@ -370,109 +404,155 @@ fn process_chunk(
         .collect()
 }
 
-/// The writer thread: results in input order -> shards, manifest after each shard, stdout paths.
+/// The writer thread: results put back in input order -> shards, the manifest after each shard,
+/// shard paths on stdout.
 fn write_all(
     cfg: &PrepareConfig,
     manifest: &mut Manifest,
-    rx: Receiver<Option<Vec<Tagged<Processed>>>>,
+    rx: Receiver<Done>,
+    slots: Receiver<()>,
     raw_bytes: &AtomicU64,
     progress: &indicatif::ProgressBar,
 ) -> Result<()> {
-    let mut current: Option<ShardWriter> = None;
-    let mut logged: BTreeMap<corpus::SkipReason, u64> = BTreeMap::new();
-    let mut last_seq = manifest.cursor;
-    let mut last_tick = Instant::now();
+    let mut w = Writer {
+        cfg,
+        manifest,
+        current: None,
+        logged: BTreeMap::new(),
+        last_seq: 0,
+        docs: 0,
+        tokens: 0,
+    };
+    w.last_seq = w.manifest.cursor;
     let started = Instant::now();
-    let (mut docs, mut tokens) = (0u64, 0u64);
+    let mut last_tick = Instant::now();
+    let mut reorder: BTreeMap<u64, Result<Vec<Tagged<Processed>>>> = BTreeMap::new();
+    let (mut next, mut total) = (0u64, None);
     let result = (|| -> Result<()> {
-        loop {
-            let chunk = match rx.recv() {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => return Ok(()),
-                Err(_) => bail!("the pipeline stopped before the end of the input"),
-            };
-            for (seq, idx, p) in chunk {
-                last_seq = seq + 1;
-                let stats = &mut manifest.inputs[idx];
-                match p {
-                    Processed::Row(row) => {
-                        stats.records += 1;
-                        stats.documents += 1;
-                        stats.spans += row.spans.len() as u64;
-                        stats.tokens += row.num_tokens as u64;
-                        docs += 1;
-                        tokens += row.num_tokens as u64;
-                        if current.is_none() {
-                            let path = cfg.out.join(shard_file_name(manifest.shards.len()));
-                            current = Some(ShardWriter::create(&path, cfg.writer.clone())?);
-                        }
-                        if current.as_mut().unwrap().push(row)? {
-                            let shard = current.take().unwrap();
-                            close_shard(cfg, manifest, shard, seq + 1)?;
-                        }
-                    }
-                    Processed::Skip(skip) => {
-                        stats.records += 1;
-                        if skip.reason.is_error() {
-                            if cfg.on_error == OnError::Fail {
-                                bail!("{} (--on-error fail)", skip.detail);
-                            }
-                            let n = logged.entry(skip.reason).or_default();
-                            *n += 1;
-                            if *n <= LOGGED_SKIPS {
-                                log::warn!("skipped ({}): {}", skip.reason, skip.detail);
-                            }
-                        } else {
-                            log::debug!("skipped ({}): {}", skip.reason, skip.detail);
-                        }
-                        *stats
-                            .skipped
-                            .entry(skip.reason.as_str().to_string())
-                            .or_default() += 1;
-                    }
-                    Processed::End {
-                        bytes,
-                        format,
-                        compression,
-                    } => {
-                        stats.done = true;
-                        stats.bytes = bytes;
-                        stats.format = Some(format);
-                        stats.compression = Some(compression);
-                    }
+        while total != Some(next) {
+            match rx.recv() {
+                Ok(Done::Chunk(i, r)) => {
+                    reorder.insert(i, r);
                 }
+                Ok(Done::End(n)) => total = Some(n),
+                Err(_) => bail!("the pipeline stopped before the end of the input"),
+            }
+            while let Some(chunk) = reorder.remove(&next) {
+                next += 1;
+                let _ = slots.recv(); // one more chunk may now enter the pipeline
+                w.write_chunk(chunk?)?;
             }
             if last_tick.elapsed() > Duration::from_millis(250) {
                 last_tick = Instant::now();
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
                 let mb = raw_bytes.load(Ordering::Relaxed) as f64 / 1e6;
                 progress.set_message(format!(
-                    "{docs} docs ({:.0}/s), {tokens} tokens ({:.0}/s), {mb:.1} MB read ({:.1} MB/s), {} shard(s)",
-                    docs as f64 / secs,
-                    tokens as f64 / secs,
+                    "{} docs ({:.0}/s), {} tokens ({:.0}/s), {mb:.1} MB read ({:.1} MB/s), {} shard(s)",
+                    w.docs,
+                    w.docs as f64 / secs,
+                    w.tokens,
+                    w.tokens as f64 / secs,
                     mb / secs,
-                    manifest.shards.len()
+                    w.manifest.shards.len()
                 ));
             }
         }
+        Ok(())
     })();
+    drop(slots);
     if let Err(e) = result {
-        if let Some(w) = current.take() {
-            w.abandon();
+        if let Some(shard) = w.current.take() {
+            shard.abandon();
         }
         return Err(e);
     }
-    if let Some(shard) = current.take() {
-        close_shard(cfg, manifest, shard, last_seq)?;
+    if let Some(shard) = w.current.take() {
+        let cursor = w.last_seq;
+        close_shard(cfg, w.manifest, shard, cursor)?;
     }
-    for (reason, n) in &logged {
+    for (reason, n) in &w.logged {
         if *n > LOGGED_SKIPS {
             log::warn!("skipped ({reason}): {} more not shown", n - LOGGED_SKIPS);
         }
     }
-    manifest.cursor = last_seq;
-    manifest.complete = true;
-    manifest.store(&cfg.out)
+    w.manifest.cursor = w.last_seq;
+    w.manifest.complete = true;
+    w.manifest.store(&cfg.out)
+}
+
+/// The writer's state between chunks.
+struct Writer<'a> {
+    cfg: &'a PrepareConfig,
+    manifest: &'a mut Manifest,
+    current: Option<ShardWriter>,
+    logged: BTreeMap<corpus::SkipReason, u64>,
+    /// One past the last item written: the cursor a shard closed now would record.
+    last_seq: u64,
+    docs: u64,
+    tokens: u64,
+}
+
+impl Writer<'_> {
+    fn write_chunk(&mut self, chunk: Vec<Tagged<Processed>>) -> Result<()> {
+        for (seq, idx, p) in chunk {
+            self.last_seq = seq + 1;
+            let stats = &mut self.manifest.inputs[idx];
+            stats.records += !matches!(p, Processed::End { .. }) as u64;
+            match p {
+                Processed::Row(row) => {
+                    stats.documents += 1;
+                    stats.spans += row.spans.len() as u64;
+                    stats.tokens += row.num_tokens as u64;
+                    self.docs += 1;
+                    self.tokens += row.num_tokens as u64;
+                    let shard = match self.current.as_mut() {
+                        Some(s) => s,
+                        None => {
+                            let path = self
+                                .cfg
+                                .out
+                                .join(shard_file_name(self.manifest.shards.len()));
+                            self.current
+                                .insert(ShardWriter::create(&path, self.cfg.writer.clone())?)
+                        }
+                    };
+                    if shard.push(row)? {
+                        let shard = self.current.take().expect("just pushed to it");
+                        close_shard(self.cfg, self.manifest, shard, seq + 1)?;
+                    }
+                }
+                Processed::Skip(skip) => {
+                    *stats
+                        .skipped
+                        .entry(skip.reason.as_str().to_string())
+                        .or_default() += 1;
+                    if skip.reason.is_error() {
+                        if self.cfg.on_error == OnError::Fail {
+                            bail!("{} (--on-error fail)", skip.detail);
+                        }
+                        let n = self.logged.entry(skip.reason).or_default();
+                        *n += 1;
+                        if *n <= LOGGED_SKIPS {
+                            log::warn!("skipped ({}): {}", skip.reason, skip.detail);
+                        }
+                    } else {
+                        log::debug!("skipped ({}): {}", skip.reason, skip.detail);
+                    }
+                }
+                Processed::End {
+                    bytes,
+                    format,
+                    compression,
+                } => {
+                    stats.done = true;
+                    stats.bytes = bytes;
+                    stats.format = Some(format);
+                    stats.compression = Some(compression);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn close_shard(
