@@ -20,3 +20,6 @@ echo "== condenser prepare (demo corpus -> $runs/shards)" >&2
   data/enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2 \
   data/demo/msmarco-passages.tsv \
   --out "$runs/shards" --shard-size 2MB
+
+echo "== condenser inspect $runs/shards" >&2
+"$bin" inspect "$runs/shards" --verify --samples 3 --plot "$runs/shards-histograms.png"

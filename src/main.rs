@@ -34,7 +34,7 @@ enum Command {
     /// Raw text (Wikipedia XML, JSONL, TSV, Parquet, plain text) -> sentences -> tokens -> span shards.
     Prepare(condenser::prepare::PrepareArgs),
     /// Statistics, verification and samples of prepared shards.
-    Inspect(Pending),
+    Inspect(condenser::inspect::InspectArgs),
     /// Pre-train an encoder: the Condenser stage, then the coCondenser stage.
     Train(Pending),
     /// Write last-layer [CLS] embeddings of texts with a trained encoder.
@@ -86,7 +86,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Env(args) => env(args),
         Command::Prepare(args) => condenser::prepare::run(args),
-        Command::Inspect(_) => pending("inspect", 4),
+        Command::Inspect(args) => condenser::inspect::run(args),
         Command::Train(_) => pending("train", 6),
         Command::Encode(args) => condenser::eval::encode::run(args),
         Command::Eval(_) => pending("eval", 7),
