@@ -16,3 +16,4 @@ pub mod plot;
 pub mod prepare;
 pub mod shards;
 pub mod tokenizer;
+pub mod train;

@@ -36,7 +36,9 @@ enum Command {
     /// Statistics, verification and samples of prepared shards.
     Inspect(condenser::inspect::InspectArgs),
     /// Pre-train an encoder: the Condenser stage, then the coCondenser stage.
-    Train(Pending),
+    Train(condenser::train::TrainArgs),
+    /// Draw a run's training curves (metrics.jsonl) into a PNG.
+    Curves(condenser::train::metrics::CurvesArgs),
     /// Write last-layer [CLS] embeddings of texts with a trained encoder.
     Encode(condenser::eval::encode::EncodeArgs),
     /// Retrieval evaluation (MRR@10, nDCG@10, Recall@k) of an encoder.
@@ -87,7 +89,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Env(args) => env(args),
         Command::Prepare(args) => condenser::prepare::run(args),
         Command::Inspect(args) => condenser::inspect::run(args),
-        Command::Train(_) => pending("train", 6),
+        Command::Train(args) => condenser::train::run(args),
+        Command::Curves(args) => condenser::train::metrics::curves(args),
         Command::Encode(args) => condenser::eval::encode::run(args),
         Command::Eval(_) => pending("eval", 7),
         Command::Bench(args) => condenser::bench::run(args),

@@ -112,3 +112,73 @@ pub fn histograms(png: &Path, report: &crate::inspect::Report) -> Result<()> {
         .with_context(|| format!("{}: cannot write the PNG", png.display()))?;
     Ok(())
 }
+
+/// Training curves: loss parts (top) and learning rate (bottom) against the step.
+pub fn curves(png: &Path, recs: &[crate::train::metrics::Record]) -> Result<()> {
+    ensure_font()?;
+    let root = BitMapBackend::new(png, (1200, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (top, bottom) = root.split_vertically(600);
+    let series = crate::train::metrics::series(recs);
+    let max_step = recs.iter().map(|r| r.step).max().unwrap_or(1) as f64;
+    let min_step = recs.iter().map(|r| r.step).min().unwrap_or(0) as f64;
+    let max_y = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        * 1.05
+        + 1e-9;
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    let mut chart = ChartBuilder::on(&top)
+        .caption("losses", ("sans-serif", 24))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(min_step..max_step.max(min_step + 1.0), 0.0..max_y)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (name, color, points) in series {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let max_lr = recs.iter().map(|r| r.lr).fold(0.0, f64::max) * 1.05 + 1e-12;
+    let mut lr = ChartBuilder::on(&bottom)
+        .caption("learning rate", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(min_step..max_step.max(min_step + 1.0), 0.0..max_lr)
+        .map_err(|e| err(&e))?;
+    lr.configure_mesh()
+        .x_desc("step")
+        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| err(&e))?;
+    lr.draw_series(LineSeries::new(
+        recs.iter().map(|r| (r.step as f64, r.lr)),
+        MAGENTA.stroke_width(2),
+    ))
+    .map_err(|e| err(&e))?;
+    root.present()
+        .with_context(|| format!("{}: cannot write the PNG", png.display()))?;
+    Ok(())
+}

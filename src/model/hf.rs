@@ -312,6 +312,18 @@ impl View for &F32View {
     }
 }
 
+/// Named tensors (stored as fp32) as safetensors bytes, e.g. optimizer moments for a checkpoint.
+pub fn safetensors_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
+    let views: BTreeMap<String, F32View> = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), F32View::new(t)))
+        .collect();
+    Ok(safetensors::tensor::serialize(
+        views.iter().map(|(k, v)| (k.as_str(), v)),
+        None,
+    )?)
+}
+
 fn write_safetensors(
     path: &Path,
     tensors: &BTreeMap<String, F32View>,

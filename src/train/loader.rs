@@ -1,0 +1,320 @@
+//! The streaming loader: shards -> epoch order over (shard, row group) -> examples -> bounded shuffle
+//! buffer -> collator -> batches in a bounded channel. The corpus never sits in memory.
+//!
+//! Every choice is a function of (seed, epoch, ...): the unit order of (seed, epoch), the span pair of a
+//! document of (seed, epoch, doc_id), the shuffle of (seed, epoch), the masks of (seed, epoch, example
+//! index). A resumed run regenerates the epoch and skips the batches already trained on without
+//! collating them, so it sees exactly the batches the uninterrupted run saw.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::collate::{collate, Batch, Vocab};
+use super::config::{DataConfig, Stage};
+use crate::prepare::segment::keyed_rng;
+use crate::shards::read_shard;
+
+/// Where shards come from.
+pub enum ShardSource {
+    /// A fixed list (a prepared folder): epochs repeat it.
+    Files(Vec<PathBuf>),
+    /// Paths arriving on a channel (`--data -` following a running `prepare`): one pass.
+    Stream(Receiver<PathBuf>),
+}
+
+/// Position in the data: batches of `epoch` already consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    pub epoch: u64,
+    pub batches: u64,
+}
+
+pub enum Msg {
+    Batch {
+        batch: Batch,
+        after: Cursor,
+    },
+    /// An epoch ended; documents with fewer than two spans skipped in it (coCondenser).
+    EpochEnd {
+        epoch: u64,
+        skipped_docs: u64,
+    },
+    Error(anyhow::Error),
+}
+
+pub struct Loader {
+    pub rx: Receiver<Msg>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+    /// Documents skipped so far for having fewer than two spans.
+    pub skipped_docs: Arc<AtomicU64>,
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Tell the thread to stop, and keep draining so a blocked send returns and it can see that.
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            while !h.is_finished() {
+                let _ = self.rx.recv_timeout(std::time::Duration::from_millis(5));
+            }
+            let _ = h.join();
+        }
+    }
+}
+
+struct Example {
+    spans: Vec<Vec<u32>>, // one span (condenser) or two (cocondenser)
+}
+
+pub struct LoaderSpec {
+    pub stage: Stage,
+    pub data: DataConfig,
+    pub seed: u64,
+    pub vocab: Arc<Vocab>,
+    /// Examples (documents for coCondenser) per batch.
+    pub examples_per_batch: usize,
+    pub start: Cursor,
+}
+
+pub fn start(source: ShardSource, spec: LoaderSpec) -> Loader {
+    let (tx, rx) = bounded(spec.data.prefetch);
+    let stop = Arc::new(AtomicBool::new(false));
+    let skipped = Arc::new(AtomicU64::new(0));
+    let (stop2, skipped2) = (stop.clone(), skipped.clone());
+    let handle = std::thread::Builder::new()
+        .name("loader".into())
+        .spawn(move || {
+            if let Err(e) = run(source, &spec, &tx, &stop2, &skipped2) {
+                let _ = tx.send(Msg::Error(e));
+            }
+        })
+        .expect("spawn the loader thread");
+    Loader {
+        rx,
+        stop,
+        handle: Some(handle),
+        skipped_docs: skipped,
+    }
+}
+
+/// Row groups of a shard (from its footer).
+fn row_groups(path: &PathBuf) -> Result<usize> {
+    let f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+        .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
+    Ok(b.metadata().num_row_groups())
+}
+
+struct Epoch<'a> {
+    spec: &'a LoaderSpec,
+    epoch: u64,
+    tx: &'a Sender<Msg>,
+    stop: &'a AtomicBool,
+    buffer: Vec<Example>,
+    shuffle: ChaCha8Rng,
+    pending: Vec<Example>,
+    batches: u64,
+    skipped_docs: u64,
+}
+
+impl Epoch<'_> {
+    /// Adds the examples of one row group (through the shuffle buffer).
+    fn feed(&mut self, path: &PathBuf, group: usize, skipped_total: &AtomicU64) -> Result<bool> {
+        let rows = read_shard(path, Some(vec![group]))?;
+        for row in rows {
+            match self.spec.stage {
+                Stage::Condenser => {
+                    for span in row.spans {
+                        if !self.push(Example { spans: vec![span] })? {
+                            return Ok(false);
+                        }
+                    }
+                }
+                Stage::Cocondenser => {
+                    if row.spans.len() < 2 {
+                        self.skipped_docs += 1;
+                        skipped_total.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    // Two distinct spans, drawn from (seed, epoch, doc_id).
+                    let mut rng =
+                        keyed_rng(self.spec.seed, &format!("pair/{}", self.epoch), &row.doc_id);
+                    let picked: Vec<usize> =
+                        rand::seq::index::sample(&mut rng, row.spans.len(), 2).into_vec();
+                    let mut spans = row.spans;
+                    let (a, b) = (
+                        std::mem::take(&mut spans[picked[0]]),
+                        std::mem::take(&mut spans[picked[1]]),
+                    );
+                    if !self.push(Example { spans: vec![a, b] })? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn push(&mut self, ex: Example) -> Result<bool> {
+        let cap = self.spec.data.shuffle_buffer.max(1);
+        if self.buffer.len() < cap {
+            self.buffer.push(ex);
+            return Ok(true);
+        }
+        let i = self.shuffle.random_range(0..self.buffer.len());
+        let out = std::mem::replace(&mut self.buffer[i], ex);
+        self.emit(out)
+    }
+
+    fn drain(&mut self) -> Result<bool> {
+        self.buffer.shuffle(&mut self.shuffle);
+        while let Some(ex) = self.buffer.pop() {
+            if !self.emit(ex)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Collects examples into batches; returns false when the trainer has gone.
+    fn emit(&mut self, ex: Example) -> Result<bool> {
+        self.pending.push(ex);
+        if self.pending.len() < self.spec.examples_per_batch {
+            return Ok(true);
+        }
+        let examples = std::mem::take(&mut self.pending);
+        let index = self.batches;
+        self.batches += 1;
+        if self.epoch == self.spec.start.epoch && index < self.spec.start.batches {
+            return Ok(true); // trained on before the resume: skipped without collating
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let spans: Vec<&[u32]> = examples
+            .iter()
+            .flat_map(|e| e.spans.iter().map(Vec::as_slice))
+            .collect();
+        let first = index * spans.len() as u64;
+        let mut rngs: Vec<ChaCha8Rng> = (0..spans.len() as u64)
+            .map(|j| {
+                keyed_rng(
+                    self.spec.seed,
+                    &format!("mask/{}", self.epoch),
+                    &(first + j).to_string(),
+                )
+            })
+            .collect();
+        let d = &self.spec.data;
+        let batch = collate(
+            &spans,
+            &mut rngs,
+            &self.spec.vocab,
+            d.max_len,
+            d.mlm_probability,
+            d.pad_to_max_len,
+        );
+        let after = Cursor {
+            epoch: self.epoch,
+            batches: index + 1,
+        };
+        Ok(self.tx.send(Msg::Batch { batch, after }).is_ok())
+    }
+}
+
+fn run(
+    source: ShardSource,
+    spec: &LoaderSpec,
+    tx: &Sender<Msg>,
+    stop: &AtomicBool,
+    skipped: &AtomicU64,
+) -> Result<()> {
+    match source {
+        ShardSource::Files(files) => {
+            let mut units = Vec::new();
+            for f in &files {
+                for g in 0..row_groups(f)? {
+                    units.push((f.clone(), g));
+                }
+            }
+            anyhow::ensure!(!units.is_empty(), "the shards hold no row groups");
+            for epoch in spec.start.epoch.. {
+                let mut order = units.clone();
+                order.shuffle(&mut keyed_rng(spec.seed, "order", &epoch.to_string()));
+                let mut e = new_epoch(spec, epoch, tx, stop);
+                for (path, g) in &order {
+                    if !e.feed(path, *g, skipped)? {
+                        return Ok(());
+                    }
+                }
+                if !e.drain()? {
+                    return Ok(());
+                }
+                // The incomplete last batch is dropped (the coCondenser targets assume full batches).
+                if tx
+                    .send(Msg::EpochEnd {
+                        epoch,
+                        skipped_docs: e.skipped_docs,
+                    })
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+        ShardSource::Stream(paths) => {
+            let mut e = new_epoch(spec, 0, tx, stop);
+            for path in paths {
+                let n = row_groups(&path)?;
+                let mut groups: Vec<usize> = (0..n).collect();
+                groups.shuffle(&mut keyed_rng(
+                    spec.seed,
+                    "order",
+                    &path.display().to_string(),
+                ));
+                for g in groups {
+                    if !e.feed(&path, g, skipped)? {
+                        return Ok(());
+                    }
+                }
+            }
+            if e.drain()? {
+                let _ = tx.send(Msg::EpochEnd {
+                    epoch: 0,
+                    skipped_docs: e.skipped_docs,
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+fn new_epoch<'a>(
+    spec: &'a LoaderSpec,
+    epoch: u64,
+    tx: &'a Sender<Msg>,
+    stop: &'a AtomicBool,
+) -> Epoch<'a> {
+    Epoch {
+        spec,
+        epoch,
+        tx,
+        stop,
+        buffer: Vec::with_capacity(spec.data.shuffle_buffer.min(1 << 20)),
+        shuffle: keyed_rng(spec.seed, "shuffle", &epoch.to_string()),
+        pending: Vec::new(),
+        batches: 0,
+        skipped_docs: 0,
+    }
+}

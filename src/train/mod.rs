@@ -1,0 +1,51 @@
+//! `condenser train`: the streaming loader, the Condenser and coCondenser stages (with gradient cache),
+//! AdamW, atomic checkpoints and exact resume, metrics. DESIGN.md: train::Loader -> train::Collator ->
+//! model::Condenser -> train::Objective -> checkpoint dir.
+
+pub mod checkpoint;
+pub mod collate;
+pub mod config;
+pub mod loader;
+pub mod metrics;
+pub mod objective;
+pub mod optim;
+pub mod trainer;
+
+use std::path::PathBuf;
+
+use crate::device::DeviceChoice;
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Prepared shards: a folder with manifest.json, or `-` for shard paths on stdin as a running
+    /// `prepare` prints them (one pass over the stream; needs optim.max_steps).
+    #[arg(long)]
+    pub data: String,
+    /// Run folder: checkpoints, metrics.jsonl, the final model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML configuration (configs/*.toml); every field has a default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a configuration field, e.g. --set optim.lr=2e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Warm start: a Hugging Face directory (e.g. all-MiniLM-L6-v2) or a Condenser checkpoint with its head.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Continue a run exactly from one of its checkpoints (model, optimizer, step, data cursor).
+    #[arg(long, conflicts_with = "init")]
+    pub resume: Option<PathBuf>,
+    /// Stop after this many optimizer steps with a checkpoint, as SIGINT does (the schedule still
+    /// assumes the configured total).
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// Where to train: auto (CUDA when available), cpu or cuda.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// tokenizer.json for masking and the checkpoint [default: the shards' manifest's].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+pub use trainer::run;

@@ -1,0 +1,200 @@
+//! The losses of both stages, and the gradient cache (spec 2.3-2.6).
+//!
+//! Dropout is made replayable without saving generator states: before every forward the global
+//! generator is seeded from (seed, step, chunk). Pass 1 and pass 2 of the gradient cache therefore draw
+//! identical dropout masks, and a resumed run draws the masks the uninterrupted run drew.
+
+use tch::{Device, Kind, Tensor};
+
+use super::collate::Batch;
+use super::config::LossConfig;
+use crate::model::{Condenser, Ctx};
+use crate::prepare::segment::stable_hash;
+
+/// A batch on the device.
+pub struct DeviceBatch {
+    pub input_ids: Tensor,
+    pub attention_mask: Tensor,
+    pub labels: Tensor,
+    pub rows: i64,
+}
+
+impl DeviceBatch {
+    pub fn new(b: &Batch, device: Device) -> Self {
+        let shape = [b.rows as i64, b.len as i64];
+        let put = |v: &[i64]| {
+            let t = Tensor::from_slice(v).view(shape);
+            if device == Device::Cpu {
+                t
+            } else {
+                t.pin_memory(device)
+                    .to_device_(device, Kind::Int64, true, false)
+            }
+        };
+        DeviceBatch {
+            input_ids: put(&b.input_ids),
+            attention_mask: put(&b.attention_mask),
+            labels: put(&b.labels),
+            rows: b.rows as i64,
+        }
+    }
+
+    pub fn rows(&self, start: i64, n: i64) -> DeviceBatch {
+        DeviceBatch {
+            input_ids: self.input_ids.narrow(0, start, n),
+            attention_mask: self.attention_mask.narrow(0, start, n),
+            labels: self.labels.narrow(0, start, n),
+            rows: n,
+        }
+    }
+}
+
+/// Detached loss parts of one optimizer step (device scalars: read them only when logging).
+pub struct Losses {
+    pub total: Tensor,
+    pub head: Tensor,
+    pub late: Tensor,
+    pub co: Option<Tensor>,
+}
+
+/// Seeds the global generator (CPU and CUDA) for the forward of (step, part).
+pub fn seed_dropout(seed: u64, step: u64, part: u64) {
+    let s = stable_hash(&[
+        &seed.to_le_bytes(),
+        b"dropout",
+        &step.to_le_bytes(),
+        &part.to_le_bytes(),
+    ]);
+    tch::manual_seed((s >> 1) as i64);
+}
+
+fn mlm(out: &crate::model::CondenserOutput, model: &Condenser, w: &LossConfig) -> Tensor {
+    let head = &out.head_loss * w.head_weight;
+    if model.head_config.late_mlm {
+        head + &out.late_loss * w.late_weight
+    } else {
+        head
+    }
+}
+
+/// Condenser stage, one micro-batch: backward of `scale` x (head + late) and the detached parts.
+pub fn condenser_micro(
+    model: &Condenser,
+    b: &DeviceBatch,
+    w: &LossConfig,
+    ctx: Ctx,
+    scale: f64,
+) -> Losses {
+    let out = model.forward(&b.input_ids, &b.attention_mask, &b.labels, ctx);
+    let loss = mlm(&out, model, w);
+    (&loss * scale).backward();
+    Losses {
+        total: loss.detach(),
+        head: out.head_loss.detach(),
+        late: out.late_loss.detach(),
+        co: None,
+    }
+}
+
+/// coCondenser's span loss: S = V Vᵀ (raw dot products, fp32, no temperature), the diagonal excluded,
+/// the sibling (index xor 1) the positive, cross-entropy averaged over all rows.
+pub fn contrastive_loss(reps: &Tensor) -> Tensor {
+    let n = reps.size()[0];
+    let r = reps.to_kind(Kind::Float);
+    let scores = r.matmul(&r.tr());
+    let eye = Tensor::eye(n, (Kind::Bool, reps.device()));
+    let scores = scores.masked_fill(&eye, f64::NEG_INFINITY);
+    let target = Tensor::arange(n, (Kind::Int64, reps.device())).bitwise_xor(1);
+    scores.cross_entropy_loss::<Tensor>(&target, None, tch::Reduction::Mean, -100, 0.0)
+}
+
+/// Chunk boundaries of `n` rows in chunks of `chunk` (0 = one chunk).
+pub fn chunks(n: i64, chunk: usize) -> Vec<(i64, i64)> {
+    let c = if chunk == 0 { n } else { chunk as i64 };
+    (0..n)
+        .step_by(c as usize)
+        .map(|s| (s, c.min(n - s)))
+        .collect()
+}
+
+/// coCondenser stage, one optimizer step's gradients (accumulated into .grad).
+/// Objective: co_weight x co(V) + sum_i mlm_weight x rows_i / 2B x mlm_i, with V the last-layer CLS of
+/// all 2B spans and mlm_i chunk i's (head + late) mean. Without the cache (one chunk) this is the plain
+/// loss head + late + co. With it: pass 1 computes V chunk by chunk without a graph, the contrastive loss
+/// on a detached V gives G = dL/dV, and pass 2 replays each chunk (same dropout seed) and back-propagates
+/// scale_i x mlm_i + <G_i, V_i>.
+pub fn cocondenser_step(
+    model: &Condenser,
+    b: &DeviceBatch,
+    w: &LossConfig,
+    ctx: Ctx,
+    seed: u64,
+    step: u64,
+) -> Losses {
+    let n = b.rows;
+    let parts = chunks(n, w.cache_chunk_size);
+    // Pass 1: representations, no graph.
+    let reps: Vec<Tensor> = tch::no_grad(|| {
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, &(s, len))| {
+                seed_dropout(seed, step, i as u64);
+                let c = b.rows(s, len);
+                model
+                    .cls(&c.input_ids, &c.attention_mask, ctx)
+                    .to_kind(Kind::Float)
+            })
+            .collect()
+    });
+    let reps = Tensor::cat(&reps, 0).detach().set_requires_grad(true);
+    let co = contrastive_loss(&reps);
+    let cached = Tensor::run_backward(&[&co * w.co_weight], &[&reps], false, false)
+        .pop()
+        .expect("one input");
+    // Pass 2: replay each chunk with its dropout seed; MLM and the surrogate <G, V>.
+    let mut total = co.detach() * w.co_weight;
+    let (mut head, mut late) = (
+        Tensor::zeros([], (Kind::Float, b.input_ids.device())),
+        Tensor::zeros([], (Kind::Float, b.input_ids.device())),
+    );
+    for (i, &(s, len)) in parts.iter().enumerate() {
+        seed_dropout(seed, step, i as u64);
+        let c = b.rows(s, len);
+        let out = model.forward(&c.input_ids, &c.attention_mask, &c.labels, ctx);
+        let scale = w.mlm_weight * len as f64 / n as f64;
+        let surrogate = (cached.narrow(0, s, len) * &out.cls).sum(Kind::Float);
+        let loss = mlm(&out, model, w);
+        (&loss * scale + surrogate).backward();
+        total += loss.detach() * scale;
+        head += out.head_loss.detach() * (len as f64 / n as f64);
+        late += out.late_loss.detach() * (len as f64 / n as f64);
+    }
+    Losses {
+        total,
+        head,
+        late,
+        co: Some(co.detach()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contrastive_loss_by_hand() {
+        // Two documents, orthogonal pairs: row 0 = (1,0), its sibling row 1 = (1,0); rows 2, 3 = (0,1).
+        let v = Tensor::from_slice2(&[[1.0f32, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]);
+        let loss = contrastive_loss(&v).double_value(&[]);
+        // Each row: logits over the 3 others = [1, 0, 0] with the positive at 1 -> -log(e/(e+2)).
+        let e = std::f64::consts::E;
+        assert!((loss - (-(e / (e + 2.0)).ln())).abs() < 1e-6, "{loss}");
+    }
+
+    #[test]
+    fn chunking() {
+        assert_eq!(chunks(10, 4), [(0, 4), (4, 4), (8, 2)]);
+        assert_eq!(chunks(6, 0), [(0, 6)]);
+    }
+}

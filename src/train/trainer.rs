@@ -1,0 +1,452 @@
+//! The training loop, readable in one sitting in nanoGPT's order: lr -> micro-steps (or gradient-cache
+//! chunks) -> clip -> step -> zero grads -> log -> checkpoint -> stop. It calls `loader`, `objective`,
+//! `optim` and `checkpoint` rather than inlining them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::checkpoint::{self, TrainerState};
+use super::collate::{Batch, Vocab};
+use super::config::{Stage, TrainConfig};
+use super::loader::{self, Cursor, Loader, LoaderSpec, Msg, ShardSource};
+use super::metrics::{MetricsFile, Record, PEAK_FLOPS};
+use super::objective::{cocondenser_step, condenser_micro, seed_dropout, DeviceBatch, Losses};
+use super::optim::{lr_at, AdamW};
+use super::TrainArgs;
+use crate::model::{hf, Ctx, HeadConfig};
+use crate::shards::Manifest;
+
+/// Set by SIGINT / SIGTERM: finish the step, write a checkpoint, exit 0.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// Resolved data: where shards come from, and their manifest when there is one.
+fn data_source(data: &str) -> Result<(ShardSource, Option<(PathBuf, Manifest)>)> {
+    if data == "-" {
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        std::thread::Builder::new()
+            .name("stdin-paths".into())
+            .spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                    let line = line.trim().to_string();
+                    if !line.is_empty() && tx.send(PathBuf::from(line)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        return Ok((ShardSource::Stream(rx), None));
+    }
+    let dir = PathBuf::from(data);
+    let m = Manifest::load(&dir)?.with_context(|| {
+        format!(
+            "{}: no manifest.json (run `condenser prepare` into it)",
+            dir.display()
+        )
+    })?;
+    if !m.complete {
+        log::warn!(
+            "{}: the manifest says prepare has not finished; training on the {} complete shard(s)",
+            dir.display(),
+            m.shards.len()
+        );
+    }
+    anyhow::ensure!(!m.shards.is_empty(), "{}: no shards", dir.display());
+    let files = m.shards.iter().map(|s| dir.join(&s.file)).collect();
+    Ok((ShardSource::Files(files), Some((dir, m))))
+}
+
+/// Documents with at least two spans (the coCondenser examples of one epoch).
+fn pairable_documents(dir: &Path, m: &Manifest) -> Result<u64> {
+    let mut n = 0;
+    for s in &m.shards {
+        n += crate::shards::read_shard(&dir.join(&s.file), None)?
+            .iter()
+            .filter(|r| r.spans.len() >= 2)
+            .count() as u64;
+    }
+    Ok(n)
+}
+
+/// Waits for the next batch, counting the wait; None when the data ran out (a finished stream).
+fn next_batch(loader: &Loader, wait: &mut Duration) -> Result<Option<(Batch, Cursor)>> {
+    let t = Instant::now();
+    loop {
+        match loader.rx.recv() {
+            Ok(Msg::Batch { batch, after }) => {
+                *wait += t.elapsed();
+                return Ok(Some((batch, after)));
+            }
+            Ok(Msg::EpochEnd {
+                epoch,
+                skipped_docs,
+            }) => {
+                if skipped_docs > 0 {
+                    log::info!("epoch {epoch} done; {skipped_docs} document(s) with fewer than two spans skipped");
+                } else {
+                    log::info!("epoch {epoch} done");
+                }
+            }
+            Ok(Msg::Error(e)) => return Err(e.context("the data loader failed")),
+            Err(_) => {
+                *wait += t.elapsed();
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Model FLOPs of one sequence token, forward and backward (6 x matrix parameters; embeddings and the
+/// vocabulary projection at masked positions left out, attention scores left out).
+fn flops_per_token(model: &crate::model::Condenser) -> f64 {
+    let c = &model.config;
+    let layer = 4 * c.hidden_size * c.hidden_size + 2 * c.hidden_size * c.intermediate_size;
+    let layers = c.num_hidden_layers + model.head_config.n_head_layers as i64;
+    6.0 * (layer * layers) as f64
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let device = crate::device::select(args.device)?;
+    // Configuration: the file and overrides, or the resumed checkpoint's (architecture fixed).
+    let (cfg, resumed) = match &args.resume {
+        Some(dir) => {
+            let path = dir.join(checkpoint::STATE_FILE);
+            let state: TrainerState = serde_json::from_slice(
+                &std::fs::read(&path)
+                    .with_context(|| format!("{}: cannot read", path.display()))?,
+            )
+            .with_context(|| format!("{}: not a trainer state", path.display()))?;
+            let cfg = TrainConfig::load_over(
+                state.config.clone(),
+                args.config.as_deref(),
+                &args.overrides,
+            )?;
+            if cfg.stage != state.config.stage
+                || cfg.model != state.config.model
+                || cfg.data.max_len != state.config.data.max_len
+            {
+                bail!("--resume {}: the stage, model and max_len cannot change when resuming (checkpoint: {:?}, {:?})", dir.display(), state.config.stage, state.config.model);
+            }
+            (cfg, Some(dir.clone()))
+        }
+        None => (
+            TrainConfig::load(args.config.as_deref(), &args.overrides)?,
+            None,
+        ),
+    };
+    let init = resumed
+        .clone()
+        .or_else(|| args.init.clone())
+        .context("--init DIR is needed (a Hugging Face directory to start from), or --resume")?;
+    let (source, manifest) = data_source(&args.data)?;
+    let tok_path = args
+        .tokenizer
+        .clone()
+        .or_else(|| {
+            manifest
+                .as_ref()
+                .map(|(_, m)| PathBuf::from(&m.tokenizer.path))
+                .filter(|p| p.exists())
+        })
+        .or_else(|| Some(init.join(hf::TOKENIZER_FILE)).filter(|p| p.exists()))
+        .unwrap_or_else(crate::paths::default_tokenizer);
+    let tokenizer = crate::tokenizer::load(&tok_path)?;
+    let vocab = Arc::new(Vocab::from_tokenizer(&tokenizer)?);
+
+    let head = HeadConfig {
+        skip_from: cfg.model.skip_from,
+        n_head_layers: cfg.model.n_head_layers,
+        late_mlm: cfg.model.late_mlm,
+    };
+    let loaded = hf::load(&init, device, head, cfg.run.seed as i64)?;
+    if loaded.model.head_config != head {
+        bail!(
+            "{}: its Condenser head was trained with {:?}, the configuration asks for {:?}",
+            init.display(),
+            loaded.model.head_config,
+            head
+        );
+    }
+    let model = &loaded.model;
+    if let Some((dir, m)) = &manifest {
+        if m.tokenizer.vocab_size as i64 != model.config.vocab_size {
+            bail!(
+                "{}: the shards were tokenized with a vocabulary of {} ids, the model has {}: tokenize with the model's tokenizer",
+                dir.display(),
+                m.tokenizer.vocab_size,
+                model.config.vocab_size
+            );
+        }
+    }
+    if vocab.size as i64 > model.config.vocab_size {
+        bail!(
+            "{}: a vocabulary of {} ids for a model of {}",
+            tok_path.display(),
+            vocab.size,
+            model.config.vocab_size
+        );
+    }
+    if cfg.data.max_len as i64 > model.config.max_position_embeddings {
+        bail!(
+            "data.max_len {} exceeds the model's max_position_embeddings {}",
+            cfg.data.max_len,
+            model.config.max_position_embeddings
+        );
+    }
+
+    let vars: BTreeMap<String, Tensor> = loaded.vs.variables().into_iter().collect();
+    let mut opt = AdamW::new(vars);
+    let (mut step, mut cursor) = (0u64, Cursor::default());
+    if let Some(dir) = &resumed {
+        let state = checkpoint::load_state(dir, &mut opt)?;
+        step = state.step;
+        cursor = state.cursor;
+        log::info!(
+            "resuming {} at step {step} (epoch {}, batch {})",
+            dir.display(),
+            cursor.epoch,
+            cursor.batches
+        );
+    }
+
+    // Total optimizer steps: max_steps, or epochs over the data.
+    let ga = if cfg.stage == Stage::Condenser {
+        cfg.optim.grad_accum
+    } else {
+        1
+    };
+    let total = if cfg.optim.max_steps > 0 {
+        cfg.optim.max_steps as u64
+    } else {
+        let (dir, m) = manifest.as_ref().context(
+            "--data - (a stream) needs optim.max_steps: the length of the data is unknown",
+        )?;
+        let examples = match cfg.stage {
+            Stage::Condenser => m.totals.spans,
+            Stage::Cocondenser => pairable_documents(dir, m)?,
+        };
+        let per_epoch = examples / cfg.data.batch_size as u64 / ga as u64;
+        anyhow::ensure!(
+            per_epoch > 0,
+            "{} examples are less than one batch of {}",
+            examples,
+            cfg.data.batch_size
+        );
+        per_epoch * cfg.optim.epochs as u64
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    std::fs::write(args.out.join("train_config.toml"), cfg.to_toml())?;
+    let loader = loader::start(
+        source,
+        LoaderSpec {
+            stage: cfg.stage,
+            data: cfg.data.clone(),
+            seed: cfg.run.seed,
+            vocab,
+            examples_per_batch: cfg.data.batch_size,
+            start: cursor,
+        },
+    );
+    let mut metrics = MetricsFile::open(
+        &args.out.join("metrics.jsonl"),
+        resumed.as_ref().map(|_| step),
+    )?;
+    install_signal_handlers();
+    let ctx = Ctx {
+        train: true,
+        kind: crate::model::compute_kind(device),
+    };
+    let save = |dir: &Path, opt: &AdamW, step: u64, cursor: Cursor| -> Result<()> {
+        let state = TrainerState {
+            step,
+            total_steps: total,
+            cursor,
+            config: cfg.clone(),
+            tool: format!("condenser {}", env!("CARGO_PKG_VERSION")),
+        };
+        checkpoint::save(dir, &loaded.vs, model, &tok_path, opt, &state)
+            .with_context(|| format!("writing checkpoint {}", dir.display()))
+    };
+
+    let progress = indicatif::ProgressBar::new(total);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:25} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("valid template"),
+    );
+    progress.set_position(step);
+    let started = Instant::now();
+    let (mut interval_start, mut wait, mut seqs, mut tokens) =
+        (Instant::now(), Duration::ZERO, 0u64, 0u64);
+    let flops_token = flops_per_token(model);
+    let mut stopped_early = false;
+    log::info!(
+        "{:?} stage: {} steps of {} {} on {}, from {}",
+        cfg.stage,
+        total,
+        cfg.data.batch_size * ga,
+        if cfg.stage == Stage::Cocondenser {
+            "documents (2 spans each)"
+        } else {
+            "spans"
+        },
+        crate::device::device_label(device),
+        init.display()
+    );
+
+    while step < total {
+        if STOP.load(Ordering::SeqCst) || args.stop_after.is_some_and(|s| step >= s) {
+            stopped_early = true;
+            break;
+        }
+        let lr = lr_at(step as usize, total as usize, &cfg.optim);
+        // Micro-steps (Condenser, with accumulation) or one gradient-cache step (coCondenser).
+        let mut losses: Option<Losses> = None;
+        let mut ran_out = false;
+        for k in 0..ga {
+            let Some((batch, after)) = next_batch(&loader, &mut wait)? else {
+                ran_out = true;
+                break;
+            };
+            cursor = after;
+            seqs += batch.rows as u64;
+            tokens += batch.real_tokens as u64;
+            let b = DeviceBatch::new(&batch, device);
+            let l = match cfg.stage {
+                Stage::Condenser => {
+                    seed_dropout(cfg.run.seed, step, k as u64);
+                    condenser_micro(model, &b, &cfg.loss, ctx, 1.0 / ga as f64)
+                }
+                Stage::Cocondenser => {
+                    cocondenser_step(model, &b, &cfg.loss, ctx, cfg.run.seed, step)
+                }
+            };
+            losses = Some(match losses {
+                None => l,
+                Some(acc) => Losses {
+                    total: acc.total + l.total,
+                    head: acc.head + l.head,
+                    late: acc.late + l.late,
+                    co: acc.co,
+                },
+            });
+        }
+        if ran_out {
+            log::warn!("the data ended after {step} of {total} steps");
+            break;
+        }
+        let mut l = losses.expect("at least one micro-batch");
+        if ga > 1 {
+            l = Losses {
+                total: l.total / ga as f64,
+                head: l.head / ga as f64,
+                late: l.late / ga as f64,
+                co: l.co,
+            };
+        }
+        let grad_norm = opt.clip_grad_norm(cfg.optim.max_grad_norm);
+        // Host sync, once per step: a non-finite loss must stop the run before the update spoils the weights.
+        let loss_value = l.total.double_value(&[]);
+        if !loss_value.is_finite() {
+            opt.zero_grad();
+            let dir = checkpoint::step_dir(&args.out, step);
+            save(&dir, &opt, step, cursor)?;
+            bail!("the loss is {loss_value} at step {}; stopped before updating, the last good state is in {}", step + 1, dir.display());
+        }
+        opt.step(lr, &cfg.optim);
+        opt.zero_grad();
+        step += 1;
+        progress.set_position(step);
+
+        if step % cfg.run.log_every.max(1) as u64 == 0 || step == total {
+            let secs = interval_start.elapsed().as_secs_f64().max(1e-9);
+            let rec = Record {
+                step,
+                epoch: cursor.epoch,
+                loss: loss_value,
+                head_loss: l.head.double_value(&[]),
+                late_loss: l.late.double_value(&[]),
+                co_loss: l.co.as_ref().map(|c| c.double_value(&[])),
+                grad_norm: grad_norm.double_value(&[]),
+                lr,
+                sequences_per_s: seqs as f64 / secs,
+                tokens_per_s: tokens as f64 / secs,
+                data_wait_fraction: wait.as_secs_f64() / secs,
+                mfu: (device != Device::Cpu)
+                    .then(|| tokens as f64 * flops_token / secs / PEAK_FLOPS),
+                skipped_docs: (cfg.stage == Stage::Cocondenser)
+                    .then(|| loader.skipped_docs.load(Ordering::Relaxed)),
+                elapsed_s: started.elapsed().as_secs_f64(),
+            };
+            metrics.write(&rec)?;
+            let co = rec
+                .co_loss
+                .map(|c| format!(", co {c:.3}"))
+                .unwrap_or_default();
+            progress.set_message(format!(
+                "loss {:.3} (head {:.3}, late {:.3}{co}) lr {:.2e} {:.1} seq/s {:.0} tok/s wait {:.0}%",
+                rec.loss,
+                rec.head_loss,
+                rec.late_loss,
+                rec.lr,
+                rec.sequences_per_s,
+                rec.tokens_per_s,
+                100.0 * rec.data_wait_fraction
+            ));
+            if !progress.is_hidden() {
+            } else {
+                log::debug!("step {step}: {}", serde_json::to_string(&rec)?);
+            }
+            (interval_start, wait, seqs, tokens) = (Instant::now(), Duration::ZERO, 0, 0);
+        }
+        if cfg.run.save_every > 0 && step % cfg.run.save_every as u64 == 0 && step < total {
+            save(&checkpoint::step_dir(&args.out, step), &opt, step, cursor)?;
+            checkpoint::prune(&args.out, cfg.run.keep_checkpoints)?;
+        }
+    }
+    progress.finish_and_clear();
+    drop(loader);
+    let dir = if stopped_early || step < total {
+        checkpoint::step_dir(&args.out, step)
+    } else {
+        args.out.join("final")
+    };
+    save(&dir, &opt, step, cursor)?;
+    if stopped_early {
+        log::info!(
+            "stopped at step {step} of {total}; resume with --resume {}",
+            dir.display()
+        );
+    } else {
+        log::info!(
+            "trained {step} steps in {:.1} s; model in {}",
+            started.elapsed().as_secs_f64(),
+            dir.display()
+        );
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", dir.display())?;
+    out.flush()?;
+    let _ = Kind::Float;
+    Ok(())
+}
