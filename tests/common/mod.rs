@@ -188,3 +188,24 @@ pub fn output_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 pub fn manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
+
+/// A tiny random BERT with the bert-base-uncased vocabulary (so real shards fit it), saved as a
+/// checkpoint with a Condenser head (skip_from 1, one head layer): fast enough to train in tests.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    use condenser::model::{hf, BertConfig, Condenser, HeadConfig};
+    let cfg: BertConfig = serde_json::from_value(serde_json::json!({
+        "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 48, "max_position_embeddings": 130, "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1
+    }))
+    .unwrap();
+    tch::manual_seed(7);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let model = Condenser::new(&vs.root(), cfg, HeadConfig { skip_from: 1, n_head_layers: 1, late_mlm: true }).unwrap();
+    let out = dir.join("tiny-init");
+    hf::save(&out, &vs, &model, &data("minilm/tokenizer.json"), &[]).unwrap();
+    out
+}
+
+/// `--set` arguments for training the tiny model.
+pub const TINY: &[&str] = &["--set", "model.skip_from=1", "--set", "model.n_head_layers=1", "--device", "cpu"];
