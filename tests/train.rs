@@ -9,13 +9,24 @@ use std::path::{Path, PathBuf};
 use common::*;
 use condenser::model::{hf, Ctx, HeadConfig};
 use condenser::train::config::LossConfig;
-use condenser::train::objective::{chunks, cocondenser_step, contrastive_loss, seed_dropout, DeviceBatch};
+use condenser::train::objective::{
+    chunks, cocondenser_step, contrastive_loss, seed_dropout, DeviceBatch,
+};
 use tch::{Device, Kind, Tensor};
 
 fn shards(dir: &Path, docs: usize) -> PathBuf {
     let input = write_jsonl(dir, "corpus.jsonl", docs, 3);
     let out = dir.join("shards");
-    let o = run(&["prepare", "--out", out.to_str().unwrap(), "--shard-size", "30KB", "--max-len", "64", input.to_str().unwrap()]);
+    let o = run(&[
+        "prepare",
+        "--out",
+        out.to_str().unwrap(),
+        "--shard-size",
+        "30KB",
+        "--max-len",
+        "64",
+        input.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     out
 }
@@ -47,20 +58,40 @@ fn tensors(path: &Path) -> BTreeMap<String, Tensor> {
 fn gradient_cache_equals_full_batch_gradients() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-condenser/model");
     let load = || hf::load(&fixture, Device::Cpu, HeadConfig::default(), 0).unwrap();
-    let ctx = Ctx { train: true, kind: Kind::Float };
+    let ctx = Ctx {
+        train: true,
+        kind: Kind::Float,
+    };
     // 2B = 10 rows (5 documents), length 12, some padding, masked labels.
     tch::manual_seed(3);
     let ids = Tensor::randint_low(5, 99, [10, 12], (Kind::Int64, Device::Cpu));
     let mask = Tensor::ones([10, 12], (Kind::Int64, Device::Cpu));
     let _ = mask.narrow(1, 9, 3).narrow(0, 3, 2).fill_(0);
-    let labels = ids.where_scalarother(&Tensor::rand([10, 12], (Kind::Float, Device::Cpu)).lt(0.3), -100);
+    let labels = ids.where_scalarother(
+        &Tensor::rand([10, 12], (Kind::Float, Device::Cpu)).lt(0.3),
+        -100,
+    );
     let _ = labels.narrow(1, 0, 1).fill_(-100);
     let ids = ids.where_scalarother(&mask.ne(0), 0);
     let labels = labels.where_scalarother(&mask.ne(0), -100);
-    let batch = DeviceBatch { input_ids: ids, attention_mask: mask, labels, rows: 10 };
-    let w = LossConfig { head_weight: 1.0, late_weight: 1.0, co_weight: 1.0, cache_chunk_size: 3, mlm_weight: 1.0 };
+    let batch = DeviceBatch {
+        input_ids: ids,
+        attention_mask: mask,
+        labels,
+        rows: 10,
+    };
+    let w = LossConfig {
+        head_weight: 1.0,
+        late_weight: 1.0,
+        co_weight: 1.0,
+        cache_chunk_size: 3,
+        mlm_weight: 1.0,
+    };
     let grads = |m: &hf::Loaded| -> BTreeMap<String, Tensor> {
-        m.vs.variables().into_iter().map(|(k, v)| (k, v.grad().copy())).collect()
+        m.vs.variables()
+            .into_iter()
+            .map(|(k, v)| (k, v.grad().copy()))
+            .collect()
     };
 
     // Gradient cache, chunks of 3 (3 + 3 + 3 + 1 rows).
@@ -76,7 +107,9 @@ fn gradient_cache_equals_full_batch_gradients() {
         for (i, (s, len)) in chunks(10, 3).into_iter().enumerate() {
             seed_dropout(seed, 5, i as u64);
             let c = batch.rows(s, len);
-            let o = m.model.forward(&c.input_ids, &c.attention_mask, &c.labels, ctx);
+            let o = m
+                .model
+                .forward(&c.input_ids, &c.attention_mask, &c.labels, ctx);
             mlm += (o.head_loss + o.late_loss) * (len as f64 / 10.0);
             reps.push(o.cls);
         }
@@ -86,19 +119,33 @@ fn gradient_cache_equals_full_batch_gradients() {
         (grads(&m), total.double_value(&[]))
     };
     let (g_full, total) = full_batch(11);
-    assert!((out.total.double_value(&[]) - total).abs() < 1e-5, "loss {} vs {}", out.total.double_value(&[]), total);
+    assert!(
+        (out.total.double_value(&[]) - total).abs() < 1e-5,
+        "loss {} vs {}",
+        out.total.double_value(&[]),
+        total
+    );
     let mut worst = 0f64;
     for (k, g) in &g_full {
         let d = (&g_cache[k] - g).abs();
         worst = worst.max(d.max().double_value(&[]));
         let bound = g.abs() * 1e-4 + 1e-6;
         let excess = (d - bound).max().double_value(&[]);
-        assert!(excess <= 0.0, "{k}: gradient-cache gradient differs beyond tolerance by {excess:e}");
+        assert!(
+            excess <= 0.0,
+            "{k}: gradient-cache gradient differs beyond tolerance by {excess:e}"
+        );
     }
     // Dropout is really on: other masks give clearly other gradients.
     let (g_other, _) = full_batch(12);
-    let moved = g_other.iter().map(|(k, g)| (g - &g_full[k]).abs().max().double_value(&[])).fold(0.0, f64::max);
-    assert!(moved > 1e-3, "dropout had no effect ({moved:e}); the test would prove nothing");
+    let moved = g_other
+        .iter()
+        .map(|(k, g)| (g - &g_full[k]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
+    assert!(
+        moved > 1e-3,
+        "dropout had no effect ({moved:e}); the test would prove nothing"
+    );
     eprintln!("gradient cache vs full batch: within tolerance (largest absolute difference {worst:e}); other masks move grads by {moved:e}");
 }
 
@@ -108,14 +155,42 @@ fn resume_is_bit_identical_for_both_stages() {
     let data = shards(dir.path(), 600);
     let init = tiny_model(dir.path());
     let d = data.to_str().unwrap();
-    for (stage, extra) in [("condenser", vec!["--set", "data.batch_size=8"]), ("cocondenser", vec!["--set", "stage=cocondenser", "--set", "data.batch_size=4", "--set", "loss.cache_chunk_size=3"])] {
+    for (stage, extra) in [
+        ("condenser", vec!["--set", "data.batch_size=8"]),
+        (
+            "cocondenser",
+            vec![
+                "--set",
+                "stage=cocondenser",
+                "--set",
+                "data.batch_size=4",
+                "--set",
+                "loss.cache_chunk_size=3",
+            ],
+        ),
+    ] {
         let straight = dir.path().join(format!("{stage}-straight"));
         let split = dir.path().join(format!("{stage}-split"));
         let common = |out: &Path| {
-            let mut a: Vec<String> = ["--data", d, "--init", init.to_str().unwrap(), "--out", out.to_str().unwrap(), "--set", "optim.max_steps=8", "--set", "run.log_every=1", "--set", "data.max_len=64", "--set", "data.shuffle_buffer=50"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let mut a: Vec<String> = [
+                "--data",
+                d,
+                "--init",
+                init.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--set",
+                "optim.max_steps=8",
+                "--set",
+                "run.log_every=1",
+                "--set",
+                "data.max_len=64",
+                "--set",
+                "data.shuffle_buffer=50",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             a.extend(extra.iter().map(|s| s.to_string()));
             a
         };
@@ -126,16 +201,37 @@ fn resume_is_bit_identical_for_both_stages() {
         let o = train(&b.iter().map(String::as_str).collect::<Vec<_>>());
         let ckpt = split.join("checkpoint-4");
         assert_eq!(stdout(&o).trim(), ckpt.display().to_string());
-        let c: Vec<String> = ["--data", d, "--resume", ckpt.to_str().unwrap(), "--out", split.to_str().unwrap()].iter().map(|s| s.to_string()).collect();
+        let c: Vec<String> = [
+            "--data",
+            d,
+            "--resume",
+            ckpt.to_str().unwrap(),
+            "--out",
+            split.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         train(&c.iter().map(String::as_str).collect::<Vec<_>>());
-        for file in ["model.safetensors", "condenser_head.safetensors", "optimizer.safetensors"] {
-            let (x, y) = (tensors(&straight.join("final").join(file)), tensors(&split.join("final").join(file)));
+        for file in [
+            "model.safetensors",
+            "condenser_head.safetensors",
+            "optimizer.safetensors",
+        ] {
+            let (x, y) = (
+                tensors(&straight.join("final").join(file)),
+                tensors(&split.join("final").join(file)),
+            );
             assert_eq!(x.len(), y.len());
             for (k, t) in &x {
                 assert!(t.equal(&y[k]), "{stage}: {file}: {k} differs after resume");
             }
         }
-        assert_eq!(losses(&straight), losses(&split), "{stage}: the loss sequence differs");
+        assert_eq!(
+            losses(&straight),
+            losses(&split),
+            "{stage}: the loss sequence differs"
+        );
         assert_eq!(losses(&straight).len(), 8);
     }
 }
@@ -147,8 +243,23 @@ fn sigterm_finishes_the_step_and_checkpoints() {
     let init = tiny_model(dir.path());
     let out = dir.path().join("run");
     let mut child = condenser()
-        .args(["train", "--data", data.to_str().unwrap(), "--init", init.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .args(["--set", "optim.max_steps=100000", "--set", "run.log_every=1", "--set", "data.batch_size=4"])
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--init",
+            init.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--set",
+            "optim.max_steps=100000",
+            "--set",
+            "run.log_every=1",
+            "--set",
+            "data.batch_size=4",
+        ])
         .args(TINY)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -156,7 +267,11 @@ fn sigterm_finishes_the_step_and_checkpoints() {
         .unwrap();
     let metrics = out.join("metrics.jsonl");
     let t = std::time::Instant::now();
-    while std::fs::read_to_string(&metrics).map(|s| s.lines().count()).unwrap_or(0) < 2 {
+    while std::fs::read_to_string(&metrics)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 2
+    {
         assert!(t.elapsed().as_secs() < 120, "training did not start");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -164,7 +279,8 @@ fn sigterm_finishes_the_step_and_checkpoints() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "exit {:?}", o.status);
     let ckpt = PathBuf::from(String::from_utf8(o.stdout).unwrap().trim());
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(ckpt.join("trainer_state.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ckpt.join("trainer_state.json")).unwrap()).unwrap();
     let step = state["step"].as_u64().unwrap();
     assert!(step >= 2 && step < 100000, "step {step}");
     assert_eq!(ckpt, out.join(format!("checkpoint-{step}")));
@@ -176,24 +292,52 @@ fn the_loss_falls_on_demo_text_and_the_checkpoint_loads_in_transformers() {
     let dir = tempfile::tempdir().unwrap();
     let leads = data("wiki-leads/summaries_en-us.json");
     let shards = dir.path().join("leads");
-    let o = run(&["prepare", "--out", shards.to_str().unwrap(), leads.to_str().unwrap()]);
+    let o = run(&[
+        "prepare",
+        "--out",
+        shards.to_str().unwrap(),
+        leads.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let init = tiny_model(dir.path());
     let out = dir.path().join("run");
     train(&[
-        "--data", shards.to_str().unwrap(), "--init", init.to_str().unwrap(), "--out", out.to_str().unwrap(),
-        "--set", "optim.max_steps=60", "--set", "optim.lr=2e-3", "--set", "run.log_every=1", "--set", "data.batch_size=16",
+        "--data",
+        shards.to_str().unwrap(),
+        "--init",
+        init.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "optim.max_steps=60",
+        "--set",
+        "optim.lr=2e-3",
+        "--set",
+        "run.log_every=1",
+        "--set",
+        "data.batch_size=16",
     ]);
     let l: Vec<f64> = losses(&out).iter().map(|r| r.1).collect();
     let first: f64 = l[..5].iter().sum::<f64>() / 5.0;
     let last: f64 = l[l.len() - 5..].iter().sum::<f64>() / 5.0;
-    assert!(last < first - 1.0, "the loss did not fall: first {first:.3}, last {last:.3}");
+    assert!(
+        last < first - 1.0,
+        "the loss did not fall: first {first:.3}, last {last:.3}"
+    );
     let recs = condenser::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
-    assert!(recs.iter().all(|r| (0.0..=1.0).contains(&r.data_wait_fraction)), "data-wait fraction reported");
+    assert!(
+        recs.iter()
+            .all(|r| (0.0..=1.0).contains(&r.data_wait_fraction)),
+        "data-wait fraction reported"
+    );
     // The trained checkpoint loads in transformers with no missing encoder keys.
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let inputs = dir.path().join("inputs.json");
-    std::fs::write(&inputs, r#"{"input_ids": [[101, 7592, 2088, 102]], "attention_mask": [[1, 1, 1, 1]]}"#).unwrap();
+    std::fs::write(
+        &inputs,
+        r#"{"input_ids": [[101, 7592, 2088, 102]], "attention_mask": [[1, 1, 1, 1]]}"#,
+    )
+    .unwrap();
     let o = std::process::Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check_hf_load.py"))
         .args([out.join("final").as_os_str(), inputs.as_os_str()])
@@ -203,11 +347,19 @@ fn the_loss_falls_on_demo_text_and_the_checkpoint_loads_in_transformers() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let missing: Vec<String> = serde_json::from_value(r["missing"].clone()).unwrap();
-    assert!(missing.iter().all(|k| k.starts_with("pooler.")), "{missing:?}");
+    assert!(
+        missing.iter().all(|k| k.starts_with("pooler.")),
+        "{missing:?}"
+    );
     assert_eq!(r["mlm_missing"], serde_json::json!([]));
     // The curves command draws the run.
     let png = dir.path().join("curves.png");
-    let o = run(&["curves", out.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+    let o = run(&[
+        "curves",
+        out.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
 }
@@ -217,9 +369,27 @@ fn shards_of_another_vocabulary_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = shards(dir.path(), 50);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-condenser/model");
-    let o = run(&["train", "--data", data.to_str().unwrap(), "--init", fixture.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap(), "--set", "model.skip_from=2", "--set", "optim.max_steps=1", "--device", "cpu"]);
+    let o = run(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        fixture.to_str().unwrap(),
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+        "--set",
+        "model.skip_from=2",
+        "--set",
+        "optim.max_steps=1",
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("vocabulary of 30522 ids, the model has 99"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("vocabulary of 30522 ids, the model has 99"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// coCondenser batches: two distinct spans of one document in adjacent rows, single-span documents
@@ -239,7 +409,12 @@ fn cocondenser_batches_pair_spans_of_one_document() {
         let n = (d % 3) + 1;
         pairable += (n >= 2) as usize;
         let spans: Vec<Vec<u32>> = (0..n).map(|j| vec![1000 + 10 * d + j; 5]).collect();
-        w.push(Segmented { doc_id: format!("d{d}"), spans, num_tokens: 5 * n as usize }).unwrap();
+        w.push(Segmented {
+            doc_id: format!("d{d}"),
+            spans,
+            num_tokens: 5 * n as usize,
+        })
+        .unwrap();
     }
     w.close().unwrap();
     let tok = condenser::tokenizer::load(&data("minilm/tokenizer.json")).unwrap();
@@ -263,16 +438,29 @@ fn cocondenser_batches_pair_spans_of_one_document() {
                 assert_eq!(after.epoch, 0);
                 let original = |r: usize| {
                     let i = r * batch.len + 1;
-                    (if batch.labels[i] != -100 { batch.labels[i] } else { batch.input_ids[i] }) as u32
+                    (if batch.labels[i] != -100 {
+                        batch.labels[i]
+                    } else {
+                        batch.input_ids[i]
+                    }) as u32
                 };
                 for pair in 0..4 {
                     let (a, b) = (original(2 * pair), original(2 * pair + 1));
-                    assert_eq!((a - 1000) / 10, (b - 1000) / 10, "rows {} and {} come from one document", 2 * pair, 2 * pair + 1);
+                    assert_eq!(
+                        (a - 1000) / 10,
+                        (b - 1000) / 10,
+                        "rows {} and {} come from one document",
+                        2 * pair,
+                        2 * pair + 1
+                    );
                     assert_ne!(a, b, "two distinct spans");
                 }
                 batches += 1;
             }
-            Msg::EpochEnd { epoch, skipped_docs } => {
+            Msg::EpochEnd {
+                epoch,
+                skipped_docs,
+            } => {
                 assert_eq!(epoch, 0);
                 assert_eq!(skipped_docs, 50 - pairable as u64);
                 break;
@@ -280,5 +468,9 @@ fn cocondenser_batches_pair_spans_of_one_document() {
             Msg::Error(e) => panic!("{e:#}"),
         }
     }
-    assert_eq!(batches, pairable / 4, "the incomplete last batch is dropped");
+    assert_eq!(
+        batches,
+        pairable / 4,
+        "the incomplete last batch is dropped"
+    );
 }

@@ -201,11 +201,27 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
     .unwrap();
     tch::manual_seed(7);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let model = Condenser::new(&vs.root(), cfg, HeadConfig { skip_from: 1, n_head_layers: 1, late_mlm: true }).unwrap();
+    let model = Condenser::new(
+        &vs.root(),
+        cfg,
+        HeadConfig {
+            skip_from: 1,
+            n_head_layers: 1,
+            late_mlm: true,
+        },
+    )
+    .unwrap();
     let out = dir.join("tiny-init");
     hf::save(&out, &vs, &model, &data("minilm/tokenizer.json"), &[]).unwrap();
     out
 }
 
 /// `--set` arguments for training the tiny model.
-pub const TINY: &[&str] = &["--set", "model.skip_from=1", "--set", "model.n_head_layers=1", "--device", "cpu"];
+pub const TINY: &[&str] = &[
+    "--set",
+    "model.skip_from=1",
+    "--set",
+    "model.n_head_layers=1",
+    "--device",
+    "cpu",
+];
