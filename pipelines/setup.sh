@@ -44,3 +44,4 @@ fi
 
 .venv/bin/python pipelines/fetch_data.py
 .venv/bin/python pipelines/demo_corpus.py
+.venv/bin/python pipelines/rag24_silver.py

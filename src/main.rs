@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use condenser::device::{self, DeviceChoice};
 
@@ -42,7 +42,9 @@ enum Command {
     /// Write last-layer [CLS] embeddings of texts with a trained encoder.
     Encode(condenser::eval::encode::EncodeArgs),
     /// Retrieval evaluation (MRR@10, nDCG@10, Recall@k) of an encoder.
-    Eval(Pending),
+    Eval(condenser::eval::retrieval::EvalArgs),
+    /// Held-out span-pair retrieval (MRR, R@1) of an encoder on a prepared corpus.
+    EvalSpans(condenser::eval::spans::SpansArgs),
     /// Throughput benchmarks: `bench prepare` (pipeline against the bare tokenizer).
     Bench(condenser::bench::BenchArgs),
 }
@@ -55,13 +57,6 @@ struct EnvArgs {
     /// One JSON document on stdout instead of the table.
     #[arg(long)]
     json: bool,
-}
-
-/// A stage that is not built yet: it accepts any arguments and says so.
-#[derive(Debug, Args)]
-struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -92,7 +87,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => condenser::train::run(args),
         Command::Curves(args) => condenser::train::metrics::curves(args),
         Command::Encode(args) => condenser::eval::encode::run(args),
-        Command::Eval(_) => pending("eval", 7),
+        Command::Eval(args) => condenser::eval::retrieval::run(args),
+        Command::EvalSpans(args) => condenser::eval::spans::run(args),
         Command::Bench(args) => condenser::bench::run(args),
     }
 }
@@ -108,10 +104,6 @@ fn env(args: EnvArgs) -> Result<()> {
         write!(out, "{report}")?;
     }
     Ok(())
-}
-
-fn pending(stage: &str, issue: u32) -> Result<()> {
-    bail!("`condenser {stage}` is not built yet (tracked in issue {issue})")
 }
 
 #[cfg(test)]

@@ -1,3 +1,7 @@
-//! After training: `encode` (CLS embeddings of texts). Retrieval evaluation joins here (issue 7).
+//! After training: `encode` (CLS embeddings of texts), `eval` (retrieval metrics), `spans` (held-out
+//! span-pair retrieval on a prepared corpus).
 
 pub mod encode;
+pub mod metrics;
+pub mod retrieval;
+pub mod spans;

@@ -236,7 +236,7 @@ pub fn load(dir: &Path, device: Device, head: HeadConfig, seed: i64) -> Result<L
     let mlm_filled = mlm.iter().filter(|k| filled.contains(k)).count();
     let fresh_mlm_head = mlm_filled == 0;
     if fresh_mlm_head {
-        log::info!("{}: no MLM head (cls.predictions.*); a fresh one is initialised, decoder tied to the word embeddings, zero bias", dir.display());
+        log::debug!("{}: no MLM head (cls.predictions.*); a fresh one is initialised, decoder tied to the word embeddings, zero bias", dir.display());
     } else if mlm_filled != mlm.len() {
         let missing: Vec<_> = mlm
             .iter()

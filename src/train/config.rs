@@ -53,6 +53,9 @@ pub struct DataConfig {
     pub shuffle_buffer: usize,
     /// Batches prepared ahead of the trainer (bounded channel depth).
     pub prefetch: usize,
+    /// Share of documents held out of training for `condenser eval-spans` (same rule, same seed).
+    pub holdout_fraction: f64,
+    pub holdout_seed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +121,8 @@ impl Default for TrainConfig {
                 pad_to_max_len: false,
                 shuffle_buffer: 10_000,
                 prefetch: 4,
+                holdout_fraction: 0.0,
+                holdout_seed: 42,
             },
             loss: LossConfig {
                 head_weight: 1.0,

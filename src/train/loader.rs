@@ -131,7 +131,11 @@ impl Epoch<'_> {
     /// Adds the examples of one row group (through the shuffle buffer).
     fn feed(&mut self, path: &PathBuf, group: usize, skipped_total: &AtomicU64) -> Result<bool> {
         let rows = read_shard(path, Some(vec![group]))?;
+        let d = &self.spec.data;
         for row in rows {
+            if crate::eval::spans::is_held_out(&row.doc_id, d.holdout_seed, d.holdout_fraction) {
+                continue; // kept for `condenser eval-spans`
+            }
             match self.spec.stage {
                 Stage::Condenser => {
                     for span in row.spans {

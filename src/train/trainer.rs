@@ -185,6 +185,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     let model = &loaded.model;
+    if loaded.fresh_mlm_head {
+        log::info!("{}: no MLM head (cls.predictions.*); a fresh one is initialised, decoder tied to the word embeddings, zero bias", init.display());
+    }
+    if loaded.fresh_condenser_head {
+        log::info!(
+            "{}: no {}; the Condenser head is freshly initialised N(0, {})",
+            init.display(),
+            hf::HEAD_FILE,
+            model.config.initializer_range
+        );
+    }
     if let Some((dir, m)) = &manifest {
         if m.tokenizer.vocab_size as i64 != model.config.vocab_size {
             bail!(

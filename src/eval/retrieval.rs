@@ -1,0 +1,320 @@
+//! `condenser eval`: dense retrieval with last-layer CLS vectors and dot products, as in the papers.
+//!
+//! Queries are encoded once; the corpus is streamed in blocks (encoded, scored against every query,
+//! merged into a running top-k per query), so memory holds one block and the top-k lists, never the
+//! corpus. Layouts: BEIR (`corpus.jsonl`, `queries.jsonl`, `qrels/test.tsv`) and MS MARCO
+//! (`collection.tsv`, `queries.tsv`, TREC 4-column qrels).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Kind, Tensor};
+
+use super::encode::encode_ids;
+use super::metrics::{evaluate, trec_order, Metrics, Qrels};
+use crate::corpus::{self, Item, ReadOptions};
+use crate::device::DeviceChoice;
+use crate::model::{hf, Condenser, HeadConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Model: a Hugging Face directory (a checkpoint, or any BERT).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Corpus: BEIR corpus.jsonl (`_id`, `title`, `text`) or MS MARCO collection.tsv (`pid<TAB>text`).
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Queries: BEIR queries.jsonl or MS MARCO queries.tsv (`qid<TAB>text`).
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Relevance labels: BEIR qrels TSV (`query-id corpus-id score`, header) or TREC (`qid 0 docid rel`).
+    #[arg(long)]
+    pub qrels: PathBuf,
+    /// Write the ranking as a TREC run file (`qid Q0 docid rank score condenser`) for trec_eval.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Metrics as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Longest passage, [CLS] and [SEP] included.
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+    /// Longest query.
+    #[arg(long, default_value_t = 64)]
+    pub query_max_len: usize,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Corpus passages encoded and scored per block.
+    #[arg(long, default_value_t = 4096)]
+    pub block: usize,
+    /// Leave the BEIR title out of the passage text (default: "title text").
+    #[arg(long)]
+    pub no_title: bool,
+    /// Where to run: auto (CUDA when available), cpu or cuda.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+/// Deepest rank kept (Recall@1000).
+const DEPTH: usize = 1000;
+
+/// Reads qrels in either layout; a malformed line is an error naming it.
+pub fn read_qrels(path: &Path) -> Result<Qrels> {
+    let f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut q = Qrels::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (qid, doc, rel) = match cols.as_slice() {
+            [] => continue,
+            [q, _, d, r] => (q, d, r),
+            [q, d, r] => (q, d, r),
+            _ => bail!(
+                "{}:{}: expected `qid docid label` or `qid 0 docid label`",
+                path.display(),
+                i + 1
+            ),
+        };
+        let Ok(rel) = rel.parse::<f64>() else {
+            if i == 0 {
+                continue; // the BEIR header `query-id corpus-id score`
+            }
+            bail!(
+                "{}:{}: label {rel:?} is not a number",
+                path.display(),
+                i + 1
+            );
+        };
+        q.entry(qid.to_string())
+            .or_default()
+            .insert(doc.to_string(), rel as i32);
+    }
+    Ok(q)
+}
+
+/// Reads (id, text) records of a file through the corpus readers.
+fn for_each_text(
+    path: &Path,
+    title: bool,
+    mut f: impl FnMut(String, String) -> Result<()>,
+) -> Result<()> {
+    let input = corpus::Input {
+        path: path.to_path_buf(),
+        exists: path.exists(),
+    };
+    if !input.exists {
+        bail!("{}: no such file", path.display());
+    }
+    let opts = ReadOptions::default();
+    corpus::read_input(&input, &opts, Default::default(), &mut |item| match item {
+        Item::Doc(d) => {
+            let text = match (&d.title, title) {
+                (Some(t), true) if !t.is_empty() => format!("{t} {}", d.text),
+                _ => d.text,
+            };
+            f(d.id, text)
+        }
+        Item::Skip(s) if s.reason.is_error() => bail!("{}", s.detail),
+        _ => Ok(()),
+    })
+}
+
+/// Tokenizes as `condenser encode` does: [CLS] text [SEP], truncated.
+fn ids(
+    tok: &tokenizers::Tokenizer,
+    special: &crate::tokenizer::SpecialIds,
+    text: &str,
+    max_len: usize,
+) -> Result<Vec<i64>> {
+    let body = crate::tokenizer::encode_ids(tok, text, false)?;
+    let mut v = Vec::with_capacity(max_len.min(body.len() + 2));
+    v.push(special.cls as i64);
+    v.extend(body.iter().take(max_len - 2).map(|&i| i as i64));
+    v.push(special.sep as i64);
+    Ok(v)
+}
+
+/// CLS vectors (N, H) of sequences, batched by length, in input order, on `device`.
+pub fn embed(
+    model: &Condenser,
+    seqs: &[Vec<i64>],
+    pad: i64,
+    batch: usize,
+    device: Device,
+) -> Tensor {
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| seqs[i].len());
+    let h = model.config.hidden_size;
+    let mut out = Tensor::zeros([seqs.len() as i64, h], (Kind::Float, Device::Cpu));
+    for chunk in order.chunks(batch.max(1)) {
+        let part: Vec<Vec<i64>> = chunk.iter().map(|&i| seqs[i].clone()).collect();
+        let cls = encode_ids(model, &part, pad, device);
+        let index = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let _ = out.index_copy_(0, &index, &cls);
+    }
+    out.to_device(device)
+}
+
+/// Scores every query against the corpus, block by block, keeping the top DEPTH per query.
+pub struct Search {
+    queries: Tensor,     // (Q, H)
+    best_scores: Tensor, // (Q, <=K)
+    best_docs: Tensor,   // (Q, <=K), global document index
+}
+
+impl Search {
+    pub fn new(queries: Tensor) -> Self {
+        let q = queries.size()[0];
+        let device = queries.device();
+        Search {
+            queries,
+            best_scores: Tensor::zeros([q, 0], (Kind::Float, device)),
+            best_docs: Tensor::zeros([q, 0], (Kind::Int64, device)),
+        }
+    }
+
+    /// Adds a block of document vectors whose first global index is `offset`.
+    pub fn add(&mut self, docs: &Tensor, offset: i64) {
+        let scores = self.queries.matmul(&docs.tr()); // (Q, B)
+        let b = scores.size()[1];
+        let idx = (Tensor::arange(b, (Kind::Int64, scores.device())) + offset)
+            .unsqueeze(0)
+            .expand([scores.size()[0], b], false);
+        let all_scores = Tensor::cat(&[&self.best_scores, &scores], 1);
+        let all_docs = Tensor::cat(&[&self.best_docs, &idx], 1);
+        let k = (DEPTH as i64).min(all_scores.size()[1]);
+        let (top, at) = all_scores.topk(k, 1, true, true);
+        self.best_docs = all_docs.gather(1, &at, false);
+        self.best_scores = top;
+    }
+
+    /// (scores, doc indices) on the CPU.
+    pub fn finish(self) -> (Vec<Vec<f32>>, Vec<Vec<i64>>) {
+        let s = self.best_scores.to_device(Device::Cpu);
+        let d = self.best_docs.to_device(Device::Cpu);
+        (
+            Vec::<Vec<f32>>::try_from(&s).unwrap_or_default(),
+            Vec::<Vec<i64>>::try_from(&d).unwrap_or_default(),
+        )
+    }
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let device = crate::device::select(args.device)?;
+    let tok_path = args.model.join(hf::TOKENIZER_FILE);
+    let tokenizer = crate::tokenizer::load(&tok_path)?;
+    let special = crate::tokenizer::special_ids(&tokenizer)?;
+    let loaded = hf::load(&args.model, device, HeadConfig::default(), 0)?;
+    let m = evaluate_model(&loaded.model, &tokenizer, &special, &args, device)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &m)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{}", format_metrics(&m))?;
+    }
+    Ok(())
+}
+
+pub fn format_metrics(m: &Metrics) -> String {
+    let recalls: Vec<String> = m
+        .recall
+        .iter()
+        .map(|(k, v)| format!("R@{k} {:.4}", v))
+        .collect();
+    format!(
+        "MRR@10 {:.4}  nDCG@10 {:.4}  {}  ({} queries; {} without relevant documents left out; {} relevant documents not in the corpus)",
+        m.mrr_at_10,
+        m.ndcg_at_10,
+        recalls.join("  "),
+        m.queries,
+        m.queries_without_relevant,
+        m.relevant_not_in_corpus
+    )
+}
+
+/// Encodes, searches and scores; writes the run file when asked.
+pub fn evaluate_model(
+    model: &Condenser,
+    tok: &tokenizers::Tokenizer,
+    special: &crate::tokenizer::SpecialIds,
+    args: &EvalArgs,
+    device: Device,
+) -> Result<Metrics> {
+    let qrels = read_qrels(&args.qrels)?;
+    let (mut qids, mut qseqs) = (Vec::new(), Vec::new());
+    for_each_text(&args.queries, false, |id, text| {
+        qids.push(id);
+        qseqs.push(ids(tok, special, &text, args.query_max_len)?);
+        Ok(())
+    })?;
+    anyhow::ensure!(!qids.is_empty(), "{}: no queries", args.queries.display());
+    let queries =
+        tch::no_grad(|| embed(model, &qseqs, special.pad as i64, args.batch_size, device));
+    let mut search = Search::new(queries);
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {pos} passages encoded and searched ({per_sec})",
+        )
+        .expect("valid template"),
+    );
+    let mut docids: Vec<String> = Vec::new();
+    let mut block: Vec<Vec<i64>> = Vec::new();
+    let flush = |block: &mut Vec<Vec<i64>>, search: &mut Search, offset: usize| {
+        if !block.is_empty() {
+            let d =
+                tch::no_grad(|| embed(model, block, special.pad as i64, args.batch_size, device));
+            search.add(&d, offset as i64);
+            progress.inc(block.len() as u64);
+            block.clear();
+        }
+    };
+    for_each_text(&args.corpus, !args.no_title, |id, text| {
+        docids.push(id);
+        block.push(ids(tok, special, &text, args.max_len)?);
+        if block.len() >= args.block {
+            let offset = docids.len() - block.len();
+            flush(&mut block, &mut search, offset);
+        }
+        Ok(())
+    })?;
+    let offset = docids.len() - block.len();
+    flush(&mut block, &mut search, offset);
+    progress.finish_and_clear();
+    let (scores, docs) = search.finish();
+    let mut run: HashMap<String, Vec<(String, f32)>> = HashMap::new();
+    for (qi, qid) in qids.iter().enumerate() {
+        let mut ranked: Vec<(String, f32)> = docs[qi]
+            .iter()
+            .zip(&scores[qi])
+            .map(|(&d, &s)| (docids[d as usize].clone(), s))
+            .collect();
+        trec_order(&mut ranked);
+        run.insert(qid.clone(), ranked);
+    }
+    if let Some(path) = &args.run {
+        let mut w = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("{}: cannot create", path.display()))?,
+        );
+        for qid in &qids {
+            for (rank, (d, s)) in run[qid].iter().enumerate() {
+                writeln!(w, "{qid} Q0 {d} {} {s} condenser", rank + 1)?;
+            }
+        }
+        w.flush()?;
+    }
+    let known: HashSet<&str> = docids.iter().map(String::as_str).collect();
+    let ks: Vec<usize> = [10, 100, 1000]
+        .iter()
+        .map(|&k: &usize| k.min(docids.len()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Ok(evaluate(&run, &qrels, &ks, &|d| known.contains(d)))
+}
