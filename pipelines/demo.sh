@@ -32,3 +32,11 @@ echo "== condenser train: coCondenser stage ($runs/cocondenser)" >&2
 "$bin" train --data "$runs/shards" --init "$runs/condenser/final" --config configs/demo-cocondenser.toml --out "$runs/cocondenser"
 "$bin" curves "$runs/condenser" --out "$runs/condenser-curves.png"
 "$bin" curves "$runs/cocondenser" --out "$runs/cocondenser-curves.png"
+
+# Retrieval on the RAG 2024 SILVER set (citation-count labels, not human judgements), before and after.
+silver=data/rag24-silver
+for model in data/minilm "$runs/cocondenser/final"; do
+  echo "== condenser eval --model $model (RAG 2024 silver)" >&2
+  "$bin" eval --model "$model" --corpus $silver/collection.tsv --queries $silver/queries.tsv \
+    --qrels $silver/qrels.silver.txt --run "$runs/$(basename "$(dirname "$model")")-$(basename "$model").silver.trec"
+done
