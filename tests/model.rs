@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use condenser::model::{hf, Ctx, HeadConfig};
+use condenser::model::{hf, Ctx, HeadConfig, Labels, Mask};
 use tch::{Device, Kind, Tensor};
 
 fn fixture() -> PathBuf {
@@ -52,7 +52,7 @@ fn forward_matches_transformers_within_1e_5() {
     let ctx = Ctx::eval(Kind::Float);
     let (ids, mask, labels) = (&e["input_ids"], &e["attention_mask"], &e["labels"]);
     let hs = tch::no_grad(|| {
-        let mask_sdpa = condenser::model::bert::sdpa_mask(mask);
+        let mask_sdpa = Mask::detect(mask);
         m.model
             .bert
             .forward(ids, mask_sdpa.as_ref(), &[0, 1, 2, 3, 4], ctx)
@@ -61,9 +61,12 @@ fn forward_matches_transformers_within_1e_5() {
         let d = max_diff(&h, &e[&format!("hidden_{i}")]);
         assert!(d < 1e-5, "hidden state {i}: max abs diff {d:e}");
     }
-    let (_, head) = tch::no_grad(|| m.model.states(ids, mask, ctx));
+    let (_, head) = tch::no_grad(|| m.model.states(ids, &Mask::detect(mask), ctx));
     assert!(max_diff(&head, &e["head_output"]) < 1e-5, "head output");
-    let out = tch::no_grad(|| m.model.forward(ids, mask, labels, ctx));
+    let out = tch::no_grad(|| {
+        m.model
+            .forward(ids, &Mask::detect(mask), &Labels::detect(labels), ctx)
+    });
     assert!(max_diff(&out.cls, &e["cls"]) < 1e-5, "cls");
     let d_head = max_diff(&out.head_loss.reshape([1]), &e["head_loss"]);
     let d_late = max_diff(&out.late_loss.reshape([1]), &e["late_loss"]);
@@ -168,7 +171,7 @@ fn a_saved_checkpoint_loads_in_transformers_with_the_same_cls() {
     let ours = tch::no_grad(|| {
         m.model.cls(
             &e["input_ids"],
-            &e["attention_mask"],
+            &Mask::detect(&e["attention_mask"]),
             Ctx::eval(Kind::Float),
         )
     });

@@ -62,24 +62,32 @@ fn gradient_cache_equals_full_batch_gradients() {
         train: true,
         kind: Kind::Float,
     };
-    // 2B = 10 rows (5 documents), length 12, some padding, masked labels.
-    tch::manual_seed(3);
-    let ids = Tensor::randint_low(5, 99, [10, 12], (Kind::Int64, Device::Cpu));
-    let mask = Tensor::ones([10, 12], (Kind::Int64, Device::Cpu));
-    let _ = mask.narrow(1, 9, 3).narrow(0, 3, 2).fill_(0);
-    let labels = ids.where_scalarother(
-        &Tensor::rand([10, 12], (Kind::Float, Device::Cpu)).lt(0.3),
-        -100,
-    );
-    let _ = labels.narrow(1, 0, 1).fill_(-100);
-    let ids = ids.where_scalarother(&mask.ne(0), 0);
-    let labels = labels.where_scalarother(&mask.ne(0), -100);
-    let batch = DeviceBatch {
-        input_ids: ids,
-        attention_mask: mask,
-        labels,
-        rows: 10,
+    // 2B = 10 rows (5 documents), length 12, rows 3 and 4 padded, about 30% of positions labelled.
+    let mut rng = Lcg(3);
+    let (rows, len) = (10usize, 12usize);
+    let mut b = condenser::train::collate::Batch {
+        rows,
+        len,
+        input_ids: vec![0; rows * len],
+        attention_mask: vec![0; rows * len],
+        labels: vec![-100; rows * len],
+        real_tokens: 0,
+        padded: true,
     };
+    for r in 0..rows {
+        let n = if r == 3 || r == 4 { 9 } else { len };
+        for t in 0..n {
+            let at = r * len + t;
+            b.input_ids[at] = 5 + rng.below(94) as i64;
+            b.attention_mask[at] = 1;
+            if t > 0 && rng.below(10) < 3 {
+                b.labels[at] = b.input_ids[at];
+                b.input_ids[at] = 4;
+            }
+        }
+        b.real_tokens += n;
+    }
+    let batch = DeviceBatch::new(&b, Device::Cpu);
     let w = LossConfig {
         head_weight: 1.0,
         late_weight: 1.0,
@@ -107,9 +115,7 @@ fn gradient_cache_equals_full_batch_gradients() {
         for (i, (s, len)) in chunks(10, 3).into_iter().enumerate() {
             seed_dropout(seed, 5, i as u64);
             let c = batch.rows(s, len);
-            let o = m
-                .model
-                .forward(&c.input_ids, &c.attention_mask, &c.labels, ctx);
+            let o = m.model.forward(&c.input_ids, &c.mask(), &c.labels(), ctx);
             mlm += (o.head_loss + o.late_loss) * (len as f64 / 10.0);
             reps.push(o.cls);
         }

@@ -89,7 +89,8 @@ pub fn encode_ids(
     let ids = Tensor::from_slice(&ids).view([n, t]).to_device(device);
     let mask = Tensor::from_slice(&mask).view([n, t]).to_device(device);
     let ctx = Ctx::eval(crate::model::compute_kind(device));
-    tch::no_grad(|| model.cls(&ids, &mask, ctx))
+    let padded = seqs.iter().any(|s| (s.len() as i64) < t);
+    tch::no_grad(|| model.cls(&ids, &crate::model::Mask::known(&mask, padded), ctx))
         .to_kind(Kind::Float)
         .to_device(Device::Cpu)
 }

@@ -130,11 +130,25 @@ impl BertEmbeddings {
     }
 }
 
-/// The attention mask in the form SDPA takes: None when nothing is padded (so the fused kernels can
-/// be chosen), else a boolean (B, 1, 1, T) mask, true where a key may be attended to.
-pub fn sdpa_mask(attention_mask: &Tensor) -> Option<Tensor> {
-    let padded = attention_mask.eq(0).any().int64_value(&[]) != 0;
-    padded.then(|| attention_mask.ne(0).unsqueeze(1).unsqueeze(1))
+/// The attention mask in the form SDPA takes: none when nothing is padded (so the fused kernels can be
+/// chosen), else a boolean (B, 1, 1, T) mask, true where a key may be attended to.
+pub struct Mask(pub Option<Tensor>);
+
+impl Mask {
+    /// From a (B, T) 0/1 mask whose padding the caller knows from the host batch: no device sync.
+    pub fn known(attention_mask: &Tensor, padded: bool) -> Self {
+        Mask(padded.then(|| attention_mask.ne(0).unsqueeze(1).unsqueeze(1)))
+    }
+
+    /// From a (B, T) mask alone: asks the device whether anything is padded (a host sync).
+    pub fn detect(attention_mask: &Tensor) -> Self {
+        let padded = attention_mask.eq(0).any().int64_value(&[]) != 0;
+        Self::known(attention_mask, padded)
+    }
+
+    pub fn as_ref(&self) -> Option<&Tensor> {
+        self.0.as_ref()
+    }
 }
 
 #[derive(Debug)]
@@ -179,7 +193,7 @@ impl BertLayer {
         }
     }
 
-    /// x: (B, T, H); mask from [`sdpa_mask`].
+    /// x: (B, T, H); mask from [`Mask`].
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, ctx: Ctx) -> Tensor {
         let (b, t, h) = x.size3().expect("hidden states are (B, T, H)");
         let a = &self.attention;

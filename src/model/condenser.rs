@@ -4,7 +4,7 @@
 
 use tch::{nn, Kind, Tensor};
 
-use super::bert::{sdpa_mask, BertLayer, BertLmHead, BertModel, Ctx};
+use super::bert::{BertLayer, BertLmHead, BertModel, Ctx, Mask};
 use super::config::BertConfig;
 
 /// Condenser settings (stored in `condenser_head.safetensors` metadata, like the reference).
@@ -23,6 +23,39 @@ impl Default for HeadConfig {
             skip_from: 6,
             n_head_layers: 2,
             late_mlm: true,
+        }
+    }
+}
+
+/// MLM labels as flat positions into (B x T) and their target ids, built on the host from the collated
+/// batch so that selecting the labelled positions needs no device-to-host sync.
+pub struct Labels {
+    pub positions: Tensor,
+    pub targets: Tensor,
+}
+
+impl Labels {
+    /// From row-major (B, T) host labels, -100 = unlabelled.
+    pub fn from_host(labels: &[i64], device: tch::Device) -> Self {
+        let (positions, targets): (Vec<i64>, Vec<i64>) = labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l != -100)
+            .map(|(i, &l)| (i as i64, l))
+            .unzip();
+        Labels {
+            positions: Tensor::from_slice(&positions).to_device(device),
+            targets: Tensor::from_slice(&targets).to_device(device),
+        }
+    }
+
+    /// From a (B, T) label tensor (a host sync on a device).
+    pub fn detect(labels: &Tensor) -> Self {
+        let flat = labels.view([-1]);
+        let positions = flat.ne(-100).nonzero().squeeze_dim(1);
+        Labels {
+            targets: flat.index_select(0, &positions),
+            positions,
         }
     }
 }
@@ -76,41 +109,26 @@ impl Condenser {
     }
 
     /// Last-layer [CLS] (B, H): the representation, backbone only.
-    pub fn cls(&self, input_ids: &Tensor, attention_mask: &Tensor, ctx: Ctx) -> Tensor {
-        let mask = sdpa_mask(attention_mask);
+    pub fn cls(&self, input_ids: &Tensor, mask: &Mask, ctx: Ctx) -> Tensor {
         self.bert
             .last_hidden(input_ids, mask.as_ref(), ctx)
             .select(1, 0)
     }
 
-    /// MLM cross-entropy (mean over labelled positions) of `hidden` (B, T, H) against labels (B, T),
-    /// -100 = unlabelled. Logits are computed only at labelled positions: the vocabulary projection
-    /// over every token would be about a fifth of BERT-base's FLOPs for nothing.
-    pub fn mlm_loss(&self, hidden: &Tensor, labels: &Tensor, ctx: Ctx) -> Tensor {
+    /// MLM cross-entropy (mean over labelled positions) of `hidden` (B, T, H). Logits are computed only
+    /// at labelled positions: the vocabulary projection over every token would be about a fifth of
+    /// BERT-base's FLOPs for nothing.
+    pub fn mlm_loss(&self, hidden: &Tensor, labels: &Labels, ctx: Ctx) -> Tensor {
         let h = hidden.size()[2];
-        let flat_labels = labels.view([-1]);
-        let at = flat_labels.ne(-100).nonzero().squeeze_dim(1); // (M)
-        let picked = hidden.reshape([-1, h]).index_select(0, &at); // (M, H)
+        let picked = hidden.reshape([-1, h]).index_select(0, &labels.positions); // (M, H)
         let logits = self
             .lm_head
             .forward(&picked, &self.bert.embeddings.word_embeddings, ctx); // (M, V)
-        logits.cross_entropy_loss::<Tensor>(
-            &flat_labels.index_select(0, &at),
-            None,
-            tch::Reduction::Mean,
-            -100,
-            0.0,
-        )
+        logits.cross_entropy_loss::<Tensor>(&labels.targets, None, tch::Reduction::Mean, -100, 0.0)
     }
 
     /// Backbone and head without losses: (last layer (B, T, H), head output (B, T, H)).
-    pub fn states(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: &Tensor,
-        ctx: Ctx,
-    ) -> (Tensor, Tensor) {
-        let mask = sdpa_mask(attention_mask);
+    pub fn states(&self, input_ids: &Tensor, mask: &Mask, ctx: Ctx) -> (Tensor, Tensor) {
         let last_layer = self.bert.layers.len();
         let mut hs = self.bert.forward(
             input_ids,
@@ -136,11 +154,11 @@ impl Condenser {
     pub fn forward(
         &self,
         input_ids: &Tensor,
-        attention_mask: &Tensor,
-        labels: &Tensor,
+        mask: &Mask,
+        labels: &Labels,
         ctx: Ctx,
     ) -> CondenserOutput {
-        let (last, head) = self.states(input_ids, attention_mask, ctx);
+        let (last, head) = self.states(input_ids, mask, ctx);
         let late_loss = self.mlm_loss(&last, labels, ctx);
         let head_loss = self.mlm_loss(&head, labels, ctx);
         let loss = if self.head_config.late_mlm {

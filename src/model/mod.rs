@@ -8,7 +8,8 @@ pub mod config;
 pub mod hf;
 
 pub use bert::Ctx;
-pub use condenser::{Condenser, CondenserOutput, HeadConfig};
+pub use bert::Mask;
+pub use condenser::{Condenser, CondenserOutput, HeadConfig, Labels};
 pub use config::BertConfig;
 
 /// The kind matrix work runs in on `device`: fp32 on CPU, bf16 on CUDA (fp32 master weights).

@@ -8,15 +8,18 @@ use tch::{Device, Kind, Tensor};
 
 use super::collate::Batch;
 use super::config::LossConfig;
-use crate::model::{Condenser, Ctx};
+use crate::model::{Condenser, Ctx, Labels, Mask};
 use crate::prepare::segment::stable_hash;
 
-/// A batch on the device.
+/// A batch on the device, with the host facts (row lengths, labels) that spare the device a sync.
 pub struct DeviceBatch {
     pub input_ids: Tensor,
     pub attention_mask: Tensor,
-    pub labels: Tensor,
     pub rows: i64,
+    len: usize,
+    row_lens: Vec<usize>,
+    host_labels: std::sync::Arc<Vec<i64>>,
+    first_row: usize,
 }
 
 impl DeviceBatch {
@@ -31,21 +34,50 @@ impl DeviceBatch {
                     .to_device_(device, Kind::Int64, true, false)
             }
         };
+        let row_lens = b
+            .attention_mask
+            .chunks(b.len)
+            .map(|r| r.iter().filter(|&&m| m != 0).count())
+            .collect();
         DeviceBatch {
             input_ids: put(&b.input_ids),
             attention_mask: put(&b.attention_mask),
-            labels: put(&b.labels),
             rows: b.rows as i64,
+            len: b.len,
+            row_lens,
+            host_labels: std::sync::Arc::new(b.labels.clone()),
+            first_row: 0,
         }
     }
 
+    /// Rows `start .. start + n` (a gradient-cache chunk).
     pub fn rows(&self, start: i64, n: i64) -> DeviceBatch {
         DeviceBatch {
             input_ids: self.input_ids.narrow(0, start, n),
             attention_mask: self.attention_mask.narrow(0, start, n),
-            labels: self.labels.narrow(0, start, n),
             rows: n,
+            len: self.len,
+            row_lens: self.row_lens[start as usize..(start + n) as usize].to_vec(),
+            host_labels: self.host_labels.clone(),
+            first_row: self.first_row + start as usize,
         }
+    }
+
+    /// The attention mask, padding known from the host.
+    pub fn mask(&self) -> Mask {
+        Mask::known(
+            &self.attention_mask,
+            self.row_lens.iter().any(|&l| l < self.len),
+        )
+    }
+
+    /// This batch's labels as positions and targets, from the host copy.
+    pub fn labels(&self) -> Labels {
+        let (a, b) = (
+            self.first_row * self.len,
+            (self.first_row + self.rows as usize) * self.len,
+        );
+        Labels::from_host(&self.host_labels[a..b], self.input_ids.device())
     }
 }
 
@@ -85,7 +117,7 @@ pub fn condenser_micro(
     ctx: Ctx,
     scale: f64,
 ) -> Losses {
-    let out = model.forward(&b.input_ids, &b.attention_mask, &b.labels, ctx);
+    let out = model.forward(&b.input_ids, &b.mask(), &b.labels(), ctx);
     let loss = mlm(&out, model, w);
     (&loss * scale).backward();
     Losses {
@@ -141,9 +173,7 @@ pub fn cocondenser_step(
             .map(|(i, &(s, len))| {
                 seed_dropout(seed, step, i as u64);
                 let c = b.rows(s, len);
-                model
-                    .cls(&c.input_ids, &c.attention_mask, ctx)
-                    .to_kind(Kind::Float)
+                model.cls(&c.input_ids, &c.mask(), ctx).to_kind(Kind::Float)
             })
             .collect()
     });
@@ -161,7 +191,7 @@ pub fn cocondenser_step(
     for (i, &(s, len)) in parts.iter().enumerate() {
         seed_dropout(seed, step, i as u64);
         let c = b.rows(s, len);
-        let out = model.forward(&c.input_ids, &c.attention_mask, &c.labels, ctx);
+        let out = model.forward(&c.input_ids, &c.mask(), &c.labels(), ctx);
         let scale = w.mlm_weight * len as f64 / n as f64;
         let surrogate = (cached.narrow(0, s, len) * &out.cls).sum(Kind::Float);
         let loss = mlm(&out, model, w);
