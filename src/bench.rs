@@ -4,6 +4,8 @@
 //! documents' plain text through the bare tokenizer (`encode_batch`, same thread count), and reports
 //! tokens/s and MB/s of both.
 
+pub mod train;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -25,6 +27,8 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// The prepare pipeline against the bare tokenizer on the same text.
     Prepare(BenchPrepareArgs),
+    /// Training throughput at fixed shapes (beside ../shared/bench/bench_train.py).
+    Train(train::BenchTrainArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +74,7 @@ struct Report {
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchWhat::Prepare(a) => prepare(a),
+        BenchWhat::Train(a) => train::run(a),
     }
 }
 

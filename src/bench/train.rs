@@ -1,0 +1,298 @@
+//! `condenser bench train`: training throughput at fixed shapes, beside the PyTorch reference
+//! (../shared/bench/bench_train.py): same model shape, same synthetic inputs, same FLOP model, so the
+//! two print comparable lines. Also the loader on real shards, padded to each batch's longest span.
+//!
+//! FLOPs per step (the reference's model, logits only at labelled positions as we compute them):
+//! 6 P_mm T + 6 x 2 (H^2 + H V) T_mlm + 12 (n_layers + n_head) L^2 H R [+ 6 N^2 H contrastive],
+//! P_mm = (n_layers + n_head)(4 H^2 + 2 H F).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use tch::{nn::VarStore, Device};
+
+use crate::device::DeviceChoice;
+use crate::model::{BertConfig, Condenser, Ctx, HeadConfig};
+use crate::train::collate::Batch;
+use crate::train::config::{LossConfig, TrainConfig};
+use crate::train::objective::{cocondenser_step, condenser_micro, DeviceBatch};
+use crate::train::optim::AdamW;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Case {
+    Condenser,
+    Cocondenser,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchTrainArgs {
+    /// Which objective to time.
+    #[arg(long, value_enum, default_value_t = Case::Condenser)]
+    pub case: Case,
+    /// Sequence length.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// Rows per step (coCondenser: spans, 2 per document).
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// coCondenser gradient-cache chunk (spans); 0 = no cache.
+    #[arg(long, default_value_t = 0)]
+    pub gc_chunk: usize,
+    /// Timed steps, after --warmup untimed ones.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// A CPU-sized model (4 layers, H 128, 2 heads, FFN 512), as the reference's --tiny.
+    #[arg(long)]
+    pub tiny: bool,
+    /// Real shards through the loader instead of synthetic full-length batches.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Time forward, backward and optimizer separately (adds a device sync between them).
+    #[arg(long)]
+    pub breakdown: bool,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+fn config(tiny: bool) -> BertConfig {
+    let (h, layers, heads, ffn) = if tiny {
+        (128, 4, 2, 512)
+    } else {
+        (768, 12, 12, 3072)
+    };
+    serde_json::from_value(serde_json::json!({
+        "vocab_size": 30522, "hidden_size": h, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "intermediate_size": ffn, "max_position_embeddings": 512
+    }))
+    .expect("a valid config")
+}
+
+/// A synthetic batch as the reference builds it: random ids, [CLS] .. [SEP], no padding, 15% of
+/// positions 1..L-2 labelled (80% [MASK], 10% random, 10% kept).
+fn synthetic(rows: usize, len: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Batch {
+    let mut b = Batch {
+        rows,
+        len,
+        input_ids: vec![0; rows * len],
+        attention_mask: vec![1; rows * len],
+        labels: vec![-100; rows * len],
+        real_tokens: rows * len,
+        padded: false,
+    };
+    for r in 0..rows {
+        for t in 0..len {
+            let at = r * len + t;
+            b.input_ids[at] = match t {
+                0 => 101,
+                _ if t == len - 1 => 102,
+                _ => rng.random_range(1000..30000),
+            };
+            if t >= 1 && t + 1 < len && rng.random::<f64>() < 0.15 {
+                b.labels[at] = b.input_ids[at];
+                let roll: f64 = rng.random();
+                if roll < 0.8 {
+                    b.input_ids[at] = 103;
+                } else if roll < 0.9 {
+                    b.input_ids[at] = rng.random_range(0..30522);
+                }
+            }
+        }
+    }
+    b
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+pub fn run(args: BenchTrainArgs) -> Result<()> {
+    let device = crate::device::select(args.device)?;
+    let cfg = config(args.tiny);
+    let head = HeadConfig {
+        skip_from: (cfg.num_hidden_layers / 2) as usize,
+        n_head_layers: 2,
+        late_mlm: true,
+    };
+    tch::manual_seed(0);
+    let vs = VarStore::new(device);
+    let model = Condenser::new(&vs.root(), cfg.clone(), head)?;
+    let mut opt = AdamW::new(vs.variables().into_iter().collect());
+    let optim = TrainConfig::default().optim;
+    let loss = LossConfig {
+        cache_chunk_size: args.gc_chunk,
+        ..TrainConfig::default().loss
+    };
+    let ctx = Ctx {
+        train: true,
+        kind: crate::model::compute_kind(device),
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let batches: Vec<Batch> = (0..4)
+        .map(|_| synthetic(args.batch, args.seq, &mut rng))
+        .collect();
+
+    // Real shards: batches from the loader, padded to their longest span.
+    let loader = match &args.data {
+        Some(dir) => {
+            let m = crate::shards::Manifest::load(dir)?
+                .ok_or_else(|| anyhow::anyhow!("{}: no manifest.json", dir.display()))?;
+            let tok = crate::tokenizer::load(std::path::Path::new(&m.tokenizer.path))?;
+            let mut data = TrainConfig::default().data;
+            data.max_len = args.seq;
+            data.shuffle_buffer = 10_000;
+            let stage = if args.case == Case::Cocondenser {
+                crate::train::config::Stage::Cocondenser
+            } else {
+                crate::train::config::Stage::Condenser
+            };
+            let per = if stage == crate::train::config::Stage::Cocondenser {
+                args.batch / 2
+            } else {
+                args.batch
+            };
+            let files = m.shards.iter().map(|s| dir.join(&s.file)).collect();
+            Some(crate::train::loader::start(
+                crate::train::loader::ShardSource::Files(files),
+                crate::train::loader::LoaderSpec {
+                    stage,
+                    data,
+                    seed: 0,
+                    vocab: std::sync::Arc::new(crate::train::collate::Vocab::from_tokenizer(&tok)?),
+                    examples_per_batch: per,
+                    start: Default::default(),
+                },
+            ))
+        }
+        None => None,
+    };
+
+    let (mut t_data, mut t_fwd, mut t_bwd, mut t_opt) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    let (mut tokens, mut real, mut labelled) = (0usize, 0usize, 0usize);
+    let mut timed = Duration::ZERO;
+    for step in 0..args.warmup + args.steps {
+        if step == args.warmup {
+            sync(device);
+            (t_data, t_fwd, t_bwd, t_opt, tokens, real, labelled) = (
+                Duration::ZERO,
+                Duration::ZERO,
+                Duration::ZERO,
+                Duration::ZERO,
+                0,
+                0,
+                0,
+            );
+        }
+        let start = Instant::now();
+        let t0 = Instant::now();
+        let host = match &loader {
+            Some(l) => loop {
+                match l.rx.recv()? {
+                    crate::train::loader::Msg::Batch { batch, .. } => break batch,
+                    crate::train::loader::Msg::Error(e) => return Err(e),
+                    _ => {}
+                }
+            },
+            None => batches[step % batches.len()].clone(),
+        };
+        let b = DeviceBatch::new(&host, device);
+        t_data += t0.elapsed();
+        let t1 = Instant::now();
+        match args.case {
+            Case::Condenser if args.breakdown => {
+                let out = model.forward(&b.input_ids, &b.mask(), &b.labels(), ctx);
+                let l = &out.head_loss + &out.late_loss;
+                sync(device);
+                t_fwd += t1.elapsed();
+                let t2 = Instant::now();
+                l.backward();
+                sync(device);
+                t_bwd += t2.elapsed();
+            }
+            Case::Condenser => {
+                condenser_micro(&model, &b, &loss, ctx, 1.0);
+                t_fwd += t1.elapsed();
+            }
+            Case::Cocondenser => {
+                cocondenser_step(&model, &b, &loss, ctx, 0, step as u64);
+                if args.breakdown {
+                    sync(device);
+                }
+                t_fwd += t1.elapsed();
+            }
+        }
+        let t3 = Instant::now();
+        let _ = opt.clip_grad_norm(optim.max_grad_norm);
+        opt.step(optim.lr, &optim);
+        opt.zero_grad();
+        if args.breakdown {
+            sync(device);
+        }
+        t_opt += t3.elapsed();
+        if step >= args.warmup {
+            sync(device);
+            timed += start.elapsed();
+            tokens += host.rows * host.len;
+            real += host.real_tokens;
+            labelled += host.labels.iter().filter(|&&l| l != -100).count();
+        }
+    }
+    let secs = timed.as_secs_f64();
+    let (h, f, v) = (
+        cfg.hidden_size as f64,
+        cfg.intermediate_size as f64,
+        cfg.vocab_size as f64,
+    );
+    let layers = (cfg.num_hidden_layers + 2) as f64;
+    let rows = (args.batch * args.steps) as f64;
+    let len = tokens as f64 / rows;
+    let mut flops = 6.0 * layers * (4.0 * h * h + 2.0 * h * f) * tokens as f64
+        + 6.0 * 2.0 * (h * h + h * v) * labelled as f64
+        + 12.0 * layers * len * len * h * rows;
+    if args.case == Case::Cocondenser {
+        flops += 6.0 * (args.batch as f64).powi(2) * h * args.steps as f64;
+    }
+    let tflops = flops / secs / 1e12;
+    let name = match (args.case, args.gc_chunk, &args.data) {
+        (_, _, Some(_)) => format!("{:?}-shards", args.case).to_lowercase(),
+        (Case::Cocondenser, c, None) if c > 0 => format!("cocondenser-gc{c}"),
+        (c, _, None) => format!("{c:?}").to_lowercase(),
+    };
+    println!(
+        "ours {name} seq/s={:.1} tok/s={:.0} real_tok/s={:.0} tflops={:.2} mfu790={:.2}% step_ms={:.1} rows={} len={}",
+        rows / secs,
+        tokens as f64 / secs,
+        real as f64 / secs,
+        tflops,
+        tflops / 790.0 * 100.0,
+        1e3 * secs / args.steps as f64,
+        args.batch,
+        args.seq
+    );
+    let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
+    let work = if args.breakdown {
+        "forward"
+    } else {
+        "forward+backward"
+    };
+    eprintln!(
+        "breakdown ({}): data {:.1}%, {work} {:.1}%, backward {:.1}%, optimizer {:.1}% of {:.1} ms/step",
+        crate::device::device_label(device),
+        pct(t_data),
+        pct(t_fwd),
+        pct(t_bwd),
+        pct(t_opt),
+        1e3 * secs / args.steps as f64
+    );
+    Ok(())
+}
