@@ -11,7 +11,7 @@ demo: setup
 	bash pipelines/demo.sh
 
 test: setup
-	cargo test --locked
+	cargo test --locked --no-fail-fast
 
 fmt:
 	cargo fmt --all
