@@ -419,3 +419,55 @@ fn schema_file_is_in_sync_with_the_code() {
         "schemas/shard.schema.json is stale: rerun with CONDENSER_UPDATE_SCHEMAS=1"
     );
 }
+
+/// A Hugging Face `wikimedia/wikipedia`-style Parquet file (`id`, `url`, `title`, `text`).
+#[test]
+fn parquet_with_a_text_column() {
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("train-00000-of-00001.parquet");
+    let mut rng = Lcg(9);
+    let texts: Vec<String> = (0..30).map(|_| document(&mut rng, 6)).collect();
+    let ids: Vec<String> = (0..30).map(|i| format!("{}", 100 + i)).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(StringArray::from(ids.clone())) as ArrayRef),
+        (
+            "url",
+            Arc::new(StringArray::from(vec![
+                "https://en.wikipedia.org/wiki/X";
+                30
+            ])) as ArrayRef,
+        ),
+        (
+            "title",
+            Arc::new(StringArray::from(vec!["X"; 30])) as ArrayRef,
+        ),
+        ("text", Arc::new(StringArray::from(texts)) as ArrayRef),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let out = dir.path().join("out");
+    let o = run(&[
+        "prepare",
+        "--out",
+        out.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["inputs"][0]["format"], "parquet");
+    assert_eq!(m["totals"]["documents"], 30);
+    let rows = read_shard(Path::new(stdout(&o).trim()), None).unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.doc_id.clone()).collect::<Vec<_>>(),
+        ids
+    );
+}

@@ -480,3 +480,31 @@ fn cocondenser_batches_pair_spans_of_one_document() {
         "the incomplete last batch is dropped"
     );
 }
+
+/// `condenser prepare ... | condenser train --data -`: training follows a running prepare.
+#[test]
+fn train_follows_a_running_prepare_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_jsonl(dir.path(), "c.jsonl", 600, 8);
+    let init = tiny_model(dir.path());
+    let bin = env!("CARGO_BIN_EXE_condenser");
+    let out = dir.path().join("run");
+    let script = format!(
+        "set -o pipefail; {bin} prepare -q {} --out {} --shard-size 20KB --max-len 64 | {bin} train -q --data - --init {} --out {} \
+         --set optim.max_steps=5 --set data.batch_size=4 --set data.max_len=64 --set model.skip_from=1 --set model.n_head_layers=1 --device cpu",
+        input.display(),
+        dir.path().join("shards").display(),
+        init.display(),
+        out.display()
+    );
+    let o = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        out.join("final").display().to_string()
+    );
+    assert_eq!(losses(&out).last().unwrap().0, 5);
+}
