@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::checkpoint::{self, TrainerState};
 use super::collate::{Batch, Vocab};
@@ -413,7 +413,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .co_loss
                 .map(|c| format!(", co {c:.3}"))
                 .unwrap_or_default();
-            progress.set_message(format!(
+            let msg = format!(
                 "loss {:.3} (head {:.3}, late {:.3}{co}) lr {:.2e} {:.1} seq/s {:.0} tok/s wait {:.0}%",
                 rec.loss,
                 rec.head_loss,
@@ -422,11 +422,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 rec.sequences_per_s,
                 rec.tokens_per_s,
                 100.0 * rec.data_wait_fraction
-            ));
-            if !progress.is_hidden() {
-            } else {
-                log::debug!("step {step}: {}", serde_json::to_string(&rec)?);
+            );
+            // No terminal for the bar (a pipe, CI): the same line as a log message.
+            if progress.is_hidden() {
+                log::info!("step {step}/{total}: {msg}");
             }
+            progress.set_message(msg);
             (interval_start, wait, seqs, tokens) = (Instant::now(), Duration::ZERO, 0, 0);
         }
         if cfg.run.save_every > 0 && step % cfg.run.save_every as u64 == 0 && step < total {
@@ -458,6 +459,5 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", dir.display())?;
     out.flush()?;
-    let _ = Kind::Float;
     Ok(())
 }
