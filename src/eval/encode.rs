@@ -3,7 +3,7 @@
 //! Texts are read with the corpus readers (TSV `id<TAB>text`, JSON Lines, one text per line, ...),
 //! tokenized with [CLS]/[SEP] and truncated to `--max-len`, sorted by length inside a bounded window
 //! and batched (less padding), encoded on the GPU when present, and written in input order as Parquet:
-//! `id: utf8`, `embedding: fixed_size_list<float32>[hidden]` (schemas/embeddings.schema.json).
+//! `id: utf8`, `embedding: fixed_size_list<float32>[hidden]` (see the README).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
