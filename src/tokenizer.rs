@@ -47,6 +47,31 @@ pub fn special_ids(tok: &Tokenizer) -> Result<SpecialIds> {
     })
 }
 
+/// `[CLS] ids [SEP]` with the ids cut to fit `max_len` (the model's input layout for encoding).
+pub fn with_specials(ids: &[u32], special: &SpecialIds, max_len: usize) -> Vec<i64> {
+    let body = &ids[..ids.len().min(max_len.saturating_sub(2))];
+    let mut v = Vec::with_capacity(body.len() + 2);
+    v.push(special.cls as i64);
+    v.extend(body.iter().map(|&i| i as i64));
+    v.push(special.sep as i64);
+    v
+}
+
+/// Tokenizes a text for encoding: `[CLS] text [SEP]`, truncated to `max_len` (as a Hugging Face BERT
+/// tokenizer does with truncation to max_length).
+pub fn encode_for_model(
+    tok: &Tokenizer,
+    special: &SpecialIds,
+    text: &str,
+    max_len: usize,
+) -> Result<Vec<i64>> {
+    Ok(with_specials(
+        &encode_ids(tok, text, false)?,
+        special,
+        max_len,
+    ))
+}
+
 /// Encodes one text; `special` adds [CLS]/[SEP] as the tokenizer's post-processor says.
 pub fn encode_ids(tok: &Tokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
     let enc = tok

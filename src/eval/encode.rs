@@ -197,11 +197,8 @@ pub fn run(args: EncodeArgs) -> Result<()> {
                     corpus::Markup::Plain => d.text,
                     corpus::Markup::Wikitext => corpus::wikitext::to_plain_text(&d.text),
                 };
-                let body = crate::tokenizer::encode_ids(&tokenizer, &text, false)?;
-                let mut ids = Vec::with_capacity(args.max_len);
-                ids.push(special.cls as i64);
-                ids.extend(body.iter().take(args.max_len - 2).map(|&i| i as i64));
-                ids.push(special.sep as i64);
+                let ids =
+                    crate::tokenizer::encode_for_model(&tokenizer, &special, &text, args.max_len)?;
                 window.push((d.id, ids));
                 if window.len() >= window_len {
                     flush(&mut window, &mut writer)?;

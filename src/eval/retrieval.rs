@@ -123,21 +123,6 @@ fn for_each_text(
     })
 }
 
-/// Tokenizes as `condenser encode` does: [CLS] text [SEP], truncated.
-fn ids(
-    tok: &tokenizers::Tokenizer,
-    special: &crate::tokenizer::SpecialIds,
-    text: &str,
-    max_len: usize,
-) -> Result<Vec<i64>> {
-    let body = crate::tokenizer::encode_ids(tok, text, false)?;
-    let mut v = Vec::with_capacity(max_len.min(body.len() + 2));
-    v.push(special.cls as i64);
-    v.extend(body.iter().take(max_len - 2).map(|&i| i as i64));
-    v.push(special.sep as i64);
-    Ok(v)
-}
-
 /// CLS vectors (N, H) of sequences, batched by length, in input order, on `device`.
 pub fn embed(
     model: &Condenser,
@@ -249,7 +234,12 @@ pub fn evaluate_model(
     let (mut qids, mut qseqs) = (Vec::new(), Vec::new());
     for_each_text(&args.queries, false, |id, text| {
         qids.push(id);
-        qseqs.push(ids(tok, special, &text, args.query_max_len)?);
+        qseqs.push(crate::tokenizer::encode_for_model(
+            tok,
+            special,
+            &text,
+            args.query_max_len,
+        )?);
         Ok(())
     })?;
     anyhow::ensure!(!qids.is_empty(), "{}: no queries", args.queries.display());
@@ -276,7 +266,12 @@ pub fn evaluate_model(
     };
     for_each_text(&args.corpus, !args.no_title, |id, text| {
         docids.push(id);
-        block.push(ids(tok, special, &text, args.max_len)?);
+        block.push(crate::tokenizer::encode_for_model(
+            tok,
+            special,
+            &text,
+            args.max_len,
+        )?);
         if block.len() >= args.block {
             let offset = docids.len() - block.len();
             flush(&mut block, &mut search, offset);

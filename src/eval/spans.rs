@@ -74,15 +74,11 @@ pub fn evaluate(
             }
             let mut rng = keyed_rng(args.holdout_seed, "eval-pair", &row.doc_id);
             for i in rand::seq::index::sample(&mut rng, row.spans.len(), 2).into_vec() {
-                let mut v = vec![special.cls as i64];
-                v.extend(
-                    row.spans[i]
-                        .iter()
-                        .take(args.max_len - 2)
-                        .map(|&t| t as i64),
-                );
-                v.push(special.sep as i64);
-                seqs.push(v);
+                seqs.push(crate::tokenizer::with_specials(
+                    &row.spans[i],
+                    special,
+                    args.max_len,
+                ));
             }
         }
     }
