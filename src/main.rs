@@ -45,7 +45,7 @@ enum Command {
     Eval(condenser::eval::retrieval::EvalArgs),
     /// Held-out span-pair retrieval (MRR, R@1) of an encoder on a prepared corpus.
     EvalSpans(condenser::eval::spans::SpansArgs),
-    /// Throughput benchmarks: `bench prepare` (pipeline against the bare tokenizer).
+    /// Throughput benchmarks: `bench prepare` (against the bare tokenizer), `bench train`.
     Bench(condenser::bench::BenchArgs),
 }
 
