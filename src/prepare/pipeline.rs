@@ -561,27 +561,14 @@ fn close_shard(
     shard: ShardWriter,
     cursor: u64,
 ) -> Result<()> {
-    let closed = shard.close()?;
-    let file = closed
-        .path
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    manifest.shards.push(ShardEntry {
-        file,
-        rows: closed.rows,
-        spans: closed.spans,
-        tokens: closed.tokens,
-        bytes: closed.bytes,
-        row_groups: closed.row_groups,
-        sha256: closed.sha256,
-    });
+    let entry = shard.close()?;
+    let path = cfg.out.join(&entry.file);
+    manifest.shards.push(entry);
     manifest.cursor = cursor;
     manifest.store(&cfg.out)?;
     if cfg.print_shards {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{}", closed.path.display())?;
+        writeln!(stdout, "{}", path.display())?;
         stdout.flush()?;
     }
     Ok(())

@@ -19,6 +19,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
+use super::manifest::ShardEntry;
 use super::schema::{shard_schema, SPANS};
 use crate::prepare::segment::Segmented;
 
@@ -40,18 +41,6 @@ impl Default for WriterConfig {
             batch_rows: 256,
         }
     }
-}
-
-/// A finished shard.
-#[derive(Debug, Clone)]
-pub struct ClosedShard {
-    pub path: PathBuf,
-    pub rows: u64,
-    pub spans: u64,
-    pub tokens: u64,
-    pub bytes: u64,
-    pub row_groups: u64,
-    pub sha256: String,
 }
 
 /// Hashes and counts the bytes on their way to the file.
@@ -171,12 +160,9 @@ impl ShardWriter {
         Ok(())
     }
 
-    pub fn rows(&self) -> u64 {
-        self.rows + self.pending.len() as u64
-    }
-
     /// Finishes the file, fsyncs it, renames it to its final name and fsyncs the folder.
-    pub fn close(mut self) -> Result<ClosedShard> {
+    /// Returns the shard's manifest entry (`file` is the file name).
+    pub fn close(mut self) -> Result<ShardEntry> {
         self.write_pending()?;
         let meta = self
             .writer
@@ -199,8 +185,12 @@ impl ShardWriter {
             )
         })?;
         sync_dir(self.final_path.parent().unwrap_or(Path::new(".")))?;
-        Ok(ClosedShard {
-            path: self.final_path,
+        let file = self
+            .final_path
+            .file_name()
+            .expect("a shard path has a file name");
+        Ok(ShardEntry {
+            file: file.to_string_lossy().into_owned(),
             rows: self.rows,
             spans: self.spans,
             tokens: self.tokens,
