@@ -16,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::corpus::{self, Format, Item, ReadOptions};
 use crate::device::DeviceChoice;
-use crate::model::{hf, Ctx, HeadConfig};
+use crate::model::{hf, Condenser, Ctx, HeadConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct EncodeArgs {
@@ -95,6 +95,27 @@ pub fn encode_ids(
         .to_device(Device::Cpu)
 }
 
+/// CLS vectors (N, H) of sequences, batched by length, in input order, on `device`.
+pub fn embed(
+    model: &Condenser,
+    seqs: &[Vec<i64>],
+    pad: i64,
+    batch: usize,
+    device: Device,
+) -> Tensor {
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| seqs[i].len());
+    let h = model.config.hidden_size;
+    let mut out = Tensor::zeros([seqs.len() as i64, h], (Kind::Float, Device::Cpu));
+    for chunk in order.chunks(batch.max(1)) {
+        let part: Vec<Vec<i64>> = chunk.iter().map(|&i| seqs[i].clone()).collect();
+        let cls = encode_ids(model, &part, pad, device);
+        let index = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let _ = out.index_copy_(0, &index, &cls);
+    }
+    out.to_device(device)
+}
+
 pub fn run(args: EncodeArgs) -> Result<()> {
     if args.max_len < 2 || args.batch_size == 0 {
         bail!("--max-len must be at least 2 and --batch-size at least 1");
@@ -155,39 +176,33 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         .into_iter()
         .next()
         .context("no input")?;
-    let mut window: Vec<(String, Vec<i64>)> = Vec::new();
+    let (mut window_ids, mut window_seqs): (Vec<String>, Vec<Vec<i64>>) = (Vec::new(), Vec::new());
     let (mut written, mut skipped) = (0u64, 0u64);
     let window_len = args.batch_size * WINDOW_BATCHES;
-    let mut flush = |window: &mut Vec<(String, Vec<i64>)>,
+    let mut flush = |ids: &mut Vec<String>,
+                     seqs: &mut Vec<Vec<i64>>,
                      writer: &mut ArrowWriter<std::fs::File>|
      -> Result<()> {
-        if window.is_empty() {
+        if ids.is_empty() {
             return Ok(());
         }
-        // Batches of similar length: sort by length, encode, put rows back in input order.
-        let mut order: Vec<usize> = (0..window.len()).collect();
-        order.sort_by_key(|&i| window[i].1.len());
-        let mut vectors = vec![Vec::new(); window.len()];
-        for chunk in order.chunks(args.batch_size) {
-            let seqs: Vec<Vec<i64>> = chunk.iter().map(|&i| window[i].1.clone()).collect();
-            let cls = encode_ids(model, &seqs, special.pad as i64, device);
-            let flat: Vec<f32> = Vec::<f32>::try_from(cls.reshape([-1]))?;
-            for (row, &i) in flat.chunks(hidden as usize).zip(chunk) {
-                vectors[i] = row.to_vec();
-            }
-            progress.inc(chunk.len() as u64);
-        }
-        let ids = StringArray::from_iter_values(window.iter().map(|(id, _)| id.as_str()));
-        let values = Float32Array::from(vectors.concat());
+        // Batches of similar length inside the window; rows come back in input order.
+        let cls = embed(model, seqs, special.pad as i64, args.batch_size, device);
+        let values = Float32Array::from(Vec::<f32>::try_from(
+            cls.to_device(Device::Cpu).reshape([-1]),
+        )?);
+        progress.inc(ids.len() as u64);
         let item = Arc::new(Field::new("item", DataType::Float32, false));
         let emb = FixedSizeListArray::try_new(item, hidden, Arc::new(values), None)?;
+        let id_array = StringArray::from_iter_values(ids.iter());
         let batch = RecordBatch::try_new(
             schema.clone(),
-            vec![Arc::new(ids) as ArrayRef, Arc::new(emb)],
+            vec![Arc::new(id_array) as ArrayRef, Arc::new(emb)],
         )?;
         writer.write(&batch)?;
-        written += window.len() as u64;
-        window.clear();
+        written += ids.len() as u64;
+        ids.clear();
+        seqs.clear();
         Ok(())
     };
     let result = corpus::read_input(&input, &opts, Default::default(), &mut |item| {
@@ -199,9 +214,10 @@ pub fn run(args: EncodeArgs) -> Result<()> {
                 };
                 let ids =
                     crate::tokenizer::encode_for_model(&tokenizer, &special, &text, args.max_len)?;
-                window.push((d.id, ids));
-                if window.len() >= window_len {
-                    flush(&mut window, &mut writer)?;
+                window_ids.push(d.id);
+                window_seqs.push(ids);
+                if window_ids.len() >= window_len {
+                    flush(&mut window_ids, &mut window_seqs, &mut writer)?;
                 }
             }
             Item::Skip(s) if s.reason.is_error() => {
@@ -212,7 +228,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         }
         Ok(())
     })
-    .and_then(|_| flush(&mut window, &mut writer));
+    .and_then(|_| flush(&mut window_ids, &mut window_seqs, &mut writer));
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::encode::encode_ids;
+use super::encode::embed;
 use super::metrics::{evaluate, trec_order, Metrics, Qrels};
 use crate::corpus::{self, Item, ReadOptions};
 use crate::device::DeviceChoice;
@@ -121,27 +121,6 @@ fn for_each_text(
         Item::Skip(s) if s.reason.is_error() => bail!("{}", s.detail),
         _ => Ok(()),
     })
-}
-
-/// CLS vectors (N, H) of sequences, batched by length, in input order, on `device`.
-pub fn embed(
-    model: &Condenser,
-    seqs: &[Vec<i64>],
-    pad: i64,
-    batch: usize,
-    device: Device,
-) -> Tensor {
-    let mut order: Vec<usize> = (0..seqs.len()).collect();
-    order.sort_by_key(|&i| seqs[i].len());
-    let h = model.config.hidden_size;
-    let mut out = Tensor::zeros([seqs.len() as i64, h], (Kind::Float, Device::Cpu));
-    for chunk in order.chunks(batch.max(1)) {
-        let part: Vec<Vec<i64>> = chunk.iter().map(|&i| seqs[i].clone()).collect();
-        let cls = encode_ids(model, &part, pad, device);
-        let index = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
-        let _ = out.index_copy_(0, &index, &cls);
-    }
-    out.to_device(device)
 }
 
 /// Scores every query against the corpus, block by block, keeping the top DEPTH per query.

@@ -87,7 +87,7 @@ pub fn evaluate(
         "fewer than two held-out documents with two spans: raise --holdout-fraction"
     );
     let reps = tch::no_grad(|| {
-        super::retrieval::embed(model, &seqs, special.pad as i64, args.batch_size, device)
+        super::encode::embed(model, &seqs, special.pad as i64, args.batch_size, device)
     });
     let n = reps.size()[0];
     let scores = reps.matmul(&reps.tr()).masked_fill(
