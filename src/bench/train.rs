@@ -2,9 +2,8 @@
 //! (../shared/bench/bench_train.py): same model shape, same synthetic inputs, same FLOP model, so the
 //! two print comparable lines. Also the loader on real shards, padded to each batch's longest span.
 //!
-//! FLOPs per step (the reference's model, logits only at labelled positions as we compute them):
-//! 6 P_mm T + 6 x 2 (H^2 + H V) T_mlm + 12 (n_layers + n_head) L^2 H R [+ 6 N^2 H contrastive],
-//! P_mm = (n_layers + n_head)(4 H^2 + 2 H F).
+//! FLOPs per step: `train::metrics::batch_flops`, the reference's model with MLM logits only at
+//! labelled positions (as we compute them); the trainer's MFU uses the same function.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -178,19 +177,19 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         Duration::ZERO,
         Duration::ZERO,
     );
-    let (mut tokens, mut real, mut labelled) = (0usize, 0usize, 0usize);
+    let (mut tokens, mut real, mut flops) = (0usize, 0usize, 0f64);
     let mut timed = Duration::ZERO;
     for step in 0..args.warmup + args.steps {
         if step == args.warmup {
             sync(device);
-            (t_data, t_fwd, t_bwd, t_opt, tokens, real, labelled) = (
+            (t_data, t_fwd, t_bwd, t_opt, tokens, real, flops) = (
                 Duration::ZERO,
                 Duration::ZERO,
                 Duration::ZERO,
                 Duration::ZERO,
                 0,
                 0,
-                0,
+                0.0,
             );
         }
         let start = Instant::now();
@@ -244,24 +243,12 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
             timed += start.elapsed();
             tokens += host.rows * host.len;
             real += host.real_tokens;
-            labelled += host.labels.iter().filter(|&&l| l != -100).count();
+            flops +=
+                crate::train::metrics::batch_flops(&model, &host, args.case == Case::Cocondenser);
         }
     }
     let secs = timed.as_secs_f64();
-    let (h, f, v) = (
-        cfg.hidden_size as f64,
-        cfg.intermediate_size as f64,
-        cfg.vocab_size as f64,
-    );
-    let layers = (cfg.num_hidden_layers + 2) as f64;
     let rows = (args.batch * args.steps) as f64;
-    let len = tokens as f64 / rows;
-    let mut flops = 6.0 * layers * (4.0 * h * h + 2.0 * h * f) * tokens as f64
-        + 6.0 * 2.0 * (h * h + h * v) * labelled as f64
-        + 12.0 * layers * len * len * h * rows;
-    if args.case == Case::Cocondenser {
-        flops += 6.0 * (args.batch as f64).powi(2) * h * args.steps as f64;
-    }
     let tflops = flops / secs / 1e12;
     let name = match (args.case, args.gc_chunk, &args.data) {
         (_, _, Some(_)) => format!("{:?}-shards", args.case).to_lowercase(),

@@ -11,6 +11,52 @@ use serde::{Deserialize, Serialize};
 /// Measured bf16 dense peak of an H100/H200 (../shared/GPU.md), the MFU denominator.
 pub const PEAK_FLOPS: f64 = 790e12;
 
+/// Model FLOPs of one training step on `batch`, with the PyTorch reference's model
+/// (../shared/bench/bench_train.py) so MFU figures compare: 6 P_mm T (every matrix weight, forward and
+/// backward, on every position), 12 (H^2 + H V) per labelled token (the MLM transform and tied decoder,
+/// run for the late and the head loss, at labelled positions only as we compute them), 12 L^2 H per
+/// layer and sequence (attention scores and values), and 6 N^2 H for the contrastive scores.
+pub fn batch_flops(
+    model: &crate::model::Condenser,
+    batch: &crate::train::collate::Batch,
+    contrastive: bool,
+) -> f64 {
+    let labelled = batch.labels.iter().filter(|&&l| l != -100).count();
+    step_flops(
+        &model.config,
+        model.head_config.n_head_layers,
+        batch.rows,
+        batch.len,
+        labelled,
+        contrastive,
+    )
+}
+
+/// `batch_flops` from the shapes: `rows` sequences of `len` positions, `labelled` MLM targets.
+pub fn step_flops(
+    c: &crate::model::BertConfig,
+    head_layers: usize,
+    rows: usize,
+    len: usize,
+    labelled: usize,
+    contrastive: bool,
+) -> f64 {
+    let (h, f, v) = (
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.vocab_size as f64,
+    );
+    let layers = (c.num_hidden_layers + head_layers as i64) as f64;
+    let (rows, len, labelled) = (rows as f64, len as f64, labelled as f64);
+    let mut flops = 6.0 * layers * (4.0 * h * h + 2.0 * h * f) * rows * len
+        + 12.0 * (h * h + h * v) * labelled
+        + 12.0 * layers * len * len * h * rows;
+    if contrastive {
+        flops += 6.0 * rows * rows * h;
+    }
+    flops
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {
     pub step: u64,
@@ -121,4 +167,20 @@ pub fn series(recs: &[Record]) -> Vec<(&'static str, RGBColor, Vec<(f64, f64)>)>
         out.push(("contrastive", RED, co));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// ../shared/GPU.md: 10.71 TFLOP per Condenser step at 128 x 128 for bert-base with logits only at
+    /// masked positions (15% of positions 1..126 labelled: 2,419 tokens on average).
+    #[test]
+    fn flop_model_matches_the_reference_figure() {
+        let cfg: crate::model::BertConfig = serde_json::from_value(serde_json::json!({
+            "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "intermediate_size": 3072, "max_position_embeddings": 512
+        }))
+        .unwrap();
+        let flops = super::step_flops(&cfg, 2, 128, 128, 2419, false);
+        assert!((flops / 1e12 - 10.71).abs() < 0.02, "{}", flops / 1e12);
+    }
 }

@@ -15,7 +15,7 @@ use super::checkpoint::{self, TrainerState};
 use super::collate::{Batch, Vocab};
 use super::config::{Stage, TrainConfig};
 use super::loader::{self, Cursor, Loader, LoaderSpec, Msg, ShardSource};
-use super::metrics::{MetricsFile, Record, PEAK_FLOPS};
+use super::metrics::{batch_flops, MetricsFile, Record, PEAK_FLOPS};
 use super::objective::{cocondenser_step, condenser_micro, seed_dropout, DeviceBatch, Losses};
 use super::optim::{lr_at, AdamW};
 use super::TrainArgs;
@@ -111,15 +111,6 @@ fn next_batch(loader: &Loader, wait: &mut Duration) -> Result<Option<(Batch, Cur
             }
         }
     }
-}
-
-/// Model FLOPs of one sequence token, forward and backward (6 x matrix parameters; embeddings and the
-/// vocabulary projection at masked positions left out, attention scores left out).
-fn flops_per_token(model: &crate::model::Condenser) -> f64 {
-    let c = &model.config;
-    let layer = 4 * c.hidden_size * c.hidden_size + 2 * c.hidden_size * c.intermediate_size;
-    let layers = c.num_hidden_layers + model.head_config.n_head_layers as i64;
-    6.0 * (layer * layers) as f64
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -306,9 +297,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     progress.set_position(step);
     let started = Instant::now();
-    let (mut interval_start, mut wait, mut seqs, mut tokens) =
-        (Instant::now(), Duration::ZERO, 0u64, 0u64);
-    let flops_token = flops_per_token(model);
+    let (mut interval_start, mut wait, mut seqs, mut tokens, mut flops) =
+        (Instant::now(), Duration::ZERO, 0u64, 0u64, 0f64);
     let mut stopped_early = false;
     log::info!(
         "{:?} stage: {} steps of {} {} on {}, from {}",
@@ -341,6 +331,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             cursor = after;
             seqs += batch.rows as u64;
             tokens += batch.real_tokens as u64;
+            flops += batch_flops(model, &batch, cfg.stage == Stage::Cocondenser);
             let b = DeviceBatch::new(&batch, device);
             let l = match cfg.stage {
                 Stage::Condenser => {
@@ -402,8 +393,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 sequences_per_s: seqs as f64 / secs,
                 tokens_per_s: tokens as f64 / secs,
                 data_wait_fraction: wait.as_secs_f64() / secs,
-                mfu: (device != Device::Cpu)
-                    .then(|| tokens as f64 * flops_token / secs / PEAK_FLOPS),
+                mfu: (device != Device::Cpu).then(|| flops / secs / PEAK_FLOPS),
                 skipped_docs: (cfg.stage == Stage::Cocondenser)
                     .then(|| loader.skipped_docs.load(Ordering::Relaxed)),
                 elapsed_s: started.elapsed().as_secs_f64(),
@@ -428,7 +418,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 log::info!("step {step}/{total}: {msg}");
             }
             progress.set_message(msg);
-            (interval_start, wait, seqs, tokens) = (Instant::now(), Duration::ZERO, 0, 0);
+            (interval_start, wait, seqs, tokens, flops) =
+                (Instant::now(), Duration::ZERO, 0, 0, 0.0);
         }
         if cfg.run.save_every > 0 && step % cfg.run.save_every as u64 == 0 && step < total {
             save(&checkpoint::step_dir(&args.out, step), &opt, step, cursor)?;
