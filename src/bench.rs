@@ -137,8 +137,8 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
 
     let mut best_pipe = f64::MAX;
     let mut pipe_tokens = 0u64;
-    for _ in 0..repeat {
-        let dir = tempfile_dir()?;
+    for run in 0..repeat {
+        let dir = tempfile_dir(run)?;
         let cfg = PrepareConfig {
             inputs: args.inputs.clone(),
             out: dir.clone(),
@@ -214,12 +214,9 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
     Ok(())
 }
 
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "condenser-bench-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    ));
+/// A scratch folder for run `run` of this process (removed by the caller after the run).
+fn tempfile_dir(run: usize) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("condenser-bench-{}-{run}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     Ok(dir)
 }

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::shards::manifest::{Manifest, FILE_NAME as MANIFEST};
+use crate::shards::manifest::Manifest;
 use crate::shards::schema::{shard_schema, NUM_TOKENS, SPANS};
 use crate::shards::writer::hex;
 
@@ -502,7 +502,6 @@ fn unknown_files(dir: &Path, m: &Manifest, findings: &mut Vec<String>) -> Result
     for d in subdirs.into_iter().filter(|d| d != dir) {
         check(&d)?;
     }
-    let _ = MANIFEST;
     Ok(())
 }
 

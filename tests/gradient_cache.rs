@@ -35,7 +35,6 @@ fn gradient_cache_equals_full_batch_gradients() {
         attention_mask: vec![0; rows * len],
         labels: vec![-100; rows * len],
         real_tokens: 0,
-        padded: true,
     };
     for r in 0..rows {
         let n = if r == 3 || r == 4 { 9 } else { len };

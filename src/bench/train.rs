@@ -80,7 +80,6 @@ fn synthetic(rows: usize, len: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Batc
         attention_mask: vec![1; rows * len],
         labels: vec![-100; rows * len],
         real_tokens: rows * len,
-        padded: false,
     };
     for r in 0..rows {
         for t in 0..len {
@@ -273,11 +272,15 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         "forward+backward"
     };
     eprintln!(
-        "breakdown ({}): data {:.1}%, {work} {:.1}%, backward {:.1}%, optimizer {:.1}% of {:.1} ms/step",
+        "breakdown ({}): data {:.1}%, {work} {:.1}%{}, optimizer {:.1}% of {:.1} ms/step",
         crate::device::device_label(device),
         pct(t_data),
         pct(t_fwd),
-        pct(t_bwd),
+        if args.breakdown {
+            format!(", backward {:.1}%", pct(t_bwd))
+        } else {
+            String::new()
+        },
         pct(t_opt),
         1e3 * secs / args.steps as f64
     );

@@ -52,8 +52,6 @@ pub struct Batch {
     pub labels: Vec<i64>,
     /// Non-padding tokens in the batch.
     pub real_tokens: usize,
-    /// Some row is padded (else attention needs no mask).
-    pub padded: bool,
 }
 
 /// Python's round(): half to even.
@@ -139,7 +137,6 @@ pub fn collate(
         attention_mask: vec![0; rows * len],
         labels: vec![-100; rows * len],
         real_tokens: 0,
-        padded: false,
     };
     for (r, (span, rng)) in cropped.iter().zip(rngs.iter_mut()).enumerate() {
         let row = r * len;
@@ -151,7 +148,6 @@ pub fn collate(
         b.input_ids[row + n - 1] = vocab.special.sep as i64;
         b.attention_mask[row..row + n].fill(1);
         b.real_tokens += n;
-        b.padded |= n < len;
         for i in whole_word_mask(span, vocab, p, rng) {
             let at = row + 1 + i; // position 0 is [CLS]
             b.labels[at] = span[i] as i64;
@@ -278,7 +274,6 @@ mod tests {
         ];
         let b = collate(&[&long, &short], &mut rngs, &v, 64, 0.15, false);
         assert_eq!(b.len, 64);
-        assert!(b.padded);
         assert_eq!(b.attention_mask[64..].iter().sum::<i64>(), 5);
         // Original ids of row 0 (labels where masked): one contiguous window of the span.
         let body: Vec<i64> = (1..63)
