@@ -471,3 +471,59 @@ fn parquet_with_a_text_column() {
         ids
     );
 }
+
+/// A resumed run does not read again the inputs that complete shards already cover: with the first
+/// input gone after the kill, the rerun still ends with the uninterrupted bytes.
+#[test]
+fn resume_does_not_reread_finished_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_jsonl(dir.path(), "a.jsonl", 100, 31);
+    let b = write_jsonl(dir.path(), "b.jsonl", 6000, 32);
+    let (a, b) = (
+        a.to_str().unwrap().to_string(),
+        b.to_str().unwrap().to_string(),
+    );
+    let reference = dir.path().join("reference");
+    assert!(prepare(&[a.clone(), b.clone()], &reference, &[])
+        .status
+        .success());
+    let out = dir.path().join("cut");
+    let mut child = condenser()
+        .args([
+            "prepare",
+            "-q",
+            "--out",
+            out.to_str().unwrap(),
+            "--shard-size",
+            "60KB",
+            "--row-group-size",
+            "20KB",
+            &a,
+            &b,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let total = manifest(&reference)["shards"].as_array().unwrap().len();
+    // a.jsonl is under 2% of the data: a third of the shards lie well past its end.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..total / 3 {
+        lines.next();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let m = manifest(&out);
+    assert_eq!(
+        m["complete"], false,
+        "the kill came too late to test anything"
+    );
+    assert_eq!(
+        m["inputs"][0]["done"], true,
+        "a.jsonl not finished at the kill: {}",
+        m["inputs"]
+    );
+    std::fs::rename(&a, dir.path().join("a.away")).unwrap();
+    let o = prepare(&[a.clone(), b.clone()], &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(output_files(&out), output_files(&reference));
+}
