@@ -239,11 +239,7 @@ fn json_and_text_agree_and_stdin_chains_after_prepare() {
 
 #[test]
 fn counts_agree_with_pyarrow() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "the project venv is missing: run `make setup`"
-    );
+    let python = venv_python();
     let dir = tempfile::tempdir().unwrap();
     let out = prepared(dir.path());
     let script = "import sys, glob, pyarrow.parquet as pq, pyarrow.compute as pc, json\n\

@@ -121,11 +121,7 @@ fn save_then_load_is_bit_identical() {
 
 #[test]
 fn a_saved_checkpoint_loads_in_transformers_with_the_same_cls() {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "the project venv is missing: run `make setup`"
-    );
+    let python = common::venv_python();
     let dir = tempfile::tempdir().unwrap();
     let m = load_tiny();
     let out = dir.path().join("ckpt");

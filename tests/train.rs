@@ -231,7 +231,7 @@ fn the_loss_falls_on_demo_text_and_the_checkpoint_loads_in_transformers() {
         "data-wait fraction reported"
     );
     // The trained checkpoint loads in transformers with no missing encoder keys.
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let python = venv_python();
     let inputs = dir.path().join("inputs.json");
     std::fs::write(
         &inputs,

@@ -225,3 +225,13 @@ pub const TINY: &[&str] = &[
     "--device",
     "cpu",
 ];
+
+/// The project venv's python (transformers, pyarrow), which set-up installs.
+pub fn venv_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the project venv is missing: run `make setup`"
+    );
+    python
+}
