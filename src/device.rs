@@ -127,6 +127,38 @@ fn cuda_device_name(index: c_int) -> Option<String> {
     None
 }
 
+/// Device memory in use on the current CUDA device, in bytes, as the driver sees it (`cudaMemGetInfo`:
+/// total - free). That is what libtorch's caching allocator holds (it keeps freed blocks for reuse, so
+/// sampled after a step it is the step's peak reserve) plus the CUDA context. None without CUDA.
+pub fn cuda_memory_used() -> Option<u64> {
+    if !cuda_available() {
+        return None;
+    }
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> c_int;
+    let sym = CString::new("cudaMemGetInfo").ok()?;
+    // SAFETY: looking a symbol up in the global namespace.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, sym.as_ptr()) };
+    if f.is_null() {
+        return None;
+    }
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: the symbol is the CUDA runtime's cudaMemGetInfo(size_t *free, size_t *total).
+    let rc =
+        unsafe { std::mem::transmute::<*mut libc::c_void, MemGetInfo>(f)(&mut free, &mut total) };
+    (rc == 0).then(|| (total - free) as u64)
+}
+
+/// A host tensor on `device` without stalling the host: on CUDA it is copied from pinned memory with
+/// `non_blocking` (a plain copy from pageable memory waits for the stream, a sync per batch).
+pub fn upload(t: tch::Tensor, device: tch::Device) -> tch::Tensor {
+    if device == tch::Device::Cpu {
+        t
+    } else {
+        t.pin_memory(device)
+            .to_device_(device, t.kind(), true, false)
+    }
+}
+
 /// The libtorch the process actually runs on: the version file beside the loaded `libtorch_cpu.so`
 /// (`torch/version.py` of a wheel, `build-version` of a libtorch zip), found through /proc/self/maps.
 pub fn runtime_libtorch() -> Option<(String, String)> {

@@ -136,6 +136,58 @@ fn resume_is_bit_identical_for_both_stages() {
     }
 }
 
+/// A learning rate of 1e30 blows the weights up after one step; the second step's loss is not finite.
+/// The optimizer finds it on the device (no per-step sync), skips it and every later update, and the
+/// next log step writes the last good state and fails the run.
+#[test]
+fn a_non_finite_step_stops_the_run_at_the_last_good_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 200);
+    let init = tiny_model(dir.path());
+    let out = dir.path().join("run");
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--init",
+        init.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "optim.max_steps=10",
+        "--set",
+        "optim.lr=1e30",
+        "--set",
+        "optim.warmup_ratio=0",
+        "--set",
+        "run.log_every=5",
+        "--set",
+        "data.batch_size=8",
+        "--set",
+        "data.max_len=64",
+    ];
+    args.extend(TINY);
+    let o = run(&args);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("not finite at step 2; that update and the 3 after it were skipped"),
+        "{err}"
+    );
+    let good = out.join("checkpoint-1");
+    assert!(err.contains(&good.display().to_string()), "{err}");
+    assert!(!out.join("final").exists());
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(good.join("trainer_state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 1);
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        for (k, t) in tensors(&good.join(file)) {
+            let finite = t.isfinite().all().int64_value(&[]) == 1;
+            assert!(finite, "{file}: {k} is not finite");
+        }
+    }
+}
+
 #[test]
 fn sigterm_finishes_the_step_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();

@@ -206,7 +206,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         let b = DeviceBatch::new(&host, device);
         t_data += t0.elapsed();
         let t1 = Instant::now();
-        match args.case {
+        let loss_for_check = match args.case {
             Case::Condenser if args.breakdown => {
                 let out = model.forward(&b.input_ids, &b.mask(), &b.labels(), ctx);
                 let l = &out.head_loss + &out.late_loss;
@@ -216,21 +216,24 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
                 l.backward();
                 sync(device);
                 t_bwd += t2.elapsed();
+                l.detach()
             }
             Case::Condenser => {
-                condenser_micro(&model, &b, &loss, ctx, 1.0);
+                let l = condenser_micro(&model, &b, &loss, ctx, 1.0);
                 t_fwd += t1.elapsed();
+                l.total
             }
             Case::Cocondenser => {
-                cocondenser_step(&model, &b, &loss, ctx, 0, step as u64);
+                let l = cocondenser_step(&model, &b, &loss, ctx, 0, step as u64);
                 if args.breakdown {
                     sync(device);
                 }
                 t_fwd += t1.elapsed();
+                l.total
             }
-        }
+        };
         let t3 = Instant::now();
-        let _ = opt.clip_grad_norm(optim.max_grad_norm);
+        let _ = opt.clip_grad_norm(optim.max_grad_norm, &loss_for_check);
         opt.step(optim.lr, &optim);
         opt.zero_grad();
         if args.breakdown {

@@ -44,8 +44,8 @@ impl Labels {
             .map(|(i, &l)| (i as i64, l))
             .unzip();
         Labels {
-            positions: Tensor::from_slice(&positions).to_device(device),
-            targets: Tensor::from_slice(&targets).to_device(device),
+            positions: crate::device::upload(Tensor::from_slice(&positions), device),
+            targets: crate::device::upload(Tensor::from_slice(&targets), device),
         }
     }
 

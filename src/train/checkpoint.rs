@@ -36,14 +36,7 @@ pub fn save(
     opt: &AdamW,
     state: &TrainerState,
 ) -> Result<()> {
-    let mut moments = Vec::with_capacity(opt.params.len() * 2);
-    for (i, (name, _)) in opt.params.iter().enumerate() {
-        moments.push((format!("exp_avg.{name}"), opt.exp_avg[i].shallow_clone()));
-        moments.push((
-            format!("exp_avg_sq.{name}"),
-            opt.exp_avg_sq[i].shallow_clone(),
-        ));
-    }
+    let moments = opt.moments();
     let extra = [
         (OPTIMIZER_FILE, hf::safetensors_bytes(&moments)?),
         (STATE_FILE, serde_json::to_vec_pretty(state)?),
@@ -65,26 +58,20 @@ pub fn load_state(dir: &Path, opt: &mut AdamW) -> Result<TrainerState> {
         .with_context(|| format!("{}: not a trainer state", state_path.display()))?;
     let (tensors, _) = hf::read_safetensors(&dir.join(OPTIMIZER_FILE))?;
     let by_name: HashMap<String, tch::Tensor> = tensors.into_iter().collect();
-    for (i, (name, p)) in opt.params.iter().enumerate() {
-        for (prefix, slot) in [
-            ("exp_avg", &mut opt.exp_avg[i]),
-            ("exp_avg_sq", &mut opt.exp_avg_sq[i]),
-        ] {
-            let key = format!("{prefix}.{name}");
-            let t = by_name
-                .get(&key)
-                .with_context(|| format!("{}: no {key}", dir.join(OPTIMIZER_FILE).display()))?;
-            if t.size() != p.size() {
-                bail!(
-                    "{key}: shape {:?} in the checkpoint, {:?} in the model",
-                    t.size(),
-                    p.size()
-                );
-            }
-            tch::no_grad(|| slot.copy_(t));
+    for (key, mut slot) in opt.moments() {
+        let t = by_name
+            .get(&key)
+            .with_context(|| format!("{}: no {key}", dir.join(OPTIMIZER_FILE).display()))?;
+        if t.size() != slot.size() {
+            bail!(
+                "{key}: shape {:?} in the checkpoint, {:?} in the model",
+                t.size(),
+                slot.size()
+            );
         }
+        tch::no_grad(|| slot.copy_(t));
     }
-    opt.steps = state.step as i64;
+    opt.set_steps(state.step as i64);
     Ok(state)
 }
 

@@ -25,15 +25,7 @@ pub struct DeviceBatch {
 impl DeviceBatch {
     pub fn new(b: &Batch, device: Device) -> Self {
         let shape = [b.rows as i64, b.len as i64];
-        let put = |v: &[i64]| {
-            let t = Tensor::from_slice(v).view(shape);
-            if device == Device::Cpu {
-                t
-            } else {
-                t.pin_memory(device)
-                    .to_device_(device, Kind::Int64, true, false)
-            }
-        };
+        let put = |v: &[i64]| crate::device::upload(Tensor::from_slice(v).view(shape), device);
         let row_lens = b
             .attention_mask
             .chunks(b.len)

@@ -85,6 +85,40 @@ fn pairable_documents(dir: &Path, m: &Manifest) -> Result<u64> {
     Ok(n)
 }
 
+type SaveFn<'a> = dyn Fn(&Path, &AdamW, u64, Cursor) -> Result<()> + 'a;
+
+/// Reads the optimizer's device-side health flag (a host sync, so only when logging or saving). After
+/// a non-finite step it writes the last good state (weights, moments, step and data position before
+/// that step; every later update was skipped) as a checkpoint and fails the run.
+fn stop_if_diverged(
+    opt: &mut AdamW,
+    unchecked: &mut Vec<(u64, Cursor)>,
+    save: &SaveFn,
+    out: &Path,
+) -> Result<()> {
+    let last = *unchecked.last().expect("the checked step is kept");
+    if let Some(good) = opt.diverged() {
+        let (good, cursor) = unchecked
+            .iter()
+            .copied()
+            .find(|&(s, _)| s == good as u64)
+            .context("a non-finite step before the last check")?;
+        opt.set_steps(good as i64);
+        opt.zero_grad();
+        let dir = checkpoint::step_dir(out, good);
+        save(&dir, opt, good, cursor)?;
+        bail!(
+            "the loss or gradient norm was not finite at step {}; that update and the {} after it were skipped, and the last good state is in {} (resume from it with a lower optim.lr, or check the data)",
+            good + 1,
+            last.0 - good - 1,
+            dir.display()
+        );
+    }
+    unchecked.clear();
+    unchecked.push(last);
+    Ok(())
+}
+
 /// Waits for the next batch, counting the wait; None when the data ran out (a finished stream).
 fn next_batch(loader: &Loader, wait: &mut Duration) -> Result<Option<(Batch, Cursor)>> {
     let t = Instant::now();
@@ -300,6 +334,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (mut interval_start, mut wait, mut seqs, mut tokens, mut flops) =
         (Instant::now(), Duration::ZERO, 0u64, 0u64, 0f64);
     let mut stopped_early = false;
+    // Steps since the optimizer's health was last read, with the data position after each.
+    let mut unchecked: Vec<(u64, Cursor)> = vec![(step, cursor)];
     log::info!(
         "{:?} stage: {} steps of {} {} on {}, from {}",
         cfg.stage,
@@ -365,26 +401,27 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 co: l.co,
             };
         }
-        let grad_norm = opt.clip_grad_norm(cfg.optim.max_grad_norm);
-        // Host sync, once per step: a non-finite loss must stop the run before the update spoils the weights.
-        let loss_value = l.total.double_value(&[]);
-        if !loss_value.is_finite() {
-            opt.zero_grad();
-            let dir = checkpoint::step_dir(&args.out, step);
-            save(&dir, &opt, step, cursor)?;
-            bail!("the loss is {loss_value} at step {}; stopped before updating, the last good state is in {}", step + 1, dir.display());
-        }
+        // No host sync here: a non-finite loss or gradient is caught on the device, and that update and
+        // all later ones are skipped until the next log or save reads the flag (`stop_if_diverged`).
+        let grad_norm = opt.clip_grad_norm(cfg.optim.max_grad_norm, &l.total);
         opt.step(lr, &cfg.optim);
         opt.zero_grad();
         step += 1;
+        unchecked.push((step, cursor));
         progress.set_position(step);
 
-        if step % cfg.run.log_every.max(1) as u64 == 0 || step == total {
+        let log_now = step % cfg.run.log_every.max(1) as u64 == 0 || step == total;
+        let save_now =
+            cfg.run.save_every > 0 && step % cfg.run.save_every as u64 == 0 && step < total;
+        if log_now || save_now {
+            stop_if_diverged(&mut opt, &mut unchecked, &save, &args.out)?;
+        }
+        if log_now {
             let secs = interval_start.elapsed().as_secs_f64().max(1e-9);
             let rec = Record {
                 step,
                 epoch: cursor.epoch,
-                loss: loss_value,
+                loss: l.total.double_value(&[]),
                 head_loss: l.head.double_value(&[]),
                 late_loss: l.late.double_value(&[]),
                 co_loss: l.co.as_ref().map(|c| c.double_value(&[])),
@@ -421,13 +458,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
             (interval_start, wait, seqs, tokens, flops) =
                 (Instant::now(), Duration::ZERO, 0, 0, 0.0);
         }
-        if cfg.run.save_every > 0 && step % cfg.run.save_every as u64 == 0 && step < total {
+        if save_now {
             save(&checkpoint::step_dir(&args.out, step), &opt, step, cursor)?;
             checkpoint::prune(&args.out, cfg.run.keep_checkpoints)?;
         }
     }
     progress.finish_and_clear();
     drop(loader);
+    stop_if_diverged(&mut opt, &mut unchecked, &save, &args.out)?;
     let dir = if stopped_early || step < total {
         checkpoint::step_dir(&args.out, step)
     } else {
