@@ -427,6 +427,110 @@ fn cocondenser_batches_pair_spans_of_one_document() {
     );
 }
 
+/// Epoch 0's batches of a Condenser loader over `path` (examples_per_batch 8).
+fn epoch_batches(
+    path: &Path,
+    group_by_length: usize,
+    start: condenser::train::loader::Cursor,
+) -> Vec<condenser::train::collate::Batch> {
+    use condenser::train::collate::Vocab;
+    use condenser::train::loader::{self, LoaderSpec, Msg, ShardSource};
+    let tok = condenser::tokenizer::load(&data("minilm/tokenizer.json")).unwrap();
+    let mut cfg = condenser::train::config::TrainConfig::default();
+    cfg.data.shuffle_buffer = 50;
+    cfg.data.max_len = 64;
+    cfg.data.group_by_length = group_by_length;
+    let spec = LoaderSpec {
+        stage: condenser::train::config::Stage::Condenser,
+        data: cfg.data,
+        seed: 3,
+        vocab: std::sync::Arc::new(Vocab::from_tokenizer(&tok).unwrap()),
+        examples_per_batch: 8,
+        start,
+    };
+    let l = loader::start(ShardSource::Files(vec![path.to_path_buf()]), spec);
+    let mut out = Vec::new();
+    loop {
+        match l.rx.recv().unwrap() {
+            Msg::Batch { batch, .. } => out.push(batch),
+            Msg::EpochEnd { .. } => return out,
+            Msg::Error(e) => panic!("{e:#}"),
+        }
+    }
+}
+
+/// `data.group_by_length`: the same examples, in batches of similar length (less padding), in a
+/// reproducible order that a resumed loader continues exactly.
+#[test]
+fn group_by_length_cuts_batches_of_similar_length() {
+    use condenser::prepare::segment::Segmented;
+    use condenser::shards::{ShardWriter, WriterConfig};
+    use condenser::train::loader::Cursor;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shard-00000.parquet");
+    let mut w = ShardWriter::create(&path, WriterConfig::default()).unwrap();
+    // 200 one-span documents; document d has 1 + (d * 37) % 60 tokens, all the id 1000 + d.
+    for d in 0..200u32 {
+        let n = 1 + (d as usize * 37) % 60;
+        w.push(Segmented {
+            doc_id: format!("d{d}"),
+            spans: vec![vec![1000 + d; n]],
+            num_tokens: n,
+        })
+        .unwrap();
+    }
+    w.close().unwrap();
+    // The document of each row: its first token, unmasked.
+    let docs = |batches: &[condenser::train::collate::Batch]| -> Vec<i64> {
+        let mut v: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                (0..b.rows).map(move |r| {
+                    let i = r * b.len + 1;
+                    if b.labels[i] != -100 {
+                        b.labels[i]
+                    } else {
+                        b.input_ids[i]
+                    }
+                })
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let padded = |batches: &[condenser::train::collate::Batch]| -> usize {
+        batches.iter().map(|b| b.rows * b.len).sum()
+    };
+    let plain = epoch_batches(&path, 0, Cursor::default());
+    let grouped = epoch_batches(&path, 5, Cursor::default());
+    assert_eq!(plain.len(), 25);
+    assert_eq!(grouped.len(), 25);
+    assert_eq!(docs(&plain), (1000..1200).collect::<Vec<i64>>());
+    assert_eq!(docs(&grouped), docs(&plain), "the same examples are seen");
+    let real: usize = plain.iter().map(|b| b.real_tokens).sum();
+    assert_eq!(real, grouped.iter().map(|b| b.real_tokens).sum::<usize>());
+    let (p, g) = (padded(&plain), padded(&grouped));
+    assert!(
+        (g as f64) < 0.8 * p as f64,
+        "grouped batches pad less: {g} vs {p} token slots for {real} real tokens"
+    );
+    // Sorted within a group, but the batches of a group go out shuffled.
+    let lens: Vec<usize> = grouped.iter().map(|b| b.len).collect();
+    assert!(lens.windows(2).any(|w| w[0] > w[1]), "{lens:?}");
+    // Reproducible, and a resume after 7 batches continues with the 8th.
+    let again = epoch_batches(&path, 5, Cursor::default());
+    let resumed = epoch_batches(&path, 5, Cursor { epoch: 0, batches: 7 });
+    let ids = |b: &condenser::train::collate::Batch| (b.input_ids.clone(), b.labels.clone());
+    assert_eq!(
+        grouped.iter().map(ids).collect::<Vec<_>>(),
+        again.iter().map(ids).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        grouped[7..].iter().map(ids).collect::<Vec<_>>(),
+        resumed.iter().map(ids).collect::<Vec<_>>()
+    );
+}
+
 /// `condenser prepare ... | condenser train --data -`: training follows a running prepare.
 #[test]
 fn train_follows_a_running_prepare_on_stdin() {

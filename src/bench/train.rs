@@ -50,6 +50,9 @@ pub struct BenchTrainArgs {
     /// Real shards through the loader instead of synthetic full-length batches.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// With --data: `data.group_by_length` (batches of similar length; 0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub group_by_length: usize,
     /// Time forward, backward and optimizer separately (adds a device sync between them).
     #[arg(long)]
     pub breakdown: bool,
@@ -144,6 +147,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
             let mut data = TrainConfig::default().data;
             data.max_len = args.seq;
             data.shuffle_buffer = 10_000;
+            data.group_by_length = args.group_by_length;
             let stage = if args.case == Case::Cocondenser {
                 crate::train::config::Stage::Cocondenser
             } else {
@@ -177,10 +181,17 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         Duration::ZERO,
     );
     let (mut tokens, mut real, mut flops) = (0usize, 0usize, 0f64);
-    let mut timed = Duration::ZERO;
+    // Timed like the reference: between device syncs around all timed steps, so the host may run
+    // ahead of the device (the per-phase syncs of --breakdown stop that).
+    let mut timing = Instant::now();
+    // Host time to issue a step (before waiting for the device): well under the step time when nothing
+    // inside the step synchronises with the device.
+    let mut t_host = Duration::ZERO;
+    let mut peak_mem: Option<u64> = None;
     for step in 0..args.warmup + args.steps {
         if step == args.warmup {
             sync(device);
+            timing = Instant::now();
             (t_data, t_fwd, t_bwd, t_opt, tokens, real, flops) = (
                 Duration::ZERO,
                 Duration::ZERO,
@@ -241,15 +252,16 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         }
         t_opt += t3.elapsed();
         if step >= args.warmup {
-            sync(device);
-            timed += start.elapsed();
+            t_host += start.elapsed();
+            peak_mem = peak_mem.max(crate::device::cuda_memory_used());
             tokens += host.rows * host.len;
             real += host.real_tokens;
             flops +=
                 crate::train::metrics::batch_flops(&model, &host, args.case == Case::Cocondenser);
         }
     }
-    let secs = timed.as_secs_f64();
+    sync(device);
+    let secs = timing.elapsed().as_secs_f64();
     let rows = (args.batch * args.steps) as f64;
     let tflops = flops / secs / 1e12;
     let name = match (args.case, args.gc_chunk, &args.data) {
@@ -257,8 +269,11 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         (Case::Cocondenser, c, None) if c > 0 => format!("cocondenser-gc{c}"),
         (c, _, None) => format!("{c:?}").to_lowercase(),
     };
+    let mem = peak_mem
+        .map(|b| format!(" peak_mem_gib={:.1}", b as f64 / (1u64 << 30) as f64))
+        .unwrap_or_default();
     println!(
-        "ours {name} seq/s={:.1} tok/s={:.0} real_tok/s={:.0} tflops={:.2} mfu790={:.2}% step_ms={:.1} rows={} len={}",
+        "ours {name} seq/s={:.1} tok/s={:.0} real_tok/s={:.0} tflops={:.2} mfu790={:.2}% step_ms={:.1} rows={} len={}{mem}",
         rows / secs,
         tokens as f64 / secs,
         real as f64 / secs,
@@ -275,7 +290,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         "forward+backward"
     };
     eprintln!(
-        "breakdown ({}): data {:.1}%, {work} {:.1}%{}, optimizer {:.1}% of {:.1} ms/step",
+        "breakdown ({}): data {:.1}%, {work} {:.1}%{}, optimizer {:.1}% of {:.1} ms/step; host issued a step in {:.1} ms",
         crate::device::device_label(device),
         pct(t_data),
         pct(t_fwd),
@@ -285,7 +300,8 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
             String::new()
         },
         pct(t_opt),
-        1e3 * secs / args.steps as f64
+        1e3 * secs / args.steps as f64,
+        1e3 * t_host.as_secs_f64() / args.steps as f64
     );
     Ok(())
 }

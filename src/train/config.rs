@@ -51,6 +51,11 @@ pub struct DataConfig {
     pub pad_to_max_len: bool,
     /// Examples held in the shuffle buffer.
     pub shuffle_buffer: usize,
+    /// Length grouping: this many batches' worth of shuffled examples are sorted by length and cut
+    /// into batches of similar length (sent in shuffled order), so padding shrinks; 0 = off, as the
+    /// reference (batches of random lengths). Changes which examples share a batch, not which are seen.
+    #[serde(default)]
+    pub group_by_length: usize,
     /// Batches prepared ahead of the trainer (bounded channel depth).
     pub prefetch: usize,
     /// Share of documents held out of training for `condenser eval-spans` (same rule, same seed).
@@ -120,6 +125,7 @@ impl Default for TrainConfig {
                 mlm_probability: 0.15,
                 pad_to_max_len: false,
                 shuffle_buffer: 10_000,
+                group_by_length: 0,
                 prefetch: 4,
                 holdout_fraction: 0.0,
                 holdout_seed: 42,

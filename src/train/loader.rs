@@ -124,6 +124,8 @@ struct Epoch<'a> {
     shuffle: ChaCha8Rng,
     pending: Vec<Example>,
     batches: u64,
+    /// Length groups cut so far (keys the order of their batches).
+    groups: u64,
     skipped_docs: u64,
 }
 
@@ -187,16 +189,61 @@ impl Epoch<'_> {
                 return Ok(false);
             }
         }
-        Ok(true)
+        // A last, partial length group still yields its full batches; an incomplete batch is dropped.
+        self.flush()
+    }
+
+    /// Examples cut into batches together: one batch, or `group_by_length` batches.
+    fn group_size(&self) -> usize {
+        self.spec.examples_per_batch * self.spec.data.group_by_length.max(1)
     }
 
     /// Collects examples into batches; returns false when the trainer has gone.
     fn emit(&mut self, ex: Example) -> Result<bool> {
         self.pending.push(ex);
-        if self.pending.len() < self.spec.examples_per_batch {
+        if self.pending.len() < self.group_size() {
             return Ok(true);
         }
-        let examples = std::mem::take(&mut self.pending);
+        self.flush()
+    }
+
+    /// Sends the pending examples as full batches. With `group_by_length` > 1 they are first sorted
+    /// by length (stable; an example's length is its longest span), so each batch pads little, and the
+    /// batches go out in an order shuffled by (seed, epoch, group).
+    fn flush(&mut self) -> Result<bool> {
+        let per = self.spec.examples_per_batch;
+        let mut examples = std::mem::take(&mut self.pending);
+        examples.truncate(examples.len() / per * per);
+        if examples.is_empty() {
+            return Ok(true);
+        }
+        let mut batches: Vec<Vec<Example>> = Vec::with_capacity(examples.len() / per);
+        if self.spec.data.group_by_length > 1 {
+            examples.sort_by_key(|e| e.spans.iter().map(Vec::len).max().unwrap_or(0));
+            let mut rng = keyed_rng(
+                self.spec.seed,
+                &format!("group/{}", self.epoch),
+                &self.groups.to_string(),
+            );
+            self.groups += 1;
+            let mut it = examples.into_iter();
+            while it.len() > 0 {
+                batches.push(it.by_ref().take(per).collect());
+            }
+            batches.shuffle(&mut rng);
+        } else {
+            batches.push(examples);
+        }
+        for batch in batches {
+            if !self.send(batch)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Collates one batch and sends it; returns false when the trainer has gone.
+    fn send(&mut self, examples: Vec<Example>) -> Result<bool> {
         let index = self.batches;
         self.batches += 1;
         if self.epoch == self.spec.start.epoch && index < self.spec.start.batches {
@@ -319,6 +366,7 @@ fn new_epoch<'a>(
         shuffle: keyed_rng(spec.seed, "shuffle", &epoch.to_string()),
         pending: Vec::new(),
         batches: 0,
+        groups: 0,
         skipped_docs: 0,
     }
 }

@@ -77,6 +77,9 @@ pub struct Record {
     /// coCondenser: documents skipped so far for having fewer than two spans.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub skipped_docs: Option<u64>,
+    /// CUDA: device memory in use at this log step, GiB (`device::cuda_memory_used`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device_mem_gib: Option<f64>,
     pub elapsed_s: f64,
 }
 

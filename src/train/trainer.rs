@@ -22,6 +22,8 @@ use super::TrainArgs;
 use crate::model::{hf, Ctx, HeadConfig};
 use crate::shards::Manifest;
 
+const GIB: f64 = (1u64 << 30) as f64;
+
 /// Set by SIGINT / SIGTERM: finish the step, write a checkpoint, exit 0.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -433,6 +435,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 mfu: (device != Device::Cpu).then(|| flops / secs / PEAK_FLOPS),
                 skipped_docs: (cfg.stage == Stage::Cocondenser)
                     .then(|| loader.skipped_docs.load(Ordering::Relaxed)),
+                device_mem_gib: crate::device::cuda_memory_used().map(|b| b as f64 / GIB),
                 elapsed_s: started.elapsed().as_secs_f64(),
             };
             metrics.write(&rec)?;
@@ -440,8 +443,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .co_loss
                 .map(|c| format!(", co {c:.3}"))
                 .unwrap_or_default();
+            let mem = rec
+                .device_mem_gib
+                .map(|g| format!(" mem {g:.1} GiB"))
+                .unwrap_or_default();
             let msg = format!(
-                "loss {:.3} (head {:.3}, late {:.3}{co}) lr {:.2e} {:.1} seq/s {:.0} tok/s wait {:.0}%",
+                "loss {:.3} (head {:.3}, late {:.3}{co}) lr {:.2e} {:.1} seq/s {:.0} tok/s wait {:.0}%{mem}",
                 rec.loss,
                 rec.head_loss,
                 rec.late_loss,
