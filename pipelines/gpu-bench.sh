@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Training throughput on the device machine: our binary and the PyTorch reference at the same shapes, in
-# one call, on one card. Builds nothing. NOT YET RUN ON A GPU (written in a session without one).
+# one call, on one card, then one comparison table. Builds nothing. NOT YET RUN ON A GPU (written in
+# sessions without one; every `ours` command was run on the CPU with --tiny).
 #   bash pipelines/gpu-bench.sh LOGDIR [SHARDS]
-# Needs: target/release/condenser (built on the CPU machine), the reference folder (REF, default
-# ../shared/bench: bench_train.py + ref_condenser.py), a torch with CUDA (its torch/lib is put on
-# LD_LIBRARY_PATH, as ../shared/GPU.md says), and optionally a prepared shard folder for the loader case.
+# Needs: target/release/condenser (built on the CPU machine), the reference (REF, default bench-ref:
+# a copy of ../shared/bench, which the device tool does not carry: `cp -r ../shared/bench bench-ref`
+# first; untracked files travel), a torch with CUDA (its torch/lib goes on LD_LIBRARY_PATH, as
+# ../shared/GPU.md says), and optionally a prepared shard folder for the loader case (runs/demo/shards,
+# 4.5 MB). From the CPU machine, with the device tool:
+#   run  command: bash pipelines/gpu-bench.sh $OUT runs/demo/shards
+#        carry:   ["target/release/condenser", "runs/demo/shards"]     timeout_s: 540
 set -uo pipefail
 logs=${1:?usage: gpu-bench.sh LOGDIR [SHARDS]}
 shards=${2:-}
-ref=${REF:-../shared/bench}
+ref=${REF:-bench-ref}
 mkdir -p "$logs"
 torch_lib=$(python3 -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
 export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
@@ -16,25 +21,63 @@ bin=target/release/condenser
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$logs/card.txt"
 "$bin" env | tee "$logs/env.txt"
 
+# One measurement: its `ours`/`ref` line goes to the table file, everything to LOGDIR/NAME.{out,err}.
 run() { # name, command...
   local name=$1; shift
   echo "== $name: $*" >&2
-  "$@" > "$logs/$name.out" 2> "$logs/$name.err"
-  grep -E '^(ours|ref) ' "$logs/$name.out" | tail -n 1
+  timeout 240 "$@" > "$logs/$name.out" 2> "$logs/$name.err"
+  local rc=$?
+  local line
+  line=$(grep -E '^(ours|ref) ' "$logs/$name.out" | tail -n 1)
+  echo "$name ${line:-FAILED rc=$rc}" | tee -a "$logs/lines.txt"
+  tail -n 2 "$logs/$name.err" >&2
 }
-{
-  run ref-condenser-eager        python3 "$ref/bench_train.py" --cases condenser
-  run ref-condenser-masked       python3 "$ref/bench_train.py" --cases condenser --masked-only
-  run ref-condenser-compile      python3 "$ref/bench_train.py" --cases condenser --compile
-  run ours-condenser             "$bin" bench train --case condenser --seq 128 --batch 128
-  run ref-condenser-512          python3 "$ref/bench_train.py" --cases condenser --seq 512 --batch 32
-  run ours-condenser-512         "$bin" bench train --case condenser --seq 512 --batch 32
-  run ref-cocondenser-gc         python3 "$ref/bench_train.py" --cases cocondenser --gc-chunk 128 --co-docs 256
-  run ours-cocondenser-gc        "$bin" bench train --case cocondenser --batch 512 --gc-chunk 128
-  run ours-cocondenser-2048      "$bin" bench train --case cocondenser --batch 2048 --gc-chunk 128 --steps 5 --warmup 2
-  if [ -n "$shards" ]; then
-    run ours-condenser-shards    "$bin" bench train --case condenser --seq 128 --batch 128 --data "$shards"
-  fi
-  run ours-condenser-breakdown   "$bin" bench train --case condenser --seq 128 --batch 128 --breakdown --steps 10
-} | tee "$logs/table.txt"
+: > "$logs/lines.txt"
+run ref-condenser-eager     python3 "$ref/bench_train.py" --cases condenser
+run ref-condenser-masked    python3 "$ref/bench_train.py" --cases condenser --masked-only
+run ref-condenser-compile   python3 "$ref/bench_train.py" --cases condenser --masked-only --compile
+run ours-condenser          "$bin" bench train --case condenser --seq 128 --batch 128
+run ref-condenser-512       python3 "$ref/bench_train.py" --cases condenser --seq 512 --batch 32
+run ours-condenser-512      "$bin" bench train --case condenser --seq 512 --batch 32
+run ref-cocondenser-gc      python3 "$ref/bench_train.py" --cases cocondenser-gc --gc-chunk 128 --co-docs 256
+run ours-cocondenser-gc     "$bin" bench train --case cocondenser --batch 512 --gc-chunk 128
+run ours-cocondenser-2048   "$bin" bench train --case cocondenser --batch 2048 --gc-chunk 128 --steps 5 --warmup 2
+if [ -n "$shards" ]; then
+  run ours-shards           "$bin" bench train --case condenser --seq 128 --batch 128 --data "$shards"
+  run ours-shards-grouped   "$bin" bench train --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50
+fi
+run ours-breakdown          "$bin" bench train --case condenser --seq 128 --batch 128 --breakdown --steps 10
+
+# The table: each of ours against its reference (ratios of sequences/s, or of real tokens/s for the
+# shards, where the reference is the compiled one fed the same spans padded to 128: its seq/s times our
+# mean real tokens per span).
+python3 - "$logs/lines.txt" <<'EOF' | tee "$logs/table.txt"
+import re, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, _, rest = line.strip().partition(" ")
+    rows[name] = dict(re.findall(r"([\w/]+)=([\d.]+)", rest))
+def f(name, key):
+    try:
+        return float(rows[name][key])
+    except (KeyError, ValueError):
+        return None
+print(f"{'case':28} {'ours':>10} {'reference':>10} {'ratio':>6}  target")
+def line(label, ours, ref, target):
+    ratio = f"{ours / ref:.2f}" if ours and ref else "-"
+    fmt = lambda v: f"{v:,.0f}" if v else "-"
+    print(f"{label:28} {fmt(ours):>10} {fmt(ref):>10} {ratio:>6}  {target}")
+line("condenser 128x128 seq/s", f("ours-condenser", "seq/s"), f("ref-condenser-compile", "seq/s"), ">= 1.0 x compile")
+line("  vs eager", f("ours-condenser", "seq/s"), f("ref-condenser-eager", "seq/s"), "")
+line("condenser 512x32 seq/s", f("ours-condenser-512", "seq/s"), f("ref-condenser-512", "seq/s"), ">= 1.3 x eager")
+line("cocondenser gc 512/128 seq/s", f("ours-cocondenser-gc", "seq/s"), f("ref-cocondenser-gc", "seq/s"), ">= 1.5 x gc_step")
+for name in ["ours-shards", "ours-shards-grouped"]:
+    real, seqs = f(name, "real_tok/s"), f(name, "seq/s")
+    ref = f("ref-condenser-compile", "seq/s")
+    per = real / seqs if real and seqs else None
+    line(f"{name[5:]} real tok/s", real, ref * per if ref and per else None, ">= 1.3 x compile, same spans")
+for name in ["ours-condenser", "ours-cocondenser-gc", "ours-cocondenser-2048"]:
+    mem = f(name, "peak_mem_gib")
+    print(f"{name}: peak device memory {mem if mem is not None else '-'} GiB")
+EOF
 echo "full logs in $logs" >&2
