@@ -519,7 +519,14 @@ fn group_by_length_cuts_batches_of_similar_length() {
     assert!(lens.windows(2).any(|w| w[0] > w[1]), "{lens:?}");
     // Reproducible, and a resume after 7 batches continues with the 8th.
     let again = epoch_batches(&path, 5, Cursor::default());
-    let resumed = epoch_batches(&path, 5, Cursor { epoch: 0, batches: 7 });
+    let resumed = epoch_batches(
+        &path,
+        5,
+        Cursor {
+            epoch: 0,
+            batches: 7,
+        },
+    );
     let ids = |b: &condenser::train::collate::Batch| (b.input_ids.clone(), b.labels.clone());
     assert_eq!(
         grouped.iter().map(ids).collect::<Vec<_>>(),

@@ -50,6 +50,10 @@ pub struct BenchTrainArgs {
     /// Real shards through the loader instead of synthetic full-length batches.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// With --data: time the loader alone (read, shuffle, pair, mask, collate), no model: the batch
+    /// rate it can feed, to hold against the device's step rate.
+    #[arg(long, requires = "data")]
+    pub loader_only: bool,
     /// With --data: `data.group_by_length` (batches of similar length; 0 = off).
     #[arg(long, default_value_t = 0)]
     pub group_by_length: usize,
@@ -173,6 +177,10 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         }
         None => None,
     };
+
+    if let (true, Some(l)) = (args.loader_only, &loader) {
+        return time_loader(l, &args);
+    }
 
     let (mut t_data, mut t_fwd, mut t_bwd, mut t_opt) = (
         Duration::ZERO,
@@ -302,6 +310,40 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         pct(t_opt),
         1e3 * secs / args.steps as f64,
         1e3 * t_host.as_secs_f64() / args.steps as f64
+    );
+    Ok(())
+}
+
+/// Batches per second the loader produces when nothing waits for the device.
+fn time_loader(l: &crate::train::loader::Loader, args: &BenchTrainArgs) -> Result<()> {
+    let next = || -> Result<Batch> {
+        loop {
+            match l.rx.recv()? {
+                crate::train::loader::Msg::Batch { batch, .. } => return Ok(batch),
+                crate::train::loader::Msg::Error(e) => return Err(e),
+                _ => {}
+            }
+        }
+    };
+    for _ in 0..args.warmup {
+        next()?;
+    }
+    let t = Instant::now();
+    let (mut rows, mut real, mut slots) = (0usize, 0usize, 0usize);
+    for _ in 0..args.steps {
+        let b = next()?;
+        rows += b.rows;
+        real += b.real_tokens;
+        slots += b.rows * b.len;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "ours loader seq/s={:.1} batches/s={:.1} real_tok/s={:.0} real_share={:.1}% rows={}",
+        rows as f64 / secs,
+        args.steps as f64 / secs,
+        real as f64 / secs,
+        100.0 * real as f64 / slots.max(1) as f64,
+        args.batch
     );
     Ok(())
 }
