@@ -254,7 +254,6 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         let t3 = Instant::now();
         let _ = opt.clip_grad_norm(optim.max_grad_norm, &loss_for_check);
         opt.step(optim.lr, &optim);
-        opt.zero_grad();
         if args.breakdown {
             sync(device);
         }

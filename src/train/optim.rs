@@ -165,7 +165,9 @@ impl AdamW {
         })
     }
 
-    /// One AdamW update at learning rate `lr`, applied only while healthy.
+    /// One AdamW update at learning rate `lr`, applied only while healthy. Every kernel works in place
+    /// on a whole buffer (no temporaries: on the CPU each would be a fresh, page-faulting allocation),
+    /// and the gradient buffer serves as scratch, so the step consumes the gradients and leaves them 0.
     pub fn step(&mut self, lr: f64, cfg: &OptimConfig) {
         self.steps += 1;
         let t = self.steps as f64;
@@ -173,22 +175,24 @@ impl AdamW {
         let bc2 = 1.0 - cfg.beta2.powf(t);
         tch::no_grad(|| {
             let on = &self.healthy;
-            let g = &self.grad;
+            let mut g = self.grad.shallow_clone();
             // m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) g^2, as lerps whose weight is 0 when off.
-            let _ = self.exp_avg.lerp_tensor_(g, &(on * (1.0 - cfg.beta1)));
-            let _ = self
-                .exp_avg_sq
-                .lerp_tensor_(&g.square(), &(on * (1.0 - cfg.beta2)));
+            let _ = self.exp_avg.lerp_tensor_(&g, &(on * (1.0 - cfg.beta1)));
+            let _ = g.square_();
+            let _ = self.exp_avg_sq.lerp_tensor_(&g, &(on * (1.0 - cfg.beta2)));
             let lr_on = on * lr;
             if cfg.weight_decay > 0.0 && self.n_decay > 0 {
                 let mut decayed = self.flat.narrow(0, 0, self.n_decay);
                 let _ = decayed.g_mul_(&(1.0 - &lr_on * cfg.weight_decay));
             }
-            // p -= lr (m / bc1) / (sqrt(v / bc2) + eps)
-            let denom = self.exp_avg_sq.sqrt() / bc2.sqrt() + cfg.eps;
-            let _ = self
-                .flat
-                .addcdiv_(&(&self.exp_avg * (-lr_on / bc1)), &denom);
+            // p -= lr (m / bc1) / (sqrt(v / bc2) + eps), written as p += m / d with
+            // d = -(bc1 / (lr sqrt(bc2))) (sqrt(v) + eps sqrt(bc2)): lr = 0 (or off) makes d infinite
+            // and the update 0.
+            let _ = self.exp_avg_sq.sqrt_out(&g);
+            let _ = g.g_add_scalar_(cfg.eps * bc2.sqrt());
+            let _ = g.g_mul_(&(-bc1 / (&lr_on * bc2.sqrt())));
+            let _ = self.flat.addcdiv_(&self.exp_avg, &g);
+            let _ = g.zero_();
             self.applied += on.to_kind(Kind::Int64);
         });
     }

@@ -406,8 +406,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         // No host sync here: a non-finite loss or gradient is caught on the device, and that update and
         // all later ones are skipped until the next log or save reads the flag (`stop_if_diverged`).
         let grad_norm = opt.clip_grad_norm(cfg.optim.max_grad_norm, &l.total);
-        opt.step(lr, &cfg.optim);
-        opt.zero_grad();
+        opt.step(lr, &cfg.optim); // consumes the gradients: they are 0 for the next step
         step += 1;
         unchecked.push((step, cursor));
         progress.set_position(step);
