@@ -195,6 +195,7 @@ struct ShardCounts {
     rows: u64,
     spans: u64,
     tokens: u64,
+    pairable: u64,
 }
 
 struct Accumulator {
@@ -410,6 +411,7 @@ fn read_one(shard: &Path, acc: &mut Accumulator, report: &mut Report) -> Result<
             counts.rows += 1;
             counts.spans += doc.len() as u64;
             counts.tokens += doc_tokens;
+            counts.pairable += (doc.len() >= 2) as u64;
         }
     }
     report.documents += counts.rows;
@@ -468,6 +470,12 @@ fn verify_shard(
         if got != want {
             findings.push(format!("{name}: {got} {what}, the manifest says {want}"));
         }
+    }
+    if let Some(want) = e.pairable.filter(|&p| p != counts.pairable) {
+        findings.push(format!(
+            "{name}: {} documents with two or more spans, the manifest says {want}",
+            counts.pairable
+        ));
     }
     Ok(())
 }

@@ -177,6 +177,23 @@ fn verify_names_each_damaged_shard() {
     std::fs::write(out.join(&shards[1]), &flipped).unwrap();
     assert_eq!(verify(&out).0, Some(0), "restored");
 
+    // A manifest whose count of pairable documents (the coCondenser epoch length) is wrong.
+    let manifest_path = out.join("manifest.json");
+    let saved = std::fs::read(&manifest_path).unwrap();
+    let mut m = manifest(&out);
+    let n = m["shards"][0]["pairable"]
+        .as_u64()
+        .expect("pairable is counted");
+    m["shards"][0]["pairable"] = (n + 1).into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let (code, err) = verify(&out);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(&shards[0]) && err.contains("two or more spans, the manifest says"),
+        "{err}"
+    );
+    std::fs::write(&manifest_path, saved).unwrap();
+
     // A missing shard, and a file the manifest does not know.
     std::fs::rename(out.join(&shards[2]), dir.path().join("moved.parquet")).unwrap();
     let (code, err) = verify(&out);

@@ -188,6 +188,62 @@ fn a_non_finite_step_stops_the_run_at_the_last_good_state() {
     }
 }
 
+/// `optim.epochs` without max_steps: the step count of one coCondenser epoch comes from the
+/// manifest's per-shard `pairable` counts, or from a pass over the shards when documents are held out.
+#[test]
+fn the_epoch_length_counts_pairable_documents_less_the_held_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 120);
+    let init = tiny_model(dir.path());
+    let m = condenser::shards::Manifest::load(&data).unwrap().unwrap();
+    let (mut pairable, mut kept) = (0u64, 0u64);
+    for s in &m.shards {
+        let rows = condenser::shards::read_shard(&data.join(&s.file), None).unwrap();
+        let here = rows.iter().filter(|r| r.spans.len() >= 2).count() as u64;
+        assert_eq!(s.pairable, Some(here), "{}", s.file);
+        pairable += here;
+        kept += rows
+            .iter()
+            .filter(|r| r.spans.len() >= 2)
+            .filter(|r| !condenser::eval::spans::is_held_out(&r.doc_id, 42, 0.5))
+            .count() as u64;
+    }
+    assert!(pairable > 20 && kept < pairable, "{pairable} {kept}");
+    for (holdout, want) in [("0", pairable / 4), ("0.5", kept / 4)] {
+        let out = dir.path().join(format!("run-{holdout}"));
+        let o = train(&[
+            "--data",
+            data.to_str().unwrap(),
+            "--init",
+            init.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--set",
+            "stage=cocondenser",
+            "--set",
+            "data.batch_size=4",
+            "--set",
+            "data.max_len=64",
+            "--set",
+            "optim.epochs=1",
+            "--set",
+            &format!("data.holdout_fraction={holdout}"),
+            "--stop-after",
+            "1",
+        ]);
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(out.join("checkpoint-1").join("trainer_state.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            state["total_steps"],
+            want,
+            "holdout {holdout}: {}",
+            stderr(&o)
+        );
+    }
+}
+
 #[test]
 fn sigterm_finishes_the_step_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();

@@ -86,6 +86,10 @@ pub struct ShardEntry {
     pub bytes: u64,
     pub row_groups: u64,
     pub sha256: String,
+    /// Documents with at least two spans: the coCondenser stage's examples (absent in manifests
+    /// written before it was counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairable: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -70,6 +70,7 @@ pub struct ShardWriter {
     rows: u64,
     spans: u64,
     tokens: u64,
+    pairable: u64,
 }
 
 pub fn writer_properties() -> WriterProperties {
@@ -123,6 +124,7 @@ impl ShardWriter {
             rows: 0,
             spans: 0,
             tokens: 0,
+            pairable: 0,
         })
     }
 
@@ -149,6 +151,7 @@ impl ShardWriter {
             self.rows += 1;
             self.spans += row.spans.len() as u64;
             self.tokens += row.num_tokens as u64;
+            self.pairable += (row.spans.len() >= 2) as u64;
         }
         self.pending.clear();
         self.writer
@@ -197,6 +200,7 @@ impl ShardWriter {
             bytes,
             row_groups,
             sha256,
+            pairable: Some(self.pairable),
         })
     }
 

@@ -75,14 +75,36 @@ fn data_source(data: &str) -> Result<(ShardSource, Option<(PathBuf, Manifest)>)>
     Ok((ShardSource::Files(files), Some((dir, m))))
 }
 
-/// Documents with at least two spans (the coCondenser examples of one epoch).
-fn pairable_documents(dir: &Path, m: &Manifest) -> Result<u64> {
+/// Examples of one epoch: spans (Condenser) or documents with two or more spans (coCondenser), less
+/// the held-out documents. From the manifest's counts when nothing is held out and it has them (no
+/// pass over the data); else one pass over the shards.
+fn epoch_examples(dir: &Path, m: &Manifest, cfg: &TrainConfig) -> Result<u64> {
+    let d = &cfg.data;
+    if d.holdout_fraction <= 0.0 {
+        match cfg.stage {
+            Stage::Condenser => return Ok(m.totals.spans),
+            Stage::Cocondenser => {
+                if let Some(n) = m.shards.iter().map(|s| s.pairable).sum::<Option<u64>>() {
+                    return Ok(n);
+                }
+            }
+        }
+    }
+    log::info!(
+        "counting the training examples of {} (one pass)",
+        dir.display()
+    );
     let mut n = 0;
     for s in &m.shards {
-        n += crate::shards::read_shard(&dir.join(&s.file), None)?
-            .iter()
-            .filter(|r| r.spans.len() >= 2)
-            .count() as u64;
+        for r in crate::shards::read_shard(&dir.join(&s.file), None)? {
+            if crate::eval::spans::is_held_out(&r.doc_id, d.holdout_seed, d.holdout_fraction) {
+                continue;
+            }
+            n += match cfg.stage {
+                Stage::Condenser => r.spans.len() as u64,
+                Stage::Cocondenser => (r.spans.len() >= 2) as u64,
+            };
+        }
     }
     Ok(n)
 }
@@ -276,10 +298,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let (dir, m) = manifest.as_ref().context(
             "--data - (a stream) needs optim.max_steps: the length of the data is unknown",
         )?;
-        let examples = match cfg.stage {
-            Stage::Condenser => m.totals.spans,
-            Stage::Cocondenser => pairable_documents(dir, m)?,
-        };
+        let examples = epoch_examples(dir, m, &cfg)?;
         let per_epoch = examples / cfg.data.batch_size as u64 / ga as u64;
         anyhow::ensure!(
             per_epoch > 0,
