@@ -281,11 +281,25 @@ pub fn run(args: InspectArgs) -> Result<()> {
         }
         report.shards += 1;
         report.bytes_on_disk += std::fs::metadata(shard)?.len();
-        match read_one(shard, &mut acc, &mut report) {
+        // --verify reads each shard once: the bytes are hashed and decoded from memory (one shard at
+        // a time, so memory is bounded by the shard size); otherwise the file is streamed.
+        let (read, file_bytes) = if args.verify {
+            let bytes = bytes::Bytes::from(
+                std::fs::read(shard).with_context(|| format!("{name}: cannot read"))?,
+            );
+            let digest = (bytes.len() as u64, hex(&Sha256::digest(&bytes)));
+            (read_one(shard, bytes, &mut acc, &mut report), Some(digest))
+        } else {
+            let file =
+                std::fs::File::open(shard).with_context(|| format!("{name}: cannot open"))?;
+            (read_one(shard, file, &mut acc, &mut report), None)
+        };
+        match read {
             Ok(counts) => {
-                if args.verify {
+                if let Some((len, sha)) = &file_bytes {
                     verify_shard(
                         shard,
+                        (*len, sha),
                         &counts,
                         entries.get(shard).copied(),
                         source.manifest.is_some(),
@@ -332,10 +346,13 @@ pub fn run(args: InspectArgs) -> Result<()> {
     Ok(())
 }
 
-fn read_one(shard: &Path, acc: &mut Accumulator, report: &mut Report) -> Result<ShardCounts> {
-    let file =
-        std::fs::File::open(shard).with_context(|| format!("{}: cannot open", shard.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+fn read_one<R: parquet::file::reader::ChunkReader + 'static>(
+    shard: &Path,
+    source: R,
+    acc: &mut Accumulator,
+    report: &mut Report,
+) -> Result<ShardCounts> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(source)
         .with_context(|| format!("{}: not a readable Parquet file", shard.display()))?;
     if builder.schema().fields() != shard_schema().fields() {
         bail!(
@@ -433,8 +450,10 @@ fn read_one(shard: &Path, acc: &mut Accumulator, report: &mut Report) -> Result<
     Ok(counts)
 }
 
+/// Checks one shard, `file` = (its size, its sha256), against its manifest entry.
 fn verify_shard(
     shard: &Path,
+    file: (u64, &str),
     counts: &ShardCounts,
     entry: Option<&crate::shards::ShardEntry>,
     have_manifest: bool,
@@ -447,15 +466,13 @@ fn verify_shard(
         }
         return Ok(());
     };
-    let bytes = std::fs::read(shard).with_context(|| format!("{name}: cannot read"))?;
-    if bytes.len() as u64 != e.bytes {
+    let (len, sha) = file;
+    if len != e.bytes {
         findings.push(format!(
-            "{name}: {} bytes, the manifest says {} (truncated or rewritten?)",
-            bytes.len(),
+            "{name}: {len} bytes, the manifest says {} (truncated or rewritten?)",
             e.bytes
         ));
     }
-    let sha = hex(&Sha256::digest(&bytes));
     if sha != e.sha256 {
         findings.push(format!(
             "{name}: sha256 {sha} does not match the manifest's {}",
