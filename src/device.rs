@@ -129,7 +129,9 @@ fn cuda_device_name(index: c_int) -> Option<String> {
 
 /// Device memory in use on the current CUDA device, in bytes, as the driver sees it (`cudaMemGetInfo`:
 /// total - free). That is what libtorch's caching allocator holds (it keeps freed blocks for reuse, so
-/// sampled after a step it is the step's peak reserve) plus the CUDA context. None without CUDA.
+/// sampled after a step it is the step's peak reserve) plus the CUDA context, and whatever other
+/// processes hold on that card. None without CUDA. Call it only when running on CUDA: it creates a
+/// context on the current device.
 pub fn cuda_memory_used() -> Option<u64> {
     if !cuda_available() {
         return None;
@@ -149,13 +151,19 @@ pub fn cuda_memory_used() -> Option<u64> {
 }
 
 /// A host tensor on `device` without stalling the host: on CUDA it is copied from pinned memory with
-/// `non_blocking` (a plain copy from pageable memory waits for the stream, a sync per batch).
+/// `non_blocking` (a copy from pageable memory waits for the stream: a sync per batch). `_pin_memory`,
+/// because tch's `pin_memory` always passes the device argument that libtorch 2.11 warns about on
+/// every call. If pinning fails the copy is a plain, blocking one.
 pub fn upload(t: tch::Tensor, device: tch::Device) -> tch::Tensor {
     if device == tch::Device::Cpu {
-        t
-    } else {
-        t.pin_memory(device)
-            .to_device_(device, t.kind(), true, false)
+        return t;
+    }
+    match t.f_internal_pin_memory(device) {
+        Ok(pinned) => pinned.to_device_(device, t.kind(), true, false),
+        Err(e) => {
+            log::debug!("pinning a host tensor failed ({e}); copying from pageable memory");
+            t.to_device(device)
+        }
     }
 }
 

@@ -284,9 +284,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
         // --verify reads each shard once: the bytes are hashed and decoded from memory (one shard at
         // a time, so memory is bounded by the shard size); otherwise the file is streamed.
         let (read, file_bytes) = if args.verify {
-            let bytes = bytes::Bytes::from(
-                std::fs::read(shard).with_context(|| format!("{name}: cannot read"))?,
-            );
+            let bytes = match std::fs::read(shard) {
+                Ok(b) => bytes::Bytes::from(b),
+                Err(e) => {
+                    report.findings.push(format!("{name}: unreadable: {e}"));
+                    progress.inc(1);
+                    continue;
+                }
+            };
             let digest = (bytes.len() as u64, hex(&Sha256::digest(&bytes)));
             (read_one(shard, bytes, &mut acc, &mut report), Some(digest))
         } else {

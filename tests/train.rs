@@ -244,6 +244,52 @@ fn the_epoch_length_counts_pairable_documents_less_the_held_out() {
     }
 }
 
+/// The checkpoint's cursor counts batches of one data order: a resume may not change what decides it.
+#[test]
+fn resume_refuses_a_different_data_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 100);
+    let init = tiny_model(dir.path());
+    let out = dir.path().join("run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    train(&[
+        "--data",
+        d,
+        "--init",
+        init.to_str().unwrap(),
+        "--out",
+        o,
+        "--set",
+        "optim.max_steps=4",
+        "--set",
+        "data.batch_size=4",
+        "--set",
+        "data.max_len=64",
+        "--stop-after",
+        "1",
+    ]);
+    let ckpt = out.join("checkpoint-1");
+    for change in ["data.batch_size=8", "data.group_by_length=5", "run.seed=7"] {
+        let mut args = vec!["train", "--data", d, "--resume", ckpt.to_str().unwrap()];
+        args.extend(["--out", o, "--set", change]);
+        args.extend(TINY);
+        let r = run(&args);
+        let key = change.split('=').next().unwrap();
+        assert!(!r.status.success(), "{change}");
+        assert!(
+            stderr(&r).contains(&format!("{key} cannot change when resuming")),
+            "{change}: {}",
+            stderr(&r)
+        );
+    }
+    // What does not touch the order may change: the learning rate.
+    let mut args = vec!["train", "--data", d, "--resume", ckpt.to_str().unwrap()];
+    args.extend(["--out", o, "--set", "optim.lr=5e-5"]);
+    args.extend(TINY);
+    let r = run(&args);
+    assert!(r.status.success(), "{}", stderr(&r));
+}
+
 #[test]
 fn sigterm_finishes_the_step_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();

@@ -55,7 +55,7 @@ pub struct BenchTrainArgs {
     #[arg(long, requires = "data")]
     pub loader_only: bool,
     /// With --data: `data.group_by_length` (batches of similar length; 0 = off).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, requires = "data")]
     pub group_by_length: usize,
     /// Time forward, backward and optimizer separately (adds a device sync between them).
     #[arg(long)]
@@ -124,24 +124,6 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         n_head_layers: 2,
         late_mlm: true,
     };
-    tch::manual_seed(0);
-    let vs = VarStore::new(device);
-    let model = Condenser::new(&vs.root(), cfg.clone(), head)?;
-    let mut opt = AdamW::new(vs.variables().into_iter().collect());
-    let optim = TrainConfig::default().optim;
-    let loss = LossConfig {
-        cache_chunk_size: args.gc_chunk,
-        ..TrainConfig::default().loss
-    };
-    let ctx = Ctx {
-        train: true,
-        kind: crate::model::compute_kind(device),
-    };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let batches: Vec<Batch> = (0..4)
-        .map(|_| synthetic(args.batch, args.seq, &mut rng))
-        .collect();
-
     // Real shards: batches from the loader, padded to their longest span.
     let loader = match &args.data {
         Some(dir) => {
@@ -181,6 +163,24 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     if let (true, Some(l)) = (args.loader_only, &loader) {
         return time_loader(l, &args);
     }
+
+    tch::manual_seed(0);
+    let vs = VarStore::new(device);
+    let model = Condenser::new(&vs.root(), cfg.clone(), head)?;
+    let mut opt = AdamW::new(vs.variables().into_iter().collect());
+    let optim = TrainConfig::default().optim;
+    let loss = LossConfig {
+        cache_chunk_size: args.gc_chunk,
+        ..TrainConfig::default().loss
+    };
+    let ctx = Ctx {
+        train: true,
+        kind: crate::model::compute_kind(device),
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let batches: Vec<Batch> = (0..4)
+        .map(|_| synthetic(args.batch, args.seq, &mut rng))
+        .collect();
 
     let (mut t_data, mut t_fwd, mut t_bwd, mut t_opt) = (
         Duration::ZERO,
@@ -260,7 +260,9 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         t_opt += t3.elapsed();
         if step >= args.warmup {
             t_host += start.elapsed();
-            peak_mem = peak_mem.max(crate::device::cuda_memory_used());
+            if device != Device::Cpu {
+                peak_mem = peak_mem.max(crate::device::cuda_memory_used());
+            }
             tokens += host.rows * host.len;
             real += host.real_tokens;
             flops +=

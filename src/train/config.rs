@@ -52,7 +52,7 @@ pub struct DataConfig {
     /// Examples held in the shuffle buffer.
     pub shuffle_buffer: usize,
     /// Length grouping: this many batches' worth of shuffled examples are sorted by length and cut
-    /// into batches of similar length (sent in shuffled order), so padding shrinks; 0 = off, as the
+    /// into batches of similar length (sent in shuffled order), so padding shrinks; 0 (or 1) = off, as the
     /// reference (batches of random lengths). Changes which examples share a batch, not which are seen.
     #[serde(default)]
     pub group_by_length: usize,
@@ -217,6 +217,10 @@ impl TrainConfig {
                 self.optim.grad_accum
             );
         }
+        // eps > 0 keeps the update finite where the second moment is 0 (also for skipped steps).
+        if !(self.optim.eps > 0.0) || !(self.optim.lr >= 0.0) || !(self.optim.weight_decay >= 0.0) {
+            bail!("optim.eps must be positive, optim.lr and optim.weight_decay not negative");
+        }
         if self.optim.epochs == 0 && self.optim.max_steps == 0 {
             bail!("set optim.epochs or optim.max_steps");
         }
@@ -295,6 +299,10 @@ mod tests {
             .unwrap_err()
         );
         assert!(err.contains("gradient cache"), "{err}");
+        for bad in ["optim.eps=0", "optim.lr=-1", "optim.weight_decay=-0.1"] {
+            let err = format!("{:#}", TrainConfig::load(None, &[bad.into()]).unwrap_err());
+            assert!(err.contains("optim.eps must be positive"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -132,7 +132,7 @@ fn stop_if_diverged(
         let dir = checkpoint::step_dir(out, good);
         save(&dir, opt, good, cursor)?;
         bail!(
-            "the loss or gradient norm was not finite at step {}; that update and the {} after it were skipped, and the last good state is in {} (resume from it with a lower optim.lr, or check the data)",
+            "the loss or gradient norm was not finite at step {}; that update and the {} after it were skipped, and the state before it is in {} (resume from it with a lower optim.lr, or check the data)",
             good + 1,
             last.0 - good - 1,
             dir.display()
@@ -192,6 +192,33 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 || cfg.data.max_len != state.config.data.max_len
             {
                 bail!("--resume {}: the stage, model and max_len cannot change when resuming (checkpoint: {:?}, {:?})", dir.display(), state.config.stage, state.config.model);
+            }
+            // The data cursor counts batches of one order: what decides that order must stay.
+            let (a, b) = (&state.config, &cfg);
+            for (key, same) in [
+                ("run.seed", a.run.seed == b.run.seed),
+                ("data.batch_size", a.data.batch_size == b.data.batch_size),
+                (
+                    "data.shuffle_buffer",
+                    a.data.shuffle_buffer == b.data.shuffle_buffer,
+                ),
+                (
+                    "data.group_by_length",
+                    a.data.group_by_length == b.data.group_by_length,
+                ),
+                (
+                    "data.holdout_fraction",
+                    a.data.holdout_fraction == b.data.holdout_fraction,
+                ),
+                (
+                    "data.holdout_seed",
+                    a.data.holdout_seed == b.data.holdout_seed,
+                ),
+                ("optim.grad_accum", a.optim.grad_accum == b.optim.grad_accum),
+            ] {
+                if !same {
+                    bail!("--resume {}: {key} cannot change when resuming (it decides the data order the checkpoint's cursor counts in); start a new run with --init {} instead", dir.display(), dir.display());
+                }
             }
             (cfg, Some(dir.clone()))
         }
@@ -453,7 +480,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 mfu: (device != Device::Cpu).then(|| flops / secs / PEAK_FLOPS),
                 skipped_docs: (cfg.stage == Stage::Cocondenser)
                     .then(|| loader.skipped_docs.load(Ordering::Relaxed)),
-                device_mem_gib: crate::device::cuda_memory_used().map(|b| b as f64 / GIB),
+                device_mem_gib: (device != Device::Cpu)
+                    .then(crate::device::cuda_memory_used)
+                    .flatten()
+                    .map(|b| b as f64 / GIB),
                 elapsed_s: started.elapsed().as_secs_f64(),
             };
             metrics.write(&rec)?;
