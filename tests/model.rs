@@ -281,3 +281,80 @@ fn minilm_without_mlm_head_gets_a_fresh_tied_one() {
     let std = q.std(true).double_value(&[]);
     assert!((std - 0.02).abs() < 0.002, "head init std {std}");
 }
+
+/// The CUDA precision path (bf16 matrix work, fp32 master weights, LayerNorm and losses) run on the
+/// CPU, so a dtype mismatch shows here rather than on a GPU: forward and backward go through, the
+/// gradients reach the fp32 parameters finite, and the losses and CLS track the fp32 ones.
+#[test]
+fn bf16_compute_runs_on_cpu_and_tracks_fp32() {
+    use condenser::train::config::TrainConfig;
+    use condenser::train::objective::{cocondenser_step, condenser_micro, DeviceBatch};
+    let e = expected();
+    let m = load_tiny();
+    let (ids, mask, labels) = (&e["input_ids"], &e["attention_mask"], &e["labels"]);
+    let run = |kind: Kind| {
+        let ctx = Ctx::eval(kind);
+        tch::no_grad(|| {
+            m.model
+                .forward(ids, &Mask::detect(mask), &Labels::detect(labels), ctx)
+        })
+    };
+    let (full, half) = (run(Kind::Float), run(Kind::BFloat16));
+    for (name, a, b) in [
+        ("head loss", &full.head_loss, &half.head_loss),
+        ("late loss", &full.late_loss, &half.late_loss),
+    ] {
+        assert_eq!(b.kind(), Kind::Float, "{name} is fp32");
+        let (a, b) = (a.double_value(&[]), b.double_value(&[]));
+        assert!(
+            (a - b).abs() < 0.02 * a.abs(),
+            "{name}: fp32 {a} vs bf16 {b}"
+        );
+    }
+    assert_eq!(half.cls.kind(), Kind::Float);
+    let d = max_diff(&full.cls, &half.cls);
+    assert!(d < 0.1, "cls: max abs diff {d}");
+
+    // Training steps of both stages (the coCondenser one with the gradient cache) in bf16.
+    // The fixture's rows, repeated to an even count of at least 4 (two-span documents).
+    let k = 2 * (4 / (2 * ids.size()[0])).max(1);
+    let (ids, mask, labels) = (
+        ids.repeat([k, 1]),
+        mask.repeat([k, 1]),
+        labels.repeat([k, 1]),
+    );
+    let (rows, len) = (ids.size()[0] as usize, ids.size()[1] as usize);
+    let flat = |t: &Tensor| Vec::<i64>::try_from(&t.reshape([-1])).unwrap();
+    let batch = condenser::train::collate::Batch {
+        rows,
+        len,
+        input_ids: flat(&ids),
+        attention_mask: flat(&mask),
+        labels: flat(&labels),
+        real_tokens: flat(&mask).iter().filter(|&&v| v != 0).count(),
+    };
+    assert!(
+        rows % 2 == 0 && rows >= 4,
+        "pairs of rows for the coCondenser loss"
+    );
+    let b = DeviceBatch::new(&batch, Device::Cpu);
+    let ctx = Ctx {
+        train: true,
+        kind: Kind::BFloat16,
+    };
+    let mut loss_cfg = TrainConfig::default().loss;
+    let l = condenser_micro(&m.model, &b, &loss_cfg, ctx, 1.0);
+    assert!(l.total.double_value(&[]).is_finite());
+    loss_cfg.cache_chunk_size = 2;
+    let l = cocondenser_step(&m.model, &b, &loss_cfg, ctx, 0, 0);
+    assert!(l.co.unwrap().double_value(&[]).is_finite());
+    for (name, p) in m.vs.variables() {
+        let g = p.grad();
+        assert!(g.defined(), "{name}: no gradient");
+        assert_eq!((p.kind(), g.kind()), (Kind::Float, Kind::Float), "{name}");
+        assert!(
+            g.isfinite().all().int64_value(&[]) == 1,
+            "{name}: non-finite gradient"
+        );
+    }
+}
