@@ -5,19 +5,26 @@
 #   bash pipelines/gpu-bench.sh LOGDIR [SHARDS]
 # Needs: target/release/condenser (built on the CPU machine), the reference (REF, default bench-ref:
 # a copy of ../shared/bench, which the device tool does not carry: `cp -r ../shared/bench bench-ref`
-# first; untracked files travel), a torch with CUDA (its torch/lib goes on LD_LIBRARY_PATH, as
+# first, and carry it), a torch with CUDA (its torch/lib goes on LD_LIBRARY_PATH, as
 # ../shared/GPU.md says), and optionally a prepared shard folder for the loader case (runs/demo/shards,
-# 4.5 MB). From the CPU machine, with the device tool:
-#   run  command: bash pipelines/gpu-bench.sh $OUT runs/demo/shards
-#        carry:   ["target/release/condenser", "runs/demo/shards"]     timeout_s: 600
+# 4.5 MB). The release binary is 165 MB with its line tables, over the device tool's 64 MiB carry
+# limit: carry a stripped copy (18 MB). From the CPU machine:
+#   cargo build --release && strip -o target/condenser-gpu target/release/condenser
+#   cp -r ../shared/bench bench-ref
+#   device run  command: BIN=target/condenser-gpu bash pipelines/gpu-bench.sh $OUT runs/demo/shards
+#               carry:   ["target/condenser-gpu", "runs/demo/shards", "bench-ref"]   timeout_s: 600
+# A dry run on a CPU machine (the flow and the table, not figures):
+#   PATH=.venv/bin:$PATH EXTRA="--tiny --device cpu --steps 1 --warmup 1" BUDGET=1200 \
+#     bash pipelines/gpu-bench.sh /tmp/gpu-bench-dry runs/demo/shards
 set -uo pipefail
+extra=${EXTRA:-}
 logs=${1:?usage: gpu-bench.sh LOGDIR [SHARDS]}
 shards=${2:-}
 ref=${REF:-bench-ref}
 mkdir -p "$logs"
 torch_lib=$(python3 -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
 export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
-bin=target/release/condenser
+bin=${BIN:-target/release/condenser}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$logs/card.txt"
 "$bin" env | tee "$logs/env.txt"
 
@@ -40,20 +47,20 @@ run() { # name, command...
   tail -n 2 "$logs/$name.err" >&2
 }
 : > "$logs/lines.txt"
-run ref-condenser-eager     python3 "$ref/bench_train.py" --cases condenser
-run ref-condenser-masked    python3 "$ref/bench_train.py" --cases condenser --masked-only
-run ref-condenser-compile   python3 "$ref/bench_train.py" --cases condenser --masked-only --compile
-run ours-condenser          "$bin" bench train --case condenser --seq 128 --batch 128
-run ref-condenser-512       python3 "$ref/bench_train.py" --cases condenser --seq 512 --batch 32
-run ours-condenser-512      "$bin" bench train --case condenser --seq 512 --batch 32
-run ref-cocondenser-gc      python3 "$ref/bench_train.py" --cases cocondenser-gc --gc-chunk 128 --co-docs 256
-run ours-cocondenser-gc     "$bin" bench train --case cocondenser --batch 512 --gc-chunk 128
-run ours-cocondenser-2048   "$bin" bench train --case cocondenser --batch 2048 --gc-chunk 128 --steps 5 --warmup 2
+run ref-condenser-eager     python3 "$ref/bench_train.py" --cases condenser $extra
+run ref-condenser-masked    python3 "$ref/bench_train.py" --cases condenser --masked-only $extra
+run ref-condenser-compile   python3 "$ref/bench_train.py" --cases condenser --masked-only --compile $extra
+run ours-condenser          "$bin" bench train --case condenser --seq 128 --batch 128 $extra
+run ref-condenser-512       python3 "$ref/bench_train.py" --cases condenser --seq 512 --batch 32 $extra
+run ours-condenser-512      "$bin" bench train --case condenser --seq 512 --batch 32 $extra
+run ref-cocondenser-gc      python3 "$ref/bench_train.py" --cases cocondenser-gc --gc-chunk 128 --co-docs 256 $extra
+run ours-cocondenser-gc     "$bin" bench train --case cocondenser --batch 512 --gc-chunk 128 $extra
+run ours-cocondenser-2048   "$bin" bench train --case cocondenser --batch 2048 --gc-chunk 128 --steps 5 --warmup 2 $extra
 if [ -n "$shards" ]; then
-  run ours-shards           "$bin" bench train --case condenser --seq 128 --batch 128 --data "$shards"
-  run ours-shards-grouped   "$bin" bench train --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50
+  run ours-shards           "$bin" bench train --case condenser --seq 128 --batch 128 --data "$shards" $extra
+  run ours-shards-grouped   "$bin" bench train --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 $extra
 fi
-run ours-breakdown          "$bin" bench train --case condenser --seq 128 --batch 128 --breakdown --steps 10
+run ours-breakdown          "$bin" bench train --case condenser --seq 128 --batch 128 --breakdown --steps 10 $extra
 
 # The table: each of ours against its reference (ratios of sequences/s, or of real tokens/s for the
 # shards, where the reference is the compiled one fed the same spans padded to 128: its seq/s times our

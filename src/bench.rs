@@ -27,7 +27,9 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// The prepare pipeline against the bare tokenizer on the same text.
     Prepare(BenchPrepareArgs),
-    /// Training throughput at fixed shapes (beside ../shared/bench/bench_train.py).
+    /// Training throughput at fixed shapes (beside ../shared/bench/bench_train.py). A repeated option
+    /// takes its last value, as the reference's argparse does (gpu-bench.sh appends $EXTRA).
+    #[command(args_override_self = true)]
     Train(train::BenchTrainArgs),
 }
 
