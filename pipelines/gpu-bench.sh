@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training throughput on the device machine: our binary and the PyTorch reference at the same shapes, in
 # one call, on one card, then one comparison table. Builds nothing. NOT YET RUN ON A GPU (written in
-# sessions without one; every `ours` command was run on the CPU with --tiny).
+# sessions without one; the whole flow was dry-run on the 2-core CPU machine, see below, in 8 minutes).
 #   bash pipelines/gpu-bench.sh LOGDIR [SHARDS]
 # Needs: target/release/condenser (built on the CPU machine), the reference (REF, default bench-ref:
 # a copy of ../shared/bench, which the device tool does not carry: `cp -r ../shared/bench bench-ref`
@@ -47,9 +47,9 @@ run() { # name, command...
   tail -n 2 "$logs/$name.err" >&2
 }
 : > "$logs/lines.txt"
-run ref-condenser-eager     python3 "$ref/bench_train.py" --cases condenser $extra
-run ref-condenser-masked    python3 "$ref/bench_train.py" --cases condenser --masked-only $extra
-run ref-condenser-compile   python3 "$ref/bench_train.py" --cases condenser --masked-only --compile $extra
+run ref-condenser-eager     python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 $extra
+run ref-condenser-masked    python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 --masked-only $extra
+run ref-condenser-compile   python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 --masked-only --compile $extra
 run ours-condenser          "$bin" bench train --case condenser --seq 128 --batch 128 $extra
 run ref-condenser-512       python3 "$ref/bench_train.py" --cases condenser --seq 512 --batch 32 $extra
 run ours-condenser-512      "$bin" bench train --case condenser --seq 512 --batch 32 $extra
