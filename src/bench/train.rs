@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use tch::{nn::VarStore, Device};
 
 use crate::device::DeviceChoice;
-use crate::model::{BertConfig, Condenser, Ctx, HeadConfig};
+use crate::model::{BertConfig, Condenser, Ctx, HeadConfig, Precision};
 use crate::train::collate::Batch;
 use crate::train::config::{LossConfig, TrainConfig};
 use crate::train::objective::{cocondenser_step, condenser_micro, DeviceBatch};
@@ -62,6 +62,9 @@ pub struct BenchTrainArgs {
     pub breakdown: bool,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// Matrix work in bf16 or fp32 (auto: bf16 on CUDA, fp32 on the CPU).
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
 }
 
 fn config(tiny: bool) -> BertConfig {
@@ -175,7 +178,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     };
     let ctx = Ctx {
         train: true,
-        kind: crate::model::compute_kind(device),
+        kind: args.precision.kind(device),
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let batches: Vec<Batch> = (0..4)

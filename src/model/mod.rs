@@ -14,8 +14,38 @@ pub use config::BertConfig;
 
 /// The kind matrix work runs in on `device`: fp32 on CPU, bf16 on CUDA (fp32 master weights).
 pub fn compute_kind(device: tch::Device) -> tch::Kind {
-    match device {
-        tch::Device::Cpu => tch::Kind::Float,
-        _ => tch::Kind::BFloat16,
+    Precision::Auto.kind(device)
+}
+
+/// What matrix work runs in (`run.precision`, `--precision`). Master weights, LayerNorm, softmax
+/// statistics and losses stay fp32 whatever the choice.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bf16 on CUDA, fp32 on the CPU (exact parity with transformers there).
+    #[default]
+    Auto,
+    Fp32,
+    /// bf16 everywhere: on a CPU with AMX or AVX512-BF16 much faster than fp32, as the reference's
+    /// autocast does on the CPU.
+    Bf16,
+}
+
+impl Precision {
+    pub fn kind(self, device: tch::Device) -> tch::Kind {
+        match (self, device) {
+            (Precision::Fp32, _) | (Precision::Auto, tch::Device::Cpu) => tch::Kind::Float,
+            _ => tch::Kind::BFloat16,
+        }
     }
 }

@@ -108,6 +108,10 @@ pub struct RunConfig {
     pub log_every: usize,
     /// Keep only the newest N step checkpoints (the final one is always kept).
     pub keep_checkpoints: usize,
+    /// Matrix work in "bf16" or "fp32"; "auto" = bf16 on CUDA, fp32 on the CPU. Master weights,
+    /// LayerNorm and losses stay fp32.
+    #[serde(default)]
+    pub precision: crate::model::Precision,
 }
 
 impl Default for TrainConfig {
@@ -154,6 +158,7 @@ impl Default for TrainConfig {
                 save_every: 0,
                 log_every: 10,
                 keep_checkpoints: 2,
+                precision: crate::model::Precision::Auto,
             },
         }
     }

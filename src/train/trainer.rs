@@ -356,7 +356,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     install_signal_handlers();
     let ctx = Ctx {
         train: true,
-        kind: crate::model::compute_kind(device),
+        kind: cfg.run.precision.kind(device),
     };
     let save = |dir: &Path, opt: &AdamW, step: u64, cursor: Cursor| -> Result<()> {
         let state = TrainerState {
@@ -385,7 +385,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     // Steps since the optimizer's health was last read, with the data position after each.
     let mut unchecked: Vec<(u64, Cursor)> = vec![(step, cursor)];
     log::info!(
-        "{:?} stage: {} steps of {} {} on {}, from {}",
+        "{:?} stage: {} steps of {} {} on {} (matrix work in {}), from {}",
         cfg.stage,
         total,
         cfg.data.batch_size * ga,
@@ -395,6 +395,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "spans"
         },
         crate::device::device_label(device),
+        if ctx.kind == tch::Kind::BFloat16 {
+            "bf16"
+        } else {
+            "fp32"
+        },
         init.display()
     );
 
