@@ -17,7 +17,7 @@ use crate::model::{BertConfig, Condenser, Ctx, HeadConfig, Precision};
 use crate::train::collate::Batch;
 use crate::train::config::{LossConfig, TrainConfig};
 use crate::train::objective::{cocondenser_step, condenser_micro, DeviceBatch};
-use crate::train::optim::AdamW;
+use crate::train::optim::{AdamW, Kernel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Case {
@@ -62,6 +62,9 @@ pub struct BenchTrainArgs {
     pub breakdown: bool,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// The AdamW update: libtorch's fused kernel, or the in-place tch kernels.
+    #[arg(long, value_enum, default_value_t = Kernel::Fused)]
+    pub adamw: Kernel,
     /// Matrix work in bf16 or fp32 (auto: bf16 on CUDA, fp32 on the CPU).
     #[arg(long, value_enum, default_value_t = Precision::Auto)]
     pub precision: Precision,
@@ -171,6 +174,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     let vs = VarStore::new(device);
     let model = Condenser::new(&vs.root(), cfg.clone(), head)?;
     let mut opt = AdamW::new(vs.variables().into_iter().collect());
+    opt.kernel = args.adamw;
     let optim = TrainConfig::default().optim;
     let loss = LossConfig {
         cache_chunk_size: args.gc_chunk,

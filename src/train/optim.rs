@@ -3,8 +3,10 @@
 //!
 //! Few large kernels instead of hundreds of small ones: every parameter and its gradient are views of
 //! one flat fp32 buffer each (decayed parameters first, then biases and LayerNorm weights, spec 4.1), so
-//! clipping is one norm and one scale, and a step is about ten element-wise kernels whatever the model.
-//! tch 0.24 has no `_foreach_*` or fused AdamW, and this needs neither.
+//! clipping is one norm and one scale, and the update is libtorch's fused AdamW kernel (what
+//! `torch.optim.AdamW(fused=True)` runs, CPU and CUDA) called once per group through a small C++ shim
+//! (csrc/fused_adamw.cpp: tch 0.24 binds no op over tensor lists). If that kernel refuses, the same
+//! update runs as about ten in-place whole-buffer kernels (`Kernel::InPlace`).
 //!
 //! No host sync: a non-finite loss or gradient norm is found on the device. From then on a sticky
 //! `healthy` flag zeroes every update, so the weights and moments stay those of the last good step; the
@@ -44,10 +46,42 @@ pub struct AdamW {
     exp_avg_sq: Tensor,
     /// 1.0 until a non-finite loss or gradient norm is seen, then 0.0 for good (a device scalar).
     healthy: Tensor,
-    /// Updates applied, counted on the device (= `steps` while healthy).
+    /// Updates applied, counted on the device (= `steps` while healthy): the fused kernel's step.
     applied: Tensor,
-    /// Optimizer steps taken (for bias correction).
+    /// Optimizer steps taken.
     pub steps: i64,
+    pub kernel: Kernel,
+}
+
+/// How the update runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernel {
+    /// libtorch's fused AdamW: one pass over parameters, gradients and moments.
+    Fused,
+    /// About ten in-place whole-buffer tch kernels (the fallback, and a check on the fused one).
+    InPlace,
+}
+
+mod ffi {
+    use std::ffi::{c_char, c_void};
+    extern "C" {
+        /// csrc/fused_adamw.cpp; tensors are tch handles (`at::Tensor*`).
+        #[allow(clippy::too_many_arguments)]
+        pub fn condenser_fused_adamw(
+            param: *const c_void,
+            grad: *const c_void,
+            exp_avg: *const c_void,
+            exp_avg_sq: *const c_void,
+            step: *const c_void,
+            lr: f64,
+            beta1: f64,
+            beta2: f64,
+            weight_decay: f64,
+            eps: f64,
+            found_inf: *const c_void,
+        ) -> *mut c_char;
+        pub fn condenser_free_error(message: *mut c_char);
+    }
 }
 
 impl AdamW {
@@ -108,8 +142,9 @@ impl AdamW {
             flat,
             grad,
             healthy: Tensor::ones([], opts),
-            applied: Tensor::zeros([], (Kind::Int64, device)),
+            applied: Tensor::zeros([], opts),
             steps: 0,
+            kernel: Kernel::Fused,
         }
     }
 
@@ -157,50 +192,114 @@ impl AdamW {
             } else {
                 Tensor::ones([], (Kind::Float, total.device()))
             };
-            // Non-finite gradients become 0 so that a zero-weight update below stays finite.
-            let coef = coef.nan_to_num(0.0, 0.0, 0.0) * &self.healthy;
-            let _ = self.grad.nan_to_num_(0.0, 0.0, 0.0);
             let _ = self.grad.g_mul_(&coef);
             total
         })
     }
 
-    /// One AdamW update at learning rate `lr`, applied only while healthy. Every kernel works in place
-    /// on a whole buffer (no temporaries: on the CPU each would be a fresh, page-faulting allocation),
-    /// and the gradient buffer serves as scratch, so the step consumes the gradients and leaves them 0.
+    /// One AdamW update at learning rate `lr`, applied only while healthy. It consumes the gradients:
+    /// they are 0 afterwards.
     pub fn step(&mut self, lr: f64, cfg: &OptimConfig) {
         self.steps += 1;
+        tch::no_grad(|| {
+            self.applied += &self.healthy;
+            if self.kernel == Kernel::Fused {
+                match self.fused_step(lr, cfg) {
+                    Ok(()) => {
+                        let _ = self.grad.zero_();
+                        return;
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "libtorch's fused AdamW failed ({e}); using the in-place kernels"
+                        );
+                        self.kernel = Kernel::InPlace;
+                    }
+                }
+            }
+            self.in_place_step(lr, cfg);
+        });
+    }
+
+    /// The fused kernel once per weight-decay group; `found_inf` = 1 - healthy skips it on the device.
+    fn fused_step(&mut self, lr: f64, cfg: &OptimConfig) -> Result<(), String> {
+        let skip: Tensor = 1.0 - &self.healthy;
+        let total = self.flat.size()[0];
+        for (start, len, decay) in [
+            (0, self.n_decay, cfg.weight_decay),
+            (self.n_decay, total - self.n_decay, 0.0),
+        ] {
+            if len == 0 {
+                continue;
+            }
+            let part = |t: &Tensor| t.narrow(0, start, len);
+            let (p, g, m, v) = (
+                part(&self.flat),
+                part(&self.grad),
+                part(&self.exp_avg),
+                part(&self.exp_avg_sq),
+            );
+            // SAFETY: every pointer is a live tch tensor handle (`at::Tensor*`) for the whole call; the
+            // shim catches C++ exceptions and returns them as a malloc'd message, freed here.
+            let err = unsafe {
+                ffi::condenser_fused_adamw(
+                    p.as_ptr().cast(),
+                    g.as_ptr().cast(),
+                    m.as_ptr().cast(),
+                    v.as_ptr().cast(),
+                    self.applied.as_ptr().cast(),
+                    lr,
+                    cfg.beta1,
+                    cfg.beta2,
+                    decay,
+                    cfg.eps,
+                    skip.as_ptr().cast(),
+                )
+            };
+            if !err.is_null() {
+                let msg = unsafe { std::ffi::CStr::from_ptr(err) }
+                    .to_string_lossy()
+                    .into_owned();
+                unsafe { ffi::condenser_free_error(err) };
+                return Err(msg);
+            }
+        }
+        Ok(())
+    }
+
+    /// The same update as about ten in-place kernels over whole buffers (no temporaries: on the CPU each
+    /// would be a fresh, page-faulting allocation); the gradient buffer is the scratch space.
+    fn in_place_step(&mut self, lr: f64, cfg: &OptimConfig) {
         let t = self.steps as f64;
         let bc1 = 1.0 - cfg.beta1.powf(t);
         let bc2 = 1.0 - cfg.beta2.powf(t);
-        tch::no_grad(|| {
-            let on = &self.healthy;
-            let mut g = self.grad.shallow_clone();
-            // m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) g^2, as lerps whose weight is 0 when off.
-            let _ = self.exp_avg.lerp_tensor_(&g, &(on * (1.0 - cfg.beta1)));
-            let _ = g.square_();
-            let _ = self.exp_avg_sq.lerp_tensor_(&g, &(on * (1.0 - cfg.beta2)));
-            let lr_on = on * lr;
-            if cfg.weight_decay > 0.0 && self.n_decay > 0 {
-                let mut decayed = self.flat.narrow(0, 0, self.n_decay);
-                let _ = decayed.g_mul_(&(1.0 - &lr_on * cfg.weight_decay));
-            }
-            // p -= lr (m / bc1) / (sqrt(v / bc2) + eps), written as p += m / d with
-            // d = -(bc1 / (lr sqrt(bc2))) (sqrt(v) + eps sqrt(bc2)): lr = 0 (or off) makes d infinite
-            // and the update 0.
-            let _ = self.exp_avg_sq.sqrt_out(&g);
-            let _ = g.g_add_scalar_(cfg.eps * bc2.sqrt());
-            let _ = g.g_mul_(&(-bc1 / (&lr_on * bc2.sqrt())));
-            let _ = self.flat.addcdiv_(&self.exp_avg, &g);
-            let _ = g.zero_();
-            self.applied += on.to_kind(Kind::Int64);
-        });
+        let on = &self.healthy;
+        let mut g = self.grad.shallow_clone();
+        // Non-finite gradients become 0 so that the zero-weight update of a skipped step stays finite.
+        let _ = g.nan_to_num_(0.0, 0.0, 0.0);
+        // m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) g^2, as lerps whose weight is 0 when off.
+        let _ = self.exp_avg.lerp_tensor_(&g, &(on * (1.0 - cfg.beta1)));
+        let _ = g.square_();
+        let _ = self.exp_avg_sq.lerp_tensor_(&g, &(on * (1.0 - cfg.beta2)));
+        let lr_on = on * lr;
+        if cfg.weight_decay > 0.0 && self.n_decay > 0 {
+            let mut decayed = self.flat.narrow(0, 0, self.n_decay);
+            let _ = decayed.g_mul_(&(1.0 - &lr_on * cfg.weight_decay));
+        }
+        // p -= lr (m / bc1) / (sqrt(v / bc2) + eps), written as p += m / d with
+        // d = -(bc1 / (lr sqrt(bc2))) (sqrt(v) + eps sqrt(bc2)): lr = 0 (or off) makes d infinite
+        // and the update 0.
+        let _ = self.exp_avg_sq.sqrt_out(&g);
+        let _ = g.g_add_scalar_(cfg.eps * bc2.sqrt());
+        let _ = g.g_mul_(&(-bc1 / (&lr_on * bc2.sqrt())));
+        let _ = self.flat.addcdiv_(&self.exp_avg, &g);
+        let _ = g.zero_();
     }
 
     /// None while every step so far was finite; else the updates applied before the first non-finite
     /// step (the weights and moments are still those). Reads two scalars: a host sync.
     pub fn diverged(&self) -> Option<i64> {
-        (self.healthy.double_value(&[]) == 0.0).then(|| self.applied.int64_value(&[]))
+        (self.healthy.double_value(&[]) == 0.0).then(|| self.applied.double_value(&[]) as i64)
     }
 }
 
@@ -289,10 +388,17 @@ mod tests {
         h.matmul(&p["c.weight"]).square().sum(Kind::Float)
     }
 
-    /// The flat-buffer optimizer against torch.optim.AdamW's per-parameter loop written out plainly
-    /// (clip_grad_norm_, then decay, moments, bias-corrected update), over three steps with clipping.
+    /// The flat-buffer optimizer, with each kernel, against torch.optim.AdamW's per-parameter loop
+    /// written out plainly (clip_grad_norm_, then decay, moments, bias-corrected update), over three
+    /// steps with clipping.
     #[test]
     fn flat_buffers_match_the_per_parameter_update() {
+        for kernel in [Kernel::Fused, Kernel::InPlace] {
+            matches_the_per_parameter_update(kernel);
+        }
+    }
+
+    fn matches_the_per_parameter_update(kernel: Kernel) {
         let c = cfg(0.1);
         let ours = params();
         let mut opt = AdamW::new(
@@ -300,6 +406,7 @@ mod tests {
                 .map(|(n, t)| (n.clone(), t.shallow_clone()))
                 .collect(),
         );
+        opt.kernel = kernel;
         let theirs = params();
         let mut m: BTreeMap<_, _> = theirs
             .iter()
@@ -344,9 +451,10 @@ mod tests {
                 }
             });
         }
+        assert_eq!(opt.kernel, kernel, "no fallback");
         for (name, p) in &ours {
             let diff = (p - &theirs[name]).abs().max().double_value(&[]);
-            assert!(diff < 1e-5, "{name}: max abs diff {diff}");
+            assert!(diff < 1e-5, "{kernel:?}: {name}: max abs diff {diff}");
         }
         for (key, t) in opt.moments() {
             let (prefix, name) = key.split_once('.').unwrap();
@@ -356,7 +464,7 @@ mod tests {
                 &v[name]
             };
             let diff = (&t - want).abs().max().double_value(&[]);
-            assert!(diff < 1e-6, "{key}: max abs diff {diff}");
+            assert!(diff < 1e-6, "{kernel:?}: {key}: max abs diff {diff}");
         }
         assert_eq!(opt.diverged(), None);
     }
@@ -364,12 +472,19 @@ mod tests {
     /// A NaN loss is caught on the device: this and every later update is skipped.
     #[test]
     fn a_non_finite_step_leaves_weights_and_moments_alone() {
+        for kernel in [Kernel::Fused, Kernel::InPlace] {
+            skips_non_finite_steps(kernel);
+        }
+    }
+
+    fn skips_non_finite_steps(kernel: Kernel) {
         let ours = params();
         let mut opt = AdamW::new(
             ours.iter()
                 .map(|(n, t)| (n.clone(), t.shallow_clone()))
                 .collect(),
         );
+        opt.kernel = kernel;
         let x = wavy(&[5, 3], 0.3);
         let good = loss_of(&ours, &x);
         good.backward();
@@ -397,5 +512,11 @@ mod tests {
         }
         assert_eq!(opt.diverged(), Some(1));
         assert_eq!(opt.steps, 3);
+        assert_eq!(opt.kernel, kernel, "no fallback");
+        let g = ours["a.bias"].grad();
+        assert!(
+            g.abs().max().double_value(&[]) == 0.0,
+            "the gradients are consumed"
+        );
     }
 }
