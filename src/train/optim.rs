@@ -148,11 +148,6 @@ impl AdamW {
         }
     }
 
-    /// (name, parameter) in buffer order.
-    pub fn parameters(&self) -> impl Iterator<Item = (&str, &Tensor)> {
-        self.params.iter().map(|(n, p, _, _)| (n.as_str(), p))
-    }
-
     /// The moments as `exp_avg.NAME` / `exp_avg_sq.NAME` views (for checkpoints: write them, or copy
     /// into them).
     pub fn moments(&self) -> Vec<(String, Tensor)> {

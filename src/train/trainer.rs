@@ -112,8 +112,8 @@ fn epoch_examples(dir: &Path, m: &Manifest, cfg: &TrainConfig) -> Result<u64> {
 type SaveFn<'a> = dyn Fn(&Path, &AdamW, u64, Cursor) -> Result<()> + 'a;
 
 /// Reads the optimizer's device-side health flag (a host sync, so only when logging or saving). After
-/// a non-finite step it writes the last good state (weights, moments, step and data position before
-/// that step; every later update was skipped) as a checkpoint and fails the run.
+/// a non-finite step it writes the state before that step (weights, moments, step and data position;
+/// that update and every later one were skipped) as a checkpoint and fails the run.
 fn stop_if_diverged(
     opt: &mut AdamW,
     unchecked: &mut Vec<(u64, Cursor)>,
