@@ -378,6 +378,17 @@ mod tests {
         .collect()
     }
 
+    /// An optimizer over `ps` (shared with the caller) running `kernel`.
+    fn optimizer(ps: &BTreeMap<String, Tensor>, kernel: Kernel) -> AdamW {
+        let mut opt = AdamW::new(
+            ps.iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+        );
+        opt.kernel = kernel;
+        opt
+    }
+
     fn loss_of(p: &BTreeMap<String, Tensor>, x: &Tensor) -> Tensor {
         let h = (x.matmul(&p["a.weight"]) + &p["a.bias"]).tanh() * &p["b.LayerNorm.weight"];
         h.matmul(&p["c.weight"]).square().sum(Kind::Float)
@@ -396,12 +407,7 @@ mod tests {
     fn matches_the_per_parameter_update(kernel: Kernel) {
         let c = cfg(0.1);
         let ours = params();
-        let mut opt = AdamW::new(
-            ours.iter()
-                .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                .collect(),
-        );
-        opt.kernel = kernel;
+        let mut opt = optimizer(&ours, kernel);
         let theirs = params();
         let mut m: BTreeMap<_, _> = theirs
             .iter()
@@ -474,12 +480,7 @@ mod tests {
 
     fn skips_non_finite_steps(kernel: Kernel) {
         let ours = params();
-        let mut opt = AdamW::new(
-            ours.iter()
-                .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                .collect(),
-        );
-        opt.kernel = kernel;
+        let mut opt = optimizer(&ours, kernel);
         let x = wavy(&[5, 3], 0.3);
         let good = loss_of(&ours, &x);
         good.backward();
