@@ -220,13 +220,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         let start = Instant::now();
         let t0 = Instant::now();
         let host = match &loader {
-            Some(l) => loop {
-                match l.rx.recv()? {
-                    crate::train::loader::Msg::Batch { batch, .. } => break batch,
-                    crate::train::loader::Msg::Error(e) => return Err(e),
-                    _ => {}
-                }
-            },
+            Some(l) => next_batch(l)?,
             None => batches[step % batches.len()].clone(),
         };
         let b = DeviceBatch::new(&host, device);
@@ -300,39 +294,44 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         args.seq
     );
     let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
-    let work = if args.breakdown {
-        "forward"
+    let step_ms = 1e3 * secs / args.steps as f64;
+    let label = crate::device::device_label(device);
+    if args.breakdown {
+        // Each phase ends with a device sync, so its share is device time.
+        let work = match args.case {
+            Case::Condenser => format!("forward {:.1}%, backward {:.1}%", pct(t_fwd), pct(t_bwd)),
+            Case::Cocondenser => format!("forward+backward (both passes) {:.1}%", pct(t_fwd)),
+        };
+        eprintln!(
+            "breakdown ({label}, synced between phases): data {:.1}%, {work}, optimizer {:.1}% of {step_ms:.1} ms/step",
+            pct(t_data),
+            pct(t_opt),
+        );
     } else {
-        "forward+backward"
-    };
-    eprintln!(
-        "breakdown ({}): data {:.1}%, {work} {:.1}%{}, optimizer {:.1}% of {:.1} ms/step; host issued a step in {:.1} ms",
-        crate::device::device_label(device),
-        pct(t_data),
-        pct(t_fwd),
-        if args.breakdown {
-            format!(", backward {:.1}%", pct(t_bwd))
-        } else {
-            String::new()
-        },
-        pct(t_opt),
-        1e3 * secs / args.steps as f64,
-        1e3 * t_host.as_secs_f64() / args.steps as f64
-    );
+        // Unsynced, the phases' host times say nothing about the device; the host's issue time does.
+        eprintln!(
+            "{label}: data wait {:.1}% of {step_ms:.1} ms/step; the host issued a step in {:.1} ms (--breakdown splits forward, backward and optimizer)",
+            pct(t_data),
+            1e3 * t_host.as_secs_f64() / args.steps as f64
+        );
+    }
     Ok(())
+}
+
+/// The next batch from the loader (epoch ends pass by).
+fn next_batch(l: &crate::train::loader::Loader) -> Result<Batch> {
+    loop {
+        match l.rx.recv()? {
+            crate::train::loader::Msg::Batch { batch, .. } => return Ok(batch),
+            crate::train::loader::Msg::Error(e) => return Err(e),
+            _ => {}
+        }
+    }
 }
 
 /// Batches per second the loader produces when nothing waits for the device.
 fn time_loader(l: &crate::train::loader::Loader, args: &BenchTrainArgs) -> Result<()> {
-    let next = || -> Result<Batch> {
-        loop {
-            match l.rx.recv()? {
-                crate::train::loader::Msg::Batch { batch, .. } => return Ok(batch),
-                crate::train::loader::Msg::Error(e) => return Err(e),
-                _ => {}
-            }
-        }
-    };
+    let next = || next_batch(l);
     for _ in 0..args.warmup {
         next()?;
     }
