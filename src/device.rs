@@ -102,17 +102,22 @@ pub fn cuda_device_names() -> Vec<String> {
         .collect()
 }
 
+/// A CUDA runtime function, found in the global namespace where libtorch_cuda (RTLD_GLOBAL) put it.
+fn cuda_runtime_symbol(name: &str) -> Option<*mut libc::c_void> {
+    let sym = CString::new(name).ok()?;
+    // SAFETY: looking a symbol up in the global namespace.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, sym.as_ptr()) };
+    (!f.is_null()).then_some(f)
+}
+
 fn cuda_device_name(index: c_int) -> Option<String> {
     type GetProps = unsafe extern "C" fn(*mut u8, c_int) -> c_int;
     // cudaDeviceProp starts with `char name[256]`; the struct is about 1 KB, the buffer is generous so a
     // newer runtime's larger struct still fits.
     for symbol in ["cudaGetDeviceProperties_v2", "cudaGetDeviceProperties"] {
-        let sym = CString::new(symbol).ok()?;
-        // SAFETY: looking a symbol up in the global namespace.
-        let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, sym.as_ptr()) };
-        if f.is_null() {
+        let Some(f) = cuda_runtime_symbol(symbol) else {
             continue;
-        }
+        };
         let mut props = vec![0u8; 16 * 1024];
         // SAFETY: the symbol is the CUDA runtime's cudaGetDeviceProperties with this signature.
         let rc = unsafe {
@@ -137,12 +142,7 @@ pub fn cuda_memory_used() -> Option<u64> {
         return None;
     }
     type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> c_int;
-    let sym = CString::new("cudaMemGetInfo").ok()?;
-    // SAFETY: looking a symbol up in the global namespace.
-    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, sym.as_ptr()) };
-    if f.is_null() {
-        return None;
-    }
+    let f = cuda_runtime_symbol("cudaMemGetInfo")?;
     let (mut free, mut total) = (0usize, 0usize);
     // SAFETY: the symbol is the CUDA runtime's cudaMemGetInfo(size_t *free, size_t *total).
     let rc =
