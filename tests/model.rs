@@ -178,6 +178,23 @@ fn a_saved_checkpoint_loads_in_transformers_with_the_same_cls() {
     );
 }
 
+/// The gradient cache keeps every chunk's [CLS] until its last chunk: a view of the (B, T, H) last
+/// layer would keep that whole layer alive per chunk, so memory would grow with the batch.
+#[test]
+fn cls_is_a_compact_copy_not_a_view_of_the_last_layer() {
+    let e = expected();
+    let m = load_tiny();
+    let (ids, mask) = (&e["input_ids"], &e["attention_mask"]);
+    assert!(ids.size()[0] >= 2 && ids.size()[1] >= 2, "needs B, T >= 2");
+    let cls = tch::no_grad(|| {
+        m.model
+            .cls(ids, &Mask::detect(mask), Ctx::eval(Kind::Float))
+    });
+    assert_eq!(cls.size(), [ids.size()[0], m.model.config.hidden_size]);
+    assert!(cls.is_contiguous());
+    assert_eq!(cls.stride(), [m.model.config.hidden_size, 1]);
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {

@@ -108,11 +108,14 @@ impl Condenser {
         })
     }
 
-    /// Last-layer [CLS] (B, H): the representation, backbone only.
+    /// Last-layer [CLS] (B, H): the representation, backbone only. A compact copy, not a view: a view
+    /// would keep the whole (B, T, H) last layer alive while the caller holds it, and the gradient
+    /// cache holds every chunk's until the last (memory would grow with 2B instead of the chunk).
     pub fn cls(&self, input_ids: &Tensor, mask: &Mask, ctx: Ctx) -> Tensor {
         self.bert
             .last_hidden(input_ids, mask.as_ref(), ctx)
             .select(1, 0)
+            .contiguous()
     }
 
     /// MLM cross-entropy (mean over labelled positions) of `hidden` (B, T, H). Logits are computed only
