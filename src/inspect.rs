@@ -220,11 +220,11 @@ pub fn run(args: InspectArgs) -> Result<()> {
         .tokenizer
         .clone()
         .or_else(|| {
-            source
-                .manifest
-                .as_ref()
-                .map(|(_, m)| PathBuf::from(&m.tokenizer.path))
-                .filter(|p| p.exists())
+            let (dir, m) = source.manifest.as_ref()?;
+            m.tokenizer
+                .locate(dir)
+                .map_err(|e| log::warn!("{e:#}; falling back to the default tokenizer"))
+                .ok()
         })
         .unwrap_or_else(crate::paths::default_tokenizer);
     let tokenizer = crate::tokenizer::load(&tok_path).ok();

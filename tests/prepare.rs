@@ -168,7 +168,9 @@ fn kill_9_then_rerun_equals_an_uninterrupted_run() {
                         .unwrap_or_else(|e| panic!("{name} incomplete after kill at {k}: {e:#}"));
                 } else {
                     assert!(
-                        name == "manifest.json" || name.starts_with('.'),
+                        name == "manifest.json"
+                            || name == "tokenizer.json"
+                            || name.starts_with('.'),
                         "unexpected {name}"
                     );
                 }
@@ -346,6 +348,11 @@ fn partitions_merged_hold_exactly_the_unpartitioned_documents() {
         }
         let o = run(&["prepare", "--merge", "--out", parts.to_str().unwrap()]);
         assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            std::fs::read(parts.join("tokenizer.json")).unwrap(),
+            std::fs::read(whole.join("tokenizer.json")).unwrap(),
+            "{label}: the merged folder keeps the tokenizer copy"
+        );
         let (mw, mp) = (manifest(&whole), manifest(&parts));
         for key in ["documents", "spans", "tokens"] {
             assert_eq!(mw["totals"][key], mp["totals"][key], "{label}: {key}");
@@ -526,4 +533,54 @@ fn resume_does_not_reread_finished_inputs() {
     let o = prepare(&[a.clone(), b.clone()], &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(output_files(&out), output_files(&reference));
+}
+
+/// A prepared folder keeps a copy of its tokenizer: moved away from the file it was made with (say,
+/// to the GPU machine), it still feeds the trainer's loader; a copy with other contents is refused.
+#[test]
+fn a_moved_folder_still_has_its_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok.json");
+    std::fs::copy(data("minilm/tokenizer.json"), &tok).unwrap();
+    let inputs = vec![write_jsonl(dir.path(), "a.jsonl", 200, 7)
+        .display()
+        .to_string()];
+    let out = dir.path().join("out");
+    let o = prepare(&inputs, &out, &["--tokenizer", tok.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(out.join("tokenizer.json")).unwrap(),
+        std::fs::read(&tok).unwrap()
+    );
+    std::fs::remove_file(&tok).unwrap();
+    let moved = dir.path().join("moved");
+    std::fs::rename(&out, &moved).unwrap();
+    let load = || {
+        run(&[
+            "bench",
+            "train",
+            "--tiny",
+            "--device",
+            "cpu",
+            "--loader-only",
+            "--batch",
+            "8",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--data",
+            moved.to_str().unwrap(),
+        ])
+    };
+    let o = load();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(moved.join("tokenizer.json"), b"{}").unwrap();
+    let o = load();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("tokenizer.json (other contents)") && err.contains("tok.json (missing)"),
+        "{err}"
+    );
 }

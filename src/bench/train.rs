@@ -135,7 +135,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         Some(dir) => {
             let m = crate::shards::Manifest::load(dir)?
                 .ok_or_else(|| anyhow::anyhow!("{}: no manifest.json", dir.display()))?;
-            let tok = crate::tokenizer::load(std::path::Path::new(&m.tokenizer.path))?;
+            let tok = crate::tokenizer::load(&m.tokenizer.locate(dir)?)?;
             let mut data = TrainConfig::default().data;
             data.max_len = args.seq;
             data.shuffle_buffer = 10_000;

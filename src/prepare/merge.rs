@@ -94,6 +94,13 @@ pub fn merge(out: &Path) -> Result<()> {
         }
     }
     merged.complete = true;
+    // The tokenizer copy goes up beside the merged manifest (every part holds the same one).
+    match first.tokenizer.locate(&out.join(&parts[0].3)) {
+        Ok(tok) => {
+            crate::shards::manifest::store_tokenizer_copy(out, &tok, &first.tokenizer.sha256)?
+        }
+        Err(e) => log::warn!("{e:#}; the merged folder has no tokenizer copy"),
+    }
     merged.store(out)?;
     log::info!(
         "merged {} partitions: {} documents in {} shards into {}",

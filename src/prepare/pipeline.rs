@@ -24,9 +24,10 @@ use super::segment::{SegmentConfig, Segmented, Segmenter};
 use super::OnError;
 use crate::corpus::{self, Input, Item, ReadOptions, Skip};
 use crate::shards::manifest::{
-    InputStats, Manifest, Settings, ShardEntry, TokenizerInfo, Totals, FORMAT_VERSION,
+    sha256_file, store_tokenizer_copy, InputStats, Manifest, Settings, ShardEntry, TokenizerInfo,
+    Totals, FORMAT_VERSION,
 };
-use crate::shards::writer::{hex, ShardWriter};
+use crate::shards::writer::ShardWriter;
 use crate::shards::WriterConfig;
 
 /// Everything a prepare run needs, resolved from the command line.
@@ -80,12 +81,6 @@ pub fn shard_file_name(index: usize) -> String {
     format!("shard-{index:05}.parquet")
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(hex(&Sha256::digest(&bytes)))
-}
-
 /// Runs prepare; returns the final manifest.
 pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
     let started = Instant::now();
@@ -119,6 +114,8 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
     let mut manifest = match Manifest::load(&cfg.out)? {
         Some(m) if m.settings == settings && m.tokenizer.sha256 == tokenizer_info.sha256 => {
             if m.complete {
+                // A folder from before the copy existed gets one.
+                store_tokenizer_copy(&cfg.out, &cfg.tokenizer, &m.tokenizer.sha256)?;
                 log::info!("{}: already complete ({} shards); nothing to do", cfg.out.display(), m.shards.len());
                 if cfg.print_shards {
                     print_shards(&cfg.out, &m.shards)?;
@@ -156,6 +153,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         },
     };
     remove_stale_files(&cfg.out, &manifest)?;
+    store_tokenizer_copy(&cfg.out, &cfg.tokenizer, &manifest.tokenizer.sha256)?;
     if cfg.print_shards {
         print_shards(&cfg.out, &manifest.shards)?;
     }

@@ -19,6 +19,9 @@ use crate::tokenizer::SpecialIds;
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const FILE_NAME: &str = "manifest.json";
+/// The copy of the tokenizer that `prepare` keeps beside the manifest: a prepared folder stays usable
+/// when it moves to another machine (say, the GPU box) without the file it was made from.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -55,6 +58,59 @@ pub struct TokenizerInfo {
     pub sha256: String,
     pub vocab_size: u32,
     pub special_ids: SpecialIds,
+}
+
+impl TokenizerInfo {
+    /// The tokenizer these shards were made with: the copy in `dir` (the manifest's folder), else
+    /// the file `prepare` read. Only a file with the recorded SHA-256 counts: another vocabulary
+    /// would mask and pair word pieces by the wrong ids.
+    pub fn locate(&self, dir: &Path) -> Result<std::path::PathBuf> {
+        let mut tried = Vec::new();
+        for candidate in [
+            dir.join(TOKENIZER_FILE),
+            std::path::PathBuf::from(&self.path),
+        ] {
+            if !candidate.is_file() {
+                tried.push(format!("{} (missing)", candidate.display()));
+                continue;
+            }
+            if sha256_file(&candidate)? == self.sha256 {
+                return Ok(candidate);
+            }
+            tried.push(format!("{} (other contents)", candidate.display()));
+        }
+        anyhow::bail!(
+            "{}: the tokenizer the shards were prepared with (sha256 {}) is not there: tried {}",
+            dir.display(),
+            self.sha256,
+            tried.join(", ")
+        )
+    }
+}
+
+/// SHA-256 of a whole file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(crate::shards::writer::hex(&Sha256::digest(&bytes)))
+}
+
+/// Puts a copy of `tokenizer` (whose hash is `sha256`) at `dir/tokenizer.json`, atomically, unless
+/// that copy is already there.
+pub fn store_tokenizer_copy(dir: &Path, tokenizer: &Path, sha256: &str) -> Result<()> {
+    let path = dir.join(TOKENIZER_FILE);
+    if path.is_file() && sha256_file(&path)? == sha256 {
+        return Ok(());
+    }
+    let tmp = dir.join(format!(".{TOKENIZER_FILE}.tmp"));
+    std::fs::copy(tokenizer, &tmp)
+        .with_context(|| format!("cannot copy {} to {}", tokenizer.display(), tmp.display()))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("{}: cannot sync", tmp.display()))?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    sync_dir(dir)
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -149,5 +205,54 @@ impl Manifest {
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
         sync_dir(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(path: &Path, sha256: String) -> TokenizerInfo {
+        TokenizerInfo {
+            path: path.display().to_string(),
+            sha256,
+            vocab_size: 3,
+            special_ids: SpecialIds {
+                pad: 0,
+                unk: 1,
+                cls: 2,
+                sep: 3,
+                mask: 4,
+            },
+        }
+    }
+
+    #[test]
+    fn locate_prefers_the_copy_then_the_recorded_file_and_checks_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shards, original) = (dir.path().join("shards"), dir.path().join("tok.json"));
+        std::fs::create_dir(&shards).unwrap();
+        std::fs::write(&original, b"{\"v\": 1}").unwrap();
+        let t = info(&original, sha256_file(&original).unwrap());
+        // No copy yet (a folder from before copies): the recorded file.
+        assert_eq!(t.locate(&shards).unwrap(), original);
+        store_tokenizer_copy(&shards, &original, &t.sha256).unwrap();
+        assert_eq!(t.locate(&shards).unwrap(), shards.join(TOKENIZER_FILE));
+        // The recorded file edited since, and the copy gone: nothing matches.
+        std::fs::write(&original, b"{\"v\": 2}").unwrap();
+        std::fs::remove_file(shards.join(TOKENIZER_FILE)).unwrap();
+        let err = format!("{:#}", t.locate(&shards).unwrap_err());
+        assert!(
+            err.contains("(missing)") && err.contains("tok.json (other contents)"),
+            "{err}"
+        );
+        // A stale copy is replaced by the next store.
+        std::fs::write(shards.join(TOKENIZER_FILE), b"stale").unwrap();
+        let fresh = info(&original, sha256_file(&original).unwrap());
+        store_tokenizer_copy(&shards, &original, &fresh.sha256).unwrap();
+        assert_eq!(
+            std::fs::read(shards.join(TOKENIZER_FILE)).unwrap(),
+            b"{\"v\": 2}"
+        );
     }
 }

@@ -236,10 +236,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .tokenizer
         .clone()
         .or_else(|| {
-            manifest
-                .as_ref()
-                .map(|(_, m)| PathBuf::from(&m.tokenizer.path))
-                .filter(|p| p.exists())
+            let (dir, m) = manifest.as_ref()?;
+            m.tokenizer
+                .locate(dir)
+                .map_err(|e| log::warn!("{e:#}; falling back to the warm start's tokenizer"))
+                .ok()
         })
         .or_else(|| Some(init.join(hf::TOKENIZER_FILE)).filter(|p| p.exists()))
         .unwrap_or_else(crate::paths::default_tokenizer);
