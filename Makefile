@@ -1,5 +1,5 @@
 # The two entry points of the README: `make demo` and `make test`. Both run the set-up first.
-.PHONY: setup build demo test fmt
+.PHONY: setup build demo test fmt gpu-kit
 
 setup:
 	bash pipelines/setup.sh
@@ -15,3 +15,7 @@ test: setup
 
 fmt:
 	cargo fmt --all
+
+# What one device-machine call of pipelines/gpu-bench.sh carries (target/gpu-kit/); see that script.
+gpu-kit: setup
+	bash pipelines/gpu-kit.sh

@@ -1,30 +1,31 @@
 #!/usr/bin/env bash
 # Training throughput on the device machine: our binary and the PyTorch reference at the same shapes, in
 # one call, on one card, then one comparison table. Builds nothing. NOT YET RUN ON A GPU (written in
-# sessions without one; the whole flow was dry-run on the 2-core CPU machine, see below, in 8 minutes).
-#   bash pipelines/gpu-bench.sh LOGDIR [SHARDS]
-# Needs: target/release/condenser (built on the CPU machine), the reference (REF, default bench-ref:
-# a copy of ../shared/bench, which the device tool does not carry: `cp -r ../shared/bench bench-ref`
-# first, and carry it), a torch with CUDA (its torch/lib goes on LD_LIBRARY_PATH, as
-# ../shared/GPU.md says), and optionally a prepared shard folder for the loader case (runs/demo/shards,
-# 4.5 MB). The release binary is 165 MB with its line tables, over the device tool's 64 MiB carry
-# limit: carry a stripped copy (18 MB). From the CPU machine:
-#   cargo build --release && strip -o target/condenser-gpu target/release/condenser
-#   cp -r ../shared/bench bench-ref
-#   device run  command: BIN=target/condenser-gpu bash pipelines/gpu-bench.sh $OUT runs/demo/shards
-#               carry:   ["target/condenser-gpu", "runs/demo/shards", "bench-ref"]   timeout_s: 600
+# sessions without one; the whole flow was dry-run on the 2-core CPU machine, see below).
+#   bash pipelines/gpu-bench.sh OUTDIR
+# Runs from the kit `make gpu-kit` packs (KIT, default target/gpu-kit: the stripped binary, its commit,
+# the reference, the demo shards with their tokenizer), with a torch that has CUDA (its torch/lib goes on
+# LD_LIBRARY_PATH, as ../shared/GPU.md says). BIN, REF and SHARDS override the kit's parts.
+# From the CPU machine:
+#   make gpu-kit
+#   device run  command: bash pipelines/gpu-bench.sh $OUT   carry: ["target/gpu-kit"]   timeout_s: 600
+# OUTDIR gets table.txt, lines.txt and logs.tgz (every case's stdout and stderr, the card, `condenser
+# env`, the commit): the device tool brings back at most 8 files.
 # A dry run on a CPU machine (the flow and the table, not figures):
 #   PATH=.venv/bin:$PATH EXTRA="--tiny --device cpu --steps 1 --warmup 1" BUDGET=1200 \
-#     bash pipelines/gpu-bench.sh /tmp/gpu-bench-dry runs/demo/shards
+#     bash pipelines/gpu-bench.sh /tmp/gpu-bench-dry
 set -uo pipefail
 extra=${EXTRA:-}
-logs=${1:?usage: gpu-bench.sh LOGDIR [SHARDS]}
-shards=${2:-}
-ref=${REF:-bench-ref}
-mkdir -p "$logs"
+out=${1:?usage: gpu-bench.sh OUTDIR}
+kit=${KIT:-target/gpu-kit}
+bin=${BIN:-$kit/condenser}
+ref=${REF:-$kit/bench-ref}
+shards=${SHARDS:-$kit/shards}
+mkdir -p "$out"
+logs=$(mktemp -d)
 torch_lib=$(python3 -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
 export LD_LIBRARY_PATH="$torch_lib:${LD_LIBRARY_PATH:-}"
-bin=${BIN:-target/release/condenser}
+cat "$kit/commit.txt" 2>/dev/null | tee "$logs/commit.txt"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$logs/card.txt"
 "$bin" env | tee "$logs/env.txt"
 
@@ -50,17 +51,17 @@ run() { # name, command...
 run ref-condenser-eager     python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 $extra
 run ref-condenser-masked    python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 --masked-only $extra
 run ref-condenser-compile   python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 --masked-only --compile $extra
-run ours-condenser          "$bin" bench train --case condenser --seq 128 --batch 128 $extra
+run ours-condenser          "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 $extra
 run ref-condenser-512       python3 "$ref/bench_train.py" --cases condenser --seq 512 --batch 32 $extra
-run ours-condenser-512      "$bin" bench train --case condenser --seq 512 --batch 32 $extra
+run ours-condenser-512      "$bin" bench train --device cuda --case condenser --seq 512 --batch 32 $extra
 run ref-cocondenser-gc      python3 "$ref/bench_train.py" --cases cocondenser-gc --gc-chunk 128 --co-docs 256 $extra
-run ours-cocondenser-gc     "$bin" bench train --case cocondenser --batch 512 --gc-chunk 128 $extra
-run ours-cocondenser-2048   "$bin" bench train --case cocondenser --batch 2048 --gc-chunk 128 --steps 5 --warmup 2 $extra
-if [ -n "$shards" ]; then
-  run ours-shards           "$bin" bench train --case condenser --seq 128 --batch 128 --data "$shards" $extra
-  run ours-shards-grouped   "$bin" bench train --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 $extra
+run ours-cocondenser-gc     "$bin" bench train --device cuda --case cocondenser --batch 512 --gc-chunk 128 $extra
+run ours-cocondenser-2048   "$bin" bench train --device cuda --case cocondenser --batch 2048 --gc-chunk 128 --steps 5 --warmup 2 $extra
+if [ -f "$shards/manifest.json" ]; then
+  run ours-shards           "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" $extra
+  run ours-shards-grouped   "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 $extra
 fi
-run ours-breakdown          "$bin" bench train --case condenser --seq 128 --batch 128 --breakdown --steps 10 $extra
+run ours-breakdown          "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --breakdown --steps 10 $extra
 
 # The table: each of ours against its reference (ratios of sequences/s, or of real tokens/s for the
 # shards, where the reference is the compiled one fed the same spans padded to 128: its seq/s times our
@@ -90,10 +91,12 @@ for name in ["ours-shards", "ours-shards-grouped"]:
     ref = f("ref-condenser-compile", "seq/s")
     per = real / seqs if real and seqs else None
     line(f"{name[5:]} real tok/s", real, ref * per if ref and per else None, ">= 1.3 x compile, same spans")
-# Ours: cudaMemGetInfo after each step (the caching allocator's reserve + the CUDA context); the
+# Ours: cudaMemGetInfo after the timed steps (the caching allocator's reserve + the CUDA context); the
 # reference prints torch.cuda.max_memory_allocated (tensors only) in its .err log: not the same measure.
 for name in ["ours-condenser", "ours-cocondenser-gc", "ours-cocondenser-2048"]:
     mem = f(name, "peak_mem_gib")
     print(f"{name}: device memory in use {mem if mem is not None else '-'} GiB (driver view)")
 EOF
-echo "full logs in $logs" >&2
+cp "$logs/table.txt" "$logs/lines.txt" "$out/"
+tar -czf "$out/logs.tgz" -C "$logs" .
+echo "table.txt, lines.txt and logs.tgz (every case's output) in $out" >&2

@@ -202,7 +202,6 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     // Host time to issue a step (before waiting for the device): well under the step time when nothing
     // inside the step synchronises with the device.
     let mut t_host = Duration::ZERO;
-    let mut peak_mem: Option<u64> = None;
     for step in 0..args.warmup + args.steps {
         if step == args.warmup {
             sync(device);
@@ -261,9 +260,6 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         t_opt += t3.elapsed();
         if step >= args.warmup {
             t_host += start.elapsed();
-            if device != Device::Cpu {
-                peak_mem = peak_mem.max(crate::device::cuda_memory_used());
-            }
             tokens += host.rows * host.len;
             real += host.real_tokens;
             flops +=
@@ -272,6 +268,13 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     }
     sync(device);
     let secs = timing.elapsed().as_secs_f64();
+    // Read once, outside the timed steps: the caching allocator keeps what it reserved, so the memory
+    // in use at the end is the peak (plus the CUDA context).
+    let peak_mem = if device == Device::Cpu {
+        None
+    } else {
+        crate::device::cuda_memory_used()
+    };
     let rows = (args.batch * args.steps) as f64;
     let tflops = flops / secs / 1e12;
     let name = match (args.case, args.gc_chunk, &args.data) {
@@ -283,7 +286,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         .map(|b| format!(" peak_mem_gib={:.1}", b as f64 / (1u64 << 30) as f64))
         .unwrap_or_default();
     println!(
-        "ours {name} seq/s={:.1} tok/s={:.0} real_tok/s={:.0} tflops={:.2} mfu790={:.2}% step_ms={:.1} rows={} len={}{mem}",
+        "ours {name} seq/s={:.1} tok/s={:.0} real_tok/s={:.0} tflops={:.2} mfu790={:.2}% step_ms={:.1} rows={} len={}{mem} adamw={}",
         rows / secs,
         tokens as f64 / secs,
         real as f64 / secs,
@@ -291,7 +294,9 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         tflops / 790.0 * 100.0,
         1e3 * secs / args.steps as f64,
         args.batch,
-        args.seq
+        args.seq,
+        // The kernel that ran: the fused one falls back to the in-place kernels if libtorch refuses it.
+        clap::ValueEnum::to_possible_value(&opt.kernel).map_or_else(String::new, |v| v.get_name().to_string())
     );
     let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
     let step_ms = 1e3 * secs / args.steps as f64;
