@@ -239,7 +239,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let (dir, m) = manifest.as_ref()?;
             m.tokenizer
                 .locate(dir)
-                .map_err(|e| log::warn!("{e:#}; falling back to the warm start's tokenizer"))
+                .map_err(|e| {
+                    log::warn!(
+                        "{e:#}; falling back to the warm start's (else the default) tokenizer"
+                    )
+                })
                 .ok()
         })
         .or_else(|| Some(init.join(hf::TOKENIZER_FILE)).filter(|p| p.exists()))
