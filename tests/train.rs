@@ -28,16 +28,40 @@ fn shards(dir: &Path, docs: usize) -> PathBuf {
     out
 }
 
+/// `--data DATA FROM --out OUT`, a `--set` for each setting, then `extra`. FROM is `("--init", model)`
+/// for a fresh run or `("--resume", checkpoint)`.
+fn args(
+    data: &Path,
+    from: (&str, &Path),
+    out: &Path,
+    sets: &[&str],
+    extra: &[&str],
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "--data".into(),
+        data.display().to_string(),
+        from.0.into(),
+        from.1.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    for set in sets {
+        a.extend(["--set".to_string(), set.to_string()]);
+    }
+    a.extend(extra.iter().map(|e| e.to_string()));
+    a
+}
+
 /// `condenser train ARGS` on the tiny CPU model, whatever its exit status.
-fn try_train(args: &[&str]) -> std::process::Output {
+fn try_train(args: &[String]) -> std::process::Output {
     let mut all = vec!["train"];
-    all.extend(args);
+    all.extend(args.iter().map(String::as_str));
     all.extend(TINY);
     run(&all)
 }
 
 /// `condenser train ARGS`, which must succeed.
-fn train(args: &[&str]) -> std::process::Output {
+fn train(args: &[String]) -> std::process::Output {
     let o = try_train(args);
     assert!(o.status.success(), "train {args:?}: {}", stderr(&o));
     o
@@ -60,65 +84,37 @@ fn resume_is_bit_identical_for_both_stages() {
     let dir = tempfile::tempdir().unwrap();
     let data = shards(dir.path(), 600);
     let init = tiny_model(dir.path());
-    let d = data.to_str().unwrap();
-    for (stage, extra) in [
-        ("condenser", vec!["--set", "data.batch_size=8"]),
+    for (stage, stage_sets) in [
+        ("condenser", vec!["data.batch_size=8"]),
         (
             "cocondenser",
             vec![
-                "--set",
                 "stage=cocondenser",
-                "--set",
                 "data.batch_size=4",
-                "--set",
                 "loss.cache_chunk_size=3",
             ],
         ),
     ] {
         let straight = dir.path().join(format!("{stage}-straight"));
         let split = dir.path().join(format!("{stage}-split"));
-        let common = |out: &Path| {
-            let mut a: Vec<String> = [
-                "--data",
-                d,
-                "--init",
-                init.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--set",
-                "optim.max_steps=8",
-                "--set",
-                "run.log_every=1",
-                "--set",
-                "data.max_len=64",
-                "--set",
-                "data.shuffle_buffer=50",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            a.extend(extra.iter().map(|s| s.to_string()));
-            a
-        };
-        let a = common(&straight);
-        train(&a.iter().map(String::as_str).collect::<Vec<_>>());
-        let mut b = common(&split);
-        b.extend(["--stop-after".to_string(), "4".to_string()]);
-        let o = train(&b.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut sets = vec![
+            "optim.max_steps=8",
+            "run.log_every=1",
+            "data.max_len=64",
+            "data.shuffle_buffer=50",
+        ];
+        sets.extend(&stage_sets);
+        train(&args(&data, ("--init", &init), &straight, &sets, &[]));
+        let o = train(&args(
+            &data,
+            ("--init", &init),
+            &split,
+            &sets,
+            &["--stop-after", "4"],
+        ));
         let ckpt = split.join("checkpoint-4");
         assert_eq!(stdout(&o).trim(), ckpt.display().to_string());
-        let c: Vec<String> = [
-            "--data",
-            d,
-            "--resume",
-            ckpt.to_str().unwrap(),
-            "--out",
-            split.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        train(&c.iter().map(String::as_str).collect::<Vec<_>>());
+        train(&args(&data, ("--resume", &ckpt), &split, &[], &[]));
         for file in [
             "model.safetensors",
             "condenser_head.safetensors",
@@ -151,26 +147,20 @@ fn a_non_finite_step_stops_the_run_at_the_last_good_state() {
     let data = shards(dir.path(), 200);
     let init = tiny_model(dir.path());
     let out = dir.path().join("run");
-    let o = try_train(&[
-        "--data",
-        data.to_str().unwrap(),
-        "--init",
-        init.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--set",
-        "optim.max_steps=10",
-        "--set",
-        "optim.lr=1e30",
-        "--set",
-        "optim.warmup_ratio=0",
-        "--set",
-        "run.log_every=5",
-        "--set",
-        "data.batch_size=8",
-        "--set",
-        "data.max_len=64",
-    ]);
+    let o = try_train(&args(
+        &data,
+        ("--init", &init),
+        &out,
+        &[
+            "optim.max_steps=10",
+            "optim.lr=1e30",
+            "optim.warmup_ratio=0",
+            "run.log_every=5",
+            "data.batch_size=8",
+            "data.max_len=64",
+        ],
+        &[],
+    ));
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
@@ -214,26 +204,19 @@ fn the_epoch_length_counts_pairable_documents_less_the_held_out() {
     assert!(pairable > 20 && kept < pairable, "{pairable} {kept}");
     for (holdout, want) in [("0", pairable / 4), ("0.5", kept / 4)] {
         let out = dir.path().join(format!("run-{holdout}"));
-        let o = train(&[
-            "--data",
-            data.to_str().unwrap(),
-            "--init",
-            init.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--set",
-            "stage=cocondenser",
-            "--set",
-            "data.batch_size=4",
-            "--set",
-            "data.max_len=64",
-            "--set",
-            "optim.epochs=1",
-            "--set",
-            &format!("data.holdout_fraction={holdout}"),
-            "--stop-after",
-            "1",
-        ]);
+        let o = train(&args(
+            &data,
+            ("--init", &init),
+            &out,
+            &[
+                "stage=cocondenser",
+                "data.batch_size=4",
+                "data.max_len=64",
+                "optim.epochs=1",
+                &format!("data.holdout_fraction={holdout}"),
+            ],
+            &["--stop-after", "1"],
+        ));
         let state: serde_json::Value = serde_json::from_slice(
             &std::fs::read(out.join("checkpoint-1").join("trainer_state.json")).unwrap(),
         )
@@ -261,35 +244,16 @@ fn resume_refuses_a_different_data_order() {
     let data = shards(dir.path(), 100);
     let init = tiny_model(dir.path());
     let out = dir.path().join("run");
-    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
-    train(&[
-        "--data",
-        d,
-        "--init",
-        init.to_str().unwrap(),
-        "--out",
-        o,
-        "--set",
-        "optim.max_steps=4",
-        "--set",
-        "data.batch_size=4",
-        "--set",
-        "data.max_len=64",
-        "--stop-after",
-        "1",
-    ]);
+    train(&args(
+        &data,
+        ("--init", &init),
+        &out,
+        &["optim.max_steps=4", "data.batch_size=4", "data.max_len=64"],
+        &["--stop-after", "1"],
+    ));
     let ckpt = out.join("checkpoint-1");
     for change in ["data.batch_size=8", "data.group_by_length=5", "run.seed=7"] {
-        let r = try_train(&[
-            "--data",
-            d,
-            "--resume",
-            ckpt.to_str().unwrap(),
-            "--out",
-            o,
-            "--set",
-            change,
-        ]);
+        let r = try_train(&args(&data, ("--resume", &ckpt), &out, &[change], &[]));
         let key = change.split('=').next().unwrap();
         assert!(!r.status.success(), "{change}");
         assert!(
@@ -300,18 +264,13 @@ fn resume_refuses_a_different_data_order() {
     }
     // What does not touch the order may change: the learning rate, the precision (bf16 matrix work
     // on the CPU here: the trainer end to end in the CUDA path's precision).
-    train(&[
-        "--data",
-        d,
-        "--resume",
-        ckpt.to_str().unwrap(),
-        "--out",
-        o,
-        "--set",
-        "optim.lr=5e-5",
-        "--set",
-        "run.precision=bf16",
-    ]);
+    train(&args(
+        &data,
+        ("--resume", &ckpt),
+        &out,
+        &["optim.lr=5e-5", "run.precision=bf16"],
+        &[],
+    ));
 }
 
 #[test]
@@ -321,23 +280,18 @@ fn sigterm_finishes_the_step_and_checkpoints() {
     let init = tiny_model(dir.path());
     let out = dir.path().join("run");
     let child = condenser()
-        .args([
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--init",
-            init.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args([
-            "--set",
-            "optim.max_steps=100000",
-            "--set",
-            "run.log_every=1",
-            "--set",
-            "data.batch_size=4",
-        ])
+        .arg("train")
+        .args(args(
+            &data,
+            ("--init", &init),
+            &out,
+            &[
+                "optim.max_steps=100000",
+                "run.log_every=1",
+                "data.batch_size=4",
+            ],
+            &[],
+        ))
         .args(TINY)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -379,22 +333,18 @@ fn the_loss_falls_on_demo_text_and_the_checkpoint_loads_in_transformers() {
     assert!(o.status.success(), "{}", stderr(&o));
     let init = tiny_model(dir.path());
     let out = dir.path().join("run");
-    train(&[
-        "--data",
-        shards.to_str().unwrap(),
-        "--init",
-        init.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--set",
-        "optim.max_steps=60",
-        "--set",
-        "optim.lr=2e-3",
-        "--set",
-        "run.log_every=1",
-        "--set",
-        "data.batch_size=16",
-    ]);
+    train(&args(
+        &shards,
+        ("--init", &init),
+        &out,
+        &[
+            "optim.max_steps=60",
+            "optim.lr=2e-3",
+            "run.log_every=1",
+            "data.batch_size=16",
+        ],
+        &[],
+    ));
     let l: Vec<f64> = losses(&out).iter().map(|r| r.1).collect();
     let first: f64 = l[..5].iter().sum::<f64>() / 5.0;
     let last: f64 = l[l.len() - 5..].iter().sum::<f64>() / 5.0;
@@ -447,21 +397,17 @@ fn shards_of_another_vocabulary_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = shards(dir.path(), 50);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-condenser/model");
-    let o = run(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--init",
-        fixture.to_str().unwrap(),
-        "--out",
-        dir.path().join("r").to_str().unwrap(),
-        "--set",
-        "model.skip_from=2",
-        "--set",
-        "optim.max_steps=1",
-        "--device",
-        "cpu",
-    ]);
+    let o = condenser()
+        .arg("train")
+        .args(args(
+            &data,
+            ("--init", &fixture),
+            &dir.path().join("r"),
+            &["model.skip_from=2", "optim.max_steps=1"],
+            &["--device", "cpu"],
+        ))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("vocabulary of 30522 ids, the model has 99"),
