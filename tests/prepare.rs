@@ -18,8 +18,10 @@ fn corpus(dir: &Path) -> Vec<String> {
     ]
 }
 
-fn prepare(inputs: &[String], out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args: Vec<&str> = vec![
+/// `prepare --out OUT` with small shards and row groups (so a small corpus spans many), `inputs`, then
+/// `extra`.
+fn prepare_args(inputs: &[String], out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
         "prepare",
         "--out",
         out.to_str().unwrap(),
@@ -27,10 +29,20 @@ fn prepare(inputs: &[String], out: &Path, extra: &[&str]) -> std::process::Outpu
         "60KB",
         "--row-group-size",
         "20KB",
-    ];
-    args.extend(inputs.iter().map(String::as_str));
-    args.extend(extra);
-    run(&args)
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(inputs.iter().cloned());
+    args.extend(extra.iter().map(|e| e.to_string()));
+    args
+}
+
+fn prepare(inputs: &[String], out: &Path, extra: &[&str]) -> std::process::Output {
+    condenser()
+        .args(prepare_args(inputs, out, extra))
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -120,20 +132,7 @@ fn kill_9_then_rerun_equals_an_uninterrupted_run() {
     // Kill after the k-th shard line (k = 0: as soon as the process started).
     for k in [0usize, 1, 4, 9] {
         let out = dir.path().join(format!("killed-{k}"));
-        let mut args: Vec<String> = [
-            "prepare",
-            "--out",
-            out.to_str().unwrap(),
-            "--shard-size",
-            "60KB",
-            "--row-group-size",
-            "20KB",
-            "-q",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(inputs.iter().cloned());
+        let args = prepare_args(&inputs, &out, &["-q"]);
         let mut child = condenser()
             .args(&args)
             .stdout(Stdio::piped())
@@ -496,18 +495,7 @@ fn resume_does_not_reread_finished_inputs() {
         .success());
     let out = dir.path().join("cut");
     let mut child = condenser()
-        .args([
-            "prepare",
-            "-q",
-            "--out",
-            out.to_str().unwrap(),
-            "--shard-size",
-            "60KB",
-            "--row-group-size",
-            "20KB",
-            &a,
-            &b,
-        ])
+        .args(prepare_args(&[a.clone(), b.clone()], &out, &["-q"]))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
