@@ -115,7 +115,7 @@ impl AdamW {
                 let size = p.size();
                 let slot = flat.narrow(0, *at, *n).view(size.as_slice());
                 let mut s = slot.shallow_clone();
-                let _ = s.copy_(p);
+                s.copy_(p);
                 p.set_data(&slot);
             }
         });
@@ -130,7 +130,7 @@ impl AdamW {
             for (_, p, at, n) in &params {
                 let mut g = p.grad();
                 let mut slot = grad.narrow(0, *at, *n).view(p.size().as_slice());
-                let _ = slot.copy_(&g); // a gradient computed before the optimizer existed is kept
+                slot.copy_(&g); // a gradient computed before the optimizer existed is kept
                 let _ = g.set_source_tensor_(&slot);
             }
         });
