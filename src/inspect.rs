@@ -17,7 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::shards::manifest::Manifest;
-use crate::shards::schema::{shard_schema, NUM_TOKENS, SPANS};
+use crate::shards::schema::{is_shard_schema, NUM_TOKENS, SPANS};
 use crate::shards::writer::hex;
 
 #[derive(Debug, clap::Args)]
@@ -359,7 +359,7 @@ fn read_one<R: parquet::file::reader::ChunkReader + 'static>(
 ) -> Result<ShardCounts> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(source)
         .with_context(|| format!("{}: not a readable Parquet file", shard.display()))?;
-    if builder.schema().fields() != shard_schema().fields() {
+    if !is_shard_schema(builder.schema()) {
         bail!(
             "{}: schema is not the shard schema (schemas/shard.schema.json)",
             shard.display()

@@ -572,3 +572,256 @@ fn a_moved_folder_still_has_its_tokenizer() {
         "{err}"
     );
 }
+
+/// Issue 13, item 1: a JSON Lines file whose first line is long (a whole article) is JSON Lines, not
+/// the keyed-JSON format: every record is read, under `--on-error fail` too; a first line longer
+/// than `--max-record-bytes` is a counted skip, and the records after it are still read.
+#[test]
+fn a_long_first_jsonl_line_is_still_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(13);
+    let mut s = String::new();
+    let long = document(&mut rng, 400); // ~40 KB: past any fixed detection window
+    assert!(long.len() > 20_000);
+    s.push_str(
+        &serde_json::json!({"id": "a0", "title": "T", "text": long, "meta": {"k": 1}}).to_string(),
+    );
+    s.push('\n');
+    for i in 1..4 {
+        let text = document(&mut rng, 5);
+        s.push_str(&serde_json::json!({"id": format!("a{i}"), "text": text}).to_string());
+        s.push('\n');
+    }
+    let p = dir.path().join("long-first.jsonl");
+    std::fs::write(&p, &s).unwrap();
+    let input = vec![p.display().to_string()];
+    let out = dir.path().join("out");
+    let o = prepare(&input, &out, &["--on-error", "fail"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["inputs"][0]["format"], "jsonl", "{m}");
+    assert_eq!(m["totals"]["documents"], 4, "{m}");
+    // The same file with a record limit below the first line: that line is skipped, not decided on.
+    let out = dir.path().join("out-capped");
+    let o = prepare(&input, &out, &["--max-record-bytes", "10KB"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["inputs"][0]["format"], "jsonl", "{m}");
+    assert_eq!(m["inputs"][0]["skipped"]["record_too_large"], 1, "{m}");
+    assert_eq!(m["totals"]["documents"], 3, "{m}");
+}
+
+/// Issue 13, item 1: a keyed-JSON object whose values are not objects (JSON Lines read with
+/// `--format json`) is an error naming the file, not a corpus made of its field names; a keyed object
+/// on one line is still detected as such.
+#[test]
+fn keyed_json_values_must_be_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = write_jsonl(dir.path(), "records.jsonl", 5, 3)
+        .display()
+        .to_string();
+    let out = dir.path().join("out");
+    let o = prepare(
+        std::slice::from_ref(&jsonl),
+        &out,
+        &["--format", "json", "--on-error", "fail"],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&jsonl) && err.contains("not an object"),
+        "{err}"
+    );
+    let out = dir.path().join("out-skip");
+    let o = prepare(std::slice::from_ref(&jsonl), &out, &["--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["totals"]["documents"], 0, "{m}");
+    assert_eq!(m["inputs"][0]["skipped"]["malformed_json"], 1, "{m}");
+
+    let mut rng = Lcg(5);
+    let keyed = serde_json::json!({
+        "Alpha": {"title": "Alpha", "extract": document(&mut rng, 3)},
+        "Beta": {"title": "Beta", "extract": document(&mut rng, 3)},
+    });
+    let p = dir.path().join("summaries.json");
+    std::fs::write(&p, format!("{keyed}\n")).unwrap();
+    let out = dir.path().join("out-keyed");
+    let o = prepare(&[p.display().to_string()], &out, &["--on-error", "fail"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["inputs"][0]["format"], "json", "{m}");
+    assert_eq!(m["totals"]["documents"], 2, "{m}");
+}
+
+/// Issue 13, item 14: `--max-record-bytes` applies to every format, not only to lines: a wiki page,
+/// a keyed-JSON value (gzip) and a Parquet cell over the limit are counted skips and the records
+/// beside them are kept; `--on-error fail` stops on them.
+#[test]
+fn the_record_limit_applies_to_every_format() {
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(14);
+    let big = "Many words in one long page. ".repeat(10_000); // 290 KB
+    let small = document(&mut rng, 5);
+    let xml = format!(
+        "<mediawiki><page><title>Big</title><ns>0</ns><id>1</id><revision><text>{big}</text></revision></page>\n\
+         <page><title>Small</title><ns>0</ns><id>2</id><revision><text>{small}</text></revision></page></mediawiki>\n"
+    );
+    let wiki = dir.path().join("dump.xml");
+    std::fs::write(&wiki, xml).unwrap();
+    let keyed = dir.path().join("summaries.json.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let body = serde_json::json!({"Big": {"extract": big}, "Small": {"extract": small}});
+    gz.write_all(body.to_string().as_bytes()).unwrap();
+    std::fs::write(&keyed, gz.finish().unwrap()).unwrap();
+    let parquet = dir.path().join("cells.parquet");
+    let batch = RecordBatch::try_from_iter([
+        (
+            "id",
+            Arc::new(StringArray::from(vec!["p1", "p2"])) as ArrayRef,
+        ),
+        (
+            "text",
+            Arc::new(StringArray::from(vec![big.as_str(), small.as_str()])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&parquet).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let inputs: Vec<String> = [&wiki, &keyed, &parquet]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let out = dir.path().join("out");
+    let o = prepare(&inputs, &out, &["--max-record-bytes", "100KB"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    for (input, format) in m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(["wiki", "json", "parquet"])
+    {
+        assert_eq!(input["format"], format, "{input}");
+        assert_eq!(input["documents"], 1, "{input}");
+        assert_eq!(input["skipped"]["record_too_large"], 1, "{input}");
+    }
+    for input in &inputs {
+        let out = dir.path().join("out-fail");
+        let o = prepare(
+            std::slice::from_ref(input),
+            &out,
+            &[
+                "--max-record-bytes",
+                "100KB",
+                "--on-error",
+                "fail",
+                "--overwrite",
+            ],
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{input}: {err}");
+        assert!(err.contains("--max-record-bytes"), "{input}: {err}");
+    }
+}
+
+/// Issue 13: a truncated multi-stream bzip2 dump reports where the read failed, not "byte 0".
+#[test]
+fn a_truncated_multistream_bz2_dump_names_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(21);
+    let mut dump = Vec::new();
+    let mut stream = |text: &str| {
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(text.as_bytes()).unwrap();
+        dump.extend(bz.finish().unwrap());
+    };
+    stream("<mediawiki>\n");
+    for id in 1..=20 {
+        let text = document(&mut rng, 40);
+        stream(&format!(
+            "<page><title>P{id}</title><ns>0</ns><id>{id}</id><revision><text>{text}</text></revision></page>\n"
+        ));
+    }
+    stream("</mediawiki>\n");
+    let path = dir.path().join("dump.xml.bz2");
+    std::fs::write(&path, &dump[..dump.len() * 3 / 4]).unwrap();
+    let out = dir.path().join("out");
+    let o = prepare(&[path.display().to_string()], &out, &[]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let m = manifest(&out);
+    assert_eq!(m["inputs"][0]["skipped"]["read_error"], 1, "{m}");
+    assert!(m["totals"]["documents"].as_u64().unwrap() >= 10, "{m}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("dump.xml.bz2") && l.contains("byte"))
+        .unwrap_or_else(|| panic!("no position in:\n{err}"));
+    assert!(!line.contains("byte 0 "), "{line}");
+    assert!(
+        line.contains("after 1") || line.contains("page(s)"),
+        "{line}"
+    );
+}
+
+
+/// Issue 13: a shard written elsewhere (pyarrow) with the shard schema's types but the standard list
+/// field name `element` instead of arrow-rs's `item` is a shard: `read_shard` (train) and `inspect`
+/// open it.
+#[test]
+fn a_shard_with_element_list_fields_is_read() {
+    use arrow::array::{ArrayRef, Int32Array, ListArray, RecordBatch, StringArray};
+    use arrow::buffer::OffsetBuffer;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let ids = Int32Array::from(vec![101, 102, 103, 104, 105]);
+    let span = Arc::new(Field::new("element", DataType::Int32, false));
+    let spans = ListArray::new(
+        span.clone(),
+        OffsetBuffer::from_lengths([2, 3]),
+        Arc::new(ids),
+        None,
+    );
+    let doc = Arc::new(Field::new("element", DataType::List(span), false));
+    let docs = ListArray::new(
+        doc.clone(),
+        OffsetBuffer::from_lengths([2]),
+        Arc::new(spans),
+        None,
+    );
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("doc_id", DataType::Utf8, false),
+        Field::new("spans", DataType::List(doc), false),
+        Field::new("num_tokens", DataType::Int32, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["d1"])) as ArrayRef,
+            Arc::new(docs),
+            Arc::new(Int32Array::from(vec![5])),
+        ],
+    )
+    .unwrap();
+    let path = dir.path().join("shard-00000.parquet");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let rows = read_shard(&path, None).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].doc_id, "d1");
+    assert_eq!(rows[0].spans, [vec![101, 102], vec![103, 104, 105]]);
+    let o = run(&["inspect", path.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use serde::de::{DeserializeSeed, MapAccess, Visitor};
+use serde::de::{MapAccess, Visitor};
 
 use super::decompress::{self, Compression};
 use super::lines::{read_line_capped, Line};
@@ -113,8 +113,24 @@ pub fn read_input(
             return sink(end(opts.format, compression, &counter));
         }
     };
+    let mut head = head;
     let format = match opts.format {
-        Format::Auto => detect(&head, &input.path),
+        Format::Auto => {
+            // A JSON head is decided from the whole first line (never from a truncated one), read
+            // up to --max-record-bytes; beyond that the first entry's value decides, streaming.
+            if first_non_space(&head) == Some(b'{') {
+                if let Err(e) = extend_to_first_line(&mut *reader, &mut head, opts.max_record_bytes)
+                {
+                    let detail = format!("{name}: cannot read ({compression:?} stream): {e}");
+                    sink(Item::Skip(Skip {
+                        reason: SkipReason::ReadError,
+                        detail,
+                    }))?;
+                    return sink(end(Format::Jsonl, compression, &counter));
+                }
+            }
+            detect(&head, &input.path)
+        }
         f => f,
     };
     if head.is_empty() {
@@ -137,7 +153,7 @@ pub fn read_input(
     }
     let mut reader = decompress::unpeek(head, reader);
     let result = match format {
-        Format::Wiki => wiki::read(&mut *reader, &name, sink),
+        Format::Wiki => wiki::read(&mut *reader, &name, opts.max_record_bytes, sink),
         Format::Jsonl => read_jsonl(&mut *reader, &name, opts, sink),
         Format::Json => read_json_object(&mut *reader, &name, opts, sink),
         Format::Tsv => read_tsv(&mut *reader, &name, opts, sink),
@@ -189,15 +205,7 @@ pub fn detect(head: &[u8], path: &std::path::Path) -> Format {
         return Format::Wiki;
     }
     if t.starts_with('{') {
-        // A first line that is a whole object holding a text or id field: JSON Lines. Otherwise one
-        // object keyed by title (possibly pretty-printed over many lines).
-        let first = t.lines().next().unwrap_or("");
-        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(first) {
-            if m.values().all(|v| !v.is_object()) {
-                return Format::Jsonl;
-            }
-        }
-        return Format::Json;
+        return detect_json(t);
     }
     let name = path.to_string_lossy().to_ascii_lowercase();
     let stem = ["gz", "bz2", "zst", "xz"]
@@ -213,6 +221,185 @@ pub fn detect(head: &[u8], path: &std::path::Path) -> Format {
         return Format::Tsv;
     }
     Format::Text
+}
+
+fn first_non_space(head: &[u8]) -> Option<u8> {
+    let head = head.strip_prefix("\u{feff}".as_bytes()).unwrap_or(head);
+    head.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+/// Reads on (into `head`) until the first line of a JSON input has ended and the next
+/// non-blank byte is known, or until `cap` bytes more than a record may hold: detection must never
+/// decide from a truncated first line, and must not buffer more than one record to decide.
+fn extend_to_first_line(
+    reader: &mut dyn BufRead,
+    head: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<()> {
+    const STEP: usize = 1 << 16;
+    let limit = cap.saturating_add(1);
+    let start = head
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(head.len());
+    let mut scanned = start;
+    let line_end = loop {
+        if let Some(i) = memchr::memchr(b'\n', &head[scanned..]) {
+            break scanned + i;
+        }
+        scanned = head.len();
+        if head.len() - start >= limit {
+            return Ok(());
+        }
+        let more = decompress::peek(reader, STEP.min(limit - (head.len() - start)))?;
+        if more.is_empty() {
+            return Ok(());
+        }
+        head.extend_from_slice(&more);
+    };
+    let mut scanned = line_end + 1;
+    loop {
+        if head[scanned..].iter().any(|b| !b.is_ascii_whitespace()) {
+            return Ok(());
+        }
+        scanned = head.len();
+        if head.len() - start >= limit.saturating_mul(2) {
+            return Ok(());
+        }
+        let more = decompress::peek(reader, STEP)?;
+        if more.is_empty() {
+            return Ok(());
+        }
+        head.extend_from_slice(&more);
+    }
+}
+
+/// JSON Lines or one keyed object, from a head that holds the whole first line (or more than a
+/// record may hold). A first line that is a whole object followed by more is JSON Lines. Otherwise
+/// (the object is all there is, is pretty-printed, or its line is too long to hold) the first entry
+/// decides: an object value is the keyed format, anything else a JSON Lines record.
+fn detect_json(t: &str) -> Format {
+    let (line, rest) = match t.find('\n') {
+        Some(i) => (&t[..i], &t[i + 1..]),
+        None => (t, ""),
+    };
+    if let Some(shape) = object_shape(line) {
+        let more = !rest.trim().is_empty();
+        if !more && shape.first_is_object {
+            return Format::Json;
+        }
+        return Format::Jsonl;
+    }
+    match first_value_byte(t.as_bytes()) {
+        Some(b'{') => Format::Json,
+        _ => Format::Jsonl,
+    }
+}
+
+struct Shape {
+    first_is_object: bool,
+}
+
+/// The shape of `line` when it is exactly one JSON object: whether its first value is an object.
+/// Values are skipped, not built.
+fn object_shape(line: &str) -> Option<Shape> {
+    use serde::de::IgnoredAny;
+    use serde::Deserializer as _;
+
+    struct IsObject(bool);
+    impl<'de> serde::Deserialize<'de> for IsObject {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = IsObject;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> std::result::Result<IsObject, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(IsObject(true))
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> std::result::Result<IsObject, A::Error> {
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(IsObject(false))
+                }
+                fn visit_bool<E>(self, _: bool) -> std::result::Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_i64<E>(self, _: i64) -> std::result::Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_u64<E>(self, _: u64) -> std::result::Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_f64<E>(self, _: f64) -> std::result::Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_str<E>(self, _: &str) -> std::result::Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+                fn visit_unit<E>(self) -> std::result::Result<IsObject, E> {
+                    Ok(IsObject(false))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Shape;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Shape, A::Error> {
+            let first_is_object = match map.next_entry()? {
+                Some((IgnoredAny, IsObject(obj))) => obj,
+                None => false,
+            };
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Shape { first_is_object })
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(line);
+    let shape = (&mut de).deserialize_map(V).ok()?;
+    de.end().ok()?;
+    Some(shape)
+}
+
+/// The first byte of the first entry's value of the object `t` starts with, scanning only the
+/// first key (`{ "key" :`); None when that is not what `t` starts with.
+fn first_value_byte(t: &[u8]) -> Option<u8> {
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < t.len() && t[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    skip_ws(&mut i);
+    (t.get(i) == Some(&b'{')).then_some(())?;
+    i += 1;
+    skip_ws(&mut i);
+    (t.get(i) == Some(&b'"')).then_some(())?;
+    i += 1;
+    loop {
+        match t.get(i)? {
+            b'\\' => i += 2,
+            b'"' => break,
+            _ => i += 1,
+        }
+    }
+    i += 1;
+    skip_ws(&mut i);
+    (t.get(i) == Some(&b':')).then_some(())?;
+    i += 1;
+    skip_ws(&mut i);
+    t.get(i).copied()
 }
 
 /// Walks capped lines, mapping I/O errors to `ReadFailure` and over-long lines and bad UTF-8 to skips.
@@ -337,101 +524,369 @@ fn read_jsonl(
 }
 
 /// One JSON object keyed by title, values objects (the ovos summaries file), streamed entry by entry.
+///
+/// The object is walked by a small scanner, not a JSON parser, so that no entry is built before its
+/// size is known: an entry's key and value are copied out only up to `--max-record-bytes` (a longer
+/// one is skipped, counted as `record_too_large`, without being held), then parsed on their own.
+/// A first value that is not an object means the input is not this format (an error naming the
+/// file, not a corpus of field names), and so does content after the object (JSON Lines).
 fn read_json_object(
     reader: &mut dyn BufRead,
     name: &str,
     opts: &ReadOptions,
     sink: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
-    struct Entries<'a> {
-        name: &'a str,
-        opts: &'a ReadOptions,
-        sink: &'a mut dyn FnMut(Item) -> Result<()>,
-        failed: Option<anyhow::Error>,
+    let cap = opts.max_record_bytes;
+    let mut scan = JsonScan {
+        r: reader,
+        name,
+        offset: 0,
+        line: 1,
+        state: ValueState::default(),
+    };
+    let malformed = |sink: &mut dyn FnMut(Item) -> Result<()>, scan: &JsonScan, what: String| {
+        sink(Item::Skip(Skip {
+            reason: SkipReason::MalformedJson,
+            detail: format!(
+                "{name}: line {} (byte {}): {what}; the rest of the file is skipped",
+                scan.line, scan.offset
+            ),
+        }))
+    };
+    match scan.skip_ws()? {
+        Some(b'{') => scan.bump(1),
+        Some(_) => return malformed(sink, &scan, "expected an object keyed by title".into()),
+        None => return Ok(()),
     }
-    impl<'de> Visitor<'de> for &mut Entries<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an object keyed by title")
+    let mut buf: Vec<u8> = Vec::new();
+    let mut n = 0u64;
+    loop {
+        match scan.skip_ws()? {
+            Some(b'}') if n == 0 => {
+                scan.bump(1);
+                break;
+            }
+            Some(b'"') => {}
+            Some(c) => {
+                return malformed(
+                    sink,
+                    &scan,
+                    format!("expected a key string, found {:?}", c as char),
+                )
+            }
+            None => {
+                return malformed(
+                    sink,
+                    &scan,
+                    "the object is not closed (end of input)".into(),
+                )
+            }
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
-            let mut n = 0u64;
-            while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
-                n += 1;
+        n += 1;
+        let (at_line, at_byte) = (scan.line, scan.offset);
+        let too_large = |what: &str| Skip {
+            reason: SkipReason::RecordTooLarge,
+            detail: format!(
+                "{name}: entry {n} at line {at_line} (byte {at_byte}): {what} longer than \
+                 --max-record-bytes {cap}; skipped unread"
+            ),
+        };
+        let key = match scan.take(&mut buf, cap)? {
+            Took::Whole => match serde_json::from_slice::<String>(&buf) {
+                Ok(k) => Some(k),
+                Err(e) => return malformed(sink, &scan, format!("entry {n}: bad key: {e}")),
+            },
+            Took::TooLarge => {
+                sink(Item::Skip(too_large("key")))?;
+                scan.skip_rest()?;
+                None
+            }
+            Took::Eof => {
+                return malformed(sink, &scan, format!("entry {n}: end of input in the key"))
+            }
+        };
+        match scan.skip_ws()? {
+            Some(b':') => scan.bump(1),
+            _ => {
+                return malformed(
+                    sink,
+                    &scan,
+                    format!("entry {n}: expected ':' after the key"),
+                )
+            }
+        }
+        if scan.skip_ws()?.is_none() {
+            return malformed(
+                sink,
+                &scan,
+                format!("entry {n}: end of input before the value"),
+            );
+        }
+        let took = if key.is_some() {
+            scan.take(&mut buf, cap)?
+        } else {
+            scan.skip_value()?
+        };
+        match (took, key) {
+            (Took::Eof, _) => {
+                return malformed(sink, &scan, format!("entry {n}: end of input in the value"))
+            }
+            (Took::TooLarge, Some(_)) => {
+                sink(Item::Skip(too_large("value")))?;
+                if scan.skip_rest()? == Took::Eof {
+                    return malformed(sink, &scan, format!("entry {n}: end of input in the value"));
+                }
+            }
+            (_, None) => {}
+            (Took::Whole, Some(key)) => {
+                let value = match serde_json::from_slice::<serde_json::Value>(&buf) {
+                    Ok(v) => v,
+                    Err(e) => return malformed(sink, &scan, format!("entry {n} ({key:?}): {e}")),
+                };
                 let item = match value {
-                    serde_json::Value::Object(obj) => {
-                        match json_doc(&obj, self.opts, key.clone()) {
-                            Ok(mut doc) => {
-                                if self.opts.id_field.is_none()
-                                    && !ID_FIELDS.iter().any(|f| obj.contains_key(*f))
-                                {
-                                    doc.id = key.clone();
-                                }
-                                doc.title.get_or_insert(key);
-                                Item::Doc(doc)
+                    serde_json::Value::Object(obj) => match json_doc(&obj, opts, key.clone()) {
+                        Ok(mut doc) => {
+                            if opts.id_field.is_none()
+                                && !ID_FIELDS.iter().any(|f| obj.contains_key(*f))
+                            {
+                                doc.id = key.clone();
                             }
-                            Err(what) => Item::Skip(Skip {
-                                reason: SkipReason::MissingField,
-                                detail: format!("{}: entry {n} ({key:?}): {what}", self.name),
-                            }),
+                            doc.title.get_or_insert(key);
+                            Item::Doc(doc)
                         }
+                        Err(what) => Item::Skip(Skip {
+                            reason: SkipReason::MissingField,
+                            detail: format!("{name}: entry {n} ({key:?}): {what}"),
+                        }),
+                    },
+                    other if n == 1 => {
+                        return malformed(
+                            sink,
+                            &scan,
+                            format!(
+                            "entry 1 ({key:?}) is {}, not an object: this is not the keyed-JSON \
+                                 format (one object whose values are objects); for JSON Lines use \
+                                 --format jsonl",
+                            json_kind(&other)
+                        ),
+                        )
                     }
-                    serde_json::Value::String(text) => Item::Doc(Document {
-                        id: key.clone(),
-                        title: Some(key),
-                        text,
-                        markup: Markup::Plain,
-                    }),
-                    _ => Item::Skip(Skip {
+                    other => Item::Skip(Skip {
                         reason: SkipReason::MalformedJson,
                         detail: format!(
-                            "{}: entry {n} ({key:?}): expected an object or a string",
-                            self.name
+                            "{name}: entry {n} ({key:?}) is {}, expected an object",
+                            json_kind(&other)
                         ),
                     }),
                 };
-                if let Err(e) = (self.sink)(item) {
-                    self.failed = Some(e);
-                    return Err(serde::de::Error::custom("stopped"));
-                }
+                sink(item)?;
             }
-            Ok(())
+        }
+        match scan.skip_ws()? {
+            Some(b',') => scan.bump(1),
+            Some(b'}') => {
+                scan.bump(1);
+                break;
+            }
+            _ => {
+                return malformed(
+                    sink,
+                    &scan,
+                    format!("entry {n}: expected ',' or '}}' after the value"),
+                )
+            }
         }
     }
-    impl<'de> DeserializeSeed<'de> for &mut Entries<'_> {
-        type Value = ();
-        fn deserialize<D: serde::Deserializer<'de>>(
-            self,
-            d: D,
-        ) -> std::result::Result<(), D::Error> {
-            d.deserialize_map(self)
-        }
-    }
-    let mut entries = Entries {
-        name,
-        opts,
-        sink,
-        failed: None,
-    };
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let result = (&mut entries).deserialize(&mut de);
-    if let Some(e) = entries.failed {
-        return Err(e);
-    }
-    if let Err(e) = result {
-        let detail = format!(
-            "{name}: line {} column {}: {e}; the rest of the file is skipped",
-            e.line(),
-            e.column()
+    if scan.skip_ws()?.is_some() {
+        return malformed(
+            sink,
+            &scan,
+            "content after the keyed object ends (JSON Lines? use --format jsonl)".into(),
         );
-        let reason = if e.is_io() {
-            SkipReason::ReadError
-        } else {
-            SkipReason::MalformedJson
-        };
-        (entries.sink)(Item::Skip(Skip { reason, detail }))?;
     }
     Ok(())
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// How much of one JSON value [`JsonScan::take`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Took {
+    /// The whole value is in the buffer.
+    Whole,
+    /// The value is longer than the cap: the buffer holds a prefix, the scan stopped mid-value
+    /// (resume with [`JsonScan::skip_rest`]).
+    TooLarge,
+    /// The input ended inside the value.
+    Eof,
+}
+
+/// A byte scanner over a JSON stream that finds where one value ends without building it.
+struct JsonScan<'a> {
+    r: &'a mut dyn BufRead,
+    name: &'a str,
+    offset: u64,
+    line: u64,
+    state: ValueState,
+}
+
+/// Where the scanner is inside the current value.
+#[derive(Default, Clone, Copy)]
+struct ValueState {
+    started: bool,
+    depth: u32,
+    in_str: bool,
+    esc: bool,
+    scalar: bool,
+    done: bool,
+}
+
+impl JsonScan<'_> {
+    fn fail(name: &str, line: u64, source: std::io::Error) -> anyhow::Error {
+        ReadFailure {
+            name: name.to_string(),
+            line,
+            source,
+        }
+        .into()
+    }
+
+    fn bump(&mut self, n: usize) {
+        self.r.consume(n);
+        self.offset += n as u64;
+    }
+
+    /// Skips whitespace; the next byte, not consumed (None at the end of the input).
+    fn skip_ws(&mut self) -> Result<Option<u8>> {
+        loop {
+            let (name, line) = (self.name, self.line);
+            let buf = self.r.fill_buf().map_err(|e| Self::fail(name, line, e))?;
+            let Some(&first) = buf.first() else {
+                return Ok(None);
+            };
+            let n = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            if n == 0 {
+                return Ok(Some(first));
+            }
+            self.line += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+            self.bump(n);
+        }
+    }
+
+    /// Copies the value that starts here into `buf` (cleared first) while it fits in `cap` bytes.
+    fn take(&mut self, buf: &mut Vec<u8>, cap: usize) -> Result<Took> {
+        buf.clear();
+        self.state = ValueState::default();
+        self.scan(Some(buf), cap)
+    }
+
+    /// Reads the value that starts here, keeping nothing.
+    fn skip_value(&mut self) -> Result<Took> {
+        self.state = ValueState::default();
+        self.scan(None, usize::MAX)
+    }
+
+    /// Reads the rest of a value that [`JsonScan::take`] left as too large, keeping nothing.
+    fn skip_rest(&mut self) -> Result<Took> {
+        if self.state.done {
+            return Ok(Took::Whole);
+        }
+        self.scan(None, usize::MAX)
+    }
+
+    fn scan(&mut self, mut out: Option<&mut Vec<u8>>, cap: usize) -> Result<Took> {
+        loop {
+            let (name, line) = (self.name, self.line);
+            let chunk = self.r.fill_buf().map_err(|e| Self::fail(name, line, e))?;
+            if chunk.is_empty() {
+                return Ok(Took::Eof);
+            }
+            let st = &mut self.state;
+            let mut i = 0;
+            let mut done = false;
+            while i < chunk.len() {
+                let b = chunk[i];
+                if !st.started {
+                    st.started = true;
+                    match b {
+                        b'"' => st.in_str = true,
+                        b'{' | b'[' => st.depth = 1,
+                        _ => st.scalar = true,
+                    }
+                } else if st.in_str {
+                    // Jump to the next quote or backslash.
+                    if st.esc {
+                        st.esc = false;
+                    } else if b == b'\\' {
+                        st.esc = true;
+                    } else if b == b'"' {
+                        st.in_str = false;
+                        if st.depth == 0 {
+                            i += 1;
+                            done = true;
+                            break;
+                        }
+                    } else if let Some(j) = memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                        i += j;
+                        continue;
+                    } else {
+                        i = chunk.len();
+                        continue;
+                    }
+                } else if st.scalar {
+                    if matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace() {
+                        done = true;
+                        break;
+                    }
+                } else {
+                    match b {
+                        b'"' => st.in_str = true,
+                        b'{' | b'[' => st.depth += 1,
+                        b'}' | b']' => {
+                            st.depth -= 1;
+                            if st.depth == 0 {
+                                i += 1;
+                                done = true;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                i += 1;
+            }
+            let mut too_large = false;
+            if let Some(buf) = out.as_deref_mut() {
+                if buf.len() + i <= cap {
+                    buf.extend_from_slice(&chunk[..i]);
+                } else {
+                    too_large = true;
+                }
+            }
+            self.line += memchr::memchr_iter(b'\n', &chunk[..i]).count() as u64;
+            self.bump(i);
+            self.state.done = done;
+            if done {
+                return Ok(if too_large {
+                    Took::TooLarge
+                } else {
+                    Took::Whole
+                });
+            }
+            if too_large {
+                return Ok(Took::TooLarge);
+            }
+        }
+    }
 }
 
 fn read_tsv(
@@ -575,9 +1030,26 @@ fn read_parquet(
     cols.sort();
     cols.dedup();
     let mask = ProjectionMask::roots(builder.parquet_schema(), cols.iter().copied());
+    // Rows per batch from the footer: a batch holds about one record's worth of text (at most
+    // 1024 rows), so a row group of large cells is not decoded 1024 rows at a time.
+    let text_leaf = builder.parquet_schema().columns().iter().position(|c| {
+        c.path().parts().first().map(String::as_str) == Some(schema.field(text_idx).name())
+    });
+    let widest_row = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .filter(|g| g.num_rows() > 0)
+        .map(|g| {
+            let bytes = text_leaf.map_or(g.total_byte_size(), |c| g.column(c).uncompressed_size());
+            bytes.max(0) as u64 / g.num_rows() as u64
+        })
+        .max()
+        .unwrap_or(0);
+    let batch_rows = (opts.max_record_bytes as u64 / widest_row.max(1)).clamp(1, 1024) as usize;
     let reader = builder
         .with_projection(mask)
-        .with_batch_size(1024)
+        .with_batch_size(batch_rows)
         .build()?;
     let mut row = 0u64;
     for batch in reader {
@@ -610,6 +1082,29 @@ fn read_parquet(
             (col(text_idx), id_idx.and_then(col), title_idx.and_then(col));
         for i in 0..batch.num_rows() {
             row += 1;
+            let cell_len = |a: &Option<arrow::array::ArrayRef>| -> usize {
+                match a.as_ref().filter(|a| !a.is_null(i)) {
+                    Some(a) => match a.data_type() {
+                        DataType::Utf8 => a.as_string::<i32>().value(i).len(),
+                        DataType::LargeUtf8 => a.as_string::<i64>().value(i).len(),
+                        DataType::Utf8View => a.as_string_view().value(i).len(),
+                        _ => 0,
+                    },
+                    None => 0,
+                }
+            };
+            // The record's size from the Arrow offsets, before any of it is copied.
+            let text_len = cell_len(&text_col) + cell_len(&id_col) + cell_len(&title_col);
+            if text_len > opts.max_record_bytes {
+                sink(Item::Skip(Skip {
+                    reason: SkipReason::RecordTooLarge,
+                    detail: format!(
+                        "{name}: row {row}: record of {text_len} bytes (text, id and title) exceeds --max-record-bytes {}",
+                        opts.max_record_bytes
+                    ),
+                }))?;
+                continue;
+            }
             let item = match strings(&text_col, i) {
                 Some(text) => Item::Doc(Document {
                     id: strings(&id_col, i).unwrap_or_else(|| format!("{name}:{row}")),
@@ -684,6 +1179,34 @@ mod tests {
             Format::Json
         );
         assert_eq!(detect(b"{\n  \"A\": {", p), Format::Json);
+        // Never from a truncated line: a long first record is JSON Lines, and so is a first line
+        // cut (longer than a record may be) whose first value is not an object.
+        let long = format!(
+            "{{\"id\": 1, \"text\": \"{}\"}}\n{{\"id\": 2}}\n",
+            "x".repeat(20000)
+        );
+        assert_eq!(detect(long.as_bytes(), p), Format::Jsonl);
+        assert_eq!(detect(&long.as_bytes()[..9000], p), Format::Jsonl);
+        // Nested objects in a record do not make it the keyed format when more records follow.
+        assert_eq!(
+            detect(
+                b"{\"meta\": {\"a\": 1}, \"text\": \"t\"}\n{\"text\": \"u\"}\n",
+                p
+            ),
+            Format::Jsonl
+        );
+        // A keyed object on one line, alone in its file.
+        assert_eq!(
+            detect(
+                b"{\"A\": {\"extract\": \"a\"}, \"B\": {\"extract\": \"b\"}}\n",
+                p
+            ),
+            Format::Json
+        );
+        assert_eq!(
+            detect(b"{\n  \"id\": 1,\n  \"text\": \"t\"\n}\n", p),
+            Format::Jsonl
+        );
         assert_eq!(detect(b"0\tsome passage\n", p), Format::Tsv);
         assert_eq!(detect(b"some text\n", Path::new("c.tsv.gz")), Format::Tsv);
         assert_eq!(detect(b"plain text\n", p), Format::Text);
@@ -758,6 +1281,49 @@ mod tests {
                 ("Beta".into(), "B.".into())
             ]
         );
+        assert_eq!(skips(&items), [SkipReason::MalformedJson]);
+    }
+
+    #[test]
+    fn keyed_json_entries_over_the_limit_are_skipped_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("summaries.json");
+        let big = "y".repeat(5000);
+        std::fs::write(
+            &p,
+            format!(
+                "{{\"A\": {{\"extract\": \"{big}\"}},\n \"B\": {{\"extract\": \"b [x] {{y}} \\\"q\\\"\"}}, \"{big}\": {{\"extract\": \"c\"}}, \"D\": {{\"extract\": \"d\"}}}}\n"
+            ),
+        )
+        .unwrap();
+        let opts = ReadOptions {
+            max_record_bytes: 1000,
+            ..Default::default()
+        };
+        let items = read_all(&p, &opts);
+        assert_eq!(
+            docs(&items),
+            [
+                ("B".into(), "b [x] {y} \"q\"".into()),
+                ("D".into(), "d".into())
+            ]
+        );
+        assert_eq!(
+            skips(&items),
+            [SkipReason::RecordTooLarge, SkipReason::RecordTooLarge]
+        );
+        // Content after the object (JSON Lines read as keyed JSON) is an error, not dropped.
+        std::fs::write(
+            &p,
+            "{\"A\": {\"extract\": \"a\"}}\n{\"B\": {\"extract\": \"b\"}}\n",
+        )
+        .unwrap();
+        let opts = ReadOptions {
+            format: Format::Json,
+            ..Default::default()
+        };
+        let items = read_all(&p, &opts);
+        assert_eq!(docs(&items).len(), 1);
         assert_eq!(skips(&items), [SkipReason::MalformedJson]);
     }
 

@@ -18,6 +18,9 @@ struct Page {
     id: String,
     redirect: bool,
     text: String,
+    /// Bytes of the fields kept so far; past the record limit the page is dropped, not held.
+    bytes: usize,
+    too_large: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -29,33 +32,93 @@ enum Field {
     Text,
 }
 
-/// Reads every page of `reader`, handing documents and skips to `sink`.
+/// Deepest element nesting accepted (a dump nests 4 deep); deeper is malformed, not a stack to grow.
+const MAX_DEPTH: usize = 256;
+
+/// Reads every page of `reader`, handing documents and skips to `sink`. A page whose fields exceed
+/// `max_record_bytes` is skipped (`record_too_large`) without being held: no XML text node is read
+/// into memory past that limit (see [`Capped`]).
 pub fn read(
     reader: &mut dyn BufRead,
     name: &str,
+    max_record_bytes: usize,
     sink: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
-    let mut xml = quick_xml::Reader::from_reader(reader);
+    let mut xml = quick_xml::Reader::from_reader(Capped::new(reader, max_record_bytes));
     xml.config_mut().trim_text(false);
+    // A text run cut at the limit may end inside `&...`: keep such a lone `&` as text.
+    xml.config_mut().allow_dangling_amp = true;
     let mut buf = Vec::new();
     let mut page: Option<Page> = None;
     let mut field = Field::None;
     // The page id is the first <id> directly under <page>; revision and contributor ids come later.
     let mut depth_in_page = 0usize;
+    let mut depth = 0usize;
+    let mut pages = 0u64;
+    let mut last_id = String::new();
     loop {
-        let event = match xml.read_event_into(&mut buf) {
+        let event = xml.read_event_into(&mut buf);
+        let cut = xml.get_mut().end_event();
+        let event = match event {
             Ok(e) => e,
             Err(e) => {
-                let at = xml.error_position();
+                let after = if pages == 0 {
+                    "before the first page".to_string()
+                } else {
+                    format!("after {pages} page(s), the last with id {last_id}")
+                };
+                let (reason, what) = match &e {
+                    quick_xml::Error::Io(io)
+                        if io.get_ref().is_some_and(|r| r.is::<TooLarge>()) =>
+                    {
+                        (
+                            SkipReason::RecordTooLarge,
+                            format!(
+                                "byte {} of the decoded XML ({after}): {io}",
+                                xml.get_ref().offset
+                            ),
+                        )
+                    }
+                    quick_xml::Error::Io(io) => (
+                        SkipReason::ReadError,
+                        format!(
+                            "read failed at byte {} of the decoded XML ({after}): {io}",
+                            xml.get_ref().offset
+                        ),
+                    ),
+                    _ => (
+                        SkipReason::MalformedXml,
+                        format!(
+                            "byte {} of the decoded XML ({after}): {e}",
+                            xml.error_position() + xml.get_ref().discarded
+                        ),
+                    ),
+                };
                 sink(Item::Skip(Skip {
-                    reason: SkipReason::MalformedXml,
-                    detail: format!("{name}: byte {at} of the decoded XML: {e}; the rest of the file is skipped"),
+                    reason,
+                    detail: format!("{name}: {what}; the rest of the file is skipped"),
                 }))?;
                 return Ok(());
             }
         };
+        if cut {
+            if let Some(p) = page.as_mut() {
+                p.drop_fields();
+            }
+        }
         match event {
             Event::Start(e) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    sink(Item::Skip(Skip {
+                        reason: SkipReason::MalformedXml,
+                        detail: format!(
+                            "{name}: byte {} of the decoded XML: elements nested more than {MAX_DEPTH} deep; the rest of the file is skipped",
+                            xml.get_ref().offset
+                        ),
+                    }))?;
+                    return Ok(());
+                }
                 let tag = e.local_name();
                 match tag.as_ref() {
                     "page" => {
@@ -84,12 +147,12 @@ pub fn read(
             }
             Event::Text(t) => {
                 if let Some(p) = page.as_mut() {
-                    push_field(p, field, &t.xml10_content());
+                    push_field(p, field, &t.xml10_content(), max_record_bytes);
                 }
             }
             Event::CData(t) => {
                 if let Some(p) = page.as_mut() {
-                    push_field(p, field, &t);
+                    push_field(p, field, &t, max_record_bytes);
                 }
             }
             Event::GeneralRef(r) => {
@@ -105,13 +168,16 @@ pub fn read(
                             other => format!("&{other};"),
                         },
                     };
-                    push_field(p, field, &resolved);
+                    push_field(p, field, &resolved, max_record_bytes);
                 }
             }
             Event::End(e) => {
+                depth = depth.saturating_sub(1);
                 if e.local_name().as_ref() == "page" {
                     if let Some(p) = page.take() {
-                        sink(page_item(p, name))?;
+                        pages += 1;
+                        last_id.clone_from(&p.id);
+                        sink(page_item(p, name, max_record_bytes))?;
                     }
                 } else if page.is_some() {
                     depth_in_page = depth_in_page.saturating_sub(1);
@@ -126,7 +192,137 @@ pub fn read(
     Ok(())
 }
 
-fn push_field(p: &mut Page, field: Field, s: &str) {
+/// The error [`Capped`] gives for markup (a tag, comment, CDATA section) longer than the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("an XML tag, comment or CDATA section longer than --max-record-bytes {0}")]
+struct TooLarge(usize);
+
+/// The decoded stream as the XML parser sees it: no single event may take more than `limit` bytes.
+/// A text run (or entity reference) that reaches the limit is cut at a character boundary and the
+/// rest of it, up to the next `<` or `&`, is discarded unread (`end_event` then says so, and the
+/// page it belongs to is dropped); markup that long is an error. Without this the parser buffers a
+/// text node whole, however long.
+struct Capped<'a> {
+    inner: &'a mut dyn BufRead,
+    limit: usize,
+    /// Bytes handed to the parser in the current event.
+    used: usize,
+    /// The current event started with `<`.
+    markup: bool,
+    cut: bool,
+    /// Decoded bytes consumed, and those discarded.
+    offset: u64,
+    discarded: u64,
+}
+
+impl<'a> Capped<'a> {
+    fn new(inner: &'a mut dyn BufRead, limit: usize) -> Self {
+        Capped {
+            inner,
+            limit: limit.max(1),
+            used: 0,
+            markup: false,
+            cut: false,
+            offset: 0,
+            discarded: 0,
+        }
+    }
+
+    /// Called after every event: whether it was cut; the next event starts afresh.
+    fn end_event(&mut self) -> bool {
+        self.used = 0;
+        std::mem::take(&mut self.cut)
+    }
+}
+
+impl std::io::Read for Capped<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Capped<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        let room = self.limit.saturating_sub(self.used);
+        let avail = self.inner.fill_buf()?.len();
+        if self.used == 0 && avail > 0 {
+            self.markup = self.inner.fill_buf()?[0] == b'<';
+        }
+        // Hand out at most `room` bytes, cut at a character boundary.
+        let mut n = avail.min(room);
+        if n < avail {
+            let buf = self.inner.fill_buf()?;
+            while n > 0 && buf[n] & 0xC0 == 0x80 {
+                n -= 1;
+            }
+        }
+        if n == 0 && avail > 0 {
+            if self.markup {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    TooLarge(self.limit),
+                ));
+            }
+            // Text past the limit: discard up to the next markup or reference.
+            loop {
+                let buf = self.inner.fill_buf()?;
+                if buf.is_empty() {
+                    return Ok(&[]);
+                }
+                match memchr::memchr2(b'<', b'&', buf) {
+                    Some(0) => break,
+                    Some(i) => {
+                        self.cut = true;
+                        self.inner.consume(i);
+                        self.offset += i as u64;
+                        self.discarded += i as u64;
+                        break;
+                    }
+                    None => {
+                        self.cut = true;
+                        let i = buf.len();
+                        self.inner.consume(i);
+                        self.offset += i as u64;
+                        self.discarded += i as u64;
+                    }
+                }
+            }
+            // The parser stops at this delimiter without taking it; the next event starts there.
+            let buf = self.inner.fill_buf()?;
+            return Ok(&buf[..1]);
+        }
+        Ok(&self.inner.fill_buf()?[..n])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+        self.used += amt;
+        self.offset += amt as u64;
+    }
+}
+
+impl Page {
+    /// Forgets the page's fields (it is over the limit); only the fact is kept.
+    fn drop_fields(&mut self) {
+        self.too_large = true;
+        self.text = String::new();
+        self.bytes = 0;
+    }
+}
+
+fn push_field(p: &mut Page, field: Field, s: &str, limit: usize) {
+    if field == Field::None || p.too_large {
+        return;
+    }
+    p.bytes += s.len();
+    if p.bytes > limit {
+        p.drop_fields();
+        return;
+    }
     match field {
         Field::Title => p.title.push_str(s),
         Field::Ns => p.ns.push_str(s),
@@ -136,8 +332,17 @@ fn push_field(p: &mut Page, field: Field, s: &str) {
     }
 }
 
-fn page_item(p: Page, name: &str) -> Item {
+fn page_item(p: Page, name: &str, limit: usize) -> Item {
     let id = p.id.trim().to_string();
+    if p.too_large {
+        return Item::Skip(Skip {
+            reason: SkipReason::RecordTooLarge,
+            detail: format!(
+                "{name}: page {id} ({}) is longer than --max-record-bytes {limit}; skipped unread",
+                p.title
+            ),
+        });
+    }
     if p.ns.trim() != "0" {
         return Item::Skip(Skip {
             reason: SkipReason::NotArticle,
@@ -181,7 +386,7 @@ mod tests {
     #[test]
     fn pages_redirects_namespaces() {
         let mut items = Vec::new();
-        read(&mut XML.as_bytes(), "t.xml", &mut |i| {
+        read(&mut XML.as_bytes(), "t.xml", 1 << 20, &mut |i| {
             items.push(i);
             Ok(())
         })

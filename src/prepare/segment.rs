@@ -128,6 +128,22 @@ impl Segmenter<'_> {
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); ranges.len()];
         let mut first = 0;
         while first < ranges.len() {
+            if ranges[first].len() > TOKENIZE_PIECE_BYTES {
+                // One sentence longer than a piece (a line without sentence ends): tokenized in
+                // pieces too, so its offsets and alignments never exist all at once.
+                let mut rest = &text[ranges[first].clone()];
+                while !rest.is_empty() {
+                    let cut = piece_end(rest, TOKENIZE_PIECE_BYTES);
+                    let enc = self
+                        .tokenizer
+                        .encode(&rest[..cut], false)
+                        .map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?;
+                    out[first].extend_from_slice(enc.get_ids());
+                    rest = &rest[cut..];
+                }
+                first += 1;
+                continue;
+            }
             let mut last = first;
             while last + 1 < ranges.len()
                 && ranges[last + 1].end - ranges[first].start <= TOKENIZE_PIECE_BYTES
@@ -153,6 +169,32 @@ impl Segmenter<'_> {
         out.retain(|s| !s.is_empty());
         Ok(out)
     }
+}
+
+/// Where to end a piece of at most `max` bytes of `s`: after the last whitespace, else after the
+/// last ASCII punctuation mark (both are word boundaries of BERT's pre-tokenizer, so the ids are
+/// those of the whole), else (a run with neither, far past WordPiece's 100-character word limit) at
+/// a character boundary.
+fn piece_end(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    let mut end = max.max(4).min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let window = &s[..end];
+    if let Some((i, c)) = window.char_indices().rev().find(|(_, c)| c.is_whitespace()) {
+        if i > 0 {
+            return i + c.len_utf8();
+        }
+    }
+    if let Some(i) = window.rfind(|c: char| c.is_ascii_punctuation()) {
+        if i > 0 {
+            return i + 1;
+        }
+    }
+    end
 }
 
 fn draw_target(target: usize, short_seq_prob: f64, rng: &mut ChaCha8Rng) -> usize {
@@ -231,6 +273,18 @@ mod tests {
         assert_eq!(spans, again);
         let other = pack(&sents, 126, 0.5, &mut keyed_rng(42, "segment", "doc2"));
         assert_ne!(spans, other);
+    }
+
+    #[test]
+    fn long_sentences_are_cut_at_word_boundaries() {
+        let s = "abc def, ghi";
+        assert_eq!(&s[..piece_end(s, 9)], "abc def, ");
+        assert_eq!(&s[..piece_end(s, 7)], "abc ");
+        let t = "abc,defghi";
+        assert_eq!(&t[..piece_end(t, 8)], "abc,");
+        assert_eq!(piece_end("abcdefghij", 6), 6);
+        assert_eq!(piece_end("ééééé", 5), 4);
+        assert_eq!(piece_end(s, 100), s.len());
     }
 
     #[test]

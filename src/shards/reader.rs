@@ -8,7 +8,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int32Type;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::schema::{shard_schema, DOC_ID, NUM_TOKENS, SPANS};
+use super::schema::{is_shard_schema, DOC_ID, NUM_TOKENS, SPANS};
 
 /// One document of a shard.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +23,7 @@ pub fn read_shard(path: &Path, groups: Option<Vec<usize>>) -> Result<Vec<ShardRo
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("{}: not a readable Parquet file", path.display()))?;
-    if builder.schema().fields() != shard_schema().fields() {
+    if !is_shard_schema(builder.schema()) {
         bail!(
             "{}: schema {:?} is not the shard schema",
             path.display(),

@@ -20,6 +20,27 @@ pub fn shard_schema() -> SchemaRef {
     ]))
 }
 
+/// Whether `schema` is the shard schema: the same columns, types and nullability, whatever the
+/// list fields are named (`item` here and in arrow-rs, `element` from pyarrow and the Parquet
+/// specification's standard layout).
+pub fn is_shard_schema(schema: &Schema) -> bool {
+    fn same(a: &DataType, b: &DataType) -> bool {
+        match (a, b) {
+            (DataType::List(x), DataType::List(y)) => {
+                x.is_nullable() == y.is_nullable() && same(x.data_type(), y.data_type())
+            }
+            _ => a == b,
+        }
+    }
+    let want = shard_schema();
+    schema.fields().len() == want.fields().len()
+        && schema.fields().iter().zip(want.fields()).all(|(f, w)| {
+            f.name() == w.name()
+                && f.is_nullable() == w.is_nullable()
+                && same(f.data_type(), w.data_type())
+        })
+}
+
 /// The schema as the JSON document kept in `schemas/shard.schema.json`.
 pub fn schema_json() -> serde_json::Value {
     fn ty(dt: &DataType) -> serde_json::Value {
