@@ -222,7 +222,8 @@ fn bad_checkpoints_are_clear_errors() {
     std::fs::write(d.join("config.json"), cfg).unwrap();
     let err = load_err(&d);
     assert!(
-        err.contains("shape mismatches") && err.contains("intermediate.dense.weight"),
+        err.contains("intermediate.dense.weight has shape [37, 32]")
+            && err.contains("intermediate_size 40"),
         "{err}"
     );
     // Fewer layers in the config than in the weights: the extra tensors are named.
@@ -234,7 +235,7 @@ fn bad_checkpoints_are_clear_errors() {
     std::fs::write(d.join("config.json"), cfg).unwrap();
     let err = load_err(&d);
     assert!(
-        err.contains("unknown tensors") && err.contains("bert.encoder.layer.3."),
+        err.contains("4 encoder layer(s)") && err.contains("num_hidden_layers 3"),
         "{err}"
     );
     // A truncated safetensors file.
@@ -374,4 +375,79 @@ fn bf16_compute_runs_on_cpu_and_tracks_fp32() {
             "{name}: non-finite gradient"
         );
     }
+}
+
+/// A config.json that would divide by zero, allocate terabytes or grow without end, or that does not
+/// fit its weight file, is refused before anything is built (train, encode and eval all load through
+/// `hf::load`), with the key named.
+#[test]
+fn bad_model_configs_are_refused_before_anything_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (key, value, want)) in [
+        (
+            "num_attention_heads",
+            "0",
+            "num_attention_heads must be in [1, ",
+        ),
+        ("hidden_size", "1200000000", "hidden_size must be in [1, "),
+        ("vocab_size", "1099511627776", "vocab_size must be in [1, "),
+        (
+            "num_hidden_layers",
+            "1000000000",
+            "num_hidden_layers must be in [1, ",
+        ),
+        (
+            "max_position_embeddings",
+            "-1",
+            "max_position_embeddings must be in [1, ",
+        ),
+        (
+            "hidden_dropout_prob",
+            "1.5",
+            "hidden_dropout_prob must be in [0, 1)",
+        ),
+        // Valid alone, but not what the weights hold: caught from the safetensors header.
+        (
+            "vocab_size",
+            "100000",
+            "word_embeddings.weight has shape [99, 32]",
+        ),
+        ("num_hidden_layers", "6", "4 encoder layer(s)"),
+        ("hidden_size", "64", "hidden_size 64"),
+        (
+            "type_vocab_size",
+            "3",
+            "token_type_embeddings.weight has shape [2, 32]",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let d = dir.path().join(format!("bad-{i}"));
+        copy_dir(&fixture().join("model"), &d);
+        let mut cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+        cfg[key] = serde_json::from_str(value).unwrap();
+        std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
+        let err = load_err(&d);
+        assert!(err.contains(want), "{key} = {value}: {err}");
+        assert!(err.contains("config.json"), "{key} = {value}: {err}");
+    }
+    // A head file whose metadata asks for more layers than it holds.
+    let d = dir.path().join("head-layers");
+    copy_dir(&fixture().join("model"), &d);
+    let bytes = std::fs::read(d.join(hf::HEAD_FILE)).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["__metadata__"]["n_head_layers"] = "1000000000".into();
+    let mut header = header.to_string().into_bytes();
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend(&header);
+    file.extend(&bytes[8 + n..]);
+    std::fs::write(d.join(hf::HEAD_FILE), file).unwrap();
+    let err = load_err(&d);
+    assert!(err.contains("n_head_layers 1000000000"), "{err}");
 }

@@ -26,6 +26,13 @@ fn default_pad() -> i64 {
     0
 }
 
+/// Upper bounds of a config.json's sizes: far above any BERT (bert-large: H 1024, 24 layers; the
+/// largest vocabularies about 256k ids), far below what would exhaust memory by a typo.
+pub const MAX_VOCAB: i64 = 1 << 22;
+pub const MAX_HIDDEN: i64 = 1 << 16;
+pub const MAX_LAYERS: i64 = 1024;
+pub const MAX_POSITIONS: i64 = 1 << 20;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BertConfig {
     pub vocab_size: i64,
@@ -63,7 +70,16 @@ impl BertConfig {
         Ok(cfg)
     }
 
+    /// Checks the configuration on its own, before anything is allocated from it: sizes positive and
+    /// within `LIMITS` (a typo such as `hidden_size: 1200000000` would otherwise try to allocate
+    /// terabytes, and `num_hidden_layers: 1000000000` grow until killed), heads dividing the hidden
+    /// size, probabilities in [0, 1). `check_weights` then holds it against the weight file.
     pub fn validate(&self) -> Result<()> {
+        for (name, v, max) in self.sizes() {
+            if v <= 0 || v > max {
+                bail!("{name} must be in [1, {max}], got {v}");
+            }
+        }
         if self.hidden_size % self.num_attention_heads != 0 {
             bail!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
@@ -78,17 +94,46 @@ impl BertConfig {
             );
         }
         for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("intermediate_size", self.intermediate_size),
-            ("max_position_embeddings", self.max_position_embeddings),
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
         ] {
-            if v <= 0 {
-                bail!("{name} must be positive, got {v}");
+            if !(0.0..1.0).contains(&v) {
+                bail!("{name} must be in [0, 1), got {v}");
             }
         }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            bail!(
+                "layer_norm_eps must be a positive finite number, got {}",
+                self.layer_norm_eps
+            );
+        }
+        if !(self.initializer_range.is_finite() && self.initializer_range >= 0.0) {
+            bail!(
+                "initializer_range must be a finite number >= 0, got {}",
+                self.initializer_range
+            );
+        }
         Ok(())
+    }
+
+    /// The sizes that decide what is allocated, with the largest value accepted for each.
+    fn sizes(&self) -> [(&'static str, i64, i64); 7] {
+        [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_attention_heads, MAX_HIDDEN),
+            ("intermediate_size", self.intermediate_size, 4 * MAX_HIDDEN),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+            ("type_vocab_size", self.type_vocab_size, MAX_VOCAB),
+        ]
     }
 
     pub fn head_dim(&self) -> i64 {

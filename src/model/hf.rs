@@ -114,6 +114,156 @@ fn head_config_from(meta: &HashMap<String, String>, default: HeadConfig) -> Resu
     })
 }
 
+/// The tensor shapes of a safetensors file, by our variable names, from its header alone (the
+/// weights are not read): enough to hold a config.json against the file before allocating anything.
+pub fn header_shapes(path: &Path) -> Result<HashMap<String, Vec<i64>>> {
+    use std::io::Read;
+    // safetensors' own bound on the header.
+    const MAX_HEADER: u64 = 100_000_000;
+    let bad = || {
+        format!(
+            "{}: not a valid safetensors file (bad header)",
+            path.display()
+        )
+    };
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).with_context(bad)?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER {
+        bail!("{}: a header of {n} bytes (at most {MAX_HEADER})", bad());
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).with_context(bad)?;
+    let entries: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).with_context(bad)?;
+    let mut out = HashMap::new();
+    for (name, info) in entries {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape: Vec<i64> = info
+            .get("shape")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .with_context(|| format!("{}: tensor {name} has no shape", bad()))?;
+        if let Some(ours) = our_name(&name) {
+            out.insert(ours, shape);
+        }
+    }
+    Ok(out)
+}
+
+/// The layer indices `i` of names `{prefix}{i}.*`.
+fn layer_indices(
+    shapes: &HashMap<String, Vec<i64>>,
+    prefix: &str,
+) -> std::collections::BTreeSet<i64> {
+    shapes
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix)?.split_once('.')?.0.parse().ok())
+        .collect()
+}
+
+/// Holds a (valid) config.json against the weight file's shapes before the model is built from it:
+/// the embedding tables, the encoder layer count and the feed-forward width; and, when there is a head
+/// file, its layer count and width against `head`. `assign` checks every tensor after the build.
+fn check_weights(
+    cfg: &BertConfig,
+    head: HeadConfig,
+    weights: (&Path, &HashMap<String, Vec<i64>>),
+    head_file: Option<(&Path, &HashMap<String, Vec<i64>>)>,
+) -> Result<()> {
+    let (file, shapes) = weights;
+    let h = cfg.hidden_size;
+    for (name, rows, key) in [
+        ("word_embeddings", cfg.vocab_size, "vocab_size"),
+        (
+            "position_embeddings",
+            cfg.max_position_embeddings,
+            "max_position_embeddings",
+        ),
+        (
+            "token_type_embeddings",
+            cfg.type_vocab_size,
+            "type_vocab_size",
+        ),
+    ] {
+        let says = format!("{key} {rows}, hidden_size {h}");
+        expect_shape(
+            shapes,
+            file,
+            &format!("bert.embeddings.{name}.weight"),
+            [rows, h],
+            says,
+        )?;
+    }
+    let layers = layer_indices(shapes, "bert.encoder.layer.");
+    if layers != (0..cfg.num_hidden_layers).collect() {
+        bail!(
+            "{}: holds {} encoder layer(s) (bert.encoder.layer.{{{}}}.*), config.json says num_hidden_layers {}",
+            file.display(),
+            layers.len(),
+            layers.iter().map(i64::to_string).collect::<Vec<_>>().join(","),
+            cfg.num_hidden_layers
+        );
+    }
+    let says = format!(
+        "intermediate_size {}, hidden_size {h}",
+        cfg.intermediate_size
+    );
+    let ffn = "bert.encoder.layer.0.intermediate.dense.weight";
+    expect_shape(shapes, file, ffn, [cfg.intermediate_size, h], says)?;
+    if let Some((file, shapes)) = head_file {
+        if head.n_head_layers as i64 > super::config::MAX_LAYERS {
+            bail!(
+                "{}: n_head_layers {} (at most {})",
+                file.display(),
+                head.n_head_layers,
+                super::config::MAX_LAYERS
+            );
+        }
+        let layers = layer_indices(shapes, "c_head.");
+        if layers != (0..head.n_head_layers as i64).collect() {
+            bail!(
+                "{}: holds {} head layer(s), its metadata says n_head_layers {}",
+                file.display(),
+                layers.len(),
+                head.n_head_layers
+            );
+        }
+        if head.n_head_layers > 0 {
+            let says = format!("hidden_size {h}");
+            expect_shape(
+                shapes,
+                file,
+                "c_head.0.attention.self.query.weight",
+                [h, h],
+                says,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `name` in `shapes` (of `file`) must have the shape `want`, which config.json (`says`) implies.
+fn expect_shape(
+    shapes: &HashMap<String, Vec<i64>>,
+    file: &Path,
+    name: &str,
+    want: [i64; 2],
+    says: String,
+) -> Result<()> {
+    match shapes.get(name) {
+        Some(got) if got[..] == want[..] => Ok(()),
+        Some(got) => bail!(
+            "{}: {name} has shape {got:?}, but config.json ({says}) makes it {want:?}",
+            file.display()
+        ),
+        None => bail!("{}: no tensor {name}", file.display()),
+    }
+}
+
 /// Copies `tensors` into the store's variables by name; returns the names it filled.
 fn assign(
     vars: &HashMap<String, Tensor>,
@@ -197,6 +347,18 @@ pub fn load(dir: &Path, device: Device, head: HeadConfig, seed: i64) -> Result<L
         Some((_, meta)) => head_config_from(meta, head)?,
         None => head,
     };
+    let head_shapes = if head_tensors.is_some() {
+        Some(header_shapes(&head_path)?)
+    } else {
+        None
+    };
+    check_weights(
+        &config,
+        head_config,
+        (&weights, &header_shapes(&weights)?),
+        head_shapes.as_ref().map(|s| (head_path.as_path(), s)),
+    )
+    .with_context(|| format!("{}: config.json does not fit its weights", dir.display()))?;
     tch::manual_seed(seed);
     let vs = VarStore::new(device);
     let model = Condenser::new(&vs.root(), config, head_config)?;
