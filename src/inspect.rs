@@ -52,6 +52,9 @@ pub struct InspectArgs {
 /// Everything `inspect` reports (also the `--json` document).
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// The manifest's `complete`: false while `prepare` has not finished (the shards so far), null
+    /// without a manifest.
+    pub complete: Option<bool>,
     pub shards: u64,
     pub bytes_on_disk: u64,
     /// Token ids as int32 (4 bytes each) over bytes on disk.
@@ -256,8 +259,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
     };
     let mut report = Report {
         verified: args.verify,
+        complete: source.manifest.as_ref().map(|(_, m)| m.complete),
         ..Default::default()
     };
+    if let Some((dir, m)) = source.manifest.as_ref().filter(|(_, m)| !m.complete) {
+        log::warn!("{}", unfinished(dir, m));
+    }
     let progress = indicatif::ProgressBar::new(source.shards.len() as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} shards {msg}")
@@ -336,7 +343,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     } else {
-        print_text(&mut out, &report)?;
+        print_text(&mut out, &report, source.manifest.as_ref())?;
     }
     if let Some(png) = &args.plot {
         crate::plot::histograms(png, &report)?;
@@ -591,6 +598,15 @@ fn finish(
     }
 }
 
+/// What an unfinished folder is, for the log and the text report.
+fn unfinished(dir: &Path, m: &Manifest) -> String {
+    format!(
+        "{}: prepare has not finished (manifest complete: false): these are the {} shard(s) written so far; rerun the same prepare to finish",
+        dir.display(),
+        m.shards.len()
+    )
+}
+
 fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
@@ -648,7 +664,14 @@ fn draw(out: &mut dyn Write, d: &Distribution, rows: usize) -> std::io::Result<(
     Ok(())
 }
 
-fn print_text(out: &mut dyn Write, r: &Report) -> std::io::Result<()> {
+fn print_text(
+    out: &mut dyn Write,
+    r: &Report,
+    manifest: Option<&(PathBuf, Manifest)>,
+) -> std::io::Result<()> {
+    if let Some((dir, m)) = manifest.filter(|(_, m)| !m.complete) {
+        writeln!(out, "UNFINISHED  {}\n", unfinished(dir, m))?;
+    }
     writeln!(
         out,
         "shards      {} ({:.1} MB on disk; {:.2}x smaller than int32 token ids)",

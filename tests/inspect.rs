@@ -297,3 +297,75 @@ fn plot_writes_a_png() {
         bytes.len()
     );
 }
+
+/// A manifest entry that points outside its folder (`../x.parquet`, `/etc/passwd`) is refused, naming
+/// the manifest and the entry, with or without --verify; a merged folder's `part-K-of-N/shard` is not.
+#[test]
+fn manifest_entries_outside_the_folder_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = prepared(dir.path());
+    let original = std::fs::read(out.join("manifest.json")).unwrap();
+    let first = manifest(&out)["shards"][0]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A real shard outside the folder: without the check it is read as if it were listed.
+    std::fs::copy(out.join(&first), dir.path().join("outside.parquet")).unwrap();
+    for entry in ["../outside.parquet", "/etc/passwd", "./x.parquet", ""] {
+        let mut m: serde_json::Value = serde_json::from_slice(&original).unwrap();
+        m["shards"][0]["file"] = entry.into();
+        std::fs::write(out.join("manifest.json"), m.to_string()).unwrap();
+        for extra in [None, Some("--verify")] {
+            let mut a = vec!["inspect", out.to_str().unwrap()];
+            a.extend(extra);
+            let o = run(&a);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{entry} {extra:?}: {err}");
+            assert!(
+                err.contains(&out.join("manifest.json").display().to_string())
+                    && err.contains(&format!("{entry:?}"))
+                    && err.contains("not a file name inside"),
+                "{entry} {extra:?}: {err}"
+            );
+        }
+    }
+    // A path inside a subfolder (what `prepare --merge` writes) is fine.
+    std::fs::create_dir(out.join("part-0-of-1")).unwrap();
+    std::fs::rename(out.join(&first), out.join("part-0-of-1").join(&first)).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    m["shards"][0]["file"] = format!("part-0-of-1/{first}").into();
+    std::fs::write(out.join("manifest.json"), m.to_string()).unwrap();
+    let (code, err) = verify(&out);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// An unfinished folder (`complete: false`: prepare was interrupted or is still running) says so, in
+/// the text, the log and the JSON (`complete`), with and without --verify.
+#[test]
+fn an_unfinished_folder_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = prepared(dir.path());
+    let r = inspect_json(&[out.to_str().unwrap()]);
+    assert_eq!(r["complete"], true);
+    let mut m = manifest(&out);
+    m["complete"] = false.into();
+    std::fs::write(out.join("manifest.json"), m.to_string()).unwrap();
+    let r = inspect_json(&[out.to_str().unwrap()]);
+    assert_eq!(r["complete"], false);
+    let r = inspect_json(&[out.to_str().unwrap(), "--verify"]);
+    assert_eq!(r["complete"], false);
+    for extra in [None, Some("--verify")] {
+        let mut a = vec!["inspect", out.to_str().unwrap()];
+        a.extend(extra);
+        let o = run(&a);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).starts_with("UNFINISHED")
+                && stdout(&o).contains("prepare has not finished")
+                && stderr(&o).contains("prepare has not finished"),
+            "{extra:?}: {}\n{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+}

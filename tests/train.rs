@@ -637,3 +637,450 @@ fn train_follows_a_running_prepare_on_stdin() {
     );
     assert_eq!(losses(&out).last().unwrap().0, 5);
 }
+
+/// `condenser ARGS` with stdin from `stdin` (else closed), output to files, killed after `secs`: a
+/// hang fails the test (naming the last of its log) instead of hanging it. (status code, stdout,
+/// the end of stderr).
+fn run_within(all: &[String], stdin: Option<&Path>, secs: u64) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = condenser()
+        .args(all)
+        .stdin(match stdin {
+            Some(p) => std::process::Stdio::from(std::fs::File::open(p).unwrap()),
+            None => std::process::Stdio::null(),
+        })
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let tail = || {
+        let s = String::from_utf8_lossy(&std::fs::read(&err).unwrap()).into_owned();
+        s[s.len().saturating_sub(3000)..].to_string()
+    };
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "condenser {all:?} still running after {secs} s; its log ends: {}",
+                tail()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(&out).unwrap(),
+        tail(),
+    )
+}
+
+/// `train ARGS` on the tiny model, bounded in time.
+fn train_within(args: &[String], stdin: Option<&Path>) -> (Option<i32>, String, String) {
+    let mut all = vec!["train".to_string()];
+    all.extend(args.iter().cloned());
+    all.extend(TINY.iter().map(|s| s.to_string()));
+    run_within(&all, stdin, 90)
+}
+
+/// When no full batch can be made the trainer used to log "epoch N done" without end: from a folder
+/// it is an error at start (the manifest's counts) or after the first pass (held-out documents), from
+/// a stream after the whole stream, and `bench train --loader-only` stops too.
+#[test]
+fn no_full_batch_is_an_error_not_an_endless_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 40);
+    let init = tiny_model(dir.path());
+    let m = condenser::shards::Manifest::load(&data).unwrap().unwrap();
+    let spans: u64 = m.shards.iter().map(|s| s.spans).sum();
+    let pairable: u64 = m.shards.iter().map(|s| s.pairable.unwrap()).sum();
+    let too_many = format!("data.batch_size={}", spans + 1);
+    let too_many_docs = format!("data.batch_size={}", pairable + 1);
+    let base = ["optim.max_steps=3", "data.max_len=64"];
+    for (what, sets, want) in [
+        (
+            "condenser, batch larger than the spans",
+            vec![too_many.as_str()],
+            format!("{spans} spans in its"),
+        ),
+        (
+            "cocondenser, batch larger than the pairable documents",
+            vec!["stage=cocondenser", too_many_docs.as_str()],
+            format!("{pairable} pairable documents (two or more spans) in its"),
+        ),
+        (
+            "every document but a few held out",
+            vec!["data.holdout_fraction=0.999", "data.batch_size=8"],
+            "a pass over the shards made no batch".to_string(),
+        ),
+    ] {
+        let mut all_sets = base.to_vec();
+        all_sets.extend(sets);
+        let out = dir.path().join("run");
+        let (code, _, err) =
+            train_within(&args(&data, ("--init", &init), &out, &all_sets, &[]), None);
+        assert_eq!(code, Some(2), "{what}: {err}");
+        assert!(
+            err.contains(&want) && err.contains("fewer than one batch"),
+            "{what}: {err}"
+        );
+    }
+    // `--data -`: shard paths on stdin; the stream ends without a batch.
+    let list = dir.path().join("paths.txt");
+    let paths: Vec<String> = m
+        .shards
+        .iter()
+        .map(|s| data.join(&s.file).display().to_string())
+        .collect();
+    std::fs::write(&list, paths.join("\n") + "\n").unwrap();
+    let out = dir.path().join("stream-run");
+    let sets: Vec<&str> = base.iter().copied().chain([too_many.as_str()]).collect();
+    let (code, _, err) = train_within(
+        &args(Path::new("-"), ("--init", &init), &out, &sets, &[]),
+        Some(&list),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("the whole stream of shards made no batch"),
+        "{err}"
+    );
+    assert!(!out.join("checkpoint-0").exists());
+    // The loader alone.
+    let batch = (spans + 1).to_string();
+    let bench: Vec<String> = [
+        "bench",
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--loader-only",
+        "--batch",
+        &batch,
+        "--seq",
+        "64",
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (code, _, err) = run_within(&bench, None, 90);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("fewer than one batch"), "{err}");
+}
+
+/// SIGTERM reaches a trainer that waits for data (a stream that sends nothing): it writes the state
+/// it has (step 0) and exits 0, as when it stops between steps.
+#[test]
+fn sigterm_stops_a_trainer_waiting_for_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = tiny_model(dir.path());
+    let out = dir.path().join("run");
+    let mut child = condenser()
+        .arg("train")
+        .args(args(
+            Path::new("-"),
+            ("--init", &init),
+            &out,
+            &["optim.max_steps=5"],
+            &[],
+        ))
+        .args(TINY)
+        .stdin(std::process::Stdio::piped()) // held open, nothing written
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !out.join("train_config.toml").exists() {
+        assert!(t.elapsed().as_secs() < 60, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1000)); // now in the wait for a batch
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed().as_secs() > 30 {
+            let _ = child.kill();
+            panic!("still waiting 30 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit {status:?}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(
+        stdout.trim(),
+        out.join("checkpoint-0").display().to_string()
+    );
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("checkpoint-0").join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["step"], 0);
+}
+
+/// Writes rows of (doc_id, spans of int32 ids) as a shard, any id allowed (the shard writer only
+/// writes ids of a vocabulary).
+fn write_raw_shard(path: &Path, rows: &[(String, Vec<Vec<i32>>)]) {
+    use arrow::array::{ArrayRef, Int32Builder, ListBuilder, StringBuilder};
+    let schema = condenser::shards::schema::shard_schema();
+    let field = |i: usize| match schema.field(1).data_type() {
+        arrow::datatypes::DataType::List(f) if i == 0 => f.clone(),
+        arrow::datatypes::DataType::List(f) => match f.data_type() {
+            arrow::datatypes::DataType::List(g) => g.clone(),
+            _ => unreachable!(),
+        },
+        _ => unreachable!(),
+    };
+    let mut ids = StringBuilder::new();
+    let mut spans = ListBuilder::new(ListBuilder::new(Int32Builder::new()).with_field(field(1)))
+        .with_field(field(0));
+    let mut num = Int32Builder::new();
+    for (id, doc) in rows {
+        ids.append_value(id);
+        for span in doc {
+            spans.values().values().append_slice(span);
+            spans.values().append(true);
+        }
+        spans.append(true);
+        num.append_value(doc.iter().map(|s| s.len() as i32).sum());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(ids.finish()),
+        std::sync::Arc::new(spans.finish()),
+        std::sync::Arc::new(num.finish()),
+    ];
+    let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None)
+            .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// Token ids outside the vocabulary (30522 for a vocabulary of 30522, 999999, a negative int32) used
+/// to panic inside libtorch; the loader stops with the shard and the id named, in `train` and in
+/// `bench train`.
+#[test]
+fn out_of_vocabulary_ids_stop_with_the_shard_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 30);
+    let init = tiny_model(dir.path());
+    let m = condenser::shards::Manifest::load(&data).unwrap().unwrap();
+    for (bad, shown) in [(30522, "30522"), (999_999, "999999"), (-5i32, "-5")] {
+        // Every shard rewritten: 40 two-span documents, one of them holding the bad id.
+        for s in &m.shards {
+            let rows: Vec<(String, Vec<Vec<i32>>)> = (0..40i32)
+                .map(|d| {
+                    let mut spans = vec![vec![2000 + d; 6], vec![3000 + d; 6]];
+                    if d == 17 {
+                        spans[1][3] = bad;
+                    }
+                    (format!("d{d}"), spans)
+                })
+                .collect();
+            write_raw_shard(&data.join(&s.file), &rows);
+        }
+        let out = dir.path().join(format!("run-{shown}"));
+        let (code, _, err) = train_within(
+            &args(
+                &data,
+                ("--init", &init),
+                &out,
+                &["optim.max_steps=2", "data.batch_size=4"],
+                &[],
+            ),
+            None,
+        );
+        assert_eq!(code, Some(2), "{shown}: {err}");
+        assert!(
+            err.contains(".parquet")
+                && err.contains(&format!("token id {shown} "))
+                && err.contains("\"d17\""),
+            "{shown}: {err}"
+        );
+        let bench: Vec<String> = [
+            "bench",
+            "train",
+            "--tiny",
+            "--device",
+            "cpu",
+            "--data",
+            data.to_str().unwrap(),
+            "--batch",
+            "4",
+            "--seq",
+            "16",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (code, _, err) = run_within(&bench, None, 90);
+        assert_eq!(code, Some(2), "bench {shown}: {err}");
+        assert!(
+            err.contains(&format!("token id {shown} ")),
+            "bench {shown}: {err}"
+        );
+    }
+}
+
+/// Settings that would leave a run that cannot be resumed are refused where the configuration and a
+/// resumed state are read, with what is allowed.
+#[test]
+fn unrecoverable_settings_and_states_are_refused() {
+    use condenser::train::config::TrainConfig;
+    for (set, want) in [
+        ("optim.lr=inf", "optim.lr must be a finite number in [0, "),
+        ("optim.lr=nan", "optim.lr must be a finite number in [0, "),
+        ("optim.lr=1e39", "optim.lr must be a finite number in [0, "),
+        ("optim.eps=1e-50", "optim.eps must be positive"),
+        (
+            "data.holdout_fraction=1.0",
+            "data.holdout_fraction must be a finite number in [0, 1)",
+        ),
+        (
+            "data.holdout_fraction=-0.1",
+            "data.holdout_fraction must be a finite number in [0, 1)",
+        ),
+        (
+            "optim.warmup_ratio=1.5",
+            "optim.warmup_ratio must be a finite number in [0, 1]",
+        ),
+        (
+            "optim.warmup_ratio=nan",
+            "optim.warmup_ratio must be a finite number in [0, 1]",
+        ),
+        (
+            "optim.beta2=1",
+            "optim.beta2 must be a finite number in [0, 1)",
+        ),
+        ("optim.max_grad_norm=inf", "optim.max_grad_norm must be"),
+        ("loss.co_weight=nan", "loss.co_weight must be"),
+        (
+            "optim.max_steps=1000000000000",
+            "optim.max_steps must be at most",
+        ),
+        (
+            "model.n_head_layers=1000000000",
+            "model.n_head_layers must be at most",
+        ),
+    ] {
+        let err = format!("{:#}", TrainConfig::load(None, &[set.into()]).unwrap_err());
+        assert!(err.contains(want), "{set}: {err}");
+    }
+    // A resumed state past its run, or with an absurd step.
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 60);
+    let init = tiny_model(dir.path());
+    let out = dir.path().join("run");
+    train(&args(
+        &data,
+        ("--init", &init),
+        &out,
+        &["optim.max_steps=4", "data.batch_size=4", "data.max_len=64"],
+        &["--stop-after", "1"],
+    ));
+    let ckpt = out.join("checkpoint-1");
+    let path = ckpt.join("trainer_state.json");
+    let good = std::fs::read(&path).unwrap();
+    for (field, value, want) in [
+        ("step", 1_000_000_000_000u64, "a run has at most"),
+        ("step", 5, "step 5 is past the run's total_steps 4"),
+    ] {
+        let mut state: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        state[field] = value.into();
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let r = try_train(&args(&data, ("--resume", &ckpt), &out, &[], &[]));
+        assert!(!r.status.success(), "{field} {value}");
+        assert!(stderr(&r).contains(want), "{field} {value}: {}", stderr(&r));
+    }
+    let mut state: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    state["cursor"]["batches"] = 1_000_000.into();
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let r = try_train(&args(&data, ("--resume", &ckpt), &out, &[], &[]));
+    assert!(
+        stderr(&r).contains("the data cursor (epoch 0, batch 1000000) is past"),
+        "{}",
+        stderr(&r)
+    );
+}
+
+/// `.checkpoint-N.tmp-PID` folders of processes that no longer run (killed while saving) are removed
+/// when a run starts in that folder; those of a live process are kept.
+#[test]
+fn stale_checkpoint_temporaries_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 60);
+    let init = tiny_model(dir.path());
+    let out = dir.path().join("run");
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let live_pid = std::process::id();
+    let stale = [
+        format!(".checkpoint-3.tmp-{dead_pid}"),
+        format!(".final.tmp-{dead_pid}"),
+        format!(".checkpoint-2.old-{dead_pid}"),
+    ];
+    let kept = [format!(".checkpoint-4.tmp-{live_pid}"), "notes".to_string()];
+    for name in stale.iter().chain(&kept) {
+        std::fs::create_dir_all(out.join(name)).unwrap();
+        std::fs::write(out.join(name).join("model.safetensors"), b"x").unwrap();
+    }
+    train(&args(
+        &data,
+        ("--init", &init),
+        &out,
+        &["optim.max_steps=1", "data.batch_size=4", "data.max_len=64"],
+        &[],
+    ));
+    for name in &stale {
+        assert!(!out.join(name).exists(), "{name} is still there");
+    }
+    for name in &kept {
+        assert!(out.join(name).exists(), "{name} was removed");
+    }
+}
+
+/// A manifest entry that points outside its folder is refused, naming the manifest and the entry.
+#[test]
+fn train_refuses_manifest_entries_outside_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 60);
+    let init = tiny_model(dir.path());
+    let mut m = manifest(&data);
+    let first = m["shards"][0]["file"].as_str().unwrap().to_string();
+    // A real shard outside the folder: read and trained on without the check.
+    std::fs::copy(data.join(&first), dir.path().join("outside.parquet")).unwrap();
+    m["shards"][0]["file"] = "../outside.parquet".into();
+    std::fs::write(data.join("manifest.json"), m.to_string()).unwrap();
+    let o = try_train(&args(
+        &data,
+        ("--init", &init),
+        &dir.path().join("run"),
+        &["optim.max_steps=1", "data.batch_size=4", "data.max_len=64"],
+        &[],
+    ));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("manifest.json")
+            && err.contains("\"../outside.parquet\"")
+            && err.contains("not a file name inside"),
+        "{err}"
+    );
+}

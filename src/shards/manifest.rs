@@ -180,12 +180,36 @@ impl Manifest {
     pub fn load(dir: &Path) -> Result<Option<Manifest>> {
         let path = dir.join(FILE_NAME);
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-                format!("{}: not a condenser manifest", path.display())
-            })?)),
+            Ok(bytes) => {
+                let m: Manifest = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{}: not a condenser manifest", path.display()))?;
+                m.check_shard_paths(&path)?;
+                Ok(Some(m))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("{}: cannot read", path.display())),
         }
+    }
+
+    /// Every shard entry names a file inside the manifest's folder: a relative path of plain names
+    /// (`shard-00000.parquet`, or `part-0-of-2/shard-00000.parquet` as `prepare --merge` writes). An
+    /// absolute path, `..` or `.` is refused, so a manifest cannot make `inspect` or `train` read (or
+    /// `prepare` replace) a file elsewhere. `path` is the manifest's, for the message.
+    pub fn check_shard_paths(&self, path: &Path) -> Result<()> {
+        for s in &self.shards {
+            let plain = !s.file.is_empty()
+                && Path::new(&s.file)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain {
+                anyhow::bail!(
+                    "{}: shard entry {:?} is not a file name inside the manifest's folder (absolute paths, `..` and `.` are refused)",
+                    path.display(),
+                    s.file
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Writes `dir/manifest.json` atomically.

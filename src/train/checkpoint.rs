@@ -28,6 +28,91 @@ pub struct TrainerState {
     pub tool: String,
 }
 
+impl TrainerState {
+    /// Refuses a state no run could have written (`path` is its file, for the message): a step past
+    /// the run's total or past `MAX_STEPS` (say 10^12), or a data cursor past the batches that many
+    /// steps consume. Its configuration is checked where it is merged (`TrainConfig::load_over`).
+    pub fn check(&self, path: &Path) -> Result<()> {
+        let max = super::config::MAX_STEPS;
+        if self.step > max || self.total_steps > max {
+            bail!(
+                "{}: step {} of total_steps {}; a run has at most {max} steps",
+                path.display(),
+                self.step,
+                self.total_steps
+            );
+        }
+        if self.step > self.total_steps {
+            bail!(
+                "{}: step {} is past the run's total_steps {}",
+                path.display(),
+                self.step,
+                self.total_steps
+            );
+        }
+        // Every step consumes grad_accum batches, and every finished epoch at least one.
+        let consumed = self.step * self.config.optim.grad_accum.max(1) as u64;
+        if self.cursor.batches > consumed || self.cursor.epoch > consumed {
+            bail!(
+                "{}: the data cursor (epoch {}, batch {}) is past the {consumed} batch(es) that {} step(s) consume",
+                path.display(),
+                self.cursor.epoch,
+                self.cursor.batches,
+                self.step
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Removes the `.checkpoint-N.tmp-PID` / `.final.tmp-PID` folders (and `.old-PID` ones) in `out` that
+/// a process which no longer runs left behind (killed while saving): each holds a whole checkpoint.
+/// Those of a live process (kill(pid, 0) succeeds or is refused for permission) are kept.
+pub fn remove_stale_temporaries(out: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(()); // no run folder yet
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("{}: cannot list", out.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temporary_pid(&name) else {
+            continue;
+        };
+        if pid == std::process::id() || process_alive(pid) || !entry.path().is_dir() {
+            continue;
+        }
+        let path = entry.path();
+        log::info!(
+            "removing {} (left by process {pid}, which no longer runs)",
+            path.display()
+        );
+        std::fs::remove_dir_all(&path)
+            .with_context(|| format!("{}: cannot remove", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The PID of a temporary checkpoint folder's name (`hf::save`'s `.NAME.tmp-PID`, `.NAME.old-PID`).
+fn temporary_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    if !(rest.starts_with("checkpoint-") || rest.starts_with("final.")) {
+        return None;
+    }
+    let (_, pid) = rest
+        .rsplit_once(".tmp-")
+        .or_else(|| rest.rsplit_once(".old-"))?;
+    pid.parse().ok().filter(|&p| p > 0)
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 pub fn save(
     dir: &Path,
     vs: &tch::nn::VarStore,
@@ -56,6 +141,7 @@ pub fn load_state(dir: &Path, opt: &mut AdamW) -> Result<TrainerState> {
             )
         })?)
         .with_context(|| format!("{}: not a trainer state", state_path.display()))?;
+    state.check(&state_path)?;
     let (tensors, _) = hf::read_safetensors(&dir.join(OPTIMIZER_FILE))?;
     let by_name: HashMap<String, tch::Tensor> = tensors.into_iter().collect();
     for (key, mut slot) in opt.moments() {

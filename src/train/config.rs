@@ -203,31 +203,98 @@ impl TrainConfig {
         Ok(cfg)
     }
 
+    /// Refuses settings that would fail later or leave a run that cannot be resumed (an infinite
+    /// learning rate writes a "last good" checkpoint of infinities); each message says what is allowed.
     pub fn validate(&self) -> Result<()> {
-        if self.data.batch_size == 0 || self.data.max_len < 3 || self.data.prefetch == 0 {
+        self.validate_data()?;
+        self.validate_optim()?;
+        self.validate_loss_and_model()
+    }
+
+    fn validate_data(&self) -> Result<()> {
+        let d = &self.data;
+        if d.batch_size == 0 || d.max_len < 3 || d.prefetch == 0 {
             bail!("data.batch_size and data.prefetch must be positive and data.max_len at least 3");
         }
-        if !(0.0..1.0).contains(&self.data.mlm_probability) {
-            bail!("data.mlm_probability must be in [0, 1)");
+        if d.prefetch > 1024 {
+            bail!(
+                "data.prefetch must be at most 1024 batches (the channel is allocated up front), got {}",
+                d.prefetch
+            );
         }
-        if self.optim.grad_accum == 0 {
+        in_range("data.mlm_probability", d.mlm_probability, 0.0, 1.0, false)?;
+        in_range(
+            "data.holdout_fraction",
+            d.holdout_fraction,
+            0.0,
+            1.0,
+            false,
+        )
+        .context("data.holdout_fraction is the share of documents held out of training: 1 would leave none")?;
+        Ok(())
+    }
+
+    fn validate_optim(&self) -> Result<()> {
+        let o = &self.optim;
+        if o.grad_accum == 0 {
             bail!("optim.grad_accum must be at least 1");
         }
-        if self.stage == Stage::Cocondenser && self.optim.grad_accum != 1 {
+        if self.stage == Stage::Cocondenser && o.grad_accum != 1 {
             bail!(
                 "optim.grad_accum = {} with the cocondenser stage: the contrastive loss needs every span of \
                  the batch at once (the negatives are the other documents of the same batch), so accumulating \
                  micro-batches would change the loss, not just the memory; use loss.cache_chunk_size \
                  (gradient cache) to fit large batches instead",
-                self.optim.grad_accum
+                o.grad_accum
             );
         }
-        // eps > 0 keeps the update finite where the second moment is 0 (also for skipped steps).
-        if !(self.optim.eps > 0.0) || !(self.optim.lr >= 0.0) || !(self.optim.weight_decay >= 0.0) {
-            bail!("optim.eps must be positive, optim.lr and optim.weight_decay not negative");
+        // The update runs in fp32: a value past f32::MAX becomes infinite there.
+        let f32_max = f32::MAX as f64;
+        in_range("optim.lr", o.lr, 0.0, f32_max, true)?;
+        in_range("optim.weight_decay", o.weight_decay, 0.0, f32_max, true)?;
+        in_range("optim.max_grad_norm", o.max_grad_norm, 0.0, f32_max, true)
+            .context("optim.max_grad_norm = 0 turns clipping off")?;
+        // eps > 0 keeps the update finite where the second moment is 0 (also for skipped steps); below
+        // f32::MIN_POSITIVE it would be 0 in fp32.
+        if !(o.eps.is_finite() && o.eps >= f32::MIN_POSITIVE as f64) {
+            bail!(
+                "optim.eps must be positive: a finite number of at least {:e} (the smallest normal fp32), got {}",
+                f32::MIN_POSITIVE,
+                o.eps
+            );
         }
-        if self.optim.epochs == 0 && self.optim.max_steps == 0 {
+        in_range("optim.beta1", o.beta1, 0.0, 1.0, false)?;
+        in_range("optim.beta2", o.beta2, 0.0, 1.0, false)?;
+        in_range("optim.warmup_ratio", o.warmup_ratio, 0.0, 1.0, true)?;
+        if o.epochs == 0 && o.max_steps == 0 {
             bail!("set optim.epochs or optim.max_steps");
+        }
+        if o.max_steps as u64 > MAX_STEPS {
+            bail!(
+                "optim.max_steps must be at most {MAX_STEPS}, got {}",
+                o.max_steps
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_loss_and_model(&self) -> Result<()> {
+        let l = &self.loss;
+        for (key, v) in [
+            ("loss.head_weight", l.head_weight),
+            ("loss.late_weight", l.late_weight),
+            ("loss.co_weight", l.co_weight),
+            ("loss.mlm_weight", l.mlm_weight),
+        ] {
+            in_range(key, v, 0.0, f32::MAX as f64, true)?;
+        }
+        let m = &self.model;
+        if m.n_head_layers > crate::model::config::MAX_LAYERS as usize {
+            bail!(
+                "model.n_head_layers must be at most {}, got {}",
+                crate::model::config::MAX_LAYERS,
+                m.n_head_layers
+            );
         }
         Ok(())
     }
@@ -235,6 +302,32 @@ impl TrainConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config serializes")
     }
+}
+
+/// The most optimizer steps a run may have (`optim.max_steps`, a checkpoint's step): far beyond any
+/// real run, small enough that step arithmetic never overflows.
+pub const MAX_STEPS: u64 = 1_000_000_000;
+
+/// `value` must be a finite number in [lo, hi] (`hi_inclusive`) or [lo, hi); NaN and infinities never
+/// pass. The message names the key, what is allowed and the value.
+fn in_range(key: &str, value: f64, lo: f64, hi: f64, hi_inclusive: bool) -> Result<()> {
+    let ok = value.is_finite()
+        && value >= lo
+        && if hi_inclusive {
+            value <= hi
+        } else {
+            value < hi
+        };
+    if !ok {
+        let close = if hi_inclusive { ']' } else { ')' };
+        let hi = if hi < 1e6 {
+            hi.to_string()
+        } else {
+            format!("{hi:e}")
+        };
+        bail!("{key} must be a finite number in [{lo}, {hi}{close}, got {value}");
+    }
+    Ok(())
 }
 
 /// Copies `patch` into `base`; a key `base` does not have is an error that names it.
@@ -306,7 +399,8 @@ mod tests {
         assert!(err.contains("gradient cache"), "{err}");
         for bad in ["optim.eps=0", "optim.lr=-1", "optim.weight_decay=-0.1"] {
             let err = format!("{:#}", TrainConfig::load(None, &[bad.into()]).unwrap_err());
-            assert!(err.contains("optim.eps must be positive"), "{bad}: {err}");
+            let key = bad.split('=').next().unwrap();
+            assert!(err.contains(&format!("{key} must be")), "{bad}: {err}");
         }
     }
 

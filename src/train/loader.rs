@@ -106,6 +106,33 @@ pub fn start(source: ShardSource, spec: LoaderSpec) -> Loader {
     }
 }
 
+/// Refuses, before anything starts, a prepared folder whose manifest counts cannot fill one batch of
+/// `per_batch` examples: spans (Condenser) or documents with two or more spans (coCondenser). Held-out
+/// documents only make fewer (a pass that still makes no batch is the loader's error). A manifest
+/// without pairable counts (written before they were) is left to that check too.
+pub fn ensure_one_batch(
+    dir: &std::path::Path,
+    m: &crate::shards::Manifest,
+    stage: Stage,
+    per_batch: usize,
+) -> Result<()> {
+    let (n, what) = match stage {
+        Stage::Condenser => (Some(m.shards.iter().map(|s| s.spans).sum::<u64>()), "spans"),
+        Stage::Cocondenser => (
+            m.shards.iter().map(|s| s.pairable).sum::<Option<u64>>(),
+            "pairable documents (two or more spans)",
+        ),
+    };
+    match n {
+        Some(n) if n < per_batch as u64 => anyhow::bail!(
+            "{}: {n} {what} in its {} shard(s), fewer than one batch of {per_batch}: lower data.batch_size or prepare more data",
+            dir.display(),
+            m.shards.len()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Row groups of a shard (from its footer).
 fn row_groups(path: &PathBuf) -> Result<usize> {
     let f =
@@ -127,12 +154,38 @@ struct Epoch<'a> {
     /// Length groups cut so far (keys the order of their batches).
     groups: u64,
     skipped_docs: u64,
+    /// Examples that entered the epoch (spans, or span pairs).
+    examples: u64,
 }
 
 impl Epoch<'_> {
+    /// A pass that made no batch would be repeated without end (and the trainer would wait forever):
+    /// an error that says how many examples there were.
+    fn ensure_a_batch(&self, what: &str) -> Result<()> {
+        if self.batches == 0 {
+            let per = self.spec.examples_per_batch;
+            let (examples, skipped) = match self.spec.stage {
+                Stage::Condenser => ("spans", String::new()),
+                Stage::Cocondenser => (
+                    "pairable documents",
+                    format!(
+                        "; {} document(s) with fewer than two spans skipped",
+                        self.skipped_docs
+                    ),
+                ),
+            };
+            anyhow::bail!(
+                "{what} made no batch: {} {examples} (after the held-out documents{skipped}), fewer than one batch of {per}",
+                self.examples
+            );
+        }
+        Ok(())
+    }
+
     /// Adds the examples of one row group (through the shuffle buffer).
     fn feed(&mut self, path: &PathBuf, group: usize, skipped_total: &AtomicU64) -> Result<bool> {
         let rows = read_shard(path, Some(vec![group]))?;
+        check_ids(&rows, self.spec.vocab.size, path)?;
         let d = &self.spec.data;
         for row in rows {
             if crate::eval::spans::is_held_out(&row.doc_id, d.holdout_seed, d.holdout_fraction) {
@@ -172,6 +225,7 @@ impl Epoch<'_> {
     }
 
     fn push(&mut self, ex: Example) -> Result<bool> {
+        self.examples += 1;
         let cap = self.spec.data.shuffle_buffer.max(1);
         if self.buffer.len() < cap {
             self.buffer.push(ex);
@@ -311,6 +365,7 @@ fn run(
                 if !e.drain()? {
                     return Ok(());
                 }
+                e.ensure_a_batch("a pass over the shards")?;
                 // The incomplete last batch is dropped (the coCondenser targets assume full batches).
                 if tx
                     .send(Msg::EpochEnd {
@@ -326,7 +381,7 @@ fn run(
         }
         ShardSource::Stream(paths) => {
             let mut e = new_epoch(spec, 0, tx, stop);
-            for path in paths {
+            while let Some(path) = next_path(&paths, stop) {
                 let n = row_groups(&path)?;
                 let mut groups: Vec<usize> = (0..n).collect();
                 groups.shuffle(&mut keyed_rng(
@@ -340,7 +395,11 @@ fn run(
                     }
                 }
             }
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             if e.drain()? {
+                e.ensure_a_batch("the whole stream of shards")?;
                 let _ = tx.send(Msg::EpochEnd {
                     epoch: 0,
                     skipped_docs: e.skipped_docs,
@@ -368,5 +427,38 @@ fn new_epoch<'a>(
         batches: 0,
         groups: 0,
         skipped_docs: 0,
+        examples: 0,
     }
+}
+
+/// The next shard path of a stream, waiting for it; None at the end of the stream or when the
+/// trainer has stopped (so a stopped trainer never waits on a producer that sends nothing).
+fn next_path(paths: &Receiver<PathBuf>, stop: &AtomicBool) -> Option<PathBuf> {
+    loop {
+        match paths.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(p) => return Some(p),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) if !stop.load(Ordering::Relaxed) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Every token id of `rows` must be inside the vocabulary of `vocab` ids: an id outside would index
+/// past the embedding table (a panic inside libtorch) or train a row that does not exist. One max per
+/// span: a negative int32 id reads as a u32 above every vocabulary.
+fn check_ids(rows: &[crate::shards::ShardRow], vocab: u32, path: &std::path::Path) -> Result<()> {
+    for row in rows {
+        for span in &row.spans {
+            if span.iter().max().is_some_and(|&m| m >= vocab) {
+                let id = span.iter().copied().find(|&i| i >= vocab).unwrap_or(vocab);
+                anyhow::bail!(
+                    "{}: document {:?} holds the token id {} (as stored, int32), outside the vocabulary of {vocab} ids; the shard was not made with this tokenizer, or is damaged (`condenser inspect --verify` lists every such shard)",
+                    path.display(),
+                    row.doc_id,
+                    id as i32
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -143,30 +143,47 @@ fn stop_if_diverged(
     Ok(())
 }
 
-/// Waits for the next batch, counting the wait; None when the data ran out (a finished stream).
-fn next_batch(loader: &Loader, wait: &mut Duration) -> Result<Option<(Batch, Cursor)>> {
+/// What waiting for the next batch ended with.
+enum Next {
+    Batch(Batch, Cursor),
+    /// The data ran out (a finished stream).
+    End,
+    /// SIGINT or SIGTERM came while waiting (a stream that sends nothing yet, a slow disk).
+    Stopped,
+}
+
+/// Waits for the next batch, counting the wait, and watching for SIGINT / SIGTERM meanwhile.
+fn next_batch(loader: &Loader, wait: &mut Duration) -> Result<Next> {
+    use crossbeam_channel::RecvTimeoutError;
     let t = Instant::now();
     loop {
-        match loader.rx.recv() {
-            Ok(Msg::Batch { batch, after }) => {
+        let msg = match loader.rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(msg) => msg,
+            Err(RecvTimeoutError::Timeout) if !STOP.load(Ordering::SeqCst) => continue,
+            Err(e) => {
                 *wait += t.elapsed();
-                return Ok(Some((batch, after)));
+                return Ok(match e {
+                    RecvTimeoutError::Timeout => Next::Stopped,
+                    RecvTimeoutError::Disconnected => Next::End,
+                });
             }
-            Ok(Msg::EpochEnd {
+        };
+        match msg {
+            Msg::Batch { batch, after } => {
+                *wait += t.elapsed();
+                return Ok(Next::Batch(batch, after));
+            }
+            Msg::EpochEnd {
                 epoch,
                 skipped_docs,
-            }) => {
+            } => {
                 if skipped_docs > 0 {
                     log::info!("epoch {epoch} done; {skipped_docs} document(s) with fewer than two spans skipped");
                 } else {
                     log::info!("epoch {epoch} done");
                 }
             }
-            Ok(Msg::Error(e)) => return Err(e.context("the data loader failed")),
-            Err(_) => {
-                *wait += t.elapsed();
-                return Ok(None);
-            }
+            Msg::Error(e) => return Err(e.context("the data loader failed")),
         }
     }
 }
@@ -182,6 +199,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     .with_context(|| format!("{}: cannot read", path.display()))?,
             )
             .with_context(|| format!("{}: not a trainer state", path.display()))?;
+            state.check(&path)?;
             let cfg = TrainConfig::load_over(
                 state.config.clone(),
                 args.config.as_deref(),
@@ -232,6 +250,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .or_else(|| args.init.clone())
         .context("--init DIR is needed (a Hugging Face directory to start from), or --resume")?;
     let (source, manifest) = data_source(&args.data)?;
+    if let Some((dir, m)) = &manifest {
+        loader::ensure_one_batch(dir, m, cfg.stage, cfg.data.batch_size)?;
+    }
     let tok_path = args
         .tokenizer
         .clone()
@@ -342,6 +363,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    checkpoint::remove_stale_temporaries(&args.out)?;
     std::fs::write(args.out.join("train_config.toml"), cfg.to_toml())?;
     let loader = loader::start(
         source,
@@ -416,11 +438,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let lr = lr_at(step as usize, total as usize, &cfg.optim);
         // Micro-steps (Condenser, with accumulation) or one gradient-cache step (coCondenser).
         let mut losses: Option<Losses> = None;
-        let mut ran_out = false;
+        let (mut ran_out, mut interrupted) = (false, false);
+        let step_start = cursor;
         for k in 0..ga {
-            let Some((batch, after)) = next_batch(&loader, &mut wait)? else {
-                ran_out = true;
-                break;
+            let (batch, after) = match next_batch(&loader, &mut wait)? {
+                Next::Batch(batch, after) => (batch, after),
+                Next::End => {
+                    ran_out = true;
+                    break;
+                }
+                Next::Stopped => {
+                    interrupted = true;
+                    break;
+                }
             };
             cursor = after;
             seqs += batch.rows as u64;
@@ -445,6 +475,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     co: acc.co,
                 },
             });
+        }
+        if interrupted {
+            // Stopped inside the step: its micro-batches are given back (cursor and gradients), so the
+            // checkpoint is the state after `step` steps and a resume redoes this one whole.
+            cursor = step_start;
+            opt.zero_grad();
+            stopped_early = true;
+            break;
         }
         if ran_out {
             log::warn!("the data ended after {step} of {total} steps");
