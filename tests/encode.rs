@@ -94,3 +94,36 @@ fn encode_bad_model_dir_is_a_clear_error() {
     );
     assert!(!dir.path().join("o.parquet").exists());
 }
+
+/// `--out` naming a folder fails before any model is loaded, and leaves no temporary file behind (in the
+/// working folder or beside the target).
+#[test]
+fn encode_out_folder_fails_first_and_leaves_no_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.txt");
+    std::fs::write(&input, "hello\n").unwrap();
+    let out = dir.path().join("embeddings");
+    std::fs::create_dir(&out).unwrap();
+    let o = common::condenser()
+        .current_dir(dir.path())
+        .args([
+            "encode",
+            "--model",
+            "no-such-model",
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            "embeddings",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = common::stderr(&o);
+    assert!(e.contains("is a folder"), "{e}");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["embeddings", "t.txt"]);
+}

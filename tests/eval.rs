@@ -260,3 +260,81 @@ fn span_pairs_on_held_out_documents() {
     );
     assert!(r1 <= mrr && mrr <= 1.0 && mrr > 1.0 / docs as f64, "{m}");
 }
+
+/// `eval` over the tiny model with `corpus`, `queries` and `qrels` written as given (BEIR layout).
+fn eval_tiny(corpus: &str, queries: &str, qrels: &str) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    std::fs::write(p("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(p("queries.jsonl"), queries).unwrap();
+    std::fs::write(p("qrels.tsv"), qrels).unwrap();
+    let o = run(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--corpus",
+        &p("corpus.jsonl"),
+        "--queries",
+        &p("queries.jsonl"),
+        "--qrels",
+        &p("qrels.tsv"),
+        "--run",
+        &p("run.trec"),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    (o, dir)
+}
+
+const THREE_DOCS: &str = concat!(
+    r#"{"_id": "d1", "text": "Paris is the capital of France."}"#,
+    "\n",
+    r#"{"_id": "d2", "text": "Plants make sugar from light."}"#,
+    "\n",
+    r#"{"_id": "d3", "text": "Jazz began in New Orleans."}"#,
+    "\n"
+);
+const TWO_QUERIES: &str = concat!(
+    r#"{"_id": "q1", "text": "capital of France"}"#,
+    "\n",
+    r#"{"_id": "q2", "text": "how plants make sugar"}"#,
+    "\n"
+);
+
+/// A duplicate corpus id would be retrieved and counted twice (R@k above 1): refused, both records named,
+/// no run file written.
+#[test]
+fn eval_refuses_duplicate_corpus_ids() {
+    let corpus = format!("{THREE_DOCS}{}\n", r#"{"_id": "d1", "text": "Paris again."}"#);
+    let (o, dir) = eval_tiny(&corpus, TWO_QUERIES, "q1\t0\td1\t1\n");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("\"d1\"") && e.contains("records 1 and 4"),
+        "{e}"
+    );
+    assert!(!dir.path().join("run.trec").exists());
+}
+
+/// Empty qrels are an error, not a run with every metric 0.
+#[test]
+fn eval_refuses_empty_qrels() {
+    let (o, _dir) = eval_tiny(THREE_DOCS, TWO_QUERIES, "query-id\tcorpus-id\tscore\n");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no relevance judgements"), "{}", stderr(&o));
+}
+
+/// A judged query missing from the queries file is counted and left out of the means, not scored 0.
+#[test]
+fn eval_counts_judged_queries_missing_from_the_queries_file() {
+    let (o, _dir) = eval_tiny(THREE_DOCS, TWO_QUERIES, "q1\t0\td1\t1\nq9\t0\td2\t1\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["queries"], 1);
+    assert_eq!(m["judged_queries_not_in_queries"], 1);
+    // Three documents: every relevant one is within the top 3.
+    assert_eq!(m["recall"]["3"], 1.0);
+    assert!(stderr(&o).contains("not in"), "{}", stderr(&o));
+}

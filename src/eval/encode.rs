@@ -120,6 +120,8 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     if args.max_len < 2 || args.batch_size == 0 {
         bail!("--max-len must be at least 2 and --batch-size at least 1");
     }
+    // The output is checked (and its temporary created) before any model is loaded or text encoded.
+    let tmp = TempOut::create(&args.out)?;
     let device = crate::device::select(args.device)?;
     let tok_path = args
         .tokenizer
@@ -148,9 +150,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     }
     let hidden = model.config.hidden_size as i32;
     let schema = embeddings_schema(hidden);
-    let tmp = tmp_path(&args.out)?;
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let file = tmp.file.try_clone()?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(
             parquet::basic::ZstdLevel::try_new(1)?,
@@ -229,13 +229,9 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         Ok(())
     })
     .and_then(|_| flush(&mut window_ids, &mut window_seqs, &mut writer));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    result?;
     writer.close()?;
-    std::fs::rename(&tmp, &args.out)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), args.out.display()))?;
+    tmp.persist()?;
     progress.finish_and_clear();
     log::info!(
         "encoded {written} texts ({skipped} skipped) into {} ({} dims, {})",
@@ -246,10 +242,63 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     Ok(())
 }
 
-fn tmp_path(out: &Path) -> Result<PathBuf> {
-    let name = out
-        .file_name()
-        .context("--out has no file name")?
-        .to_string_lossy();
-    Ok(out.with_file_name(format!(".{name}.tmp")))
+/// The output file under a temporary name beside it, removed unless `persist` renames it into place: a
+/// failed or interrupted run leaves neither a partial file under the final name nor a stray temporary.
+struct TempOut {
+    tmp: PathBuf,
+    out: PathBuf,
+    file: std::fs::File,
+    done: bool,
+}
+
+impl TempOut {
+    /// Checks `out` before any work: a file name whose folder exists, not an existing folder.
+    fn create(out: &Path) -> Result<TempOut> {
+        if out.is_dir() {
+            bail!(
+                "--out {}: is a folder; name the Parquet file to write (e.g. {}/embeddings.parquet)",
+                out.display(),
+                out.display()
+            );
+        }
+        let name = out
+            .file_name()
+            .with_context(|| format!("--out {}: has no file name", out.display()))?
+            .to_string_lossy();
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            bail!("--out {}: folder {} does not exist", out.display(), dir.display());
+        }
+        let tmp = out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        Ok(TempOut {
+            tmp,
+            out: out.to_path_buf(),
+            file,
+            done: false,
+        })
+    }
+
+    fn persist(mut self) -> Result<()> {
+        self.file
+            .sync_all()
+            .with_context(|| format!("{}: cannot sync", self.tmp.display()))?;
+        std::fs::rename(&self.tmp, &self.out).with_context(|| {
+            format!("cannot rename {} to {}", self.tmp.display(), self.out.display())
+        })?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempOut {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }

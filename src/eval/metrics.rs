@@ -1,7 +1,8 @@
 //! Retrieval metrics, computed as trec_eval computes them on the same run: documents ranked by score,
 //! ties broken by document id in decreasing order; gains are the graded labels (linear); a query counts
 //! when the qrels give it at least one relevant (label > 0) document; relevant documents missing from
-//! the corpus count as relevant and unretrievable.
+//! the corpus count as relevant and unretrievable. Judged queries that have no ranking at all (absent
+//! from the queries file) are counted and left out, as trec_eval leaves out queries absent from the run.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,6 +28,9 @@ pub struct Metrics {
     pub queries_without_relevant: usize,
     /// Relevant (qid, docid) pairs whose document is not in the corpus.
     pub relevant_not_in_corpus: usize,
+    /// Queries of the qrels (with a relevant document) that the run has no entry for, i.e. missing from
+    /// the queries file: left out of the means, not scored 0.
+    pub judged_queries_not_in_queries: usize,
 }
 
 /// `run`: qid -> documents in rank order (already `trec_order`ed). `in_corpus` says whether a docid
@@ -39,7 +43,7 @@ pub fn evaluate(
 ) -> Metrics {
     let (mut mrr, mut ndcg) = (0.0, 0.0);
     let mut recall: BTreeMap<usize, f64> = ks.iter().map(|&k| (k, 0.0)).collect();
-    let (mut n, mut without, mut missing) = (0usize, 0usize, 0usize);
+    let (mut n, mut without, mut missing, mut unasked) = (0usize, 0usize, 0usize, 0usize);
     let mut qids: Vec<&String> = qrels.keys().collect();
     qids.sort();
     for qid in qids {
@@ -49,13 +53,15 @@ pub fn evaluate(
             without += 1;
             continue;
         }
+        let Some(ranked) = run.get(qid) else {
+            unasked += 1;
+            continue;
+        };
         missing += judged
             .iter()
             .filter(|(d, &r)| r > 0 && !in_corpus(d))
             .count();
         n += 1;
-        let empty = Vec::new();
-        let ranked = run.get(qid).unwrap_or(&empty);
         let label = |d: &str| judged.get(d).copied().unwrap_or(0);
         if let Some(pos) = ranked.iter().take(10).position(|(d, _)| label(d) > 0) {
             mrr += 1.0 / (pos + 1) as f64;
@@ -88,6 +94,7 @@ pub fn evaluate(
         queries: n,
         queries_without_relevant: without,
         relevant_not_in_corpus: missing,
+        judged_queries_not_in_queries: unasked,
     }
 }
 
@@ -154,18 +161,21 @@ mod tests {
     #[test]
     fn unknown_documents_and_queries_without_relevant() {
         // q1: one relevant doc found, one relevant doc absent from the corpus -> recall 1/2.
-        // q2: only non-relevant judgements -> not in the means. q3: relevant, but no run -> zeros.
-        let run = run_of(&[("q1", &[("d1", 1.0)]), ("q2", &[("d1", 1.0)])]);
+        // q2: only non-relevant judgements -> not in the means. q3: relevant, but nothing retrieved ->
+        // zeros. q4: judged but not asked (no run entry) -> counted and left out.
+        let run = run_of(&[("q1", &[("d1", 1.0)]), ("q2", &[("d1", 1.0)]), ("q3", &[])]);
         let qrels = qrels_of(&[
             ("q1", "d1", 1),
             ("q1", "ghost", 1),
             ("q2", "d1", 0),
             ("q3", "d1", 1),
+            ("q4", "d1", 1),
         ]);
         let m = evaluate(&run, &qrels, &[10], &|d| d != "ghost");
         assert_eq!(m.queries, 2);
         assert_eq!(m.queries_without_relevant, 1);
         assert_eq!(m.relevant_not_in_corpus, 1);
+        assert_eq!(m.judged_queries_not_in_queries, 1);
         assert_eq!(m.recall[&10], (0.5 + 0.0) / 2.0);
         assert_eq!(m.mrr_at_10, (1.0 + 0.0) / 2.0);
     }

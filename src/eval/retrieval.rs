@@ -93,7 +93,42 @@ pub fn read_qrels(path: &Path) -> Result<Qrels> {
             .or_default()
             .insert(doc.to_string(), rel as i32);
     }
+    anyhow::ensure!(
+        !q.is_empty(),
+        "{}: no relevance judgements (expected `qid docid label` or `qid 0 docid label` lines)",
+        path.display()
+    );
     Ok(q)
+}
+
+/// Refuses a second record with an id already seen, naming both records (1-based, in file order): a
+/// duplicate corpus id would be retrieved twice and counted twice (recall above 1).
+struct UniqueIds {
+    what: &'static str,
+    path: PathBuf,
+    seen: HashMap<String, usize>,
+}
+
+impl UniqueIds {
+    fn new(what: &'static str, path: &Path) -> Self {
+        UniqueIds {
+            what,
+            path: path.to_path_buf(),
+            seen: HashMap::new(),
+        }
+    }
+
+    fn check(&mut self, id: &str) -> Result<()> {
+        let n = self.seen.len() + 1;
+        if let Some(first) = self.seen.insert(id.to_string(), n) {
+            bail!(
+                "{}: {} id {id:?} appears twice (records {first} and {n}); ids must be unique",
+                self.path.display(),
+                self.what
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Reads (id, text) records of a file through the corpus readers.
@@ -191,12 +226,13 @@ pub fn format_metrics(m: &Metrics) -> String {
         .map(|(k, v)| format!("R@{k} {:.4}", v))
         .collect();
     format!(
-        "MRR@10 {:.4}  nDCG@10 {:.4}  {}  ({} queries; {} without relevant documents left out; {} relevant documents not in the corpus)",
+        "MRR@10 {:.4}  nDCG@10 {:.4}  {}  ({} queries; {} without relevant documents and {} not in the queries file left out; {} relevant documents not in the corpus)",
         m.mrr_at_10,
         m.ndcg_at_10,
         recalls.join("  "),
         m.queries,
         m.queries_without_relevant,
+        m.judged_queries_not_in_queries,
         m.relevant_not_in_corpus
     )
 }
@@ -211,7 +247,9 @@ pub fn evaluate_model(
 ) -> Result<Metrics> {
     let qrels = read_qrels(&args.qrels)?;
     let (mut qids, mut qseqs) = (Vec::new(), Vec::new());
+    let mut unique = UniqueIds::new("query", &args.queries);
     for_each_text(&args.queries, false, |id, text| {
+        unique.check(&id)?;
         qids.push(id);
         qseqs.push(crate::tokenizer::encode_for_model(
             tok,
@@ -243,7 +281,9 @@ pub fn evaluate_model(
             block.clear();
         }
     };
+    let mut unique = UniqueIds::new("document", &args.corpus);
     for_each_text(&args.corpus, !args.no_title, |id, text| {
+        unique.check(&id)?;
         docids.push(id);
         block.push(crate::tokenizer::encode_for_model(
             tok,
@@ -283,6 +323,7 @@ pub fn evaluate_model(
         }
         w.flush()?;
     }
+    drop(unique);
     let known: HashSet<&str> = docids.iter().map(String::as_str).collect();
     let ks: Vec<usize> = [10, 100, 1000]
         .iter()
@@ -290,5 +331,21 @@ pub fn evaluate_model(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    Ok(evaluate(&run, &qrels, &ks, &|d| known.contains(d)))
+    let m = evaluate(&run, &qrels, &ks, &|d| known.contains(d));
+    if m.judged_queries_not_in_queries > 0 {
+        log::warn!(
+            "{} queries of {} are not in {}: left out of the means",
+            m.judged_queries_not_in_queries,
+            args.qrels.display(),
+            args.queries.display()
+        );
+    }
+    anyhow::ensure!(
+        m.queries > 0,
+        "no query to score: none of the {} judged queries of {} has a relevant document and is in {}",
+        qrels.len(),
+        args.qrels.display(),
+        args.queries.display()
+    );
+    Ok(m)
 }
