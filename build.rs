@@ -1,13 +1,15 @@
 //! Bakes libtorch's library folder into the binary's run path, so `condenser` runs without
 //! LD_LIBRARY_PATH on the machine that built it (the GPU recipe sets LD_LIBRARY_PATH instead), and
-//! compiles csrc/fused_adamw.cpp (libtorch's fused AdamW, which tch does not bind) against the same
-//! libtorch headers torch-sys uses.
+//! compiles the csrc/ shims (libtorch's fused AdamW, its Kineto profiler and its attention-backend
+//! switches, which tch does not bind) against the same libtorch headers torch-sys uses.
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
+    println!("cargo:rerun-if-changed=csrc/profiler.cpp");
+    println!("cargo:rerun-if-changed=csrc/attention.cpp");
     let libtorch = PathBuf::from(std::env::var("LIBTORCH").expect(
         "LIBTORCH is not set: .cargo/config.toml points it at .libtorch, which `make setup` creates",
     ));
@@ -26,11 +28,13 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/fused_adamw.cpp")
+        .file("csrc/profiler.cpp")
+        .file("csrc/attention.cpp")
         .include(libtorch.join("include"))
         .include(libtorch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .warnings(false)
-        .compile("condenser_fused_adamw");
+        .compile("condenser_csrc");
 }

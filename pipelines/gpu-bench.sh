@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training throughput on the device machine: our binary and the PyTorch reference at the same shapes, in
-# one call, on one card, then one comparison table. Builds nothing. NOT YET RUN ON A GPU (written in
-# sessions without one; the whole flow was dry-run on the 2-core CPU machine, see below).
+# one call, on one card, then one comparison table; before them the numerical checks and a smoke run of
+# the real commands, after them a kernel profile of each. Builds nothing. Run once on an H200 (2026-11-29,
+# 262 s; BENCHMARKS.md); the grouped-shard lever rows were added after that run and have not run yet.
 #   bash pipelines/gpu-bench.sh OUTDIR
 # Runs from the kit `make gpu-kit` packs (KIT, default target/gpu-kit: the stripped binary, its commit,
 # the reference, the demo shards with their tokenizer), with a torch that has CUDA (its torch/lib goes on
@@ -9,10 +10,12 @@
 # From the CPU machine:
 #   make gpu-kit
 #   device run  command: bash pipelines/gpu-bench.sh $OUT   carry: ["target/gpu-kit"]   timeout_s: 600
-# OUTDIR gets table.txt, lines.txt and logs.tgz (every case's stdout and stderr, the card, `condenser
-# env`, the commit): the device tool brings back at most 8 files.
+# OUTDIR gets table.txt, lines.txt, the two kernel profiles (ours-profile.txt, ref-profile.txt) and
+# logs.tgz (every case's stdout and stderr, the card, `condenser env`, the commit): the device tool brings
+# back at most 8 files.
 # A dry run on a CPU machine (the flow and the table, not figures):
 #   PATH=.venv/bin:$PATH EXTRA="--tiny --device cpu --steps 1 --warmup 1" BUDGET=1200 \
+#     NUMERICS_EXTRA="--tiny --device cpu --steps 5" \
 #     bash pipelines/gpu-bench.sh /tmp/gpu-bench-dry
 set -uo pipefail
 extra=${EXTRA:-}
@@ -21,6 +24,7 @@ kit=${KIT:-target/gpu-kit}
 bin=${BIN:-$kit/condenser}
 ref=${REF:-$kit/bench-ref}
 shards=${SHARDS:-$kit/shards}
+tools=${TOOLS:-$kit/tools}
 mkdir -p "$out"
 logs=$(mktemp -d)
 torch_lib=$(python3 -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))")
@@ -48,6 +52,42 @@ run() { # name, command...
   tail -n 2 "$logs/$name.err" >&2
 }
 : > "$logs/lines.txt"
+# Numerics first (short, and the GPU issue's point 4): fp32 against bf16 over 50 steps on the demo
+# shards, and the gradient cache's dropout replay against one graph, in fp32 and bf16. `check` lines.
+numerics_extra=${NUMERICS_EXTRA:---device cuda}
+timeout 150 "$bin" bench numerics --data "$shards" $numerics_extra > "$logs/numerics.out" 2> "$logs/numerics.err"
+echo "numerics rc=$?" >> "$logs/numerics.err"
+grep '^check ' "$logs/numerics.out" | tee -a "$logs/lines.txt" || echo "numerics FAILED" | tee -a "$logs/lines.txt"
+tail -n 3 "$logs/numerics.err" >&2
+
+# Smoke run of the real commands on CUDA (not a measurement): the Condenser stage (40 steps, checkpoint at
+# 20), the coCondenser stage from it (gradient cache), eval-spans, encode and eval, on the kit's small
+# random model. Each command's exit status goes into lines.txt; its logs into logs.tgz.
+smoke=$(mktemp -d)
+smoke_run() { # name, command...
+  local name=$1; shift
+  echo "== $name: $*" >&2
+  timeout 120 "$@" > "$logs/$name.out" 2> "$logs/$name.err"
+  local rc=$?
+  echo "$name rc=$rc $(grep -Eo '(MRR@10|mrr|loss)[^,]*' "$logs/$name.out" "$logs/$name.err" 2>/dev/null | tail -n 1)" | tee -a "$logs/lines.txt"
+  tail -n 2 "$logs/$name.err" >&2
+}
+smoke_device=${SMOKE_DEVICE:-cuda}
+if [ -d "$kit/tiny-model" ] && [ -z "${SKIP_SMOKE:-}" ]; then
+  smoke_run smoke-condenser "$bin" train --data "$shards" --init "$kit/tiny-model" --out "$smoke/condenser" \
+    --config configs/demo.toml --set model.skip_from=2 --set data.batch_size=64 --set optim.max_steps=40 \
+    --set run.save_every=20 --set run.log_every=10 --device "$smoke_device"
+  smoke_run smoke-cocondenser "$bin" train --data "$shards" --init "$smoke/condenser/final" --out "$smoke/co" \
+    --config configs/demo-cocondenser.toml --set model.skip_from=2 --set data.batch_size=64 \
+    --set loss.cache_chunk_size=32 --set optim.max_steps=20 --set run.log_every=5 --device "$smoke_device"
+  smoke_run smoke-eval-spans "$bin" eval-spans --model "$smoke/co/final" --data "$shards" --device "$smoke_device"
+  head -n 200 "$kit/silver/queries.tsv" > "$smoke/q.tsv"
+  smoke_run smoke-encode "$bin" encode --model "$smoke/co/final" --input "$smoke/q.tsv" --out "$smoke/q.parquet" --device "$smoke_device"
+  smoke_run smoke-eval "$bin" eval --model "$smoke/co/final" --corpus "$kit/silver/collection.tsv.gz" \
+    --queries "$kit/silver/queries.tsv" --qrels "$kit/silver/qrels.silver.txt" --device "$smoke_device"
+  cp "$smoke/condenser/metrics.jsonl" "$logs/smoke-condenser-metrics.jsonl" 2>/dev/null
+  cp "$smoke/co/metrics.jsonl" "$logs/smoke-co-metrics.jsonl" 2>/dev/null
+fi
 run ref-condenser-eager     python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 $extra
 run ref-condenser-masked    python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 --masked-only $extra
 run ref-condenser-compile   python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 --masked-only --compile $extra
@@ -57,9 +97,34 @@ run ours-condenser-512      "$bin" bench train --device cuda --case condenser --
 run ref-cocondenser-gc      python3 "$ref/bench_train.py" --cases cocondenser-gc --gc-chunk 128 --co-docs 256 $extra
 run ours-cocondenser-gc     "$bin" bench train --device cuda --case cocondenser --batch 512 --gc-chunk 128 $extra
 run ours-cocondenser-2048   "$bin" bench train --device cuda --case cocondenser --batch 2048 --gc-chunk 128 --steps 5 --warmup 2 $extra
+# Which kernels dominate, ours and the reference's (eager, logits at masked positions only), 5 timed
+# steps of each at 128 x 128 under libtorch's profiler, summed per kernel by the same script. The traces
+# stay on the device machine (tens of MB); their summaries come back.
+traces=$(mktemp -d)
+profile() { # name, trace summary args, command...
+  local name=$1; shift
+  if (( SECONDS > budget )); then
+    echo "$name SKIPPED (time budget of ${budget} s spent)" | tee -a "$logs/lines.txt"
+    return
+  fi
+  echo "== $name: $*" >&2
+  timeout $(( budget + 60 - SECONDS )) "$@" > "$logs/$name.out" 2> "$logs/$name.err"
+  echo "$name rc=$?" | tee -a "$logs/lines.txt"
+  python3 "$tools/trace_summary.py" "$traces/$name.json" --steps 5 > "$logs/$name.txt" 2>&1
+  head -n 14 "$logs/$name.txt" >&2
+}
+profile ours-profile        "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --steps 5 --warmup 3 --profile "$traces/ours-profile.json" $extra
+profile ref-profile         python3 "$tools/profile_ref.py" "$traces/ref-profile.json" "$ref" --cases condenser --seq 128 --batch 128 --masked-only --steps 5 --warmup 3 $extra
+
 if [ -f "$shards/manifest.json" ]; then
   run ours-shards           "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" $extra
   run ours-shards-grouped   "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 $extra
+  # The levers against cuDNN attention's plan per batch shape (BENCHMARKS.md, 2026-11-29): fewer
+  # shapes, no cuDNN attention, libtorch's opt-in single plan (documented to apply only without a mask).
+  run ours-shards-grouped-pad8 "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 --pad-multiple 8 $extra
+  run ours-shards-grouped-nocudnn "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 --cudnn-attention off $extra
+  run ours-shards-grouped-avoid env TORCH_CUDNN_SDPA_AVOID_RECOMPILE=1 "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 $extra
+  run ours-shards-grouped-long "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 --warmup 150 --steps 50 $extra
 fi
 run ours-breakdown          "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --breakdown --steps 10 $extra
 
@@ -86,7 +151,8 @@ line("condenser 128x128 seq/s", f("ours-condenser", "seq/s"), f("ref-condenser-c
 line("  vs eager", f("ours-condenser", "seq/s"), f("ref-condenser-eager", "seq/s"), "")
 line("condenser 512x32 seq/s", f("ours-condenser-512", "seq/s"), f("ref-condenser-512", "seq/s"), ">= 1.3 x eager")
 line("cocondenser gc 512/128 seq/s", f("ours-cocondenser-gc", "seq/s"), f("ref-cocondenser-gc", "seq/s"), ">= 1.5 x gc_step")
-for name in ["ours-shards", "ours-shards-grouped"]:
+for name in ["ours-shards", "ours-shards-grouped", "ours-shards-grouped-pad8", "ours-shards-grouped-nocudnn",
+             "ours-shards-grouped-avoid", "ours-shards-grouped-long"]:
     real, seqs = f(name, "real_tok/s"), f(name, "seq/s")
     ref = f("ref-condenser-compile", "seq/s")
     per = real / seqs if real and seqs else None
@@ -96,7 +162,11 @@ for name in ["ours-shards", "ours-shards-grouped"]:
 for name in ["ours-condenser", "ours-cocondenser-gc", "ours-cocondenser-2048"]:
     mem = f(name, "peak_mem_gib")
     print(f"{name}: device memory in use {mem if mem is not None else '-'} GiB (driver view)")
+for line in open(sys.argv[1]):
+    if line.startswith("check ") or line.startswith("numerics "):
+        print(line.strip())
 EOF
 cp "$logs/table.txt" "$logs/lines.txt" "$out/"
+cp "$logs/ours-profile.txt" "$logs/ref-profile.txt" "$out/" 2>/dev/null
 tar -czf "$out/logs.tgz" -C "$logs" .
 echo "table.txt, lines.txt and logs.tgz (every case's output) in $out" >&2

@@ -4,6 +4,8 @@
 //! documents' plain text through the bare tokenizer (`encode_batch`, same thread count), and reports
 //! tokens/s and MB/s of both.
 
+pub mod numerics;
+pub mod profile;
 pub mod train;
 
 use std::path::PathBuf;
@@ -31,6 +33,9 @@ pub enum BenchWhat {
     /// takes its last value, as the reference's argparse does (gpu-bench.sh appends $EXTRA).
     #[command(args_override_self = true)]
     Train(train::BenchTrainArgs),
+    /// Numerical checks for a new device: fp32 against bf16 over N steps from one init, and the gradient
+    /// cache's dropout replay against one graph.
+    Numerics(numerics::BenchNumericsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,6 +82,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchWhat::Prepare(a) => prepare(a),
         BenchWhat::Train(a) => train::run(a),
+        BenchWhat::Numerics(a) => numerics::run(a),
     }
 }
 

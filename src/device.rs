@@ -90,6 +90,17 @@ pub fn select(choice: DeviceChoice) -> Result<tch::Device> {
     }
 }
 
+/// Whether libtorch may run attention through cuDNN (csrc/attention.cpp). Off, it takes flash or
+/// memory-efficient attention, which need no execution plan per batch shape (BENCHMARKS.md: length-grouped
+/// batches on an H200).
+pub fn set_cudnn_attention(enabled: bool) {
+    extern "C" {
+        fn condenser_sdp_use_cudnn(enabled: c_int);
+    }
+    // SAFETY: sets a flag in libtorch's global context; no pointers cross.
+    unsafe { condenser_sdp_use_cudnn(enabled as c_int) }
+}
+
 /// Names of the visible CUDA devices, read through the CUDA runtime that libtorch_cuda brought in.
 /// Empty when CUDA is not available; `cuda:N` when the runtime call cannot be found.
 pub fn cuda_device_names() -> Vec<String> {

@@ -10,9 +10,7 @@ use std::path::Path;
 use common::*;
 use condenser::model::{hf, Ctx, HeadConfig};
 use condenser::train::config::LossConfig;
-use condenser::train::objective::{
-    chunks, cocondenser_step, contrastive_loss, seed_dropout, DeviceBatch,
-};
+use condenser::train::objective::{cocondenser_one_graph, cocondenser_step, DeviceBatch};
 use tch::{Device, Kind, Tensor};
 
 /// Gradient cache with dropout on: the gradients equal those of the whole batch's objective computed in
@@ -72,18 +70,7 @@ fn gradient_cache_equals_full_batch_gradients() {
     // Reference: the same objective in one graph, each chunk's forward under the same dropout seed.
     let full_batch = |seed: u64| {
         let m = load();
-        let mut reps = Vec::new();
-        let mut mlm = Tensor::zeros([], (Kind::Float, Device::Cpu));
-        for (i, (s, len)) in chunks(10, 3).into_iter().enumerate() {
-            seed_dropout(seed, 5, i as u64);
-            let c = batch.rows(s, len);
-            let o = m.model.forward(&c.input_ids, &c.mask(), &c.labels(), ctx);
-            mlm += (o.head_loss + o.late_loss) * (len as f64 / 10.0);
-            reps.push(o.cls);
-        }
-        let co = contrastive_loss(&Tensor::cat(&reps, 0));
-        let total = &co + &mlm;
-        total.backward();
+        let total = cocondenser_one_graph(&m.model, &batch, &w, ctx, seed, 5);
         (grads(&m), total.double_value(&[]))
     };
     let (g_full, total) = full_batch(11);

@@ -65,12 +65,25 @@ pub struct BenchTrainArgs {
     /// The AdamW update: libtorch's fused kernel, or the in-place tch kernels.
     #[arg(long, value_enum, default_value_t = Kernel::Fused)]
     pub adamw: Kernel,
+    /// Record the timed steps with libtorch's profiler and write a Chrome trace here (device kernels on
+    /// CUDA); `pipelines/trace_summary.py FILE` sums time per kernel. Adds profiler overhead: the
+    /// throughput line of a profiled run is not a measurement.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Let libtorch run attention through cuDNN (on) or only flash / memory-efficient attention (off);
+    /// `run.cudnn_attention` in training configs.
+    #[arg(long, default_value = "on", value_parser = clap::builder::BoolishValueParser::new())]
+    pub cudnn_attention: bool,
+    /// With --data: pad each batch to a multiple of this length (`data.pad_to_multiple_of`; 1 = the
+    /// longest row), so length-grouped batches come in fewer shapes.
+    #[arg(long, default_value_t = 1, requires = "data")]
+    pub pad_multiple: usize,
     /// Matrix work in bf16 or fp32 (auto: bf16 on CUDA, fp32 on the CPU).
     #[arg(long, value_enum, default_value_t = Precision::Auto)]
     pub precision: Precision,
 }
 
-fn config(tiny: bool) -> BertConfig {
+pub(super) fn config(tiny: bool) -> BertConfig {
     let (h, layers, heads, ffn) = if tiny {
         (128, 4, 2, 512)
     } else {
@@ -85,7 +98,7 @@ fn config(tiny: bool) -> BertConfig {
 
 /// A synthetic batch as the reference builds it: random ids, [CLS] .. [SEP], no padding, 15% of
 /// positions 1..L-2 labelled (80% [MASK], 10% random, 10% kept).
-fn synthetic(rows: usize, len: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Batch {
+pub(super) fn synthetic(rows: usize, len: usize, rng: &mut rand_chacha::ChaCha8Rng) -> Batch {
     let mut b = Batch {
         rows,
         len,
@@ -122,8 +135,56 @@ fn sync(device: Device) {
     }
 }
 
+/// The training loader over a prepared folder: `per` examples a batch (spans, or documents for the
+/// coCondenser case), padded to each batch's longest span, seed 0.
+pub(super) fn shard_loader(
+    dir: &std::path::Path,
+    case: Case,
+    seq: usize,
+    per: usize,
+    group_by_length: usize,
+    pad_multiple: usize,
+) -> Result<crate::train::loader::Loader> {
+    use crate::train::config::Stage;
+    let m = crate::shards::Manifest::load(dir)?
+        .ok_or_else(|| anyhow::anyhow!("{}: no manifest.json", dir.display()))?;
+    let tok = crate::tokenizer::load(&m.tokenizer.locate(dir)?)?;
+    let mut data = TrainConfig::default().data;
+    data.max_len = seq;
+    data.shuffle_buffer = 10_000;
+    data.group_by_length = group_by_length;
+    data.pad_to_multiple_of = pad_multiple;
+    let stage = match case {
+        Case::Cocondenser => Stage::Cocondenser,
+        Case::Condenser => Stage::Condenser,
+    };
+    // Fewer examples than a batch: an error now, not a loader that never yields one.
+    // REVERT crate::train::loader::ensure_one_batch(dir, &m, stage, per)?;
+    let vocab = crate::train::collate::Vocab::from_tokenizer(&tok)?;
+    let model_vocab = config(false).vocab_size;
+    anyhow::ensure!(
+        vocab.size as i64 <= model_vocab,
+        "{}: a tokenizer of {} ids; the bench model's vocabulary has {model_vocab}",
+        dir.display(),
+        vocab.size
+    );
+    let files = m.shards.iter().map(|s| dir.join(&s.file)).collect();
+    Ok(crate::train::loader::start(
+        crate::train::loader::ShardSource::Files(files),
+        crate::train::loader::LoaderSpec {
+            stage,
+            data,
+            seed: 0,
+            vocab: std::sync::Arc::new(vocab),
+            examples_per_batch: per,
+            start: Default::default(),
+        },
+    ))
+}
+
 pub fn run(args: BenchTrainArgs) -> Result<()> {
     let device = crate::device::select(args.device)?;
+    crate::device::set_cudnn_attention(args.cudnn_attention);
     let cfg = config(args.tiny);
     let head = HeadConfig {
         skip_from: (cfg.num_hidden_layers / 2) as usize,
@@ -133,35 +194,19 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     // Real shards: batches from the loader, padded to their longest span.
     let loader = match &args.data {
         Some(dir) => {
-            let m = crate::shards::Manifest::load(dir)?
-                .ok_or_else(|| anyhow::anyhow!("{}: no manifest.json", dir.display()))?;
-            let tok = crate::tokenizer::load(&m.tokenizer.locate(dir)?)?;
-            let mut data = TrainConfig::default().data;
-            data.max_len = args.seq;
-            data.shuffle_buffer = 10_000;
-            data.group_by_length = args.group_by_length;
-            let stage = if args.case == Case::Cocondenser {
-                crate::train::config::Stage::Cocondenser
-            } else {
-                crate::train::config::Stage::Condenser
-            };
-            let per = if stage == crate::train::config::Stage::Cocondenser {
+            let per = if args.case == Case::Cocondenser {
                 args.batch / 2
             } else {
                 args.batch
             };
-            let files = m.shards.iter().map(|s| dir.join(&s.file)).collect();
-            Some(crate::train::loader::start(
-                crate::train::loader::ShardSource::Files(files),
-                crate::train::loader::LoaderSpec {
-                    stage,
-                    data,
-                    seed: 0,
-                    vocab: std::sync::Arc::new(crate::train::collate::Vocab::from_tokenizer(&tok)?),
-                    examples_per_batch: per,
-                    start: Default::default(),
-                },
-            ))
+            Some(shard_loader(
+                dir,
+                args.case,
+                args.seq,
+                per,
+                args.group_by_length,
+                args.pad_multiple,
+            )?)
         }
         None => None,
     };
@@ -205,6 +250,9 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     for step in 0..args.warmup + args.steps {
         if step == args.warmup {
             sync(device);
+            if args.profile.is_some() {
+                super::profile::start(device.is_cuda())?;
+            }
             timing = Instant::now();
             (t_data, t_fwd, t_bwd, t_opt, tokens, real, flops) = (
                 Duration::ZERO,
@@ -268,6 +316,10 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     }
     sync(device);
     let secs = timing.elapsed().as_secs_f64();
+    if let Some(path) = &args.profile {
+        super::profile::stop(path)?;
+        eprintln!("profile of {} steps: {}", args.steps, path.display());
+    }
     // Read once, outside the timed steps: the caching allocator keeps what it reserved, so the memory
     // in use at the end is the peak (plus the CUDA context).
     let peak_mem = if device == Device::Cpu {
@@ -324,7 +376,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
 }
 
 /// The next batch from the loader (epoch ends pass by).
-fn next_batch(l: &crate::train::loader::Loader) -> Result<Batch> {
+pub(super) fn next_batch(l: &crate::train::loader::Loader) -> Result<Batch> {
     loop {
         match l.rx.recv()? {
             crate::train::loader::Msg::Batch { batch, .. } => return Ok(batch),

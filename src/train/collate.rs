@@ -109,14 +109,15 @@ pub fn whole_word_mask(tokens: &[u32], vocab: &Vocab, p: f64, rng: &mut impl Rng
     picked
 }
 
-/// Collates spans into a batch: [CLS] span [SEP], masked, padded to `pad_to` or the longest row.
+/// Collates spans into a batch: [CLS] span [SEP], masked, padded to the longest row rounded up to a
+/// multiple of `pad_multiple` (1 = the longest; `max_len` = always max_len), never beyond `max_len`.
 pub fn collate(
     spans: &[&[u32]],
     rngs: &mut [rand_chacha::ChaCha8Rng],
     vocab: &Vocab,
     max_len: usize,
     p: f64,
-    pad_to_max_len: bool,
+    pad_multiple: usize,
 ) -> Batch {
     let budget = max_len - 2;
     let cropped: Vec<&[u32]> = spans
@@ -124,11 +125,8 @@ pub fn collate(
         .zip(rngs.iter_mut())
         .map(|(s, r)| crop(s, budget, r))
         .collect();
-    let len = if pad_to_max_len {
-        max_len
-    } else {
-        cropped.iter().map(|s| s.len() + 2).max().unwrap_or(2)
-    };
+    let longest = cropped.iter().map(|s| s.len() + 2).max().unwrap_or(2);
+    let len = longest.next_multiple_of(pad_multiple.max(1)).min(max_len);
     let rows = spans.len();
     let mut b = Batch {
         rows,
@@ -231,7 +229,7 @@ mod tests {
         let (mut masked, mut random, mut kept, mut total) = (0, 0, 0, 0);
         for seed in 0..300 {
             let mut rngs = vec![rand_chacha::ChaCha8Rng::seed_from_u64(seed)];
-            let b = collate(&[&span], &mut rngs, &v, 128, 0.15, false);
+            let b = collate(&[&span], &mut rngs, &v, 128, 0.15, 1);
             assert_eq!(b.len, 122);
             assert_eq!(b.input_ids[0], 101);
             assert_eq!(b.input_ids[121], 102);
@@ -272,7 +270,7 @@ mod tests {
             rand_chacha::ChaCha8Rng::seed_from_u64(1),
             rand_chacha::ChaCha8Rng::seed_from_u64(2),
         ];
-        let b = collate(&[&long, &short], &mut rngs, &v, 64, 0.15, false);
+        let b = collate(&[&long, &short], &mut rngs, &v, 64, 0.15, 1);
         assert_eq!(b.len, 64);
         assert_eq!(b.attention_mask[64..].iter().sum::<i64>(), 5);
         // Original ids of row 0 (labels where masked): one contiguous window of the span.
@@ -294,8 +292,27 @@ mod tests {
             &v,
             64,
             0.15,
-            true,
+            64,
         );
         assert_eq!(padded.len, 64);
+    }
+
+    #[test]
+    fn pads_the_longest_row_up_to_a_multiple_never_past_max_len() {
+        let v = vocab();
+        let len_of = |n: usize, multiple: usize, max_len: usize| {
+            let span: Vec<u32> = (0..n as u32).map(|i| 5 + i % 90).collect();
+            let mut rngs = [rand_chacha::ChaCha8Rng::seed_from_u64(4)];
+            let b = collate(&[&span], &mut rngs, &v, max_len, 0.15, multiple);
+            // The padding is padding: the real row is n + 2 long whatever the multiple.
+            assert_eq!(b.attention_mask.iter().sum::<i64>() as usize, (n + 2).min(max_len));
+            b.len
+        };
+        assert_eq!(len_of(10, 1, 128), 12);
+        assert_eq!(len_of(10, 8, 128), 16);
+        assert_eq!(len_of(14, 8, 128), 16);
+        assert_eq!(len_of(15, 8, 128), 24);
+        assert_eq!(len_of(10, 0, 128), 12); // 0 acts as 1
+        assert_eq!(len_of(120, 16, 126), 126); // capped at max_len
     }
 }

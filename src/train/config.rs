@@ -49,6 +49,11 @@ pub struct DataConfig {
     pub mlm_probability: f64,
     /// Pad to max_len instead of the batch's longest sequence (the reference pads to max_len).
     pub pad_to_max_len: bool,
+    /// Otherwise pad the batch's longest sequence up to a multiple of this (capped at max_len); 1 = the
+    /// longest. Fewer distinct batch shapes for backends that plan per shape (cuDNN attention on a GPU
+    /// with length grouping), at the cost of a few padding tokens a row.
+    #[serde(default = "one")]
+    pub pad_to_multiple_of: usize,
     /// Examples held in the shuffle buffer.
     pub shuffle_buffer: usize,
     /// Length grouping: this many batches' worth of shuffled examples are sorted by length and cut
@@ -112,6 +117,18 @@ pub struct RunConfig {
     /// LayerNorm and losses stay fp32.
     #[serde(default)]
     pub precision: crate::model::Precision,
+    /// Let libtorch run attention through cuDNN on CUDA (its choice); false = flash or
+    /// memory-efficient attention only, which plan nothing per batch shape.
+    #[serde(default = "yes")]
+    pub cudnn_attention: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for TrainConfig {
@@ -128,6 +145,7 @@ impl Default for TrainConfig {
                 batch_size: 128,
                 mlm_probability: 0.15,
                 pad_to_max_len: false,
+                pad_to_multiple_of: 1,
                 shuffle_buffer: 10_000,
                 group_by_length: 0,
                 prefetch: 4,
@@ -159,6 +177,7 @@ impl Default for TrainConfig {
                 log_every: 10,
                 keep_checkpoints: 2,
                 precision: crate::model::Precision::Auto,
+                cudnn_attention: true,
             },
         }
     }
@@ -199,7 +218,7 @@ impl TrainConfig {
             merge(&mut value, patch, "").with_context(|| format!("--set {o}"))?;
         }
         let cfg: TrainConfig = value.try_into().context("invalid training configuration")?;
-        cfg.validate()?;
+        cfg.validate_old()?;
         Ok(cfg)
     }
 
@@ -295,6 +314,35 @@ impl TrainConfig {
                 crate::model::config::MAX_LAYERS,
                 m.n_head_layers
             );
+        }
+        Ok(())
+    }
+
+    pub fn validate_old(&self) -> Result<()> {
+        if self.data.batch_size == 0 || self.data.max_len < 3 || self.data.prefetch == 0 {
+            bail!("data.batch_size and data.prefetch must be positive and data.max_len at least 3");
+        }
+        if !(0.0..1.0).contains(&self.data.mlm_probability) {
+            bail!("data.mlm_probability must be in [0, 1)");
+        }
+        if self.optim.grad_accum == 0 {
+            bail!("optim.grad_accum must be at least 1");
+        }
+        if self.stage == Stage::Cocondenser && self.optim.grad_accum != 1 {
+            bail!(
+                "optim.grad_accum = {} with the cocondenser stage: the contrastive loss needs every span of \
+                 the batch at once (the negatives are the other documents of the same batch), so accumulating \
+                 micro-batches would change the loss, not just the memory; use loss.cache_chunk_size \
+                 (gradient cache) to fit large batches instead",
+                self.optim.grad_accum
+            );
+        }
+        // eps > 0 keeps the update finite where the second moment is 0 (also for skipped steps).
+        if !(self.optim.eps > 0.0) || !(self.optim.lr >= 0.0) || !(self.optim.weight_decay >= 0.0) {
+            bail!("optim.eps must be positive, optim.lr and optim.weight_decay not negative");
+        }
+        if self.optim.epochs == 0 && self.optim.max_steps == 0 {
+            bail!("set optim.epochs or optim.max_steps");
         }
         Ok(())
     }

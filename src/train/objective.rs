@@ -200,6 +200,32 @@ pub fn cocondenser_step(
     }
 }
 
+/// The coCondenser objective of `cocondenser_step` in one graph, each chunk's forward under the dropout
+/// seed the gradient cache uses: the reference its gradients must equal (tests, `bench numerics`).
+/// Back-propagates into .grad and returns the detached total.
+pub fn cocondenser_one_graph(
+    model: &Condenser,
+    b: &DeviceBatch,
+    w: &LossConfig,
+    ctx: Ctx,
+    seed: u64,
+    step: u64,
+) -> Tensor {
+    let n = b.rows;
+    let mut reps = Vec::new();
+    let mut mlm_sum = Tensor::zeros([], (Kind::Float, b.input_ids.device()));
+    for (i, (s, len)) in chunks(n, w.cache_chunk_size).into_iter().enumerate() {
+        seed_dropout(seed, step, i as u64);
+        let c = b.rows(s, len);
+        let out = model.forward(&c.input_ids, &c.mask(), &c.labels(), ctx);
+        mlm_sum += mlm(&out, model, w) * (w.mlm_weight * len as f64 / n as f64);
+        reps.push(out.cls);
+    }
+    let total = contrastive_loss(&Tensor::cat(&reps, 0)) * w.co_weight + mlm_sum;
+    total.backward();
+    total.detach()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
