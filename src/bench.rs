@@ -46,8 +46,8 @@ pub struct BenchPrepareArgs {
     /// Hugging Face tokenizer.json [default: the bert-base-uncased one from set-up].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Threads for both measurements [default: all cores].
-    #[arg(long, short = 'j')]
+    /// Threads for both measurements [default, or 0: all cores; at most 1024].
+    #[arg(long, short = 'j', value_parser = crate::prepare::parse_threads)]
     pub threads: Option<usize>,
     /// Runs of each measurement; the best is reported.
     #[arg(long, default_value_t = 3)]
@@ -87,11 +87,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
 }
 
 fn prepare(args: BenchPrepareArgs) -> Result<()> {
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = crate::prepare::resolve_threads(args.threads);
     let tok_path = args
         .tokenizer
         .clone()

@@ -255,10 +255,6 @@ fn bad_inputs(dir: &Path) -> Vec<(String, &'static str)> {
             w("binary.bin", &[0x7f, b'E', b'L', b'F', 0, 0, 1, 2, 0, 3]),
             "binary_file",
         ),
-        (
-            dir.join("does-not-exist.txt").display().to_string(),
-            "missing_path",
-        ),
     ]
 }
 
@@ -824,4 +820,205 @@ fn a_shard_with_element_list_fields_is_read() {
     assert_eq!(rows[0].spans, [vec![101, 102], vec![103, 104, 105]]);
     let o = run(&["inspect", path.to_str().unwrap(), "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Issue 13 (2): a second `prepare` (or `--merge`) into a folder another run is writing is refused with
+/// exit 2 naming the holder, and the first run ends well.
+#[test]
+fn a_second_run_into_a_busy_folder_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut first = condenser()
+        .args(["prepare", "-", "-q", "--out", out.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first run holds the folder while it waits for stdin.
+    let lock = out.join(".condenser.lock");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&lock).is_ok_and(|s| s.contains("pid ")) {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the first run never locked {}",
+            out.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let good = write_jsonl(dir.path(), "good.jsonl", 20, 4)
+        .display()
+        .to_string();
+    let merge = ["prepare", "--merge", "--out", out.to_str().unwrap()];
+    for o in [
+        prepare(&[good.clone()], &out, &["--overwrite"]),
+        run(&merge),
+    ] {
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("another prepare is writing"), "{err}");
+        assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    }
+    let mut rng = Lcg(6);
+    let text: String = (0..10).map(|_| document(&mut rng, 3) + "\n").collect();
+    let mut stdin = first.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).unwrap();
+    drop(stdin);
+    let o = first.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(manifest(&out)["totals"]["documents"], 10);
+    assert!(!lock.exists(), "a finished run leaves its lock file behind");
+    // Free again: the next run may write.
+    assert!(prepare(&[good], &out, &["--overwrite"]).status.success());
+}
+
+/// Issue 13 (3): shards in a folder without a manifest are not deleted without `--overwrite`.
+#[test]
+fn shards_without_a_manifest_are_kept_unless_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_jsonl(dir.path(), "good.jsonl", 20, 4)
+        .display()
+        .to_string();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("shard-00000.parquet"), b"someone's data").unwrap();
+    let o = prepare(&[good.clone()], &out, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("shard-00000.parquet") && err.contains("no manifest.json"),
+        "{err}"
+    );
+    assert!(err.contains("--overwrite"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("shard-00000.parquet")).unwrap(),
+        b"someone's data"
+    );
+    let o = prepare(&[good], &out, &["--overwrite"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(manifest(&out)["totals"]["documents"], 20);
+}
+
+/// Issue 13 (4): a missing path, a glob matching nothing, a hub name or a URL is an error before
+/// anything is written, whatever `--on-error` says; the corrected command then runs.
+#[test]
+fn a_missing_input_is_an_error_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_jsonl(dir.path(), "good.jsonl", 20, 4)
+        .display()
+        .to_string();
+    let typo = dir.path().join("goood.jsonl").display().to_string();
+    let out = dir.path().join("out");
+    let cases: [(&str, &str); 4] = [
+        (&typo, "goood.jsonl: no such file or directory"),
+        (
+            &format!("{}/*.tsv", dir.path().display()),
+            "matches no file",
+        ),
+        ("wikimedia/wikipedia", "download it first"),
+        ("s3://bucket/corpus.jsonl", "s3:// is not read directly"),
+    ];
+    for (missing, want) in cases {
+        for on_error in ["skip", "fail"] {
+            let o = prepare(
+                &[good.clone(), missing.to_string()],
+                &out,
+                &["--on-error", on_error],
+            );
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{missing}: {err}");
+            assert!(err.contains(want), "{missing}: {err}");
+            assert!(!out.exists(), "{missing}: {} was created", out.display());
+        }
+    }
+    let o = prepare(&[good], &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(manifest(&out)["totals"]["documents"], 20);
+}
+
+/// Issue 13 (5): a directory with a symlink loop (and a second link to one file) is read once.
+#[test]
+fn a_symlink_loop_reads_each_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir(&corpus).unwrap();
+    write_jsonl(&corpus, "docs.jsonl", 20, 4);
+    std::os::unix::fs::symlink(&corpus, corpus.join("loop")).unwrap();
+    std::os::unix::fs::symlink(corpus.join("docs.jsonl"), corpus.join("same.jsonl")).unwrap();
+    let out = dir.path().join("out");
+    let o = prepare(&[corpus.display().to_string()], &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = manifest(&out);
+    assert_eq!(m["inputs"].as_array().unwrap().len(), 1, "{m}");
+    assert_eq!(m["totals"]["documents"], 20);
+}
+
+/// Issue 13 (12): an absurd `-j` is refused at once (prepare and bench prepare); 0 means all cores.
+#[test]
+fn absurd_thread_counts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_jsonl(dir.path(), "good.jsonl", 20, 4)
+        .display()
+        .to_string();
+    let out = dir.path().join("out");
+    for cmd in [
+        prepare_args(&[good.clone()], &out, &["-j", "100000"]),
+        vec![
+            "bench".into(),
+            "prepare".into(),
+            good.clone(),
+            "-j".into(),
+            "100000".into(),
+        ],
+    ] {
+        let started = std::time::Instant::now();
+        let o = condenser().args(&cmd).output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("more than the 1024 allowed"), "{err}");
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(!out.exists());
+    let o = prepare(&[good], &out, &["-j", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Issue 13 (smaller): a failed write of the manifest or a shard (ENOSPC from /dev/full) names the file.
+#[test]
+fn a_failed_manifest_or_shard_write_names_the_file() {
+    use condenser::prepare::segment::Segmented;
+    use condenser::shards::{Manifest, ShardWriter, WriterConfig};
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_jsonl(dir.path(), "good.jsonl", 20, 4)
+        .display()
+        .to_string();
+    let out = dir.path().join("out");
+    assert!(prepare(&[good], &out, &[]).status.success());
+    let mut m = Manifest::load(&out).unwrap().unwrap();
+    std::os::unix::fs::symlink("/dev/full", out.join(".manifest.json.tmp")).unwrap();
+    let err = format!("{:#}", m.store(&out).unwrap_err());
+    assert!(
+        err.contains(".manifest.json.tmp") && err.contains("write failed"),
+        "{err}"
+    );
+
+    let shard = dir.path().join("shard-00000.parquet");
+    std::os::unix::fs::symlink("/dev/full", dir.path().join(".shard-00000.parquet.tmp")).unwrap();
+    let result = ShardWriter::create(&shard, WriterConfig::default()).and_then(|mut w| {
+        w.push(Segmented {
+            doc_id: "d".into(),
+            spans: vec![vec![1000, 1001]],
+            num_tokens: 2,
+        })?;
+        w.close()
+    });
+    let err = format!("{:#}", result.unwrap_err());
+    assert!(err.contains(".shard-00000.parquet.tmp"), "{err}");
 }

@@ -8,6 +8,11 @@ use anyhow::{bail, Context, Result};
 use crate::shards::manifest::{InputStats, Manifest};
 
 pub fn merge(out: &Path) -> Result<()> {
+    if !out.is_dir() {
+        bail!("{}: no such folder to merge", out.display());
+    }
+    // The merged manifest is written into `out`: no other prepare may write there meanwhile.
+    let _lock = super::lock::FolderLock::acquire(out)?;
     let mut parts: Vec<(u32, u32, Manifest, String)> = Vec::new();
     for entry in
         std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?

@@ -3,6 +3,7 @@
 //! The data half of DESIGN.md's flow: `corpus` readers feed `pipeline`, which segments documents in
 //! parallel (`segment`, `sentences`) and hands them in input order to `shards::ShardWriter`.
 
+pub mod lock;
 pub mod merge;
 pub mod pipeline;
 pub mod segment;
@@ -77,8 +78,9 @@ pub struct PrepareArgs {
     /// Records (lines) longer than this are skipped and counted.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub max_record_bytes: u64,
-    /// Worker threads for segmentation [default: all cores]. Output bytes do not depend on it.
-    #[arg(long, short = 'j')]
+    /// Worker threads for segmentation [default, or 0: all cores; at most 1024]. Output bytes do not
+    /// depend on it.
+    #[arg(long, short = 'j', value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// Bad input: skip and count it, or fail.
     #[arg(long, value_enum, default_value_t = OnError::Skip)]
@@ -131,6 +133,42 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// The most worker threads `-j` accepts. Tokenizing is CPU-bound, so threads beyond the cores add
+/// nothing but memory (each worker keeps chunks in flight) and start-up time; 1024 is above the hardware
+/// threads of any single machine today, and a fixed bound (not a multiple of this machine's cores)
+/// keeps a command line valid on every machine it is copied to.
+pub const MAX_THREADS: usize = 1024;
+
+/// `-j N` of `prepare` and `bench prepare`: 0 means every core (as leaving it out does); above
+/// [`MAX_THREADS`] is refused.
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a thread count"))?;
+    if n > MAX_THREADS {
+        return Err(format!(
+            "{n} threads is more than the {MAX_THREADS} allowed (this machine has {} cores; more threads than cores make nothing faster; 0 means all cores)",
+            cores()
+        ));
+    }
+    Ok(n)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// The thread count to use for `-j`: every core when it is absent or 0.
+pub fn resolve_threads(threads: Option<usize>) -> usize {
+    match threads {
+        None | Some(0) => cores(),
+        Some(n) => n,
+    }
+}
+
 fn parse_partition(s: &str) -> Result<[u32; 2], String> {
     let (k, n) = s
         .split_once('/')
@@ -159,11 +197,7 @@ pub fn run(args: PrepareArgs) -> Result<()> {
             args.short_seq_prob
         );
     }
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = resolve_threads(args.threads);
     let tokenizer = args
         .tokenizer
         .clone()
@@ -225,5 +259,15 @@ mod tests {
         assert_eq!(parse_partition("1/4"), Ok([1, 4]));
         assert!(parse_partition("4/4").is_err());
         assert!(parse_partition("x").is_err());
+    }
+
+    #[test]
+    fn thread_counts() {
+        assert_eq!(parse_threads("8"), Ok(8));
+        assert_eq!(parse_threads("1024"), Ok(1024));
+        assert!(parse_threads("1025").unwrap_err().contains("1024 allowed"));
+        assert!(parse_threads("-1").is_err());
+        assert_eq!(resolve_threads(Some(0)), resolve_threads(None));
+        assert!(resolve_threads(None) >= 1);
     }
 }

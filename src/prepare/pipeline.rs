@@ -96,7 +96,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         vocab_size: tokenizer.get_vocab_size(true) as u32,
         special_ids,
     };
-    let inputs = corpus::expand_inputs(&cfg.inputs)?;
+    let inputs = corpus::inputs::expand_inputs_keeping_missing(&cfg.inputs)?;
     if inputs.is_empty() {
         bail!("no inputs: {:?} matched nothing", cfg.inputs);
     }
@@ -108,11 +108,36 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         writer: cfg.writer.clone(),
         partition: cfg.partition,
     };
+    let same_run =
+        |m: &Manifest| m.settings == settings && m.tokenizer.sha256 == tokenizer_info.sha256;
+    // A missing input is an error before anything is written, unless this folder already holds all
+    // of its documents (a resume after the file went away).
+    let covering = Manifest::load(&cfg.out)?.filter(same_run);
+    check_missing(&inputs, &owned, covering.as_ref())?;
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("{}: cannot create", cfg.out.display()))?;
+    // One run per folder at a time, until this function returns (or the process dies).
+    let _lock = super::lock::FolderLock::acquire(&cfg.out)?;
 
-    let mut manifest = match Manifest::load(&cfg.out)? {
-        Some(m) if m.settings == settings && m.tokenizer.sha256 == tokenizer_info.sha256 => {
+    let existing = Manifest::load(&cfg.out)?;
+    // Again under the lock: the manifest may have changed while another run held the folder.
+    check_missing(&inputs, &owned, existing.as_ref().filter(|m| same_run(m)))?;
+    if existing.is_none() && !cfg.overwrite {
+        // Every run writes its manifest before its first shard: shards without one are not ours.
+        let shards = shard_files(&cfg.out)?;
+        if let Some(first) = shards.first() {
+            bail!(
+                "{}: holds {} shard file(s) ({first}{}) but no manifest.json, so not the output of this run; use --overwrite to replace them, or another --out",
+                cfg.out.display(),
+                shards.len(),
+                if shards.len() > 1 { ", ..." } else { "" }
+            );
+        }
+    }
+    // The same run as the folder's (to resume or to leave alone), or a new one.
+    let fresh = !existing.as_ref().is_some_and(same_run);
+    let mut manifest = match existing {
+        Some(m) if !fresh => {
             if m.complete {
                 // A folder from before the copy existed gets one.
                 store_tokenizer_copy(&cfg.out, &cfg.tokenizer, &m.tokenizer.sha256)?;
@@ -152,6 +177,10 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
             totals: Totals::default(),
         },
     };
+    if fresh {
+        // On disk before any shard, so shards in a folder without a manifest are never this run's.
+        manifest.store(&cfg.out)?;
+    }
     remove_stale_files(&cfg.out, &manifest)?;
     store_tokenizer_copy(&cfg.out, &cfg.tokenizer, &manifest.tokenizer.sha256)?;
     if cfg.print_shards {
@@ -270,6 +299,31 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
     Ok(manifest)
 }
 
+/// Fails naming the inputs that do not exist, except those `manifest` (the folder's, of this same
+/// run) already covers wholly: the reader skips those without opening them.
+fn check_missing(inputs: &[Input], owned: &[bool], manifest: Option<&Manifest>) -> Result<()> {
+    let mut covered = vec![false; inputs.len()];
+    if let Some(m) = manifest {
+        // As `read_all` decides it: the manifest lists the owned inputs in order.
+        let mut seq = 0u64;
+        let owned_idx = (0..inputs.len()).filter(|&i| owned[i]);
+        for (i, stats) in owned_idx.zip(&m.inputs) {
+            covered[i] = m.complete || (stats.done && seq + stats.records < m.cursor);
+            seq += stats.records + 1;
+        }
+    }
+    let missing: Vec<&Input> = inputs
+        .iter()
+        .zip(&covered)
+        .filter(|(i, &c)| !i.exists && !c)
+        .map(|(i, _)| i)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(corpus::inputs::missing_inputs_error(&missing))
+}
+
 /// Which inputs this partition reads: whole files when there are at least N of them.
 fn owned_inputs(inputs: &[Input], partition: Option<[u32; 2]>) -> Vec<bool> {
     match partition {
@@ -289,9 +343,26 @@ fn print_shards(out: &Path, shards: &[ShardEntry]) -> Result<()> {
     Ok(())
 }
 
+/// The names of the shard files in `out`, sorted.
+fn shard_files(out: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in
+        std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?
+    {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("shard-") && name.ends_with(".parquet") {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// Removes temporary files and shards the manifest does not list (left by an interrupted run).
 fn remove_stale_files(out: &Path, manifest: &Manifest) -> Result<()> {
-    for entry in std::fs::read_dir(out)? {
+    for entry in
+        std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?
+    {
         let name = entry?.file_name().to_string_lossy().into_owned();
         let stale_tmp = name.starts_with('.') && name.ends_with(".tmp");
         let stale_shard = name.starts_with("shard-")

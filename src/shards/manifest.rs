@@ -223,9 +223,12 @@ impl Manifest {
         let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
         let mut f = std::fs::File::create(&tmp)
             .with_context(|| format!("{}: cannot create", tmp.display()))?;
-        serde_json::to_writer_pretty(&mut f, self)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
+        serde_json::to_writer_pretty(&mut f, self)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| Ok(f.write_all(b"\n")?))
+            .with_context(|| format!("{}: write failed", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("{}: fsync failed", tmp.display()))?;
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
         sync_dir(dir)

@@ -114,7 +114,8 @@ impl ShardWriter {
             },
             shard_schema(),
             Some(props),
-        )?;
+        )
+        .with_context(|| format!("{}: cannot start the Parquet file", tmp_path.display()))?;
         Ok(ShardWriter {
             config,
             final_path: path.to_path_buf(),
@@ -158,7 +159,9 @@ impl ShardWriter {
             .write(&batch)
             .with_context(|| format!("{}: write failed", self.tmp_path.display()))?;
         if self.writer.in_progress_size() >= self.config.row_group_bytes {
-            self.writer.flush()?;
+            self.writer
+                .flush()
+                .with_context(|| format!("{}: write failed", self.tmp_path.display()))?;
         }
         Ok(())
     }
@@ -178,7 +181,11 @@ impl ShardWriter {
             .file
             .sync_all()
             .with_context(|| format!("{}: fsync failed", self.tmp_path.display()))?;
-        let bytes = inner.file.metadata()?.len();
+        let bytes = inner
+            .file
+            .metadata()
+            .with_context(|| format!("{}: cannot stat", self.tmp_path.display()))?
+            .len();
         let sha256 = hex(&std::mem::take(&mut inner.hasher).finalize());
         std::fs::rename(&self.tmp_path, &self.final_path).with_context(|| {
             format!(
