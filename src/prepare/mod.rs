@@ -75,7 +75,8 @@ pub struct PrepareArgs {
     /// Flush a Parquet row group at this buffered size; the loader shuffles by row group.
     #[arg(long, default_value = "8MB", value_parser = parse_size)]
     pub row_group_size: u64,
-    /// Records (lines) longer than this are skipped and counted.
+    /// Records longer than this (lines, keyed-JSON entries, wiki pages, Parquet rows) are skipped and
+    /// counted, never held whole.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub max_record_bytes: u64,
     /// Worker threads for segmentation [default, or 0: all cores; at most 1024]. Output bytes do not
