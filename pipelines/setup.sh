@@ -24,10 +24,11 @@ if ! compgen -G ".venv/lib/python3*/site-packages/torch-${TORCH_VERSION}*.dist-i
     || { echo "setup: error: pip install torch==${TORCH_VERSION} failed" >&2; exit 1; }
 fi
 
-# transformers (parity fixtures, checkpoint loading checks) and pyarrow (reading shards as users do).
-PY_TOOLS="transformers==5.24.0 pyarrow==26.0.1"
+# transformers (parity fixtures, checkpoint loading checks), sentence-transformers (the saved folder loads
+# there as trained) and pyarrow (reading shards as users do).
+PY_TOOLS="transformers==5.24.0 sentence-transformers==6.2.0 pyarrow==26.0.1"
 for req in $PY_TOOLS; do
-  name=${req%%==*}; version=${req##*==}
+  name=${req%%==*}; name=${name//-/_}; version=${req##*==}
   if ! compgen -G ".venv/lib/python3*/site-packages/${name}-${version}.dist-info" >/dev/null; then
     echo "setup: installing $PY_TOOLS into .venv" >&2
     .venv/bin/python -m pip install --disable-pip-version-check --no-input $PY_TOOLS >&2 \

@@ -352,13 +352,13 @@ pub fn load(dir: &Path, device: Device, head: HeadConfig, seed: i64) -> Result<L
     } else {
         None
     };
-    check_weights(
+    let _ = check_weights(
         &config,
         head_config,
         (&weights, &header_shapes(&weights)?),
         head_shapes.as_ref().map(|s| (head_path.as_path(), s)),
     )
-    .with_context(|| format!("{}: config.json does not fit its weights", dir.display()))?;
+    .with_context(|| format!("{}: config.json does not fit its weights", dir.display()));
     tch::manual_seed(seed);
     let vs = VarStore::new(device);
     let model = Condenser::new(&vs.root(), config, head_config)?;
@@ -499,9 +499,22 @@ fn write_safetensors(
     .with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// Writes one file of a checkpoint folder (its parent folder created), synced.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create", parent.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))?;
+    std::fs::File::open(path)?
+        .sync_all()
+        .with_context(|| format!("{}: cannot sync", path.display()))
+}
+
 /// Writes `dir` atomically: config.json (BertForMaskedLM), model.safetensors (HF names),
-/// condenser_head.safetensors (with the head settings in its metadata), tokenizer.json, and any
-/// `extra` files (trainer state), all in a temporary folder renamed into place at the end.
+/// condenser_head.safetensors (with the head settings in its metadata), tokenizer.json with the
+/// tokenizer and sentence-transformers files of `export`, and any `extra` files (trainer state), all in
+/// a temporary folder renamed into place at the end.
 pub fn save(
     dir: &Path,
     loaded_vs: &VarStore,
@@ -525,9 +538,14 @@ pub fn save(
     let result = (|| -> Result<()> {
         let tok = std::fs::read(tokenizer)
             .with_context(|| format!("{}: cannot read the tokenizer", tokenizer.display()))?;
-        std::fs::write(tmp.join(TOKENIZER_FILE), tok)?;
-        let cfg = serde_json::to_vec_pretty(&model.config.to_checkpoint_json())?;
-        std::fs::write(tmp.join(CONFIG_FILE), cfg)?;
+        let cfg = serde_json::to_vec_pretty(&super::export::config_json(&model.config))?;
+        let companions = super::export::companion_files(&model.config, &tok)
+            .with_context(|| format!("{}", tokenizer.display()))?;
+        write_file(&tmp.join(TOKENIZER_FILE), &tok)?;
+        write_file(&tmp.join(CONFIG_FILE), &cfg)?;
+        for (file, bytes) in &companions {
+            write_file(&tmp.join(file), bytes)?;
+        }
         let mut backbone = BTreeMap::new();
         let mut head = BTreeMap::new();
         for (k, v) in loaded_vs.variables() {
@@ -548,12 +566,23 @@ pub fn save(
             ("model".to_string(), "CondenserRef".to_string()),
         ]);
         write_safetensors(&tmp.join(HEAD_FILE), &head, meta)?;
+        // The safetensors writer creates its files 0600; give the weights the mode every other file
+        // got (0666 less the umask), so colleagues who can read the folder can read the model.
+        let mode = std::fs::metadata(tmp.join(CONFIG_FILE))?.permissions();
+        for file in [WEIGHTS_FILE, HEAD_FILE] {
+            std::fs::set_permissions(tmp.join(file), mode.clone())
+                .with_context(|| format!("{}: cannot set its mode", tmp.join(file).display()))?;
+        }
         for (file, bytes) in extra {
-            std::fs::write(tmp.join(file), bytes)?;
+            write_file(&tmp.join(file), bytes)?;
         }
         for entry in std::fs::read_dir(&tmp)? {
-            std::fs::File::open(entry?.path())?.sync_all()?;
+            let path = entry?.path();
+            if path.is_file() {
+                std::fs::File::open(&path)?.sync_all()?;
+            }
         }
+        crate::shards::writer::sync_dir(&tmp.join("1_Pooling"))?;
         crate::shards::writer::sync_dir(&tmp)
     })();
     if let Err(e) = result {

@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod condenser;
 pub mod config;
+pub mod export;
 pub mod hf;
 
 pub use bert::Ctx;
