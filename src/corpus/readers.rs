@@ -140,16 +140,22 @@ pub fn read_input(
         }))?;
         return sink(end(format, compression, &counter));
     }
-    if format != Format::Parquet && looks_binary(&head) {
+    // The same window for every format (a JSON head may have been read further, to its first
+    // line's end; a NUL far into it is that line's problem, not the file's).
+    let window = &head[..head.len().min(8192)];
+    if format != Format::Parquet && looks_binary(window) {
         let detail = format!(
             "{name}: binary content (NUL bytes in the first {} bytes), not text",
-            head.len()
+            window.len()
         );
         sink(Item::Skip(Skip {
             reason: SkipReason::BinaryFile,
             detail,
         }))?;
         return sink(end(format, compression, &counter));
+    }
+    if format != Format::Parquet && head.starts_with("\u{feff}".as_bytes()) {
+        head.drain(..3); // a UTF-8 byte-order mark is not part of the first record
     }
     let mut reader = decompress::unpeek(head, reader);
     let result = match format {
@@ -1311,6 +1317,12 @@ mod tests {
         assert_eq!(
             skips(&items),
             [SkipReason::RecordTooLarge, SkipReason::RecordTooLarge]
+        );
+        // A byte-order mark is not content.
+        std::fs::write(&p, "\u{feff}{\"A\": {\"extract\": \"a\"}}").unwrap();
+        assert_eq!(
+            docs(&read_all(&p, &ReadOptions::default())),
+            [("A".into(), "a".into())]
         );
         // Content after the object (JSON Lines read as keyed JSON) is an error, not dropped.
         std::fs::write(

@@ -192,6 +192,8 @@ pub fn read(
     Ok(())
 }
 
+const MARKUP_FLOOR: usize = 1 << 20;
+
 /// The error [`Capped`] gives for markup (a tag, comment, CDATA section) longer than the limit.
 #[derive(Debug, thiserror::Error)]
 #[error("an XML tag, comment or CDATA section longer than --max-record-bytes {0}")]
@@ -228,6 +230,16 @@ impl<'a> Capped<'a> {
         }
     }
 
+    /// The most one event may take: the record limit for text, at least 1 MiB for markup (a tag is
+    /// not a record, and the root tag of a dump alone is a few hundred bytes).
+    fn cap(&self) -> usize {
+        if self.markup {
+            self.limit.max(MARKUP_FLOOR)
+        } else {
+            self.limit
+        }
+    }
+
     /// Called after every event: whether it was cut; the next event starts afresh.
     fn end_event(&mut self) -> bool {
         self.used = 0;
@@ -247,11 +259,11 @@ impl std::io::Read for Capped<'_> {
 
 impl BufRead for Capped<'_> {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        let room = self.limit.saturating_sub(self.used);
         let avail = self.inner.fill_buf()?.len();
         if self.used == 0 && avail > 0 {
             self.markup = self.inner.fill_buf()?[0] == b'<';
         }
+        let room = self.cap().saturating_sub(self.used);
         // Hand out at most `room` bytes, cut at a character boundary.
         let mut n = avail.min(room);
         if n < avail {
@@ -264,7 +276,7 @@ impl BufRead for Capped<'_> {
             if self.markup {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    TooLarge(self.limit),
+                    TooLarge(self.cap()),
                 ));
             }
             // Text past the limit: discard up to the next markup or reference.
@@ -405,5 +417,31 @@ mod tests {
         }
         assert!(matches!(&items[1], Item::Skip(s) if s.reason == SkipReason::Redirect));
         assert!(matches!(&items[2], Item::Skip(s) if s.reason == SkipReason::NotArticle));
+    }
+
+    #[test]
+    fn pages_over_the_limit_are_skipped_unread() {
+        let big = "é".repeat(3000);
+        let xml = format!(
+            r#"<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:schemaLocation="http://www.mediawiki.org/xml/export-0.11/ http://www.mediawiki.org/xml/export-0.11.xsd" version="0.11" xml:lang="en">
+<page><title>Big</title><ns>0</ns><id>1</id><revision><text>{big} &amp; {big}&lt;</text></revision></page>
+<page><title>Small</title><ns>0</ns><id>2</id><revision><text>small &amp; é text</text></revision></page>
+</mediawiki>"#
+        );
+        let mut items = Vec::new();
+        read(&mut xml.as_bytes(), "t.xml", 201, &mut |i| {
+            items.push(i);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert!(
+            matches!(&items[0], Item::Skip(s) if s.reason == SkipReason::RecordTooLarge && s.detail.contains("page 1 (Big)")),
+            "{items:?}"
+        );
+        match &items[1] {
+            Item::Doc(d) => assert_eq!((d.id.as_str(), d.text.as_str()), ("2", "small & é text")),
+            other => panic!("{other:?}"),
+        }
     }
 }
