@@ -458,20 +458,23 @@ fn json_str(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Picks the text and id of one JSON object; `Err` names what is missing.
+/// Picks the text and id of one JSON object; `Err` names what is missing. The text is moved out of
+/// the object, not copied (a record may be as large as `--max-record-bytes`).
 fn json_doc(
-    obj: &serde_json::Map<String, serde_json::Value>,
+    obj: &mut serde_json::Map<String, serde_json::Value>,
     opts: &ReadOptions,
     fallback_id: String,
 ) -> std::result::Result<Document, String> {
-    let text = match &opts.text_field {
-        Some(f) => obj
-            .get(f)
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| format!("no string field {f:?}"))?,
+    let is_str = |obj: &serde_json::Map<String, serde_json::Value>, f: &str| {
+        obj.get(f).is_some_and(serde_json::Value::is_string)
+    };
+    let text_key: String = match &opts.text_field {
+        Some(f) if is_str(obj, f) => f.clone(),
+        Some(f) => return Err(format!("no string field {f:?}")),
         None => TEXT_FIELDS
             .iter()
-            .find_map(|f| obj.get(*f).and_then(|v| v.as_str()))
+            .find(|f| is_str(obj, f))
+            .map(|f| f.to_string())
             .ok_or_else(|| format!("none of the text fields {TEXT_FIELDS:?} (use --text-field)"))?,
     };
     let id = match &opts.id_field {
@@ -488,10 +491,14 @@ fn json_doc(
         .get("title")
         .and_then(|v| v.as_str())
         .map(str::to_string);
+    let text = match obj.get_mut(&text_key).map(serde_json::Value::take) {
+        Some(serde_json::Value::String(text)) => text,
+        _ => unreachable!("checked above to be a string"),
+    };
     Ok(Document {
         id,
         title,
-        text: text.to_string(),
+        text,
         markup: Markup::Plain,
     })
 }
@@ -507,8 +514,8 @@ fn read_jsonl(
             return Ok(());
         }
         let item = match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(obj)) => {
-                match json_doc(&obj, opts, format!("{name}:{line_no}")) {
+            Ok(serde_json::Value::Object(mut obj)) => {
+                match json_doc(&mut obj, opts, format!("{name}:{line_no}")) {
                     Ok(doc) => Item::Doc(doc),
                     Err(what) => Item::Skip(Skip {
                         reason: SkipReason::MissingField,
@@ -650,21 +657,22 @@ fn read_json_object(
                     Err(e) => return malformed(sink, &scan, format!("entry {n} ({key:?}): {e}")),
                 };
                 let item = match value {
-                    serde_json::Value::Object(obj) => match json_doc(&obj, opts, key.clone()) {
-                        Ok(mut doc) => {
-                            if opts.id_field.is_none()
-                                && !ID_FIELDS.iter().any(|f| obj.contains_key(*f))
-                            {
-                                doc.id = key.clone();
+                    serde_json::Value::Object(mut obj) => {
+                        let has_id = ID_FIELDS.iter().any(|f| obj.contains_key(*f));
+                        match json_doc(&mut obj, opts, key.clone()) {
+                            Ok(mut doc) => {
+                                if opts.id_field.is_none() && !has_id {
+                                    doc.id = key.clone();
+                                }
+                                doc.title.get_or_insert(key);
+                                Item::Doc(doc)
                             }
-                            doc.title.get_or_insert(key);
-                            Item::Doc(doc)
+                            Err(what) => Item::Skip(Skip {
+                                reason: SkipReason::MissingField,
+                                detail: format!("{name}: entry {n} ({key:?}): {what}"),
+                            }),
                         }
-                        Err(what) => Item::Skip(Skip {
-                            reason: SkipReason::MissingField,
-                            detail: format!("{name}: entry {n} ({key:?}): {what}"),
-                        }),
-                    },
+                    }
                     other if n == 1 => {
                         return malformed(
                             sink,
