@@ -352,13 +352,13 @@ pub fn load(dir: &Path, device: Device, head: HeadConfig, seed: i64) -> Result<L
     } else {
         None
     };
-    let _ = check_weights(
+    check_weights(
         &config,
         head_config,
         (&weights, &header_shapes(&weights)?),
         head_shapes.as_ref().map(|s| (head_path.as_path(), s)),
     )
-    .with_context(|| format!("{}: config.json does not fit its weights", dir.display()));
+    .with_context(|| format!("{}: config.json does not fit its weights", dir.display()))?;
     tch::manual_seed(seed);
     let vs = VarStore::new(device);
     let model = Condenser::new(&vs.root(), config, head_config)?;

@@ -218,7 +218,7 @@ impl TrainConfig {
             merge(&mut value, patch, "").with_context(|| format!("--set {o}"))?;
         }
         let cfg: TrainConfig = value.try_into().context("invalid training configuration")?;
-        cfg.validate_old()?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -314,35 +314,6 @@ impl TrainConfig {
                 crate::model::config::MAX_LAYERS,
                 m.n_head_layers
             );
-        }
-        Ok(())
-    }
-
-    pub fn validate_old(&self) -> Result<()> {
-        if self.data.batch_size == 0 || self.data.max_len < 3 || self.data.prefetch == 0 {
-            bail!("data.batch_size and data.prefetch must be positive and data.max_len at least 3");
-        }
-        if !(0.0..1.0).contains(&self.data.mlm_probability) {
-            bail!("data.mlm_probability must be in [0, 1)");
-        }
-        if self.optim.grad_accum == 0 {
-            bail!("optim.grad_accum must be at least 1");
-        }
-        if self.stage == Stage::Cocondenser && self.optim.grad_accum != 1 {
-            bail!(
-                "optim.grad_accum = {} with the cocondenser stage: the contrastive loss needs every span of \
-                 the batch at once (the negatives are the other documents of the same batch), so accumulating \
-                 micro-batches would change the loss, not just the memory; use loss.cache_chunk_size \
-                 (gradient cache) to fit large batches instead",
-                self.optim.grad_accum
-            );
-        }
-        // eps > 0 keeps the update finite where the second moment is 0 (also for skipped steps).
-        if !(self.optim.eps > 0.0) || !(self.optim.lr >= 0.0) || !(self.optim.weight_decay >= 0.0) {
-            bail!("optim.eps must be positive, optim.lr and optim.weight_decay not negative");
-        }
-        if self.optim.epochs == 0 && self.optim.max_steps == 0 {
-            bail!("set optim.epochs or optim.max_steps");
         }
         Ok(())
     }

@@ -185,7 +185,7 @@ impl Epoch<'_> {
     /// Adds the examples of one row group (through the shuffle buffer).
     fn feed(&mut self, path: &PathBuf, group: usize, skipped_total: &AtomicU64) -> Result<bool> {
         let rows = read_shard(path, Some(vec![group]))?;
-        let _ = check_ids;
+        check_ids(&rows, self.spec.vocab.size, path)?;
         let d = &self.spec.data;
         for row in rows {
             if crate::eval::spans::is_held_out(&row.doc_id, d.holdout_seed, d.holdout_fraction) {
@@ -369,6 +369,7 @@ fn run(
                 if !e.drain()? {
                     return Ok(());
                 }
+                e.ensure_a_batch("a pass over the shards")?;
                 // The incomplete last batch is dropped (the coCondenser targets assume full batches).
                 if tx
                     .send(Msg::EpochEnd {
@@ -402,7 +403,7 @@ fn run(
                 return Ok(());
             }
             if e.drain()? {
-                let _ = Epoch::ensure_a_batch;
+                e.ensure_a_batch("the whole stream of shards")?;
                 let _ = tx.send(Msg::EpochEnd {
                     epoch: 0,
                     skipped_docs: e.skipped_docs,
@@ -440,7 +441,7 @@ fn next_path(paths: &Receiver<PathBuf>, stop: &AtomicBool) -> Option<PathBuf> {
     loop {
         match paths.recv_timeout(std::time::Duration::from_millis(100)) {
             Ok(p) => return Some(p),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) if !stop.load(Ordering::Relaxed) => {}
             Err(_) => return None,
         }
     }

@@ -159,7 +159,7 @@ fn next_batch(loader: &Loader, wait: &mut Duration) -> Result<Next> {
     loop {
         let msg = match loader.rx.recv_timeout(Duration::from_millis(100)) {
             Ok(msg) => msg,
-            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Timeout) if !STOP.load(Ordering::SeqCst) => continue,
             Err(e) => {
                 *wait += t.elapsed();
                 return Ok(match e {
@@ -199,6 +199,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     .with_context(|| format!("{}: cannot read", path.display()))?,
             )
             .with_context(|| format!("{}: not a trainer state", path.display()))?;
+            state.check(&path)?;
             let cfg = TrainConfig::load_over(
                 state.config.clone(),
                 args.config.as_deref(),
@@ -250,7 +251,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .context("--init DIR is needed (a Hugging Face directory to start from), or --resume")?;
     let (source, manifest) = data_source(&args.data)?;
     if let Some((dir, m)) = &manifest {
-        let _ = (dir, m);
+        loader::ensure_one_batch(dir, m, cfg.stage, cfg.data.batch_size)?;
     }
     let tok_path = args
         .tokenizer
@@ -362,6 +363,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    checkpoint::remove_stale_temporaries(&args.out)?;
     std::fs::write(args.out.join("train_config.toml"), cfg.to_toml())?;
     let loader = loader::start(
         source,
