@@ -159,7 +159,7 @@ pub(super) fn shard_loader(
         Case::Condenser => Stage::Condenser,
     };
     // Fewer examples than a batch: an error now, not a loader that never yields one.
-    // REVERT crate::train::loader::ensure_one_batch(dir, &m, stage, per)?;
+    crate::train::loader::ensure_one_batch(dir, &m, stage, per)?;
     let vocab = crate::train::collate::Vocab::from_tokenizer(&tok)?;
     let model_vocab = config(false).vocab_size;
     anyhow::ensure!(
