@@ -835,10 +835,11 @@ fn a_second_run_into_a_busy_folder_is_refused_naming_the_holder() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The first run holds the folder while it waits for stdin.
+    // The first run holds the folder while it waits for stdin: it locks the folder before it
+    // writes its first manifest.
     let lock = out.join(".condenser.lock");
     let started = std::time::Instant::now();
-    while !std::fs::read_to_string(&lock).is_ok_and(|s| s.contains("pid ")) {
+    while !out.join("manifest.json").exists() {
         assert!(
             started.elapsed().as_secs() < 120,
             "the first run never locked {}",
