@@ -92,6 +92,7 @@ run ref-condenser-eager     python3 "$ref/bench_train.py" --cases condenser --se
 run ref-condenser-masked    python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 --masked-only $extra
 run ref-condenser-compile   python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 --masked-only --compile $extra
 run ours-condenser          "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 $extra
+run ours-condenser-bf16res  "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --residual bf16 $extra
 run ref-condenser-512       python3 "$ref/bench_train.py" --cases condenser --seq 512 --batch 32 $extra
 run ours-condenser-512      "$bin" bench train --device cuda --case condenser --seq 512 --batch 32 $extra
 run ref-cocondenser-gc      python3 "$ref/bench_train.py" --cases cocondenser-gc --gc-chunk 128 --co-docs 256 $extra
@@ -149,6 +150,7 @@ def line(label, ours, ref, target):
     print(f"{label:28} {fmt(ours):>10} {fmt(ref):>10} {ratio:>6}  {target}")
 line("condenser 128x128 seq/s", f("ours-condenser", "seq/s"), f("ref-condenser-compile", "seq/s"), ">= 1.0 x compile")
 line("  vs eager", f("ours-condenser", "seq/s"), f("ref-condenser-eager", "seq/s"), "")
+line("  bf16 residual vs compile", f("ours-condenser-bf16res", "seq/s"), f("ref-condenser-compile", "seq/s"), "")
 line("condenser 512x32 seq/s", f("ours-condenser-512", "seq/s"), f("ref-condenser-512", "seq/s"), ">= 1.3 x eager")
 line("cocondenser gc 512/128 seq/s", f("ours-cocondenser-gc", "seq/s"), f("ref-cocondenser-gc", "seq/s"), ">= 1.5 x gc_step")
 for name in ["ours-shards", "ours-shards-grouped", "ours-shards-grouped-pad8", "ours-shards-grouped-nocudnn",

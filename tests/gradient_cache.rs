@@ -19,10 +19,7 @@ use tch::{Device, Kind, Tensor};
 fn gradient_cache_equals_full_batch_gradients() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-condenser/model");
     let load = || hf::load(&fixture, Device::Cpu, HeadConfig::default(), 0).unwrap();
-    let ctx = Ctx {
-        train: true,
-        kind: Kind::Float,
-    };
+    let ctx = Ctx::train(Kind::Float);
     // 2B = 10 rows (5 documents), length 12, rows 3 and 4 padded, about 30% of positions labelled.
     let mut rng = Lcg(3);
     let (rows, len) = (10usize, 12usize);

@@ -2,8 +2,9 @@
 //! `check ...` lines on stdout.
 //!
 //! - `precision`: N Condenser steps from one init on the same batches, dropout off (so precision is the
-//!   only difference), in fp32 twice (the run-to-run floor: CUDA's atomics are not deterministic) and
-//!   in bf16; the loss curves and the final weights compared.
+//!   only difference), in fp32 twice (the run-to-run floor: CUDA's atomics need not be deterministic),
+//!   in bf16 with the fp32 residual stream (the default) and with the bf16 one; the loss curves and the
+//!   final weights compared.
 //! - `gradient-cache`: one coCondenser step with dropout on, gradient cache against the same objective in
 //!   one graph under the same dropout seeds (`objective::cocondenser_one_graph`); and the same one-graph
 //!   objective under other seeds, to show that dropout moves the gradients far more than the cache does.
@@ -16,7 +17,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use super::train::{config, next_batch, shard_loader, synthetic, Case};
 use crate::device::DeviceChoice;
-use crate::model::{Condenser, Ctx, HeadConfig};
+use crate::model::{Condenser, Ctx, HeadConfig, Residual};
 use crate::train::collate::Batch;
 use crate::train::config::{LossConfig, TrainConfig};
 use crate::train::objective::{
@@ -89,13 +90,14 @@ fn train_curve(
     device: Device,
     init: &VarStore,
     kind: Kind,
+    residual: Residual,
     data: &[Batch],
 ) -> Result<(Vec<f64>, BTreeMap<String, Tensor>)> {
     let (vs, m) = model(device, args.tiny, Some(init))?;
     let mut opt = AdamW::new(vs.variables().into_iter().collect());
     let optim = TrainConfig::default().optim;
     let w = TrainConfig::default().loss;
-    let ctx = Ctx { train: false, kind };
+    let ctx = Ctx::eval(kind).with_residual(residual.kind(kind));
     let mut losses = Vec::with_capacity(data.len());
     for b in data {
         let b = DeviceBatch::new(b, device);
@@ -124,9 +126,11 @@ fn relative_distance(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>)
 fn precision(args: &BenchNumericsArgs, device: Device) -> Result<()> {
     let data = batches(args, args.batch, args.steps, Case::Condenser)?;
     let (init, _m) = model(device, args.tiny, None)?;
-    let (fp32, w32) = train_curve(args, device, &init, Kind::Float, &data)?;
-    let (again, w32b) = train_curve(args, device, &init, Kind::Float, &data)?;
-    let (bf16, w16) = train_curve(args, device, &init, Kind::BFloat16, &data)?;
+    let curve = |kind, residual| train_curve(args, device, &init, kind, residual, &data);
+    let (fp32, w32) = curve(Kind::Float, Residual::Fp32)?;
+    let (again, w32b) = curve(Kind::Float, Residual::Fp32)?;
+    let (bf16, w16) = curve(Kind::BFloat16, Residual::Fp32)?;
+    let (bf16r, w16r) = curve(Kind::BFloat16, Residual::Bf16)?;
     let worst = |x: &[f64]| {
         x.iter()
             .zip(&fp32)
@@ -142,17 +146,20 @@ fn precision(args: &BenchNumericsArgs, device: Device) -> Result<()> {
             .join(",")
     };
     println!(
-        "check precision steps={} rows={} len={} fp32_loss={} bf16_loss={} max_abs_dloss_fp32_rerun={:.2e} max_abs_dloss_bf16={:.2e} final_dloss_bf16={:.2e} weights_rel_dist_fp32_rerun={:.2e} weights_rel_dist_bf16={:.2e}",
+        "check precision steps={} rows={} len={} fp32_loss={} bf16_loss={} bf16_residual_loss={} max_abs_dloss_fp32_rerun={:.2e} max_abs_dloss_bf16={:.2e} max_abs_dloss_bf16_residual={:.2e} final_dloss_bf16={:.2e} weights_rel_dist_fp32_rerun={:.2e} weights_rel_dist_bf16={:.2e} weights_rel_dist_bf16_residual={:.2e}",
         args.steps,
         args.batch,
         args.seq,
         at(&fp32),
         at(&bf16),
+        at(&bf16r),
         worst(&again),
         worst(&bf16),
+        worst(&bf16r),
         bf16.last().unwrap_or(&0.0) - fp32.last().unwrap_or(&0.0),
         relative_distance(&w32b, &w32),
         relative_distance(&w16, &w32),
+        relative_distance(&w16r, &w32),
     );
     Ok(())
 }
@@ -165,7 +172,7 @@ fn gradient_cache(args: &BenchNumericsArgs, device: Device, kind: Kind) -> Resul
         cache_chunk_size: args.gc_chunk,
         ..TrainConfig::default().loss
     };
-    let ctx = Ctx { train: true, kind };
+    let ctx = Ctx::train(kind);
     let (init, _m) = model(device, args.tiny, None)?;
     let grads = |vs: &VarStore| -> BTreeMap<String, Tensor> {
         vs.variables()

@@ -78,6 +78,9 @@ pub struct BenchTrainArgs {
     /// longest row), so length-grouped batches come in fewer shapes.
     #[arg(long, default_value_t = 1, requires = "data")]
     pub pad_multiple: usize,
+    /// The residual stream with bf16 matrix work: fp32 (the reference's autocast) or bf16.
+    #[arg(long, value_enum, default_value_t = crate::model::Residual::Fp32)]
+    pub residual: crate::model::Residual,
     /// Matrix work in bf16 or fp32 (auto: bf16 on CUDA, fp32 on the CPU).
     #[arg(long, value_enum, default_value_t = Precision::Auto)]
     pub precision: Precision,
@@ -225,10 +228,8 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         cache_chunk_size: args.gc_chunk,
         ..TrainConfig::default().loss
     };
-    let ctx = Ctx {
-        train: true,
-        kind: args.precision.kind(device),
-    };
+    let kind = args.precision.kind(device);
+    let ctx = Ctx::train(kind).with_residual(args.residual.kind(kind));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let batches: Vec<Batch> = (0..4)
         .map(|_| synthetic(args.batch, args.seq, &mut rng))

@@ -4,8 +4,8 @@
 //! exact (erf) GELU, attention through `scaled_dot_product_attention` with the padding mask.
 //!
 //! Precision: parameters are fp32 (the master weights). Matrix work runs in `Ctx::kind` (fp32 on CPU,
-//! bf16 on CUDA): weights are cast explicitly at use, since tch has no autocast; LayerNorm and losses
-//! stay in fp32.
+//! bf16 on CUDA): weights and inputs are cast explicitly at use, since tch has no autocast; LayerNorm and
+//! losses stay in fp32, and so does the residual stream unless `Ctx::residual` says bf16.
 
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
@@ -18,11 +18,33 @@ pub struct Ctx {
     pub train: bool,
     /// The kind matrix work runs in.
     pub kind: Kind,
+    /// The kind of the residual stream: LayerNorm outputs and the additions into them. fp32 is what
+    /// the reference's autocast does (LayerNorm autocasts to fp32, and bf16 + fp32 adds in fp32);
+    /// bf16 halves that traffic (`run.residual = "bf16"`).
+    pub residual: Kind,
 }
 
 impl Ctx {
+    /// Training in `kind` with the reference's fp32 residual stream.
+    pub fn train(kind: Kind) -> Self {
+        Ctx {
+            train: true,
+            kind,
+            residual: Kind::Float,
+        }
+    }
+
+    /// Inference in `kind` with the reference's fp32 residual stream.
     pub fn eval(kind: Kind) -> Self {
-        Ctx { train: false, kind }
+        Ctx {
+            train: false,
+            kind,
+            residual: Kind::Float,
+        }
+    }
+
+    pub fn with_residual(self, residual: Kind) -> Self {
+        Ctx { residual, ..self }
     }
 }
 
@@ -56,7 +78,7 @@ impl Linear {
     }
 }
 
-/// LayerNorm computed in fp32 and returned in the context's kind.
+/// LayerNorm computed in fp32 and returned in the context's residual kind.
 #[derive(Debug)]
 pub struct LayerNorm {
     pub weight: Tensor,
@@ -84,7 +106,7 @@ impl LayerNorm {
                 self.eps,
                 true,
             )
-            .to_kind(ctx.kind)
+            .to_kind(ctx.residual)
     }
 }
 
@@ -310,7 +332,7 @@ impl BertLmHead {
         let x = self
             .norm
             .forward(&self.dense.forward(h, ctx).gelu("none"), ctx);
-        x.linear(
+        x.to_kind(ctx.kind).linear(
             &word_embeddings.to_kind(ctx.kind),
             Some(self.bias.to_kind(ctx.kind)),
         )

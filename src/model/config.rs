@@ -139,12 +139,4 @@ impl BertConfig {
     pub fn head_dim(&self) -> i64 {
         self.hidden_size / self.num_attention_heads
     }
-
-    /// The config as saved in our checkpoints: `BertForMaskedLM`, model_type bert.
-    pub fn to_checkpoint_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("a config serializes");
-        v["architectures"] = serde_json::json!(["BertForMaskedLM"]);
-        v["model_type"] = serde_json::json!("bert");
-        v
-    }
 }

@@ -42,6 +42,36 @@ pub enum Precision {
     Bf16,
 }
 
+/// The residual stream's kind (`run.residual`, `--residual`): fp32 as under the reference's autocast, or
+/// bf16 (less memory traffic, more rounding). Only matters when matrix work runs in bf16.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Residual {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+impl Residual {
+    /// The residual kind when matrix work runs in `kind` (bf16 residual = the matrix kind).
+    pub fn kind(self, kind: tch::Kind) -> tch::Kind {
+        match self {
+            Residual::Fp32 => tch::Kind::Float,
+            Residual::Bf16 => kind,
+        }
+    }
+}
+
 impl Precision {
     pub fn kind(self, device: tch::Device) -> tch::Kind {
         match (self, device) {

@@ -117,6 +117,10 @@ pub struct RunConfig {
     /// LayerNorm and losses stay fp32.
     #[serde(default)]
     pub precision: crate::model::Precision,
+    /// The residual stream (LayerNorm outputs and the additions into them) with bf16 matrix work: "fp32"
+    /// as under the reference's autocast (default), or "bf16".
+    #[serde(default)]
+    pub residual: crate::model::Residual,
     /// Let libtorch run attention through cuDNN on CUDA (its choice); false = flash or
     /// memory-efficient attention only, which plan nothing per batch shape.
     #[serde(default = "yes")]
@@ -177,6 +181,7 @@ impl Default for TrainConfig {
                 log_every: 10,
                 keep_checkpoints: 2,
                 precision: crate::model::Precision::Auto,
+                residual: crate::model::Residual::Fp32,
                 cudnn_attention: true,
             },
         }

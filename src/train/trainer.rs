@@ -382,10 +382,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     )?;
     install_signal_handlers();
     crate::device::set_cudnn_attention(cfg.run.cudnn_attention);
-    let ctx = Ctx {
-        train: true,
-        kind: cfg.run.precision.kind(device),
-    };
+    let kind = cfg.run.precision.kind(device);
+    let ctx = Ctx::train(kind).with_residual(cfg.run.residual.kind(kind));
     let save = |dir: &Path, opt: &AdamW, step: u64, cursor: Cursor| -> Result<()> {
         let state = TrainerState {
             step,
