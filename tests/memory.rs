@@ -35,9 +35,16 @@ fn peak_rss_does_not_grow_with_the_input() {
         .display()
         .to_string();
     let size = std::fs::metadata(&small).unwrap().len();
-    // The same file eight times over: eight times the input, same documents per input.
+    // Eight files like it (other seeds): eight times the input, same documents per input. (One file
+    // named eight times would be read once: a file reached by two paths is read once.)
     let small_run = peak_rss_mb(std::slice::from_ref(&small), &dir.path().join("out-small"));
-    let big_inputs = vec![small.clone(); 8];
+    let big_inputs: Vec<String> = (0..8)
+        .map(|i| {
+            write_jsonl(dir.path(), &format!("big-{i}.jsonl"), 2500, 100 + i)
+                .display()
+                .to_string()
+        })
+        .collect();
     let big_run = peak_rss_mb(&big_inputs, &dir.path().join("out-big"));
     eprintln!(
         "peak RSS: {small_run:.0} MB for {:.1} MB of input, {big_run:.0} MB for {:.1} MB",
