@@ -852,7 +852,7 @@ fn a_second_run_into_a_busy_folder_is_refused_naming_the_holder() {
         .to_string();
     let merge = ["prepare", "--merge", "--out", out.to_str().unwrap()];
     for o in [
-        prepare(&[good.clone()], &out, &["--overwrite"]),
+        prepare(std::slice::from_ref(&good), &out, &["--overwrite"]),
         run(&merge),
     ] {
         let err = stderr(&o);
@@ -883,7 +883,7 @@ fn shards_without_a_manifest_are_kept_unless_overwrite() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("shard-00000.parquet"), b"someone's data").unwrap();
-    let o = prepare(&[good.clone()], &out, &[]);
+    let o = prepare(std::slice::from_ref(&good), &out, &[]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
@@ -963,7 +963,7 @@ fn absurd_thread_counts_are_refused() {
         .to_string();
     let out = dir.path().join("out");
     for cmd in [
-        prepare_args(&[good.clone()], &out, &["-j", "100000"]),
+        prepare_args(std::slice::from_ref(&good), &out, &["-j", "100000"]),
         vec![
             "bench".into(),
             "prepare".into(),
