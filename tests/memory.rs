@@ -214,3 +214,41 @@ fn a_long_sentence_costs_a_small_multiple_of_its_size() {
         "peak RSS {peak:.0} MB with one 3 MiB sentence, {base:.0} MB without it"
     );
 }
+
+/// `--on-error fail` on stdin whose first record never ends (a JSON line that keeps growing, the pipe
+/// left open): the run stops with exit 2 at the record limit, instead of skipping the endless record
+/// forever while the error waits in a chunk that never fills.
+#[test]
+fn on_error_fail_stops_at_an_endless_record() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = condenser()
+        .args(["prepare", "-", "--format", "jsonl", "--on-error", "fail"])
+        .args(["--max-record-bytes", "4096", "-q", "--out"])
+        .arg(dir.path().join("out"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // A writer that keeps the record growing for up to 60 s and stops when the pipe closes.
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(br#"{"id": "a", "text": ""#);
+        let block = vec![b'a'; 64 * 1024];
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(60) {
+            if stdin.write_all(&block).is_err() {
+                return true; // the reader went away: the run ended
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    });
+    let ended_early = feeder.join().unwrap();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(ended_early, "prepare was still reading the endless record after 60 s");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("on-error fail"), "{}", stderr(&out));
+}

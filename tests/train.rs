@@ -961,6 +961,10 @@ fn unrecoverable_settings_and_states_are_refused() {
             "optim.warmup_ratio must be a finite number in [0, 1]",
         ),
         (
+            "data.pad_to_multiple_of=0",
+            "data.pad_to_multiple_of must be in [1, data.max_len = 128]",
+        ),
+        (
             "optim.warmup_ratio=nan",
             "optim.warmup_ratio must be a finite number in [0, 1]",
         ),

@@ -49,6 +49,11 @@ pub struct ReadOptions {
     pub blank_line_docs: bool,
     /// Longest record (line) read; longer ones are skipped and counted.
     pub max_record_bytes: usize,
+    /// The run ends at the first bad record (`--on-error fail`): an over-long line is reported as soon
+    /// as it passes the limit instead of after reading to its end, which may never come (a stream).
+    /// Not a setting of the output, so not written into manifests.
+    #[serde(skip)]
+    pub stop_at_error: bool,
 }
 
 impl Default for ReadOptions {
@@ -61,6 +66,7 @@ impl Default for ReadOptions {
             id_column: Some(0),
             blank_line_docs: false,
             max_record_bytes: 16 << 20,
+            stop_at_error: false,
         }
     }
 }
@@ -419,7 +425,8 @@ fn for_each_line(
     let mut buf = Vec::new();
     let mut line_no = 0u64;
     loop {
-        let line = read_line_capped(reader, &mut buf, opts.max_record_bytes).map_err(|source| {
+        let cap = opts.max_record_bytes;
+        let line = read_line_capped(reader, &mut buf, cap, opts.stop_at_error).map_err(|source| {
             ReadFailure {
                 name: name.to_string(),
                 line: line_no,
@@ -431,9 +438,12 @@ fn for_each_line(
             Line::Eof => return Ok(()),
             Line::TooLong(n) => sink(Item::Skip(Skip {
                 reason: SkipReason::RecordTooLarge,
+                detail: format!("{name}:{line_no}: line of {n} bytes exceeds --max-record-bytes {cap}"),
+            }))?,
+            Line::Abandoned(n) => sink(Item::Skip(Skip {
+                reason: SkipReason::RecordTooLarge,
                 detail: format!(
-                    "{name}:{line_no}: line of {n} bytes exceeds --max-record-bytes {}",
-                    opts.max_record_bytes
+                    "{name}:{line_no}: line exceeds --max-record-bytes {cap} (not read past byte {n})"
                 ),
             }))?,
             Line::Some => match std::str::from_utf8(&buf) {

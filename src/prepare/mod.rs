@@ -220,6 +220,7 @@ pub fn run(args: PrepareArgs) -> Result<()> {
             blank_line_docs: args.blank_line_docs,
             max_record_bytes: usize::try_from(args.max_record_bytes)
                 .context("--max-record-bytes")?,
+            stop_at_error: args.on_error == OnError::Fail,
         },
         segment: SegmentConfig {
             max_len: args.max_len as usize,

@@ -425,7 +425,16 @@ fn read_all(
             if let Item::Doc(d) = &item {
                 chunk_bytes += d.text.len();
             }
+            // With --on-error fail the first error ends the run: hand it on now rather than when the
+            // chunk fills, and stop reading (the rest of an endless record would never let it fill).
+            let fatal = cfg.on_error == OnError::Fail
+                && matches!(&item, Item::Skip(skip) if skip.reason.is_error());
             chunk.push((s, idx, item));
+            if fatal {
+                tx.send(Some(std::mem::take(&mut chunk)))
+                    .map_err(|_| Closed)?;
+                return Err(Closed.into());
+            }
             if chunk.len() >= CHUNK_DOCS || chunk_bytes >= CHUNK_BYTES {
                 chunk_bytes = 0;
                 tx.send(Some(std::mem::replace(

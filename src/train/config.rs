@@ -246,6 +246,13 @@ impl TrainConfig {
                 d.prefetch
             );
         }
+        if d.pad_to_multiple_of == 0 || d.pad_to_multiple_of > d.max_len {
+            bail!(
+                "data.pad_to_multiple_of must be in [1, data.max_len = {}] (1 = pad to the longest row), got {}",
+                d.max_len,
+                d.pad_to_multiple_of
+            );
+        }
         in_range("data.mlm_probability", d.mlm_probability, 0.0, 1.0, false)?;
         in_range(
             "data.holdout_fraction",
