@@ -37,15 +37,21 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$logs/card
 # Cases past the time budget (BUDGET seconds, default 480: the device tool's calls end at 600) are
 # skipped, so the table still comes out.
 budget=${BUDGET:-480}
-run() { # name, command...
+skipped=99
+timed() { # name, command...: runs it within the budget (status $skipped when past it)
   local name=$1; shift
   if (( SECONDS > budget )); then
     echo "$name SKIPPED (time budget of ${budget} s spent)" | tee -a "$logs/lines.txt"
-    return
+    return $skipped
   fi
   echo "== $name: $*" >&2
   timeout $(( budget + 60 - SECONDS )) "$@" > "$logs/$name.out" 2> "$logs/$name.err"
+}
+run() { # name, command...
+  local name=$1
+  timed "$@"
   local rc=$?
+  (( rc == skipped )) && return
   local line
   line=$(grep -E '^(ours|ref) ' "$logs/$name.out" | tail -n 1)
   echo "$name ${line:-FAILED rc=$rc}" | tee -a "$logs/lines.txt"
@@ -102,15 +108,12 @@ run ours-cocondenser-2048   "$bin" bench train --device cuda --case cocondenser 
 # steps of each at 128 x 128 under libtorch's profiler, summed per kernel by the same script. The traces
 # stay on the device machine (tens of MB); their summaries come back.
 traces=$(mktemp -d)
-profile() { # name, trace summary args, command...
-  local name=$1; shift
-  if (( SECONDS > budget )); then
-    echo "$name SKIPPED (time budget of ${budget} s spent)" | tee -a "$logs/lines.txt"
-    return
-  fi
-  echo "== $name: $*" >&2
-  timeout $(( budget + 60 - SECONDS )) "$@" > "$logs/$name.out" 2> "$logs/$name.err"
-  echo "$name rc=$?" | tee -a "$logs/lines.txt"
+profile() { # name, command... (writing the trace $traces/NAME.json)
+  local name=$1
+  timed "$@"
+  local rc=$?
+  (( rc == skipped )) && return
+  echo "$name rc=$rc" | tee -a "$logs/lines.txt"
   python3 "$tools/trace_summary.py" "$traces/$name.json" --steps 5 > "$logs/$name.txt" 2>&1
   head -n 14 "$logs/$name.txt" >&2
 }

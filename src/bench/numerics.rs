@@ -138,9 +138,13 @@ fn precision(args: &BenchNumericsArgs, device: Device) -> Result<()> {
             .fold(0f64, f64::max)
     };
     let at = |c: &[f64]| {
-        [1, 10, 25, c.len()]
+        let mut steps: Vec<usize> = [1, 10, 25, c.len()]
+            .into_iter()
+            .filter(|&i| i >= 1 && i <= c.len())
+            .collect();
+        steps.dedup();
+        steps
             .iter()
-            .filter(|&&i| i >= 1 && i <= c.len())
             .map(|&i| format!("{i}:{:.4}", c[i - 1]))
             .collect::<Vec<_>>()
             .join(",")
