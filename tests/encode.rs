@@ -127,3 +127,40 @@ fn encode_out_folder_fails_first_and_leaves_no_temporary() {
     names.sort();
     assert_eq!(names, ["embeddings", "t.txt"]);
 }
+
+/// A hub name or URL where a model folder is expected (`--model`, `--init`) says it is not a local
+/// folder and how to fetch one, instead of "config.json: cannot read".
+#[test]
+fn hub_names_for_models_get_a_download_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("t.txt");
+    std::fs::write(&input, "hello\n").unwrap();
+    let (input, out) = (input.to_str().unwrap(), dir.path().join("o.parquet"));
+    let encode = |model: &'static str| {
+        vec!["encode", "--model", model, "--input", input, "--out", out.to_str().unwrap()]
+    };
+    let eval = |model: &'static str| {
+        vec!["eval", "--model", model, "--corpus", input, "--queries", input, "--qrels", input]
+    };
+    for (args, want) in [
+        (
+            encode("bert-base-uncased"),
+            "hf download bert-base-uncased --local-dir models/bert-base-uncased",
+        ),
+        (
+            eval("sentence-transformers/all-MiniLM-L6-v2"),
+            "hf download sentence-transformers/all-MiniLM-L6-v2",
+        ),
+        (encode("https://example.org/bert"), "downloads nothing"),
+        (
+            vec!["train", "--data", input, "--init", "bert-base-uncased", "--out", input],
+            "hf download bert-base-uncased",
+        ),
+    ] {
+        let o = common::run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", common::stderr(&o));
+        let e = common::stderr(&o);
+        assert!(e.contains("not a local folder") && e.contains(want), "{args:?}: {e}");
+    }
+    assert!(!out.exists());
+}

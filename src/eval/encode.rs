@@ -122,6 +122,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     }
     // The output is checked (and its temporary created) before any model is loaded or text encoded.
     let tmp = TempOut::create(&args.out)?;
+    hf::check_model_dir(&args.model).context("--model")?;
     let device = crate::device::select(args.device)?;
     let tok_path = args
         .tokenizer

@@ -203,6 +203,7 @@ impl Search {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    hf::check_model_dir(&args.model).context("--model")?;
     let device = crate::device::select(args.device)?;
     let tok_path = args.model.join(hf::TOKENIZER_FILE);
     let tokenizer = crate::tokenizer::load(&tok_path)?;

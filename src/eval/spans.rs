@@ -116,6 +116,7 @@ pub fn evaluate(
 }
 
 pub fn run(args: SpansArgs) -> Result<()> {
+    hf::check_model_dir(&args.model).context("--model")?;
     let device = crate::device::select(args.device)?;
     let tok = crate::tokenizer::load(&args.model.join(hf::TOKENIZER_FILE))?;
     let special = crate::tokenizer::special_ids(&tok)?;

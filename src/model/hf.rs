@@ -328,7 +328,39 @@ fn assign(
 /// Loads a Hugging Face directory onto `device`. Missing MLM head: fresh transform and LayerNorm, the
 /// tied decoder and a zero bias. Missing Condenser head: N(0, initializer_range), as the reference.
 /// `head` sets the Condenser settings when the directory has no head file; `seed` drives fresh inits.
+/// A model argument (`--model`, `--init`) must name a local folder; a hub name or URL gets a hint,
+/// since nothing is downloaded at run time.
+pub fn check_model_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let arg = dir.to_string_lossy();
+    if dir.exists() {
+        bail!("{arg}: not a folder (a model is a Hugging Face folder: config.json, model.safetensors, tokenizer.json)");
+    }
+    let url = arg.contains("://");
+    let hub_like = !url
+        && !arg.starts_with(['/', '.', '~'])
+        && arg.matches('/').count() <= 1
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if url || hub_like {
+        let name = arg.rsplit('/').next().unwrap_or(&arg).to_string();
+        bail!(
+            "{arg}: not a local folder. condenser reads models from disk and downloads nothing; fetch it first{}, then pass the folder",
+            if url {
+                String::new()
+            } else {
+                format!(" (e.g. `hf download {arg} --local-dir models/{name}`)")
+            }
+        );
+    }
+    bail!("{arg}: no such folder")
+}
+
 pub fn load(dir: &Path, device: Device, head: HeadConfig, seed: i64) -> Result<Loaded> {
+    check_model_dir(dir)?;
     let config = BertConfig::load(&dir.join(CONFIG_FILE))?;
     let weights = dir.join(WEIGHTS_FILE);
     if !weights.exists() {
