@@ -54,6 +54,8 @@ fn minilm_cls_equals_transformers_within_1e_4() {
         "cpu",
     ]);
     assert!(o.status.success(), "{}", common::stderr(&o));
+    // MiniLM has no Condenser head; encode does not use one, so it says nothing about it.
+    assert!(!common::stderr(&o).contains("Condenser head"), "{}", common::stderr(&o));
     let got = read_embeddings(&out);
     assert_eq!(got.len(), expected.len());
     for (row, ((id, v), want)) in got.iter().zip(&expected).enumerate() {

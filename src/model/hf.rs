@@ -418,7 +418,8 @@ pub fn load(dir: &Path, device: Device, head: HeadConfig, seed: i64) -> Result<L
             false
         }
         None => {
-            log::info!(
+            // Debug only: the trainer says it once where it matters; encode and eval do not use the head.
+            log::debug!(
                 "{}: no {HEAD_FILE}; the Condenser head is freshly initialised N(0, {})",
                 dir.display(),
                 model.config.initializer_range
