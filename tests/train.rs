@@ -252,7 +252,13 @@ fn resume_refuses_a_different_data_order() {
         &["--stop-after", "1"],
     ));
     let ckpt = out.join("checkpoint-1");
-    for change in ["data.batch_size=8", "data.group_by_length=5", "run.seed=7"] {
+    for change in [
+        "data.batch_size=8",
+        "data.group_by_length=5",
+        "run.seed=7",
+        "optim.max_steps=8",
+        "optim.warmup_ratio=0.5",
+    ] {
         let r = try_train(&args(&data, ("--resume", &ckpt), &out, &[change], &[]));
         let key = change.split('=').next().unwrap();
         assert!(!r.status.success(), "{change}");
@@ -1086,5 +1092,37 @@ fn train_refuses_manifest_entries_outside_the_folder() {
             && err.contains("\"../outside.parquet\"")
             && err.contains("not a file name inside"),
         "{err}"
+    );
+}
+
+/// `model.skip_from` unset: the init's head file decides (else half the layers), and the run says so;
+/// set to the layer count it would feed the head the last layer, and is refused.
+#[test]
+fn skip_from_comes_from_the_head_file_when_unset_and_must_be_below_the_layer_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 50);
+    let init = tiny_model(dir.path()); // 2 layers; its head file says skip_from 1
+    let go = |sets: &[&str], out: &str| {
+        let mut all = vec!["model.n_head_layers=1", "optim.max_steps=1", "data.batch_size=4"];
+        all.extend(sets);
+        condenser()
+            .arg("train")
+            .args(args(&data, ("--init", &init), &dir.path().join(out), &all, &["--device", "cpu"]))
+            .output()
+            .unwrap()
+    };
+    let o = go(&[], "unset");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("model.skip_from unset: the head reads layer 1 of 2"),
+        "{}",
+        stderr(&o)
+    );
+    let o = go(&["model.skip_from=2"], "last");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("model.skip_from 2 must be in [1, 1] for a model of 2 layers"),
+        "{}",
+        stderr(&o)
     );
 }

@@ -79,6 +79,17 @@ pub struct Condenser {
     pub c_head: Vec<BertLayer>,
 }
 
+/// The head must read an early layer: `skip_from` in [1, layers - 1].
+pub fn check_skip_from(skip_from: usize, layers: i64) -> anyhow::Result<()> {
+    if skip_from < 1 || skip_from as i64 >= layers {
+        anyhow::bail!(
+            "model.skip_from {skip_from} must be in [1, {}] for a model of {layers} layers: the head must read an early layer (skip_from = the layer count would feed it the last layer, which defeats the Condenser design); leave it unset for half the layers",
+            layers - 1
+        );
+    }
+    Ok(())
+}
+
 impl Condenser {
     /// Builds every variable under `root` with HF names: `bert.*`, `cls.predictions.*`, `c_head.{i}.*`.
     pub fn new(
@@ -86,13 +97,7 @@ impl Condenser {
         config: BertConfig,
         head_config: HeadConfig,
     ) -> anyhow::Result<Self> {
-        if head_config.skip_from < 1 || head_config.skip_from as i64 > config.num_hidden_layers {
-            anyhow::bail!(
-                "skip_from {} must be in [1, {}]",
-                head_config.skip_from,
-                config.num_hidden_layers
-            );
-        }
+        check_skip_from(head_config.skip_from, config.num_hidden_layers)?;
         let bert = BertModel::new(root / "bert", &config);
         let lm_head = BertLmHead::new(root / "cls" / "predictions", &config);
         let heads = root / "c_head";

@@ -29,8 +29,10 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Early layer feeding the head (HF indexing, 0 = embeddings): 6 of 12 for bert-base.
-    pub skip_from: usize,
+    /// Early layer feeding the head (HF indexing, 0 = embeddings): 6 of 12 for bert-base. Unset: the
+    /// init's head file says, else half the model's layers (logged). Must be below the layer count.
+    #[serde(default)]
+    pub skip_from: Option<usize>,
     /// Fresh BERT layers in the Condenser head.
     pub n_head_layers: usize,
     /// Add the last layer's own MLM loss.
@@ -140,7 +142,7 @@ impl Default for TrainConfig {
         TrainConfig {
             stage: Stage::Condenser,
             model: ModelConfig {
-                skip_from: 6,
+                skip_from: None,
                 n_head_layers: 2,
                 late_mlm: true,
             },
@@ -361,6 +363,9 @@ fn in_range(key: &str, value: f64, lo: f64, hi: f64, hi_inclusive: bool) -> Resu
     Ok(())
 }
 
+/// Keys whose default is "unset" (`Option`), so the serialized defaults do not list them.
+const OPTIONAL_KEYS: &[&str] = &["model.skip_from"];
+
 /// Copies `patch` into `base`; a key `base` does not have is an error that names it.
 fn merge(base: &mut toml::Value, patch: toml::Value, at: &str) -> Result<()> {
     match (base, patch) {
@@ -373,6 +378,10 @@ fn merge(base: &mut toml::Value, patch: toml::Value, at: &str) -> Result<()> {
                 };
                 match b.get_mut(&k) {
                     Some(slot) => merge(slot, v, &path)?,
+                    // Unset optional keys are absent from the serialized defaults.
+                    None if OPTIONAL_KEYS.contains(&path.as_str()) => {
+                        b.insert(k, v);
+                    }
                     None => {
                         let known: Vec<&String> = b.keys().collect();
                         bail!("unknown configuration key `{path}` (known here: {known:?})");

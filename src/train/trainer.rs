@@ -191,7 +191,7 @@ fn next_batch(loader: &Loader, wait: &mut Duration) -> Result<Next> {
 pub fn run(args: TrainArgs) -> Result<()> {
     let device = crate::device::select(args.device)?;
     // Configuration: the file and overrides, or the resumed checkpoint's (architecture fixed).
-    let (cfg, resumed) = match &args.resume {
+    let (mut cfg, resumed) = match &args.resume {
         Some(dir) => {
             let path = dir.join(checkpoint::STATE_FILE);
             let state: TrainerState = serde_json::from_slice(
@@ -238,6 +238,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
                     bail!("--resume {}: {key} cannot change when resuming (it decides the data order the checkpoint's cursor counts in); start a new run with --init {} instead", dir.display(), dir.display());
                 }
             }
+            // The schedule's shape: the checkpoint is part-way through one warm-up and decay; another
+            // length would bend it silently (the learning rate itself may change, on purpose).
+            for (key, same) in [
+                ("optim.max_steps", a.optim.max_steps == b.optim.max_steps),
+                ("optim.epochs", a.optim.epochs == b.optim.epochs),
+                (
+                    "optim.warmup_ratio",
+                    a.optim.warmup_ratio == b.optim.warmup_ratio,
+                ),
+            ] {
+                if !same {
+                    bail!("--resume {}: {key} cannot change when resuming (it sets the length of the learning-rate schedule the checkpoint is part-way through); start a new run with --init {} to train on with another schedule", dir.display(), dir.display());
+                }
+            }
             (cfg, Some(dir.clone()))
         }
         None => (
@@ -273,12 +287,27 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let tokenizer = crate::tokenizer::load(&tok_path)?;
     let vocab = Arc::new(Vocab::from_tokenizer(&tokenizer)?);
 
+    // model.skip_from unset: the init's head file decides (hf::load reads its metadata over this
+    // default), else half the layers.
+    let layers = crate::model::BertConfig::load(&init.join(hf::CONFIG_FILE))?.num_hidden_layers;
+    if let Some(s) = cfg.model.skip_from {
+        crate::model::condenser::check_skip_from(s, layers)?;
+    }
     let head = HeadConfig {
-        skip_from: cfg.model.skip_from,
+        skip_from: cfg.model.skip_from.unwrap_or((layers / 2).max(1) as usize),
         n_head_layers: cfg.model.n_head_layers,
         late_mlm: cfg.model.late_mlm,
     };
     let loaded = hf::load(&init, device, head, cfg.run.seed as i64)?;
+    let head = match cfg.model.skip_from {
+        Some(_) => head,
+        None => {
+            let skip_from = loaded.model.head_config.skip_from;
+            log::info!("model.skip_from unset: the head reads layer {skip_from} of {layers}");
+            cfg.model.skip_from = Some(skip_from);
+            HeadConfig { skip_from, ..head }
+        }
+    };
     if loaded.model.head_config != head {
         bail!(
             "{}: its Condenser head was trained with {:?}, the configuration asks for {:?}",
