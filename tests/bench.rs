@@ -17,16 +17,37 @@ fn field(line: &str, key: &str) -> f64 {
 #[test]
 fn numerics_checks_hold_on_the_cpu() {
     let o = run(&[
-        "bench", "numerics", "--tiny", "--device", "cpu", "--steps", "4", "--batch", "4", "--seq",
-        "32", "--gc-chunk", "3",
+        "bench",
+        "numerics",
+        "--tiny",
+        "--device",
+        "cpu",
+        "--steps",
+        "4",
+        "--batch",
+        "4",
+        "--seq",
+        "32",
+        "--gc-chunk",
+        "3",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("check ")).collect();
     assert_eq!(lines.len(), 3, "{out}");
     // The CPU is deterministic: fp32 twice gives the same losses and weights.
-    assert_eq!(field(lines[0], "max_abs_dloss_fp32_rerun"), 0.0, "{}", lines[0]);
-    assert_eq!(field(lines[0], "weights_rel_dist_fp32_rerun"), 0.0, "{}", lines[0]);
+    assert_eq!(
+        field(lines[0], "max_abs_dloss_fp32_rerun"),
+        0.0,
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        field(lines[0], "weights_rel_dist_fp32_rerun"),
+        0.0,
+        "{}",
+        lines[0]
+    );
     // bf16 differs from fp32, but not wildly after 4 steps.
     let d = field(lines[0], "max_abs_dloss_bf16");
     assert!(d > 0.0 && d < 0.5, "{}", lines[0]);
@@ -83,7 +104,10 @@ fn bench_train_profile_writes_a_chrome_trace() {
     assert!(names.iter().any(|n| n.contains("adamw")), "no AdamW op");
     // The summary script reads it (no device kernels on the CPU: it says so).
     let s = std::process::Command::new(venv_python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/trace_summary.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/trace_summary.py"
+        ))
         .arg(&trace)
         .output()
         .unwrap();

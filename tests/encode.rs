@@ -55,7 +55,11 @@ fn minilm_cls_equals_transformers_within_1e_4() {
     ]);
     assert!(o.status.success(), "{}", common::stderr(&o));
     // MiniLM has no Condenser head; encode does not use one, so it says nothing about it.
-    assert!(!common::stderr(&o).contains("Condenser head"), "{}", common::stderr(&o));
+    assert!(
+        !common::stderr(&o).contains("Condenser head"),
+        "{}",
+        common::stderr(&o)
+    );
     let got = read_embeddings(&out);
     assert_eq!(got.len(), expected.len());
     for (row, ((id, v), want)) in got.iter().zip(&expected).enumerate() {
@@ -139,10 +143,28 @@ fn hub_names_for_models_get_a_download_hint() {
     std::fs::write(&input, "hello\n").unwrap();
     let (input, out) = (input.to_str().unwrap(), dir.path().join("o.parquet"));
     let encode = |model: &'static str| {
-        vec!["encode", "--model", model, "--input", input, "--out", out.to_str().unwrap()]
+        vec![
+            "encode",
+            "--model",
+            model,
+            "--input",
+            input,
+            "--out",
+            out.to_str().unwrap(),
+        ]
     };
     let eval = |model: &'static str| {
-        vec!["eval", "--model", model, "--corpus", input, "--queries", input, "--qrels", input]
+        vec![
+            "eval",
+            "--model",
+            model,
+            "--corpus",
+            input,
+            "--queries",
+            input,
+            "--qrels",
+            input,
+        ]
     };
     for (args, want) in [
         (
@@ -155,14 +177,25 @@ fn hub_names_for_models_get_a_download_hint() {
         ),
         (encode("https://example.org/bert"), "downloads nothing"),
         (
-            vec!["train", "--data", input, "--init", "bert-base-uncased", "--out", input],
+            vec![
+                "train",
+                "--data",
+                input,
+                "--init",
+                "bert-base-uncased",
+                "--out",
+                input,
+            ],
             "hf download bert-base-uncased",
         ),
     ] {
         let o = common::run(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", common::stderr(&o));
         let e = common::stderr(&o);
-        assert!(e.contains("not a local folder") && e.contains(want), "{args:?}: {e}");
+        assert!(
+            e.contains("not a local folder") && e.contains(want),
+            "{args:?}: {e}"
+        );
     }
     assert!(!out.exists());
 }

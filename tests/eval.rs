@@ -262,7 +262,11 @@ fn span_pairs_on_held_out_documents() {
 }
 
 /// `eval` over the tiny model with `corpus`, `queries` and `qrels` written as given (BEIR layout).
-fn eval_tiny(corpus: &str, queries: &str, qrels: &str) -> (std::process::Output, tempfile::TempDir) {
+fn eval_tiny(
+    corpus: &str,
+    queries: &str,
+    qrels: &str,
+) -> (std::process::Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let p = |n: &str| dir.path().join(n).display().to_string();
@@ -307,14 +311,14 @@ const TWO_QUERIES: &str = concat!(
 /// no run file written.
 #[test]
 fn eval_refuses_duplicate_corpus_ids() {
-    let corpus = format!("{THREE_DOCS}{}\n", r#"{"_id": "d1", "text": "Paris again."}"#);
+    let corpus = format!(
+        "{THREE_DOCS}{}\n",
+        r#"{"_id": "d1", "text": "Paris again."}"#
+    );
     let (o, dir) = eval_tiny(&corpus, TWO_QUERIES, "q1\t0\td1\t1\n");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(
-        e.contains("\"d1\"") && e.contains("records 1 and 4"),
-        "{e}"
-    );
+    assert!(e.contains("\"d1\"") && e.contains("records 1 and 4"), "{e}");
     assert!(!dir.path().join("run.trec").exists());
 }
 
@@ -323,7 +327,11 @@ fn eval_refuses_duplicate_corpus_ids() {
 fn eval_refuses_empty_qrels() {
     let (o, _dir) = eval_tiny(THREE_DOCS, TWO_QUERIES, "query-id\tcorpus-id\tscore\n");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no relevance judgements"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no relevance judgements"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A judged query missing from the queries file is counted and left out of the means, not scored 0.

@@ -18,7 +18,11 @@ fn saved_files_share_one_mode() {
     let model = common::tiny_model(dir.path());
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let want = mode(&model.join("config.json"));
-    assert_eq!(want & 0o044, 0o044, "config.json {want:o} is not group/other readable under this umask");
+    assert_eq!(
+        want & 0o044,
+        0o044,
+        "config.json {want:o} is not group/other readable under this umask"
+    );
     for name in [
         "model.safetensors",
         "condenser_head.safetensors",
@@ -89,17 +93,33 @@ print(json.dumps({"truncated_len": n, "modules": modes, "emb": emb}))
     let py = std::process::Command::new(common::venv_python())
         .env("HF_HUB_OFFLINE", "1")
         .env("TRANSFORMERS_OFFLINE", "1")
-        .args(["-c", script, model.to_str().unwrap(), texts.to_str().unwrap()])
+        .args([
+            "-c",
+            script,
+            model.to_str().unwrap(),
+            texts.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     // The tiny model has 130 positions.
     assert_eq!(r["truncated_len"], 130, "{r}");
     let st: Vec<Vec<f32>> = serde_json::from_value(r["emb"].clone()).unwrap();
     assert_eq!(st.len(), ours.len());
     for (row, (a, b)) in st.iter().zip(&ours).enumerate() {
-        let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(d < 1e-4, "row {row}: sentence-transformers differs from encode by {d:e} ({r})");
+        let d = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            d < 1e-4,
+            "row {row}: sentence-transformers differs from encode by {d:e} ({r})"
+        );
     }
 }

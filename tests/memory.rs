@@ -248,7 +248,10 @@ fn on_error_fail_stops_at_an_endless_record() {
     let ended_early = feeder.join().unwrap();
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
-    assert!(ended_early, "prepare was still reading the endless record after 60 s");
+    assert!(
+        ended_early,
+        "prepare was still reading the endless record after 60 s"
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("on-error fail"), "{}", stderr(&out));
 }

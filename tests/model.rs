@@ -454,10 +454,22 @@ fn bad_model_configs_are_refused_before_anything_is_built() {
 /// stream stays closer to the all-fp32 model than the bf16 one.
 #[test]
 fn residual_stream_is_fp32_by_default_and_bf16_on_request() {
-    let m = hf::load(&common::data("minilm"), Device::Cpu, HeadConfig::default(), 0).unwrap();
+    let m = hf::load(
+        &common::data("minilm"),
+        Device::Cpu,
+        HeadConfig::default(),
+        0,
+    )
+    .unwrap();
     let mut rng = common::Lcg(11);
     let ids: Vec<i64> = (0..4 * 48)
-        .map(|i| if i % 48 == 0 { 101 } else { 1000 + rng.below(20000) as i64 })
+        .map(|i| {
+            if i % 48 == 0 {
+                101
+            } else {
+                1000 + rng.below(20000) as i64
+            }
+        })
         .collect();
     let ids = Tensor::from_slice(&ids).view([4, 48]);
     let last = |ctx: Ctx| tch::no_grad(|| m.model.states(&ids, &Mask(None), ctx).0);
@@ -465,7 +477,11 @@ fn residual_stream_is_fp32_by_default_and_bf16_on_request() {
     let fp32_residual = last(Ctx::eval(Kind::BFloat16));
     let bf16_residual = last(Ctx::eval(Kind::BFloat16).with_residual(Kind::BFloat16));
     assert_eq!(full.kind(), Kind::Float);
-    assert_eq!(fp32_residual.kind(), Kind::Float, "the default residual stream is fp32");
+    assert_eq!(
+        fp32_residual.kind(),
+        Kind::Float,
+        "the default residual stream is fp32"
+    );
     assert_eq!(bf16_residual.kind(), Kind::BFloat16);
     let err = |t: &Tensor| {
         (t.to_kind(Kind::Float) - &full)
@@ -474,7 +490,13 @@ fn residual_stream_is_fp32_by_default_and_bf16_on_request() {
             .double_value(&[])
     };
     let (e32, e16) = (err(&fp32_residual), err(&bf16_residual));
-    assert!(e32 > 0.0, "bf16 matrix work changed nothing: the test proves nothing");
-    assert!(e32 < e16, "fp32 residual error {e32:e} not below bf16 residual error {e16:e}");
+    assert!(
+        e32 > 0.0,
+        "bf16 matrix work changed nothing: the test proves nothing"
+    );
+    assert!(
+        e32 < e16,
+        "fp32 residual error {e32:e} not below bf16 residual error {e16:e}"
+    );
     eprintln!("mean |last hidden - fp32|: fp32 residual {e32:e}, bf16 residual {e16:e}");
 }

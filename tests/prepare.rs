@@ -768,7 +768,6 @@ fn a_truncated_multistream_bz2_dump_names_the_position() {
     );
 }
 
-
 /// Issue 13: a shard written elsewhere (pyarrow) with the shard schema's types but the standard list
 /// field name `element` instead of arrow-rs's `item` is a shard: `read_shard` (train) and `inspect`
 /// open it.

@@ -1103,11 +1103,21 @@ fn skip_from_comes_from_the_head_file_when_unset_and_must_be_below_the_layer_cou
     let data = shards(dir.path(), 50);
     let init = tiny_model(dir.path()); // 2 layers; its head file says skip_from 1
     let go = |sets: &[&str], out: &str| {
-        let mut all = vec!["model.n_head_layers=1", "optim.max_steps=1", "data.batch_size=4"];
+        let mut all = vec![
+            "model.n_head_layers=1",
+            "optim.max_steps=1",
+            "data.batch_size=4",
+        ];
         all.extend(sets);
         condenser()
             .arg("train")
-            .args(args(&data, ("--init", &init), &dir.path().join(out), &all, &["--device", "cpu"]))
+            .args(args(
+                &data,
+                ("--init", &init),
+                &dir.path().join(out),
+                &all,
+                &["--device", "cpu"],
+            ))
             .output()
             .unwrap()
     };

@@ -79,7 +79,9 @@ fn batches(args: &BenchNumericsArgs, rows: usize, n: usize, case: Case) -> Resul
         }
         None => {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-            Ok((0..n).map(|_| synthetic(rows, args.seq, &mut rng)).collect())
+            Ok((0..n)
+                .map(|_| synthetic(rows, args.seq, &mut rng))
+                .collect())
         }
     }
 }

@@ -22,7 +22,9 @@ fn check(err: *mut c_char) -> Result<()> {
         return Ok(());
     }
     // SAFETY: a non-null return is a NUL-terminated string from strdup, owned by us until freed.
-    let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    let msg = unsafe { CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
     unsafe { ffi::condenser_free_error(err) };
     bail!("profiler: {msg}")
 }

@@ -91,13 +91,19 @@ mod tests {
 
     #[test]
     fn stops_inside_a_long_line_when_asked() {
-        let data = format!("short
+        let data = format!(
+            "short
 {}
 after
-", "x".repeat(100));
+",
+            "x".repeat(100)
+        );
         let mut r = io::BufReader::with_capacity(16, data.as_bytes());
         let mut buf = Vec::new();
-        assert!(matches!(read_line_capped(&mut r, &mut buf, 50, true).unwrap(), Line::Some));
+        assert!(matches!(
+            read_line_capped(&mut r, &mut buf, 50, true).unwrap(),
+            Line::Some
+        ));
         match read_line_capped(&mut r, &mut buf, 50, true).unwrap() {
             // Abandoned at the first read past the cap: 64 of the 100 bytes (reads of 16).
             Line::Abandoned(n) => assert!((51..100).contains(&n), "{n}"),

@@ -426,13 +426,14 @@ fn for_each_line(
     let mut line_no = 0u64;
     loop {
         let cap = opts.max_record_bytes;
-        let line = read_line_capped(reader, &mut buf, cap, opts.stop_at_error).map_err(|source| {
-            ReadFailure {
-                name: name.to_string(),
-                line: line_no,
-                source,
-            }
-        })?;
+        let line =
+            read_line_capped(reader, &mut buf, cap, opts.stop_at_error).map_err(|source| {
+                ReadFailure {
+                    name: name.to_string(),
+                    line: line_no,
+                    source,
+                }
+            })?;
         line_no += 1;
         match line {
             Line::Eof => return Ok(()),

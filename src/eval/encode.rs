@@ -271,7 +271,11 @@ impl TempOut {
             _ => Path::new("."),
         };
         if !dir.is_dir() {
-            bail!("--out {}: folder {} does not exist", out.display(), dir.display());
+            bail!(
+                "--out {}: folder {} does not exist",
+                out.display(),
+                dir.display()
+            );
         }
         let tmp = out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let file = std::fs::File::create(&tmp)
@@ -289,7 +293,11 @@ impl TempOut {
             .sync_all()
             .with_context(|| format!("{}: cannot sync", self.tmp.display()))?;
         std::fs::rename(&self.tmp, &self.out).with_context(|| {
-            format!("cannot rename {} to {}", self.tmp.display(), self.out.display())
+            format!(
+                "cannot rename {} to {}",
+                self.tmp.display(),
+                self.out.display()
+            )
         })?;
         self.done = true;
         Ok(())

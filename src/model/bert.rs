@@ -332,10 +332,11 @@ impl BertLmHead {
         let x = self
             .norm
             .forward(&self.dense.forward(h, ctx).gelu("none"), ctx);
-        x.to_kind(ctx.kind).linear(
-            &word_embeddings.to_kind(ctx.kind),
-            Some(self.bias.to_kind(ctx.kind)),
-        )
-        .to_kind(Kind::Float)
+        x.to_kind(ctx.kind)
+            .linear(
+                &word_embeddings.to_kind(ctx.kind),
+                Some(self.bias.to_kind(ctx.kind)),
+            )
+            .to_kind(Kind::Float)
     }
 }

@@ -27,10 +27,7 @@ pub fn config_json(cfg: &BertConfig) -> Value {
         o.remove("transformers_version");
         o.insert("architectures".into(), json!(["BertForMaskedLM"]));
         o.insert("model_type".into(), json!("bert"));
-        o.insert(
-            "condenser_version".into(),
-            json!(env!("CARGO_PKG_VERSION")),
-        );
+        o.insert("condenser_version".into(), json!(env!("CARGO_PKG_VERSION")));
     }
     v
 }
@@ -62,7 +59,10 @@ pub fn companion_files(cfg: &BertConfig, tokenizer_json: &[u8]) -> Result<Vec<(S
     }
     let pretty = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON serializes");
     let mut files = vec![
-        ("tokenizer_config.json".to_string(), pretty(&tokenizer_config)),
+        (
+            "tokenizer_config.json".to_string(),
+            pretty(&tokenizer_config),
+        ),
         (
             "special_tokens_map.json".to_string(),
             pretty(&Value::Object(specials)),
@@ -72,7 +72,9 @@ pub fn companion_files(cfg: &BertConfig, tokenizer_json: &[u8]) -> Result<Vec<(S
     if let Some(v) = vocab {
         let mut by_id: Vec<Option<&str>> = vec![None; v.len()];
         for (token, id) in v {
-            let id = id.as_u64().context("tokenizer.json: a vocabulary id is not a number")?;
+            let id = id
+                .as_u64()
+                .context("tokenizer.json: a vocabulary id is not a number")?;
             if let Some(slot) = by_id.get_mut(id as usize) {
                 *slot = Some(token);
             }
@@ -152,9 +154,8 @@ mod tests {
             "model": {"type": "WordPiece", "vocab": {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "hello": 3}}
         });
         let files = companion_files(&cfg(), &serde_json::to_vec(&tok).unwrap()).unwrap();
-        let get = |name: &str| -> Vec<u8> {
-            files.iter().find(|(n, _)| n == name).unwrap().1.clone()
-        };
+        let get =
+            |name: &str| -> Vec<u8> { files.iter().find(|(n, _)| n == name).unwrap().1.clone() };
         let tc: Value = serde_json::from_slice(&get("tokenizer_config.json")).unwrap();
         assert_eq!(tc["model_max_length"], 40);
         assert_eq!(tc["do_lower_case"], true);

@@ -305,7 +305,10 @@ mod tests {
             let mut rngs = [rand_chacha::ChaCha8Rng::seed_from_u64(4)];
             let b = collate(&[&span], &mut rngs, &v, max_len, 0.15, multiple);
             // The padding is padding: the real row is n + 2 long whatever the multiple.
-            assert_eq!(b.attention_mask.iter().sum::<i64>() as usize, (n + 2).min(max_len));
+            assert_eq!(
+                b.attention_mask.iter().sum::<i64>() as usize,
+                (n + 2).min(max_len)
+            );
             b.len
         };
         assert_eq!(len_of(10, 1, 128), 12);

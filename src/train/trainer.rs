@@ -263,7 +263,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .clone()
         .or_else(|| args.init.clone())
         .context("--init DIR is needed (a Hugging Face directory to start from), or --resume")?;
-    hf::check_model_dir(&init).context(if resumed.is_some() { "--resume" } else { "--init" })?;
+    hf::check_model_dir(&init).context(if resumed.is_some() {
+        "--resume"
+    } else {
+        "--init"
+    })?;
     let (source, manifest) = data_source(&args.data)?;
     if let Some((dir, m)) = &manifest {
         loader::ensure_one_batch(dir, m, cfg.stage, cfg.data.batch_size)?;
