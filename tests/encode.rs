@@ -199,3 +199,74 @@ fn hub_names_for_models_get_a_download_hint() {
     }
     assert!(!out.exists());
 }
+
+/// `--out` decides the format by its extension: `.parquet`, `.npy` (with `.ids.txt` beside it; numpy
+/// reads the same vectors), `-` (Parquet on stdout); anything else is refused before any work. The TSV
+/// column options of `prepare` apply.
+#[test]
+fn out_extension_decides_the_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tiny_model(dir.path());
+    let input = dir.path().join("t.tsv");
+    // Text in column 0, no id column: ids are file:line.
+    std::fs::write(&input, "Paris is in France.\tx\nJazz began in New Orleans.\ty\n").unwrap();
+    let encode = |out: &str| {
+        common::run(&[
+            "encode",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--format",
+            "tsv",
+            "--text-column",
+            "0",
+            "--id-column",
+            "none",
+            "--out",
+            out,
+            "--device",
+            "cpu",
+        ])
+    };
+    let parquet = dir.path().join("e.parquet");
+    let o = encode(parquet.to_str().unwrap());
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let want = read_embeddings(&parquet);
+    assert_eq!(want.len(), 2);
+    assert_eq!(want[1].0, format!("{}:2", input.display()));
+
+    let npy = dir.path().join("e.npy");
+    let o = encode(npy.to_str().unwrap());
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let ids = std::fs::read_to_string(dir.path().join("e.ids.txt")).unwrap();
+    assert_eq!(
+        ids.lines().collect::<Vec<_>>(),
+        want.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()
+    );
+    let py = std::process::Command::new(common::venv_python())
+        .args([
+            "-c",
+            "import json, sys, numpy; a = numpy.load(sys.argv[1]); print(json.dumps({'dtype': str(a.dtype), 'rows': a.tolist()}))",
+            npy.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(r["dtype"], "float32");
+    let rows: Vec<Vec<f32>> = serde_json::from_value(r["rows"].clone()).unwrap();
+    assert_eq!(rows, want.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
+
+    // `-`: the same Parquet, on stdout.
+    let o = encode("-");
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let piped = dir.path().join("piped.parquet");
+    std::fs::write(&piped, &o.stdout).unwrap();
+    assert_eq!(read_embeddings(&piped), want);
+    assert!(!dir.path().join("-").exists());
+
+    let o = encode(dir.path().join("e.txt").to_str().unwrap());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(common::stderr(&o).contains("name a .parquet or a .npy file"), "{}", common::stderr(&o));
+}

@@ -2,18 +2,17 @@
 //!
 //! Texts are read with the corpus readers (TSV `id<TAB>text`, JSON Lines, one text per line, ...),
 //! tokenized with [CLS]/[SEP] and truncated to `--max-len`, sorted by length inside a bounded window
-//! and batched (less padding), encoded on the GPU when present, and written in input order as Parquet:
-//! `id: utf8`, `embedding: fixed_size_list<float32>[hidden]` (see the README).
+//! and batched (less padding), encoded on the GPU when present, and written in input order as Parquet
+//! (`id: utf8`, `embedding: fixed_size_list<float32>[hidden]`) or NumPy (`embeddings_out`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::ArrowWriter;
 use tch::{Device, Kind, Tensor};
 
+use super::embeddings_out::{Output, Writer};
 use crate::corpus::{self, Format, Item, ReadOptions};
 use crate::device::DeviceChoice;
 use crate::model::{hf, Condenser, Ctx, HeadConfig};
@@ -26,7 +25,8 @@ pub struct EncodeArgs {
     /// Texts: TSV (`id<TAB>text`), JSON Lines, or one text per line (id `file:line`); `-` for stdin.
     #[arg(long)]
     pub input: String,
-    /// Output Parquet file: `id`, `embedding` (fixed-size list of float32).
+    /// Output: `FILE.parquet` (`id`, `embedding` as a fixed-size list of float32), `FILE.npy` (float32
+    /// rows in input order, ids in `FILE.ids.txt` beside it), or `-` for Parquet on stdout.
     #[arg(long)]
     pub out: PathBuf,
     /// Longest sequence, [CLS] and [SEP] included; longer texts are truncated.
@@ -47,6 +47,15 @@ pub struct EncodeArgs {
     /// JSON field with the id [default: id, _id, docid, ...].
     #[arg(long)]
     pub id_field: Option<String>,
+    /// TSV column (0-based) holding the text.
+    #[arg(long, default_value_t = 1)]
+    pub text_column: usize,
+    /// TSV column holding the id; `none` names texts `file:line`.
+    #[arg(long, default_value = "0")]
+    pub id_column: String,
+    /// Plain text: texts are separated by blank lines (default: one text per line).
+    #[arg(long)]
+    pub blank_line_docs: bool,
     /// Where to run: auto (CUDA when available), cpu or cuda.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -120,8 +129,10 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     if args.max_len < 2 || args.batch_size == 0 {
         bail!("--max-len must be at least 2 and --batch-size at least 1");
     }
-    // The output is checked (and its temporary created) before any model is loaded or text encoded.
-    let tmp = TempOut::create(&args.out)?;
+    // The output is checked (and its temporaries created) before any model is loaded or text encoded.
+    let output = Output::open(&args.out)?;
+    let id_column = crate::prepare::parse_optional_usize(&args.id_column)
+        .map_err(|e| anyhow::anyhow!("--id-column: {e}"))?;
     hf::check_model_dir(&args.model).context("--model")?;
     let device = crate::device::select(args.device)?;
     let tok_path = args
@@ -150,15 +161,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         );
     }
     let hidden = model.config.hidden_size as i32;
-    let schema = embeddings_schema(hidden);
-    let file = tmp.file.try_clone()?;
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(
-            parquet::basic::ZstdLevel::try_new(1)?,
-        ))
-        .set_dictionary_enabled(false)
-        .build();
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    let mut writer = output.writer(hidden)?;
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_style(
         indicatif::ProgressStyle::with_template(
@@ -171,6 +174,9 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         format: args.format,
         text_field: args.text_field.clone(),
         id_field: args.id_field.clone(),
+        text_column: args.text_column,
+        id_column,
+        blank_line_docs: args.blank_line_docs,
         ..Default::default()
     };
     let input = corpus::expand_inputs(std::slice::from_ref(&args.input))?
@@ -182,25 +188,16 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     let window_len = args.batch_size * WINDOW_BATCHES;
     let mut flush = |ids: &mut Vec<String>,
                      seqs: &mut Vec<Vec<i64>>,
-                     writer: &mut ArrowWriter<std::fs::File>|
+                     writer: &mut Writer|
      -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         // Batches of similar length inside the window; rows come back in input order.
         let cls = embed(model, seqs, special.pad as i64, args.batch_size, device);
-        let values = Float32Array::from(Vec::<f32>::try_from(
-            cls.to_device(Device::Cpu).reshape([-1]),
-        )?);
+        let values = Vec::<f32>::try_from(cls.to_device(Device::Cpu).reshape([-1]))?;
         progress.inc(ids.len() as u64);
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
-        let emb = FixedSizeListArray::try_new(item, hidden, Arc::new(values), None)?;
-        let id_array = StringArray::from_iter_values(ids.iter());
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(id_array) as ArrayRef, Arc::new(emb)],
-        )?;
-        writer.write(&batch)?;
+        writer.write(ids, values)?;
         written += ids.len() as u64;
         ids.clear();
         seqs.clear();
@@ -231,8 +228,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     })
     .and_then(|_| flush(&mut window_ids, &mut window_seqs, &mut writer));
     result?;
-    writer.close()?;
-    tmp.persist()?;
+    writer.finish()?;
     progress.finish_and_clear();
     log::info!(
         "encoded {written} texts ({skipped} skipped) into {} ({} dims, {})",
@@ -241,73 +237,4 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         crate::device::device_label(device)
     );
     Ok(())
-}
-
-/// The output file under a temporary name beside it, removed unless `persist` renames it into place: a
-/// failed or interrupted run leaves neither a partial file under the final name nor a stray temporary.
-struct TempOut {
-    tmp: PathBuf,
-    out: PathBuf,
-    file: std::fs::File,
-    done: bool,
-}
-
-impl TempOut {
-    /// Checks `out` before any work: a file name whose folder exists, not an existing folder.
-    fn create(out: &Path) -> Result<TempOut> {
-        if out.is_dir() {
-            bail!(
-                "--out {}: is a folder; name the Parquet file to write (e.g. {}/embeddings.parquet)",
-                out.display(),
-                out.display()
-            );
-        }
-        let name = out
-            .file_name()
-            .with_context(|| format!("--out {}: has no file name", out.display()))?
-            .to_string_lossy();
-        let dir = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if !dir.is_dir() {
-            bail!(
-                "--out {}: folder {} does not exist",
-                out.display(),
-                dir.display()
-            );
-        }
-        let tmp = out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
-        Ok(TempOut {
-            tmp,
-            out: out.to_path_buf(),
-            file,
-            done: false,
-        })
-    }
-
-    fn persist(mut self) -> Result<()> {
-        self.file
-            .sync_all()
-            .with_context(|| format!("{}: cannot sync", self.tmp.display()))?;
-        std::fs::rename(&self.tmp, &self.out).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                self.tmp.display(),
-                self.out.display()
-            )
-        })?;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempOut {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
 }

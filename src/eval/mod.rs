@@ -1,6 +1,7 @@
 //! After training: `encode` (CLS embeddings of texts), `eval` (retrieval metrics), `spans` (held-out
 //! span-pair retrieval on a prepared corpus).
 
+pub mod embeddings_out;
 pub mod encode;
 pub mod metrics;
 pub mod retrieval;

@@ -377,6 +377,13 @@ pub fn load(dir: &Path, device: Device, head: HeadConfig, seed: i64) -> Result<L
     };
     let head_config = match &head_tensors {
         Some((_, meta)) => head_config_from(meta, head)?,
+        // No head saved: a skip_from past this model's layers is a default made for bert-base (the
+        // trainer checks the ones users set); half the layers instead, for encode and eval on small
+        // models, which do not use the head.
+        None if head.skip_from as i64 >= config.num_hidden_layers => HeadConfig {
+            skip_from: (config.num_hidden_layers / 2).max(1) as usize,
+            ..head
+        },
         None => head,
     };
     let head_shapes = if head_tensors.is_some() {

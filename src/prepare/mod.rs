@@ -98,7 +98,8 @@ pub struct PrepareArgs {
     pub overwrite: bool,
 }
 
-fn parse_optional_usize(s: &str) -> Result<Option<usize>, String> {
+/// A column number, or `none` (`--id-column`).
+pub(crate) fn parse_optional_usize(s: &str) -> Result<Option<usize>, String> {
     if s == "none" {
         return Ok(None);
     }
