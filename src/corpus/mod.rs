@@ -14,7 +14,7 @@ pub mod wikitext;
 use std::fmt;
 
 pub use inputs::{expand_inputs, Input};
-pub use readers::{read_input, Format, ReadOptions};
+pub use readers::{read_input, Format, LayoutArgs, ReadOptions};
 
 /// How a document's text is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

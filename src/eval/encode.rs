@@ -47,15 +47,8 @@ pub struct EncodeArgs {
     /// JSON field with the id [default: id, _id, docid, ...].
     #[arg(long)]
     pub id_field: Option<String>,
-    /// TSV column (0-based) holding the text.
-    #[arg(long, default_value_t = 1)]
-    pub text_column: usize,
-    /// TSV column holding the id; `none` names texts `file:line`.
-    #[arg(long, default_value = "0")]
-    pub id_column: String,
-    /// Plain text: texts are separated by blank lines (default: one text per line).
-    #[arg(long)]
-    pub blank_line_docs: bool,
+    #[command(flatten)]
+    pub layout: crate::corpus::LayoutArgs,
     /// Where to run: auto (CUDA when available), cpu or cuda.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -131,8 +124,6 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     }
     // The output is checked (and its temporaries created) before any model is loaded or text encoded.
     let output = Output::open(&args.out)?;
-    let id_column = crate::prepare::parse_optional_usize(&args.id_column)
-        .map_err(|e| anyhow::anyhow!("--id-column: {e}"))?;
     hf::check_model_dir(&args.model).context("--model")?;
     let device = crate::device::select(args.device)?;
     let tok_path = args
@@ -174,9 +165,9 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         format: args.format,
         text_field: args.text_field.clone(),
         id_field: args.id_field.clone(),
-        text_column: args.text_column,
-        id_column,
-        blank_line_docs: args.blank_line_docs,
+        text_column: args.layout.text_column,
+        id_column: args.layout.id_column.0,
+        blank_line_docs: args.layout.blank_line_docs,
         ..Default::default()
     };
     let input = corpus::expand_inputs(std::slice::from_ref(&args.input))?
@@ -186,23 +177,21 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     let (mut window_ids, mut window_seqs): (Vec<String>, Vec<Vec<i64>>) = (Vec::new(), Vec::new());
     let (mut written, mut skipped) = (0u64, 0u64);
     let window_len = args.batch_size * WINDOW_BATCHES;
-    let mut flush = |ids: &mut Vec<String>,
-                     seqs: &mut Vec<Vec<i64>>,
-                     writer: &mut Writer|
-     -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        // Batches of similar length inside the window; rows come back in input order.
-        let cls = embed(model, seqs, special.pad as i64, args.batch_size, device);
-        let values = Vec::<f32>::try_from(cls.to_device(Device::Cpu).reshape([-1]))?;
-        progress.inc(ids.len() as u64);
-        writer.write(ids, values)?;
-        written += ids.len() as u64;
-        ids.clear();
-        seqs.clear();
-        Ok(())
-    };
+    let mut flush =
+        |ids: &mut Vec<String>, seqs: &mut Vec<Vec<i64>>, writer: &mut Writer| -> Result<()> {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            // Batches of similar length inside the window; rows come back in input order.
+            let cls = embed(model, seqs, special.pad as i64, args.batch_size, device);
+            let values = Vec::<f32>::try_from(cls.to_device(Device::Cpu).reshape([-1]))?;
+            progress.inc(ids.len() as u64);
+            writer.write(ids, values)?;
+            written += ids.len() as u64;
+            ids.clear();
+            seqs.clear();
+            Ok(())
+        };
     let result = corpus::read_input(&input, &opts, Default::default(), &mut |item| {
         match item {
             Item::Doc(d) => {

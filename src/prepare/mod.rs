@@ -48,15 +48,8 @@ pub struct PrepareArgs {
     /// JSON/Parquet field holding the document id [default: id, _id, docid, doc_id or pid].
     #[arg(long)]
     pub id_field: Option<String>,
-    /// TSV column (0-based) holding the text.
-    #[arg(long, default_value_t = 1)]
-    pub text_column: usize,
-    /// TSV column holding the id; `none` names documents `file:line`.
-    #[arg(long, default_value = "0")]
-    pub id_column: String,
-    /// Plain text: documents are separated by blank lines (default: one document per line).
-    #[arg(long)]
-    pub blank_line_docs: bool,
+    #[command(flatten)]
+    pub layout: crate::corpus::LayoutArgs,
     /// Sequence length the spans are made for: spans hold at most max_len - 2 ids ([CLS], [SEP]).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(3..=8192))]
     pub max_len: u32,
@@ -96,16 +89,6 @@ pub struct PrepareArgs {
     /// Replace the output of a different earlier run in OUT instead of refusing.
     #[arg(long)]
     pub overwrite: bool,
-}
-
-/// A column number, or `none` (`--id-column`).
-pub(crate) fn parse_optional_usize(s: &str) -> Result<Option<usize>, String> {
-    if s == "none" {
-        return Ok(None);
-    }
-    s.parse()
-        .map(Some)
-        .map_err(|_| format!("{s:?} is not a column number or `none`"))
 }
 
 /// `64MB`, `512KiB`, `1G`, `1000`: decimal (KB, MB, GB) and binary (KiB, MiB, GiB) units.
@@ -215,10 +198,9 @@ pub fn run(args: PrepareArgs) -> Result<()> {
             format: args.format,
             text_field: args.text_field,
             id_field: args.id_field,
-            text_column: args.text_column,
-            id_column: parse_optional_usize(&args.id_column)
-                .map_err(|e| anyhow::anyhow!("--id-column: {e}"))?,
-            blank_line_docs: args.blank_line_docs,
+            text_column: args.layout.text_column,
+            id_column: args.layout.id_column.0,
+            blank_line_docs: args.layout.blank_line_docs,
             max_record_bytes: usize::try_from(args.max_record_bytes)
                 .context("--max-record-bytes")?,
             stop_at_error: args.on_error == OnError::Fail,
