@@ -209,7 +209,11 @@ fn out_extension_decides_the_format() {
     let model = common::tiny_model(dir.path());
     let input = dir.path().join("t.tsv");
     // Text in column 0, no id column: ids are file:line.
-    std::fs::write(&input, "Paris is in France.\tx\nJazz began in New Orleans.\ty\n").unwrap();
+    std::fs::write(
+        &input,
+        "Paris is in France.\tx\nJazz began in New Orleans.\ty\n",
+    )
+    .unwrap();
     let encode = |out: &str| {
         common::run(&[
             "encode",
@@ -252,11 +256,18 @@ fn out_extension_decides_the_format() {
         ])
         .output()
         .unwrap();
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     assert_eq!(r["dtype"], "float32");
     let rows: Vec<Vec<f32>> = serde_json::from_value(r["rows"].clone()).unwrap();
-    assert_eq!(rows, want.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        rows,
+        want.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()
+    );
 
     // `-`: the same Parquet, on stdout.
     let o = encode("-");
@@ -268,5 +279,9 @@ fn out_extension_decides_the_format() {
 
     let o = encode(dir.path().join("e.txt").to_str().unwrap());
     assert_eq!(o.status.code(), Some(2));
-    assert!(common::stderr(&o).contains("name a .parquet or a .npy file"), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("name a .parquet or a .npy file"),
+        "{}",
+        common::stderr(&o)
+    );
 }
