@@ -66,6 +66,24 @@ fn numerics_checks_hold_on_the_cpu() {
     );
 }
 
+/// The lever options of gpu-bench.sh's grouped rows parse and run (on the CPU the attention switch is
+/// only a flag; `--cudnn-attention off` was once refused as an unexpected argument).
+#[test]
+fn bench_train_takes_the_attention_and_residual_levers() {
+    for lever in [["--cudnn-attention", "off"], ["--residual", "bf16"]] {
+        let o = run(&[
+            "bench", "train", "--tiny", "--device", "cpu", "--steps", "1", "--warmup", "0",
+            "--batch", "2", "--seq", "16", lever[0], lever[1],
+        ]);
+        assert!(o.status.success(), "{lever:?}: {}", stderr(&o));
+        assert!(
+            stdout(&o).starts_with("ours condenser"),
+            "{lever:?}: {}",
+            stdout(&o)
+        );
+    }
+}
+
 #[test]
 fn bench_train_profile_writes_a_chrome_trace() {
     let dir = tempfile::tempdir().unwrap();

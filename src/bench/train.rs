@@ -72,11 +72,21 @@ pub struct BenchTrainArgs {
     pub profile: Option<PathBuf>,
     /// Let libtorch run attention through cuDNN (on) or only flash / memory-efficient attention (off);
     /// `run.cudnn_attention` in training configs.
-    #[arg(long, default_value = "on", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(
+        long,
+        default_value = "on",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub cudnn_attention: bool,
     /// With --data: pad each batch to a multiple of this length (`data.pad_to_multiple_of`; 1 = the
     /// longest row), so length-grouped batches come in fewer shapes.
-    #[arg(long, default_value_t = 1, requires = "data")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        requires = "data",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     pub pad_multiple: usize,
     /// The residual stream with bf16 matrix work: fp32 (the reference's autocast) or bf16.
     #[arg(long, value_enum, default_value_t = crate::model::Residual::Fp32)]
@@ -84,6 +94,21 @@ pub struct BenchTrainArgs {
     /// Matrix work in bf16 or fp32 (auto: bf16 on CUDA, fp32 on the CPU).
     #[arg(long, value_enum, default_value_t = Precision::Auto)]
     pub precision: Precision,
+}
+
+/// The benchmark's model, as the reference builds it: random init from seed 0 on `device`, the
+/// Condenser head of 2 layers reading half the layers.
+pub(super) fn bench_model(device: Device, tiny: bool) -> Result<(VarStore, Condenser)> {
+    let cfg = config(tiny);
+    let head = HeadConfig {
+        skip_from: (cfg.num_hidden_layers / 2) as usize,
+        n_head_layers: 2,
+        late_mlm: true,
+    };
+    tch::manual_seed(0);
+    let vs = VarStore::new(device);
+    let model = Condenser::new(&vs.root(), cfg, head)?;
+    Ok((vs, model))
 }
 
 pub(super) fn config(tiny: bool) -> BertConfig {
@@ -188,12 +213,6 @@ pub(super) fn shard_loader(
 pub fn run(args: BenchTrainArgs) -> Result<()> {
     let device = crate::device::select(args.device)?;
     crate::device::set_cudnn_attention(args.cudnn_attention);
-    let cfg = config(args.tiny);
-    let head = HeadConfig {
-        skip_from: (cfg.num_hidden_layers / 2) as usize,
-        n_head_layers: 2,
-        late_mlm: true,
-    };
     // Real shards: batches from the loader, padded to their longest span.
     let loader = match &args.data {
         Some(dir) => {
@@ -218,9 +237,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         return time_loader(l, &args);
     }
 
-    tch::manual_seed(0);
-    let vs = VarStore::new(device);
-    let model = Condenser::new(&vs.root(), cfg.clone(), head)?;
+    let (vs, model) = bench_model(device, args.tiny)?;
     let mut opt = AdamW::new(vs.variables().into_iter().collect());
     opt.kernel = args.adamw;
     let optim = TrainConfig::default().optim;
