@@ -15,9 +15,9 @@ use anyhow::Result;
 use rand::SeedableRng;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use super::train::{config, next_batch, shard_loader, synthetic, Case};
+use super::train::{bench_model, next_batch, shard_loader, synthetic, Case};
 use crate::device::DeviceChoice;
-use crate::model::{Condenser, Ctx, HeadConfig, Residual};
+use crate::model::{Condenser, Ctx, Residual};
 use crate::train::collate::Batch;
 use crate::train::config::{LossConfig, TrainConfig};
 use crate::train::objective::{
@@ -49,17 +49,9 @@ pub struct BenchNumericsArgs {
     pub device: DeviceChoice,
 }
 
-/// One model from a fixed init (seed 0 on this device), and a twin copied from it.
+/// The bench model (seed 0 on this device), or a twin with `from`'s weights.
 fn model(device: Device, tiny: bool, from: Option<&VarStore>) -> Result<(VarStore, Condenser)> {
-    let cfg = config(tiny);
-    let head = HeadConfig {
-        skip_from: (cfg.num_hidden_layers / 2) as usize,
-        n_head_layers: 2,
-        late_mlm: true,
-    };
-    tch::manual_seed(0);
-    let mut vs = VarStore::new(device);
-    let m = Condenser::new(&vs.root(), cfg, head)?;
+    let (mut vs, m) = bench_model(device, tiny)?;
     if let Some(src) = from {
         vs.copy(src)?;
     }
