@@ -15,10 +15,24 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 
-use super::encode::embeddings_schema;
+/// The Parquet output's schema: `id: utf8`, `embedding: fixed_size_list<float32>[hidden]`.
+pub fn embeddings_schema(hidden: i32) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(item_field(), hidden),
+            false,
+        ),
+    ]))
+}
+
+fn item_field() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Float32, false))
+}
 
 /// The output, checked and (for files) created before any model is loaded.
 pub enum Output {
@@ -114,9 +128,8 @@ impl Writer {
     pub fn write(&mut self, ids: &[String], values: Vec<f32>) -> Result<()> {
         match self {
             Writer::Parquet { writer, hidden, .. } => {
-                let item = Arc::new(Field::new("item", DataType::Float32, false));
                 let emb = FixedSizeListArray::try_new(
-                    item,
+                    item_field(),
                     *hidden,
                     Arc::new(Float32Array::from(values)),
                     None,

@@ -6,10 +6,8 @@
 //! (`id: utf8`, `embedding: fixed_size_list<float32>[hidden]`) or NumPy (`embeddings_out`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use tch::{Device, Kind, Tensor};
 
 use super::embeddings_out::{Output, Writer};
@@ -56,20 +54,6 @@ pub struct EncodeArgs {
 
 /// Texts sorted by length are encoded this many batches at a time (bounded memory, input order kept).
 const WINDOW_BATCHES: usize = 32;
-
-pub fn embeddings_schema(hidden: i32) -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new(
-            "embedding",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::Float32, false)),
-                hidden,
-            ),
-            false,
-        ),
-    ]))
-}
 
 /// Encodes token id sequences (already with [CLS]/[SEP]) into CLS vectors (N, H) on the CPU.
 pub fn encode_ids(
