@@ -608,19 +608,18 @@ pub fn save(
         write_safetensors(&tmp.join(HEAD_FILE), &head, meta)?;
         // The safetensors writer creates its files 0600; give the weights the mode every other file
         // got (0666 less the umask), so colleagues who can read the folder can read the model.
+        // write_file synced every other file; these two are synced here.
         let mode = std::fs::metadata(tmp.join(CONFIG_FILE))?.permissions();
         for file in [WEIGHTS_FILE, HEAD_FILE] {
-            std::fs::set_permissions(tmp.join(file), mode.clone())
-                .with_context(|| format!("{}: cannot set its mode", tmp.join(file).display()))?;
+            let path = tmp.join(file);
+            std::fs::set_permissions(&path, mode.clone())
+                .with_context(|| format!("{}: cannot set its mode", path.display()))?;
+            std::fs::File::open(&path)?
+                .sync_all()
+                .with_context(|| format!("{}: cannot sync", path.display()))?;
         }
         for (file, bytes) in extra {
             write_file(&tmp.join(file), bytes)?;
-        }
-        for entry in std::fs::read_dir(&tmp)? {
-            let path = entry?.path();
-            if path.is_file() {
-                std::fs::File::open(&path)?.sync_all()?;
-            }
         }
         crate::shards::writer::sync_dir(&tmp.join("1_Pooling"))?;
         crate::shards::writer::sync_dir(&tmp)
