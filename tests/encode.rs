@@ -5,30 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use arrow::array::AsArray;
-use arrow::datatypes::Float32Type;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-fn read_embeddings(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap();
-        let ids = batch.column(0).as_string::<i32>().clone();
-        let emb = batch.column(1).as_fixed_size_list().clone();
-        for i in 0..batch.num_rows() {
-            let v = emb.value(i);
-            out.push((
-                ids.value(i).to_string(),
-                v.as_primitive::<Float32Type>().values().to_vec(),
-            ));
-        }
-    }
-    out
-}
+use common::read_embeddings;
 
 #[test]
 fn minilm_cls_equals_transformers_within_1e_4() {

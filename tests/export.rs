@@ -6,10 +6,6 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use arrow::array::AsArray;
-use arrow::datatypes::Float32Type;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
 /// Every file of the folder has the mode config.json got (0666 less the umask): the weights are not
 /// private to their writer.
 #[test]
@@ -65,18 +61,10 @@ fn transformers_and_sentence_transformers_load_it_as_trained() {
         "cpu",
     ]);
     assert!(o.status.success(), "{}", common::stderr(&o));
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut ours: Vec<Vec<f32>> = Vec::new();
-    for b in reader {
-        let b = b.unwrap();
-        let emb = b.column(1).as_fixed_size_list().clone();
-        for i in 0..b.num_rows() {
-            ours.push(emb.value(i).as_primitive::<Float32Type>().values().to_vec());
-        }
-    }
+    let ours: Vec<Vec<f32>> = common::read_embeddings(&out)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     let script = r#"
 import json, sys
 from transformers import AutoTokenizer

@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use arrow::array::AsArray;
+use arrow::datatypes::Float32Type;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
 pub fn condenser() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_condenser"));
     c.env_remove("RUST_LOG");
@@ -234,4 +238,26 @@ pub fn venv_python() -> PathBuf {
         "the project venv is missing: run `make setup`"
     );
     python
+}
+
+/// (id, vector) rows of an embeddings Parquet file written by `condenser encode`, in file order.
+pub fn read_embeddings(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let ids = batch.column(0).as_string::<i32>().clone();
+        let emb = batch.column(1).as_fixed_size_list().clone();
+        for i in 0..batch.num_rows() {
+            let v = emb.value(i);
+            out.push((
+                ids.value(i).to_string(),
+                v.as_primitive::<Float32Type>().values().to_vec(),
+            ));
+        }
+    }
+    out
 }
