@@ -37,9 +37,10 @@ pub struct Cursor {
     pub batches: u64,
 }
 
-pub enum Msg {
+/// What a loader sends: `B` is the objective's batch (`collate::Batch` for both pre-training stages).
+pub enum Msg<B = Batch> {
     Batch {
-        batch: Batch,
+        batch: B,
         after: Cursor,
     },
     /// An epoch ended; documents with fewer than two spans skipped in it (coCondenser).
@@ -50,15 +51,32 @@ pub enum Msg {
     Error(anyhow::Error),
 }
 
-pub struct Loader {
-    pub rx: Receiver<Msg>,
+pub struct Loader<B = Batch> {
+    pub rx: Receiver<Msg<B>>,
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
     /// Documents skipped so far for having fewer than two spans.
     pub skipped_docs: Arc<AtomicU64>,
 }
 
-impl Drop for Loader {
+impl<B> Loader<B> {
+    /// A loader around a thread that sends on `rx` until `stop` is set (or `rx` is dropped).
+    pub fn new(
+        rx: Receiver<Msg<B>>,
+        stop: Arc<AtomicBool>,
+        handle: JoinHandle<()>,
+        skipped_docs: Arc<AtomicU64>,
+    ) -> Self {
+        Loader {
+            rx,
+            stop,
+            handle: Some(handle),
+            skipped_docs,
+        }
+    }
+}
+
+impl<B> Drop for Loader<B> {
     fn drop(&mut self) {
         // Tell the thread to stop, and keep draining so a blocked send returns and it can see that.
         self.stop.store(true, Ordering::Relaxed);

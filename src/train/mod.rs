@@ -9,6 +9,7 @@ pub mod loader;
 pub mod metrics;
 pub mod objective;
 pub mod optim;
+pub mod setup;
 pub mod trainer;
 
 use std::path::PathBuf;

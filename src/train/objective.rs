@@ -1,13 +1,16 @@
-//! The losses of both stages, and the gradient cache (spec 2.3-2.6).
+//! The losses of both stages, and the gradient cache (spec 2.3-2.6), behind `Objective`: what the
+//! training loop (`trainer::train`) calls once per optimizer step, whatever it trains.
 //!
 //! Dropout is made replayable without saving generator states: before every forward the global
 //! generator is seeded from (seed, step, chunk). Pass 1 and pass 2 of the gradient cache therefore draw
 //! identical dropout masks, and a resumed run draws the masks the uninterrupted run drew.
 
+use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
 use super::collate::Batch;
 use super::config::LossConfig;
+use super::metrics::batch_flops;
 use crate::model::{Condenser, Ctx, Labels, Mask};
 use crate::prepare::segment::stable_hash;
 
@@ -79,6 +82,119 @@ pub struct Losses {
     pub head: Tensor,
     pub late: Tensor,
     pub co: Option<Tensor>,
+}
+
+/// Work in one batch, for the throughput figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Work {
+    pub sequences: u64,
+    /// Non-padding tokens.
+    pub tokens: u64,
+    /// Model FLOPs (`metrics::batch_flops`).
+    pub flops: f64,
+}
+
+/// A training objective: the loop hands it one optimizer step's batches and it leaves that step's
+/// gradients in the parameters' .grad (the flat buffer of `optim::AdamW`). Everything else (data,
+/// schedule, clipping, the update, checkpoints, metrics) is the loop's and shared by every objective.
+pub trait Objective {
+    /// What the loader sends.
+    type Batch: Send + 'static;
+    /// Batches one optimizer step consumes.
+    fn micro_batches(&self) -> usize;
+    fn work(&self, model: &Condenser, batch: &Self::Batch) -> Work;
+    /// Forward and backward of optimizer step `step` (0-based) over its batches, in order.
+    fn step(&mut self, model: &Condenser, batches: &[Self::Batch], step: u64) -> Result<Losses>;
+}
+
+/// The Condenser stage: head and late MLM on single spans, `grad_accum` micro-batches a step.
+pub struct CondenserObjective {
+    pub loss: LossConfig,
+    pub ctx: Ctx,
+    pub seed: u64,
+    pub grad_accum: usize,
+    pub device: Device,
+}
+
+impl Objective for CondenserObjective {
+    type Batch = Batch;
+
+    fn micro_batches(&self) -> usize {
+        self.grad_accum
+    }
+
+    fn work(&self, model: &Condenser, b: &Batch) -> Work {
+        Work {
+            sequences: b.rows as u64,
+            tokens: b.real_tokens as u64,
+            flops: batch_flops(model, b, false),
+        }
+    }
+
+    fn step(&mut self, model: &Condenser, batches: &[Batch], step: u64) -> Result<Losses> {
+        let n = batches.len() as f64;
+        let mut acc: Option<Losses> = None;
+        for (k, batch) in batches.iter().enumerate() {
+            let b = DeviceBatch::new(batch, self.device);
+            seed_dropout(self.seed, step, k as u64);
+            let l = condenser_micro(model, &b, &self.loss, self.ctx, 1.0 / n);
+            acc = Some(match acc {
+                None => l,
+                Some(a) => Losses {
+                    total: a.total + l.total,
+                    head: a.head + l.head,
+                    late: a.late + l.late,
+                    co: None,
+                },
+            });
+        }
+        let l = acc.ok_or_else(|| anyhow::anyhow!("a Condenser step without batches"))?;
+        Ok(if batches.len() > 1 {
+            Losses {
+                total: l.total / n,
+                head: l.head / n,
+                late: l.late / n,
+                co: None,
+            }
+        } else {
+            l
+        })
+    }
+}
+
+/// The coCondenser stage: MLM plus the contrastive span-pair loss over the batch, one batch of
+/// documents a step through the gradient cache.
+pub struct CocondenserObjective {
+    pub loss: LossConfig,
+    pub ctx: Ctx,
+    pub seed: u64,
+    pub device: Device,
+}
+
+impl Objective for CocondenserObjective {
+    type Batch = Batch;
+
+    fn micro_batches(&self) -> usize {
+        1
+    }
+
+    fn work(&self, model: &Condenser, b: &Batch) -> Work {
+        Work {
+            sequences: b.rows as u64,
+            tokens: b.real_tokens as u64,
+            flops: batch_flops(model, b, true),
+        }
+    }
+
+    fn step(&mut self, model: &Condenser, batches: &[Batch], step: u64) -> Result<Losses> {
+        let [batch] = batches else {
+            anyhow::bail!("a coCondenser step takes one batch, not {}", batches.len());
+        };
+        let b = DeviceBatch::new(batch, self.device);
+        Ok(cocondenser_step(
+            model, &b, &self.loss, self.ctx, self.seed, step,
+        ))
+    }
 }
 
 /// Seeds the global generator (CPU and CUDA) for the forward of (step, part).

@@ -1,26 +1,23 @@
-//! The training loop, readable in one sitting in nanoGPT's order: lr -> micro-steps (or gradient-cache
-//! chunks) -> clip -> step -> zero grads -> log -> checkpoint -> stop. It calls `loader`, `objective`,
-//! `optim` and `checkpoint` rather than inlining them.
+//! The training loop, readable in one sitting in nanoGPT's order: lr -> the step's batches ->
+//! forward and backward (the objective's) -> clip -> update -> log -> checkpoint -> stop. Set-up is
+//! `setup`'s, the losses are the `Objective`'s; the loop is the same for every objective.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tch::{Device, Tensor};
+use tch::Device;
 
 use super::checkpoint::{self, TrainerState};
-use super::collate::{Batch, Vocab};
-use super::config::{Stage, TrainConfig};
-use super::loader::{self, Cursor, Loader, LoaderSpec, Msg, ShardSource};
-use super::metrics::{batch_flops, MetricsFile, Record, PEAK_FLOPS};
-use super::objective::{cocondenser_step, condenser_micro, seed_dropout, DeviceBatch, Losses};
+use super::config::Stage;
+use super::loader::{self, Cursor, Loader, LoaderSpec, Msg};
+use super::metrics::{MetricsFile, Record, PEAK_FLOPS};
+use super::objective::{CocondenserObjective, CondenserObjective, Objective, Work};
 use super::optim::{lr_at, AdamW};
+use super::setup::{self, Setup};
 use super::TrainArgs;
-use crate::model::{hf, Ctx, HeadConfig};
-use crate::shards::Manifest;
+use crate::model::Ctx;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -37,76 +34,6 @@ fn install_signal_handlers() {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-}
-
-/// Resolved data: where shards come from, and their manifest when there is one.
-fn data_source(data: &str) -> Result<(ShardSource, Option<(PathBuf, Manifest)>)> {
-    if data == "-" {
-        let (tx, rx) = crossbeam_channel::bounded(64);
-        std::thread::Builder::new()
-            .name("stdin-paths".into())
-            .spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                    let line = line.trim().to_string();
-                    if !line.is_empty() && tx.send(PathBuf::from(line)).is_err() {
-                        break;
-                    }
-                }
-            })?;
-        return Ok((ShardSource::Stream(rx), None));
-    }
-    let dir = PathBuf::from(data);
-    let m = Manifest::load(&dir)?.with_context(|| {
-        format!(
-            "{}: no manifest.json (run `condenser prepare` into it)",
-            dir.display()
-        )
-    })?;
-    if !m.complete {
-        log::warn!(
-            "{}: the manifest says prepare has not finished; training on the {} complete shard(s)",
-            dir.display(),
-            m.shards.len()
-        );
-    }
-    anyhow::ensure!(!m.shards.is_empty(), "{}: no shards", dir.display());
-    let files = m.shards.iter().map(|s| dir.join(&s.file)).collect();
-    Ok((ShardSource::Files(files), Some((dir, m))))
-}
-
-/// Examples of one epoch: spans (Condenser) or documents with two or more spans (coCondenser), less
-/// the held-out documents. From the manifest's counts when nothing is held out and it has them (no
-/// pass over the data); else one pass over the shards.
-fn epoch_examples(dir: &Path, m: &Manifest, cfg: &TrainConfig) -> Result<u64> {
-    let d = &cfg.data;
-    if d.holdout_fraction <= 0.0 {
-        match cfg.stage {
-            Stage::Condenser => return Ok(m.totals.spans),
-            Stage::Cocondenser => {
-                if let Some(n) = m.shards.iter().map(|s| s.pairable).sum::<Option<u64>>() {
-                    return Ok(n);
-                }
-            }
-        }
-    }
-    log::info!(
-        "counting the training examples of {} (one pass)",
-        dir.display()
-    );
-    let mut n = 0;
-    for s in &m.shards {
-        for r in crate::shards::read_shard(&dir.join(&s.file), None)? {
-            if crate::eval::spans::is_held_out(&r.doc_id, d.holdout_seed, d.holdout_fraction) {
-                continue;
-            }
-            n += match cfg.stage {
-                Stage::Condenser => r.spans.len() as u64,
-                Stage::Cocondenser => (r.spans.len() >= 2) as u64,
-            };
-        }
-    }
-    Ok(n)
 }
 
 type SaveFn<'a> = dyn Fn(&Path, &AdamW, u64, Cursor) -> Result<()> + 'a;
@@ -144,8 +71,8 @@ fn stop_if_diverged(
 }
 
 /// What waiting for the next batch ended with.
-enum Next {
-    Batch(Batch, Cursor),
+enum Next<B> {
+    Batch(B, Cursor),
     /// The data ran out (a finished stream).
     End,
     /// SIGINT or SIGTERM came while waiting (a stream that sends nothing yet, a slow disk).
@@ -153,7 +80,7 @@ enum Next {
 }
 
 /// Waits for the next batch, counting the wait, and watching for SIGINT / SIGTERM meanwhile.
-fn next_batch(loader: &Loader, wait: &mut Duration) -> Result<Next> {
+fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration) -> Result<Next<B>> {
     use crossbeam_channel::RecvTimeoutError;
     let t = Instant::now();
     loop {
@@ -188,236 +115,79 @@ fn next_batch(loader: &Loader, wait: &mut Duration) -> Result<Next> {
     }
 }
 
+/// `condenser train`: set-up, the stage's objective, the loop.
 pub fn run(args: TrainArgs) -> Result<()> {
     let device = crate::device::select(args.device)?;
-    // Configuration: the file and overrides, or the resumed checkpoint's (architecture fixed).
-    let (mut cfg, resumed) = match &args.resume {
-        Some(dir) => {
-            let path = dir.join(checkpoint::STATE_FILE);
-            let state: TrainerState = serde_json::from_slice(
-                &std::fs::read(&path)
-                    .with_context(|| format!("{}: cannot read", path.display()))?,
-            )
-            .with_context(|| format!("{}: not a trainer state", path.display()))?;
-            state.check(&path)?;
-            let cfg = TrainConfig::load_over(
-                state.config.clone(),
-                args.config.as_deref(),
-                &args.overrides,
-            )?;
-            if cfg.stage != state.config.stage
-                || cfg.model != state.config.model
-                || cfg.data.max_len != state.config.data.max_len
-            {
-                bail!("--resume {}: the stage, model and max_len cannot change when resuming (checkpoint: {:?}, {:?})", dir.display(), state.config.stage, state.config.model);
-            }
-            // The data cursor counts batches of one order: what decides that order must stay.
-            let (a, b) = (&state.config, &cfg);
-            for (key, same) in [
-                ("run.seed", a.run.seed == b.run.seed),
-                ("data.batch_size", a.data.batch_size == b.data.batch_size),
-                (
-                    "data.shuffle_buffer",
-                    a.data.shuffle_buffer == b.data.shuffle_buffer,
-                ),
-                (
-                    "data.group_by_length",
-                    a.data.group_by_length == b.data.group_by_length,
-                ),
-                (
-                    "data.holdout_fraction",
-                    a.data.holdout_fraction == b.data.holdout_fraction,
-                ),
-                (
-                    "data.holdout_seed",
-                    a.data.holdout_seed == b.data.holdout_seed,
-                ),
-                ("optim.grad_accum", a.optim.grad_accum == b.optim.grad_accum),
-            ] {
-                if !same {
-                    bail!("--resume {}: {key} cannot change when resuming (it decides the data order the checkpoint's cursor counts in); start a new run with --init {} instead", dir.display(), dir.display());
-                }
-            }
-            // The schedule's shape: the checkpoint is part-way through one warm-up and decay; another
-            // length would bend it silently (the learning rate itself may change, on purpose).
-            for (key, same) in [
-                ("optim.max_steps", a.optim.max_steps == b.optim.max_steps),
-                ("optim.epochs", a.optim.epochs == b.optim.epochs),
-                (
-                    "optim.warmup_ratio",
-                    a.optim.warmup_ratio == b.optim.warmup_ratio,
-                ),
-            ] {
-                if !same {
-                    bail!("--resume {}: {key} cannot change when resuming (it sets the length of the learning-rate schedule the checkpoint is part-way through); start a new run with --init {} to train on with another schedule", dir.display(), dir.display());
-                }
-            }
-            (cfg, Some(dir.clone()))
-        }
-        None => (
-            TrainConfig::load(args.config.as_deref(), &args.overrides)?,
-            None,
-        ),
-    };
-    let init = resumed
-        .clone()
-        .or_else(|| args.init.clone())
-        .context("--init DIR is needed (a Hugging Face directory to start from), or --resume")?;
-    hf::check_model_dir(&init).context(if resumed.is_some() {
-        "--resume"
-    } else {
-        "--init"
-    })?;
-    let (source, manifest) = data_source(&args.data)?;
-    if let Some((dir, m)) = &manifest {
-        loader::ensure_one_batch(dir, m, cfg.stage, cfg.data.batch_size)?;
-    }
-    let tok_path = args
-        .tokenizer
-        .clone()
-        .or_else(|| {
-            let (dir, m) = manifest.as_ref()?;
-            m.tokenizer
-                .locate(dir)
-                .map_err(|e| {
-                    log::warn!(
-                        "{e:#}; falling back to the warm start's (else the default) tokenizer"
-                    )
-                })
-                .ok()
-        })
-        .or_else(|| Some(init.join(hf::TOKENIZER_FILE)).filter(|p| p.exists()))
-        .unwrap_or_else(crate::paths::default_tokenizer);
-    let tokenizer = crate::tokenizer::load(&tok_path)?;
-    let vocab = Arc::new(Vocab::from_tokenizer(&tokenizer)?);
-
-    // model.skip_from unset: the init's head file decides (hf::load reads its metadata over this
-    // default), else half the layers.
-    let layers = crate::model::BertConfig::load(&init.join(hf::CONFIG_FILE))?.num_hidden_layers;
-    if let Some(s) = cfg.model.skip_from {
-        crate::model::condenser::check_skip_from(s, layers)?;
-    }
-    let head = HeadConfig {
-        skip_from: cfg.model.skip_from.unwrap_or((layers / 2).max(1) as usize),
-        n_head_layers: cfg.model.n_head_layers,
-        late_mlm: cfg.model.late_mlm,
-    };
-    let loaded = hf::load(&init, device, head, cfg.run.seed as i64)?;
-    let head = match cfg.model.skip_from {
-        Some(_) => head,
-        None => {
-            let skip_from = loaded.model.head_config.skip_from;
-            log::info!("model.skip_from unset: the head reads layer {skip_from} of {layers}");
-            cfg.model.skip_from = Some(skip_from);
-            HeadConfig { skip_from, ..head }
-        }
-    };
-    if loaded.model.head_config != head {
-        bail!(
-            "{}: its Condenser head was trained with {:?}, the configuration asks for {:?}",
-            init.display(),
-            loaded.model.head_config,
-            head
-        );
-    }
-    let model = &loaded.model;
-    if loaded.fresh_mlm_head {
-        log::info!("{}: no MLM head (cls.predictions.*); a fresh one is initialised, decoder tied to the word embeddings, zero bias", init.display());
-    }
-    if loaded.fresh_condenser_head {
-        log::info!(
-            "{}: no {}; the Condenser head is freshly initialised N(0, {})",
-            init.display(),
-            hf::HEAD_FILE,
-            model.config.initializer_range
-        );
-    }
-    if let Some((dir, m)) = &manifest {
-        if m.tokenizer.vocab_size as i64 != model.config.vocab_size {
-            bail!(
-                "{}: the shards were tokenized with a vocabulary of {} ids, the model has {}: tokenize with the model's tokenizer",
-                dir.display(),
-                m.tokenizer.vocab_size,
-                model.config.vocab_size
-            );
-        }
-    }
-    if vocab.size as i64 > model.config.vocab_size {
-        bail!(
-            "{}: a vocabulary of {} ids for a model of {}",
-            tok_path.display(),
-            vocab.size,
-            model.config.vocab_size
-        );
-    }
-    if cfg.data.max_len as i64 > model.config.max_position_embeddings {
-        bail!(
-            "data.max_len {} exceeds the model's max_position_embeddings {}",
-            cfg.data.max_len,
-            model.config.max_position_embeddings
-        );
-    }
-
-    let vars: BTreeMap<String, Tensor> = loaded.vs.variables().into_iter().collect();
-    let mut opt = AdamW::new(vars);
-    let (mut step, mut cursor) = (0u64, Cursor::default());
-    if let Some(dir) = &resumed {
-        let state = checkpoint::load_state(dir, &mut opt)?;
-        step = state.step;
-        cursor = state.cursor;
-        log::info!(
-            "resuming {} at step {step} (epoch {}, batch {})",
-            dir.display(),
-            cursor.epoch,
-            cursor.batches
-        );
-    }
-
-    // Total optimizer steps: max_steps, or epochs over the data.
-    let ga = if cfg.stage == Stage::Condenser {
-        cfg.optim.grad_accum
-    } else {
-        1
-    };
-    let total = if cfg.optim.max_steps > 0 {
-        cfg.optim.max_steps as u64
-    } else {
-        let (dir, m) = manifest.as_ref().context(
-            "--data - (a stream) needs optim.max_steps: the length of the data is unknown",
-        )?;
-        let examples = epoch_examples(dir, m, &cfg)?;
-        let per_epoch = examples / cfg.data.batch_size as u64 / ga as u64;
-        anyhow::ensure!(
-            per_epoch > 0,
-            "{} examples are less than one batch of {}",
-            examples,
-            cfg.data.batch_size
-        );
-        per_epoch * cfg.optim.epochs as u64
-    };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("{}: cannot create", args.out.display()))?;
-    checkpoint::remove_stale_temporaries(&args.out)?;
-    std::fs::write(args.out.join("train_config.toml"), cfg.to_toml())?;
+    let mut s = setup::prepare(&args, device)?;
+    s.prepare_out()?;
+    crate::device::set_cudnn_attention(s.cfg.run.cudnn_attention);
+    let kind = s.cfg.run.precision.kind(device);
+    let ctx = Ctx::train(kind).with_residual(s.cfg.run.residual.kind(kind));
     let loader = loader::start(
-        source,
+        s.source.take().context("the data source is taken once")?,
         LoaderSpec {
-            stage: cfg.stage,
-            data: cfg.data.clone(),
-            seed: cfg.run.seed,
-            vocab,
-            examples_per_batch: cfg.data.batch_size,
-            start: cursor,
+            stage: s.cfg.stage,
+            data: s.cfg.data.clone(),
+            seed: s.cfg.run.seed,
+            vocab: s.vocab.clone(),
+            examples_per_batch: s.cfg.data.batch_size,
+            start: s.cursor,
         },
     );
+    let (loss, seed) = (s.cfg.loss.clone(), s.cfg.run.seed);
+    match s.cfg.stage {
+        Stage::Condenser => {
+            let grad_accum = s.micro_batches();
+            let objective = CondenserObjective {
+                loss,
+                ctx,
+                seed,
+                grad_accum,
+                device,
+            };
+            train(s, objective, loader)
+        }
+        Stage::Cocondenser => train(
+            s,
+            CocondenserObjective {
+                loss,
+                ctx,
+                seed,
+                device,
+            },
+            loader,
+        ),
+    }
+}
+
+/// Partial sums of the throughput figures between two log lines.
+struct Interval {
+    start: Instant,
+    wait: Duration,
+    work: Work,
+}
+
+impl Interval {
+    fn new() -> Self {
+        Interval {
+            start: Instant::now(),
+            wait: Duration::ZERO,
+            work: Work::default(),
+        }
+    }
+}
+
+/// The loop, one optimizer step an iteration: lr -> the objective's forward and backward over the
+/// step's batches -> clip -> update -> log -> checkpoint; until the total, the data's end, --stop-after
+/// or a signal. Ends with a checkpoint (`final/` when the run is complete) and prints its path.
+pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Batch>) -> Result<()> {
+    let (cfg, out, total) = (s.cfg.clone(), s.out.clone(), s.total);
+    let model = &s.loaded.model;
     let mut metrics = MetricsFile::open(
-        &args.out.join("metrics.jsonl"),
-        resumed.as_ref().map(|_| step),
+        &out.join("metrics.jsonl"),
+        s.resumed.as_ref().map(|_| s.step),
     )?;
     install_signal_handlers();
-    crate::device::set_cudnn_attention(cfg.run.cudnn_attention);
-    let kind = cfg.run.precision.kind(device);
-    let ctx = Ctx::train(kind).with_residual(cfg.run.residual.kind(kind));
     let save = |dir: &Path, opt: &AdamW, step: u64, cursor: Cursor| -> Result<()> {
         let state = TrainerState {
             step,
@@ -426,9 +196,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             config: cfg.clone(),
             tool: format!("condenser {}", env!("CARGO_PKG_VERSION")),
         };
-        checkpoint::save(dir, &loaded.vs, model, &tok_path, opt, &state)
+        checkpoint::save(dir, &s.loaded.vs, model, &s.tok_path, opt, &state)
             .with_context(|| format!("writing checkpoint {}", dir.display()))
     };
+    let (opt, mut step, mut cursor) = (&mut s.opt, s.step, s.cursor);
 
     let progress = indicatif::ProgressBar::new(total);
     progress.set_style(
@@ -439,97 +210,72 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     progress.set_position(step);
     let started = Instant::now();
-    let (mut interval_start, mut wait, mut seqs, mut tokens, mut flops) =
-        (Instant::now(), Duration::ZERO, 0u64, 0u64, 0f64);
+    let mut interval = Interval::new();
     let mut stopped_early = false;
     // Steps since the optimizer's health was last read, with the data position after each.
     let mut unchecked: Vec<(u64, Cursor)> = vec![(step, cursor)];
+    let per_step = objective.micro_batches();
     log::info!(
         "{:?} stage: {} steps of {} {} on {} (matrix work in {}), from {}",
         cfg.stage,
         total,
-        cfg.data.batch_size * ga,
+        cfg.data.batch_size * per_step,
         if cfg.stage == Stage::Cocondenser {
             "documents (2 spans each)"
         } else {
             "spans"
         },
-        crate::device::device_label(device),
-        if ctx.kind == tch::Kind::BFloat16 {
+        crate::device::device_label(s.device),
+        if cfg.run.precision.kind(s.device) == tch::Kind::BFloat16 {
             "bf16"
         } else {
             "fp32"
         },
-        init.display()
+        s.init.display()
     );
 
     while step < total {
-        if STOP.load(Ordering::SeqCst) || args.stop_after.is_some_and(|s| step >= s) {
+        if STOP.load(Ordering::SeqCst) || s.stop_after.is_some_and(|n| step >= n) {
             stopped_early = true;
             break;
         }
         let lr = lr_at(step as usize, total as usize, &cfg.optim);
-        // Micro-steps (Condenser, with accumulation) or one gradient-cache step (coCondenser).
-        let mut losses: Option<Losses> = None;
-        let (mut ran_out, mut interrupted) = (false, false);
-        let step_start = cursor;
-        for k in 0..ga {
-            let (batch, after) = match next_batch(&loader, &mut wait)? {
-                Next::Batch(batch, after) => (batch, after),
+        // The step's batches. Stopped while waiting: they are given back (the cursor stays), so the
+        // checkpoint is the state after `step` steps and a resume redoes this one whole.
+        let mut batches = Vec::with_capacity(per_step);
+        let mut after = cursor;
+        let mut ran_out = false;
+        while batches.len() < per_step {
+            match next_batch(&loader, &mut interval.wait)? {
+                Next::Batch(b, a) => {
+                    after = a;
+                    batches.push(b);
+                }
                 Next::End => {
                     ran_out = true;
                     break;
                 }
                 Next::Stopped => {
-                    interrupted = true;
+                    stopped_early = true;
                     break;
                 }
-            };
-            cursor = after;
-            seqs += batch.rows as u64;
-            tokens += batch.real_tokens as u64;
-            flops += batch_flops(model, &batch, cfg.stage == Stage::Cocondenser);
-            let b = DeviceBatch::new(&batch, device);
-            let l = match cfg.stage {
-                Stage::Condenser => {
-                    seed_dropout(cfg.run.seed, step, k as u64);
-                    condenser_micro(model, &b, &cfg.loss, ctx, 1.0 / ga as f64)
-                }
-                Stage::Cocondenser => {
-                    cocondenser_step(model, &b, &cfg.loss, ctx, cfg.run.seed, step)
-                }
-            };
-            losses = Some(match losses {
-                None => l,
-                Some(acc) => Losses {
-                    total: acc.total + l.total,
-                    head: acc.head + l.head,
-                    late: acc.late + l.late,
-                    co: acc.co,
-                },
-            });
+            }
         }
-        if interrupted {
-            // Stopped inside the step: its micro-batches are given back (cursor and gradients), so the
-            // checkpoint is the state after `step` steps and a resume redoes this one whole.
-            cursor = step_start;
-            opt.zero_grad();
-            stopped_early = true;
+        if stopped_early {
             break;
         }
         if ran_out {
             log::warn!("the data ended after {step} of {total} steps");
             break;
         }
-        let mut l = losses.expect("at least one micro-batch");
-        if ga > 1 {
-            l = Losses {
-                total: l.total / ga as f64,
-                head: l.head / ga as f64,
-                late: l.late / ga as f64,
-                co: l.co,
-            };
+        for b in &batches {
+            let w = objective.work(model, b);
+            interval.work.sequences += w.sequences;
+            interval.work.tokens += w.tokens;
+            interval.work.flops += w.flops;
         }
+        let l = objective.step(model, &batches, step)?;
+        cursor = after;
         // No host sync here: a non-finite loss or gradient is caught on the device, and that update and
         // all later ones are skipped until the next log or save reads the flag (`stop_if_diverged`).
         let grad_norm = opt.clip_grad_norm(cfg.optim.max_grad_norm, &l.total);
@@ -542,10 +288,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let save_now =
             cfg.run.save_every > 0 && step % cfg.run.save_every as u64 == 0 && step < total;
         if log_now || save_now {
-            stop_if_diverged(&mut opt, &mut unchecked, &save, &args.out)?;
+            stop_if_diverged(opt, &mut unchecked, &save, &out)?;
         }
         if log_now {
-            let secs = interval_start.elapsed().as_secs_f64().max(1e-9);
+            let secs = interval.start.elapsed().as_secs_f64().max(1e-9);
             let rec = Record {
                 step,
                 epoch: cursor.epoch,
@@ -555,59 +301,41 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 co_loss: l.co.as_ref().map(|c| c.double_value(&[])),
                 grad_norm: grad_norm.double_value(&[]),
                 lr,
-                sequences_per_s: seqs as f64 / secs,
-                tokens_per_s: tokens as f64 / secs,
-                data_wait_fraction: wait.as_secs_f64() / secs,
-                mfu: (device != Device::Cpu).then(|| flops / secs / PEAK_FLOPS),
+                sequences_per_s: interval.work.sequences as f64 / secs,
+                tokens_per_s: interval.work.tokens as f64 / secs,
+                data_wait_fraction: interval.wait.as_secs_f64() / secs,
+                mfu: (s.device != Device::Cpu).then(|| interval.work.flops / secs / PEAK_FLOPS),
                 skipped_docs: (cfg.stage == Stage::Cocondenser)
                     .then(|| loader.skipped_docs.load(Ordering::Relaxed)),
-                device_mem_gib: (device != Device::Cpu)
+                device_mem_gib: (s.device != Device::Cpu)
                     .then(crate::device::cuda_memory_used)
                     .flatten()
                     .map(|b| b as f64 / GIB),
                 elapsed_s: started.elapsed().as_secs_f64(),
             };
             metrics.write(&rec)?;
-            let co = rec
-                .co_loss
-                .map(|c| format!(", co {c:.3}"))
-                .unwrap_or_default();
-            let mem = rec
-                .device_mem_gib
-                .map(|g| format!(" mem {g:.1} GiB"))
-                .unwrap_or_default();
-            let msg = format!(
-                "loss {:.3} (head {:.3}, late {:.3}{co}) lr {:.2e} {:.1} seq/s {:.0} tok/s wait {:.0}%{mem}",
-                rec.loss,
-                rec.head_loss,
-                rec.late_loss,
-                rec.lr,
-                rec.sequences_per_s,
-                rec.tokens_per_s,
-                100.0 * rec.data_wait_fraction
-            );
+            let msg = progress_message(&rec);
             // No terminal for the bar (a pipe, CI): the same line as a log message.
             if progress.is_hidden() {
                 log::info!("step {step}/{total}: {msg}");
             }
             progress.set_message(msg);
-            (interval_start, wait, seqs, tokens, flops) =
-                (Instant::now(), Duration::ZERO, 0, 0, 0.0);
+            interval = Interval::new();
         }
         if save_now {
-            save(&checkpoint::step_dir(&args.out, step), &opt, step, cursor)?;
-            checkpoint::prune(&args.out, cfg.run.keep_checkpoints)?;
+            save(&checkpoint::step_dir(&out, step), opt, step, cursor)?;
+            checkpoint::prune(&out, cfg.run.keep_checkpoints)?;
         }
     }
     progress.finish_and_clear();
     drop(loader);
-    stop_if_diverged(&mut opt, &mut unchecked, &save, &args.out)?;
+    stop_if_diverged(opt, &mut unchecked, &save, &out)?;
     let dir = if stopped_early || step < total {
-        checkpoint::step_dir(&args.out, step)
+        checkpoint::step_dir(&out, step)
     } else {
-        args.out.join("final")
+        out.join("final")
     };
-    save(&dir, &opt, step, cursor)?;
+    save(&dir, opt, step, cursor)?;
     if stopped_early {
         log::info!(
             "stopped at step {step} of {total}; resume with --resume {}",
@@ -621,8 +349,30 @@ pub fn run(args: TrainArgs) -> Result<()> {
         );
     }
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", dir.display())?;
-    out.flush()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", dir.display())?;
+    stdout.flush()?;
     Ok(())
+}
+
+/// The progress bar's (or log line's) summary of a metrics record.
+fn progress_message(rec: &Record) -> String {
+    let co = rec
+        .co_loss
+        .map(|c| format!(", co {c:.3}"))
+        .unwrap_or_default();
+    let mem = rec
+        .device_mem_gib
+        .map(|g| format!(" mem {g:.1} GiB"))
+        .unwrap_or_default();
+    format!(
+        "loss {:.3} (head {:.3}, late {:.3}{co}) lr {:.2e} {:.1} seq/s {:.0} tok/s wait {:.0}%{mem}",
+        rec.loss,
+        rec.head_loss,
+        rec.late_loss,
+        rec.lr,
+        rec.sequences_per_s,
+        rec.tokens_per_s,
+        100.0 * rec.data_wait_fraction
+    )
 }

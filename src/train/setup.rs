@@ -1,0 +1,385 @@
+//! Everything `condenser train` settles before its first step: the configuration (a new run's, or a
+//! resumed checkpoint's with the changes resuming allows), the data source, the tokenizer, the model and
+//! its heads, the optimizer with its restored state, and the number of steps. The loop
+//! (`trainer::train`) takes the result and never looks at the command line again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tch::{Device, Tensor};
+
+use super::checkpoint::{self, TrainerState};
+use super::collate::Vocab;
+use super::config::{Stage, TrainConfig};
+use super::loader::{self, Cursor, ShardSource};
+use super::optim::AdamW;
+use super::TrainArgs;
+use crate::model::{hf, HeadConfig};
+use crate::shards::Manifest;
+
+/// A run ready to train.
+pub struct Setup {
+    pub cfg: TrainConfig,
+    pub device: Device,
+    /// The warm start (or the resumed checkpoint).
+    pub init: PathBuf,
+    /// Set when resuming: the checkpoint's folder.
+    pub resumed: Option<PathBuf>,
+    /// tokenizer.json copied into every checkpoint.
+    pub tok_path: PathBuf,
+    pub vocab: Arc<Vocab>,
+    pub loaded: hf::Loaded,
+    pub opt: AdamW,
+    /// Optimizer steps done (0, or the checkpoint's).
+    pub step: u64,
+    /// Data position after `step` steps.
+    pub cursor: Cursor,
+    /// Optimizer steps of the whole run.
+    pub total: u64,
+    /// Where batches come from (taken when the loader starts).
+    pub source: Option<ShardSource>,
+    pub out: PathBuf,
+    pub stop_after: Option<u64>,
+}
+
+/// Reads the configuration, loads the model and optimizer state, and counts the run's steps. Writes
+/// nothing yet except what `prepare_out` does.
+pub fn prepare(args: &TrainArgs, device: Device) -> Result<Setup> {
+    let (mut cfg, resumed) = match &args.resume {
+        Some(dir) => (resumed_config(dir, args)?, Some(dir.clone())),
+        None => (
+            TrainConfig::load(args.config.as_deref(), &args.overrides)?,
+            None,
+        ),
+    };
+    let init = resumed
+        .clone()
+        .or_else(|| args.init.clone())
+        .context("--init DIR is needed (a Hugging Face directory to start from), or --resume")?;
+    hf::check_model_dir(&init).context(if resumed.is_some() {
+        "--resume"
+    } else {
+        "--init"
+    })?;
+    let (source, manifest) = data_source(&args.data)?;
+    if let Some((dir, m)) = &manifest {
+        loader::ensure_one_batch(dir, m, cfg.stage, cfg.data.batch_size)?;
+    }
+    let tok_path = tokenizer_path(args, manifest.as_ref(), &init);
+    let tokenizer = crate::tokenizer::load(&tok_path)?;
+    let vocab = Arc::new(Vocab::from_tokenizer(&tokenizer)?);
+    let loaded = load_model(&mut cfg, &init, device)?;
+    check_fit(&cfg, &loaded, manifest.as_ref(), &vocab, &tok_path)?;
+
+    let vars: BTreeMap<String, Tensor> = loaded.vs.variables().into_iter().collect();
+    let mut opt = AdamW::new(vars);
+    let (mut step, mut cursor) = (0u64, Cursor::default());
+    if let Some(dir) = &resumed {
+        let state = checkpoint::load_state(dir, &mut opt)?;
+        step = state.step;
+        cursor = state.cursor;
+        log::info!(
+            "resuming {} at step {step} (epoch {}, batch {})",
+            dir.display(),
+            cursor.epoch,
+            cursor.batches
+        );
+    }
+    let total = total_steps(&cfg, manifest.as_ref())?;
+    Ok(Setup {
+        cfg,
+        device,
+        init,
+        resumed,
+        tok_path,
+        vocab,
+        loaded,
+        opt,
+        step,
+        cursor,
+        total,
+        source: Some(source),
+        out: args.out.clone(),
+        stop_after: args.stop_after,
+    })
+}
+
+impl Setup {
+    /// Micro-batches one optimizer step consumes: `optim.grad_accum` for the Condenser stage; the
+    /// coCondenser stage's big batches go through the gradient cache instead.
+    pub fn micro_batches(&self) -> usize {
+        match self.cfg.stage {
+            Stage::Condenser => self.cfg.optim.grad_accum.max(1),
+            Stage::Cocondenser => 1,
+        }
+    }
+
+    /// Creates the run folder, clears what a killed save left there, and records the configuration.
+    pub fn prepare_out(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.out)
+            .with_context(|| format!("{}: cannot create", self.out.display()))?;
+        checkpoint::remove_stale_temporaries(&self.out)?;
+        let path = self.out.join("train_config.toml");
+        std::fs::write(&path, self.cfg.to_toml())
+            .with_context(|| format!("{}: cannot write", path.display()))
+    }
+}
+
+/// The resumed checkpoint's configuration with the file and overrides over it, refusing the changes
+/// that would make its optimizer state, data cursor or schedule mean something else.
+fn resumed_config(dir: &Path, args: &TrainArgs) -> Result<TrainConfig> {
+    let path = dir.join(checkpoint::STATE_FILE);
+    let state: TrainerState = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?,
+    )
+    .with_context(|| format!("{}: not a trainer state", path.display()))?;
+    state.check(&path)?;
+    let cfg = TrainConfig::load_over(
+        state.config.clone(),
+        args.config.as_deref(),
+        &args.overrides,
+    )?;
+    if cfg.stage != state.config.stage
+        || cfg.model != state.config.model
+        || cfg.data.max_len != state.config.data.max_len
+    {
+        bail!("--resume {}: the stage, model and max_len cannot change when resuming (checkpoint: {:?}, {:?})", dir.display(), state.config.stage, state.config.model);
+    }
+    // The data cursor counts batches of one order: what decides that order must stay.
+    let (a, b) = (&state.config, &cfg);
+    for (key, same) in [
+        ("run.seed", a.run.seed == b.run.seed),
+        ("data.batch_size", a.data.batch_size == b.data.batch_size),
+        (
+            "data.shuffle_buffer",
+            a.data.shuffle_buffer == b.data.shuffle_buffer,
+        ),
+        (
+            "data.group_by_length",
+            a.data.group_by_length == b.data.group_by_length,
+        ),
+        (
+            "data.holdout_fraction",
+            a.data.holdout_fraction == b.data.holdout_fraction,
+        ),
+        (
+            "data.holdout_seed",
+            a.data.holdout_seed == b.data.holdout_seed,
+        ),
+        ("optim.grad_accum", a.optim.grad_accum == b.optim.grad_accum),
+    ] {
+        if !same {
+            bail!("--resume {}: {key} cannot change when resuming (it decides the data order the checkpoint's cursor counts in); start a new run with --init {} instead", dir.display(), dir.display());
+        }
+    }
+    // The schedule's shape: the checkpoint is part-way through one warm-up and decay; another length
+    // would bend it silently (the learning rate itself may change, on purpose).
+    for (key, same) in [
+        ("optim.max_steps", a.optim.max_steps == b.optim.max_steps),
+        ("optim.epochs", a.optim.epochs == b.optim.epochs),
+        (
+            "optim.warmup_ratio",
+            a.optim.warmup_ratio == b.optim.warmup_ratio,
+        ),
+    ] {
+        if !same {
+            bail!("--resume {}: {key} cannot change when resuming (it sets the length of the learning-rate schedule the checkpoint is part-way through); start a new run with --init {} to train on with another schedule", dir.display(), dir.display());
+        }
+    }
+    Ok(cfg)
+}
+
+/// Resolved data: where shards come from, and their manifest when there is one.
+fn data_source(data: &str) -> Result<(ShardSource, Option<(PathBuf, Manifest)>)> {
+    if data == "-" {
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        std::thread::Builder::new()
+            .name("stdin-paths".into())
+            .spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                    let line = line.trim().to_string();
+                    if !line.is_empty() && tx.send(PathBuf::from(line)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        return Ok((ShardSource::Stream(rx), None));
+    }
+    let dir = PathBuf::from(data);
+    let m = Manifest::load(&dir)?.with_context(|| {
+        format!(
+            "{}: no manifest.json (run `condenser prepare` into it)",
+            dir.display()
+        )
+    })?;
+    if !m.complete {
+        log::warn!(
+            "{}: the manifest says prepare has not finished; training on the {} complete shard(s)",
+            dir.display(),
+            m.shards.len()
+        );
+    }
+    anyhow::ensure!(!m.shards.is_empty(), "{}: no shards", dir.display());
+    let files = m.shards.iter().map(|s| dir.join(&s.file)).collect();
+    Ok((ShardSource::Files(files), Some((dir, m))))
+}
+
+/// --tokenizer, else the manifest's copy, else the warm start's, else the default.
+fn tokenizer_path(args: &TrainArgs, manifest: Option<&(PathBuf, Manifest)>, init: &Path) -> PathBuf {
+    args.tokenizer
+        .clone()
+        .or_else(|| {
+            let (dir, m) = manifest?;
+            m.tokenizer
+                .locate(dir)
+                .map_err(|e| {
+                    log::warn!(
+                        "{e:#}; falling back to the warm start's (else the default) tokenizer"
+                    )
+                })
+                .ok()
+        })
+        .or_else(|| Some(init.join(hf::TOKENIZER_FILE)).filter(|p| p.exists()))
+        .unwrap_or_else(crate::paths::default_tokenizer)
+}
+
+/// Loads the warm start with the configured heads. `model.skip_from` unset: the init's head file
+/// decides (hf::load reads its metadata over this default), else half the layers; the value chosen is
+/// written back into `cfg` so checkpoints record it.
+fn load_model(cfg: &mut TrainConfig, init: &Path, device: Device) -> Result<hf::Loaded> {
+    let layers = crate::model::BertConfig::load(&init.join(hf::CONFIG_FILE))?.num_hidden_layers;
+    if let Some(s) = cfg.model.skip_from {
+        crate::model::condenser::check_skip_from(s, layers)?;
+    }
+    let head = HeadConfig {
+        skip_from: cfg.model.skip_from.unwrap_or((layers / 2).max(1) as usize),
+        n_head_layers: cfg.model.n_head_layers,
+        late_mlm: cfg.model.late_mlm,
+    };
+    let loaded = hf::load(init, device, head, cfg.run.seed as i64)?;
+    let head = match cfg.model.skip_from {
+        Some(_) => head,
+        None => {
+            let skip_from = loaded.model.head_config.skip_from;
+            log::info!("model.skip_from unset: the head reads layer {skip_from} of {layers}");
+            cfg.model.skip_from = Some(skip_from);
+            HeadConfig { skip_from, ..head }
+        }
+    };
+    if loaded.model.head_config != head {
+        bail!(
+            "{}: its Condenser head was trained with {:?}, the configuration asks for {:?}",
+            init.display(),
+            loaded.model.head_config,
+            head
+        );
+    }
+    if loaded.fresh_mlm_head {
+        log::info!("{}: no MLM head (cls.predictions.*); a fresh one is initialised, decoder tied to the word embeddings, zero bias", init.display());
+    }
+    if loaded.fresh_condenser_head {
+        log::info!(
+            "{}: no {}; the Condenser head is freshly initialised N(0, {})",
+            init.display(),
+            hf::HEAD_FILE,
+            loaded.model.config.initializer_range
+        );
+    }
+    Ok(loaded)
+}
+
+/// The shards, tokenizer and max_len must fit the model.
+fn check_fit(
+    cfg: &TrainConfig,
+    loaded: &hf::Loaded,
+    manifest: Option<&(PathBuf, Manifest)>,
+    vocab: &Vocab,
+    tok_path: &Path,
+) -> Result<()> {
+    let model = &loaded.model;
+    if let Some((dir, m)) = manifest {
+        if m.tokenizer.vocab_size as i64 != model.config.vocab_size {
+            bail!(
+                "{}: the shards were tokenized with a vocabulary of {} ids, the model has {}: tokenize with the model's tokenizer",
+                dir.display(),
+                m.tokenizer.vocab_size,
+                model.config.vocab_size
+            );
+        }
+    }
+    if vocab.size as i64 > model.config.vocab_size {
+        bail!(
+            "{}: a vocabulary of {} ids for a model of {}",
+            tok_path.display(),
+            vocab.size,
+            model.config.vocab_size
+        );
+    }
+    if cfg.data.max_len as i64 > model.config.max_position_embeddings {
+        bail!(
+            "data.max_len {} exceeds the model's max_position_embeddings {}",
+            cfg.data.max_len,
+            model.config.max_position_embeddings
+        );
+    }
+    Ok(())
+}
+
+/// Total optimizer steps: max_steps, or epochs over the data.
+fn total_steps(cfg: &TrainConfig, manifest: Option<&(PathBuf, Manifest)>) -> Result<u64> {
+    if cfg.optim.max_steps > 0 {
+        return Ok(cfg.optim.max_steps as u64);
+    }
+    let ga = match cfg.stage {
+        Stage::Condenser => cfg.optim.grad_accum.max(1),
+        Stage::Cocondenser => 1,
+    };
+    let (dir, m) = manifest
+        .context("--data - (a stream) needs optim.max_steps: the length of the data is unknown")?;
+    let examples = epoch_examples(dir, m, cfg)?;
+    let per_epoch = examples / cfg.data.batch_size as u64 / ga as u64;
+    anyhow::ensure!(
+        per_epoch > 0,
+        "{} examples are less than one batch of {}",
+        examples,
+        cfg.data.batch_size
+    );
+    Ok(per_epoch * cfg.optim.epochs as u64)
+}
+
+/// Examples of one epoch: spans (Condenser) or documents with two or more spans (coCondenser), less
+/// the held-out documents. From the manifest's counts when nothing is held out and it has them (no
+/// pass over the data); else one pass over the shards.
+fn epoch_examples(dir: &Path, m: &Manifest, cfg: &TrainConfig) -> Result<u64> {
+    let d = &cfg.data;
+    if d.holdout_fraction <= 0.0 {
+        match cfg.stage {
+            Stage::Condenser => return Ok(m.totals.spans),
+            Stage::Cocondenser => {
+                if let Some(n) = m.shards.iter().map(|s| s.pairable).sum::<Option<u64>>() {
+                    return Ok(n);
+                }
+            }
+        }
+    }
+    log::info!(
+        "counting the training examples of {} (one pass)",
+        dir.display()
+    );
+    let mut n = 0;
+    for s in &m.shards {
+        for r in crate::shards::read_shard(&dir.join(&s.file), None)? {
+            if crate::eval::spans::is_held_out(&r.doc_id, d.holdout_seed, d.holdout_fraction) {
+                continue;
+            }
+            n += match cfg.stage {
+                Stage::Condenser => r.spans.len() as u64,
+                Stage::Cocondenser => (r.spans.len() >= 2) as u64,
+            };
+        }
+    }
+    Ok(n)
+}
