@@ -11,16 +11,56 @@ use std::sync::OnceLock;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-/// `--device`: where tensors live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+/// `--device`: where tensors live: `auto` (CUDA when available, else the CPU), `cpu`, `cuda` (the
+/// first GPU, or LOCAL_RANK's under a launcher) or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
-    /// CUDA when available, else CPU.
     #[default]
     Auto,
-    /// Always the CPU.
     Cpu,
-    /// CUDA device 0; an error when CUDA is not available.
-    Cuda,
+    /// A GPU: `None` = device 0 (under a launcher, the process's local rank).
+    Cuda(Option<usize>),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(None)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(DeviceChoice::Cuda(Some(n))),
+                _ => Err(format!(
+                    "{s:?}: expected auto, cpu, cuda or cuda:N (N a device index)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(None) => f.write_str("cuda"),
+            DeviceChoice::Cuda(Some(n)) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// `cuda` and `auto` name the process's local rank's GPU under a launcher (torchrun, srun) when
+    /// no index is given.
+    pub fn for_local_rank(self, local_rank: usize) -> Self {
+        match self {
+            DeviceChoice::Cuda(None) => DeviceChoice::Cuda(Some(local_rank)),
+            DeviceChoice::Auto if cuda_available() => DeviceChoice::Cuda(Some(local_rank)),
+            other => other,
+        }
+    }
 }
 
 /// What happened when we tried to load the CUDA backend.
@@ -79,13 +119,20 @@ pub fn select(choice: DeviceChoice) -> Result<tch::Device> {
         DeviceChoice::Cpu => Ok(tch::Device::Cpu),
         DeviceChoice::Auto if cuda_available() => Ok(tch::Device::Cuda(0)),
         DeviceChoice::Auto => Ok(tch::Device::Cpu),
-        DeviceChoice::Cuda if cuda_available() => Ok(tch::Device::Cuda(0)),
-        DeviceChoice::Cuda => {
+        DeviceChoice::Cuda(n) if cuda_available() => {
+            let n = n.unwrap_or(0);
+            let count = tch::Cuda::device_count() as usize;
+            if n >= count {
+                bail!("--device {choice}: this machine has {count} CUDA device(s), cuda:0 to cuda:{}", count.saturating_sub(1));
+            }
+            Ok(tch::Device::Cuda(n))
+        }
+        DeviceChoice::Cuda(_) => {
             let why = match &load_cuda_backend().error {
                 Some(e) => format!("libtorch_cuda.so could not be loaded: {e}"),
                 None => "libtorch reports no CUDA device (no GPU or no driver)".to_string(),
             };
-            bail!("--device cuda was asked for, but CUDA is not available: {why}")
+            bail!("--device {choice} was asked for, but CUDA is not available: {why}")
         }
     }
 }

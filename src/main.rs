@@ -51,8 +51,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct EnvArgs {
-    /// Where tensors would live: auto (CUDA when available), cpu or cuda.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    /// Where tensors would live: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     device: DeviceChoice,
     /// One JSON document on stdout instead of the table.
     #[arg(long)]

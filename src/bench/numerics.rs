@@ -45,7 +45,7 @@ pub struct BenchNumericsArgs {
     /// Batches from real shards (masked by the loader) instead of random ids, so the loss really falls.
     #[arg(long)]
     pub data: Option<std::path::PathBuf>,
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
 }
 

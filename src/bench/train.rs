@@ -60,7 +60,7 @@ pub struct BenchTrainArgs {
     /// Time forward, backward and optimizer separately (adds a device sync between them).
     #[arg(long)]
     pub breakdown: bool,
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
     /// The AdamW update: libtorch's fused kernel, or the in-place tch kernels.
     #[arg(long, value_enum, default_value_t = Kernel::Fused)]

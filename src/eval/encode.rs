@@ -47,8 +47,8 @@ pub struct EncodeArgs {
     pub id_field: Option<String>,
     #[command(flatten)]
     pub layout: crate::corpus::LayoutArgs,
-    /// Where to run: auto (CUDA when available), cpu or cuda.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    /// Where to run: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
 }
 

@@ -53,8 +53,8 @@ pub struct EvalArgs {
     /// Leave the BEIR title out of the passage text (default: "title text").
     #[arg(long)]
     pub no_title: bool,
-    /// Where to run: auto (CUDA when available), cpu or cuda.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    /// Where to run: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
 }
 

@@ -41,8 +41,9 @@ pub struct TrainArgs {
     /// assumes the configured total).
     #[arg(long)]
     pub stop_after: Option<u64>,
-    /// Where to train: auto (CUDA when available), cpu or cuda.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    /// Where to train: auto (CUDA when available), cpu, cuda (under torchrun or srun: the local
+    /// rank's GPU) or cuda:N.
+    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
     /// tokenizer.json for masking and the checkpoint [default: the shards' manifest's].
     #[arg(long)]
