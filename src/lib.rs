@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod corpus;
 pub mod device;
+pub mod dist;
 pub mod eval;
 pub mod inspect;
 pub mod logging;
