@@ -180,7 +180,7 @@ fn gradient_cache(args: &BenchNumericsArgs, device: Device, kind: Kind) -> Resul
     };
     let (seed, step) = (7u64, 3u64);
     let (vs, m) = model(device, args.tiny, Some(&init))?;
-    let cached_loss = cocondenser_step(&m, &b, &w, ctx, seed, step)
+    let cached_loss = cocondenser_step(&m, &b, &w, ctx, seed, step, &crate::dist::Dist::single())?
         .total
         .double_value(&[]);
     let g_cache = grads(&vs);

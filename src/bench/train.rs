@@ -205,6 +205,7 @@ pub(super) fn shard_loader(
             seed: 0,
             vocab: std::sync::Arc::new(vocab),
             examples_per_batch: per,
+            slice: crate::train::loader::RankSlice::all(1),
             start: Default::default(),
         },
     ))
@@ -309,7 +310,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
                 l.total
             }
             Case::Cocondenser => {
-                let l = cocondenser_step(&model, &b, &loss, ctx, 0, step as u64);
+                let l = cocondenser_step(&model, &b, &loss, ctx, 0, step as u64, &crate::dist::Dist::single())?;
                 if args.breakdown {
                     sync(device);
                 }

@@ -26,6 +26,13 @@ pub struct TrainerState {
     /// The effective configuration of the run.
     pub config: TrainConfig,
     pub tool: String,
+    /// Processes that trained it (data parallelism): the cursor counts batches of all of them.
+    #[serde(default = "one")]
+    pub world_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl TrainerState {
@@ -50,8 +57,10 @@ impl TrainerState {
                 self.total_steps
             );
         }
-        // Every step consumes grad_accum batches, and every finished epoch at least one.
-        let consumed = self.step * self.config.optim.grad_accum.max(1) as u64;
+        // Every step consumes world_size x grad_accum batches, and every finished epoch at least one.
+        let consumed = self.step
+            * self.config.optim.grad_accum.max(1) as u64
+            * self.world_size.max(1) as u64;
         if self.cursor.batches > consumed || self.cursor.epoch > consumed {
             bail!(
                 "{}: the data cursor (epoch {}, batch {}) is past the {consumed} batch(es) that {} step(s) consume",

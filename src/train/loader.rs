@@ -43,6 +43,10 @@ pub enum Msg<B = Batch> {
         batch: B,
         after: Cursor,
     },
+    /// A batch of another rank's slice (not collated): only the position moves.
+    Skipped {
+        after: Cursor,
+    },
     /// An epoch ended; documents with fewer than two spans skipped in it (coCondenser).
     EpochEnd {
         epoch: u64,
@@ -101,6 +105,35 @@ pub struct LoaderSpec {
     /// Examples (documents for coCondenser) per batch.
     pub examples_per_batch: usize,
     pub start: Cursor,
+    /// Which batches of the stream this process trains on.
+    pub slice: RankSlice,
+}
+
+/// Data parallelism over one example stream: the global step's `world x per_rank` consecutive batches,
+/// rank r the r-th run of `per_rank`. Every rank reads the whole stream (so all agree on its order and
+/// its end) and collates only its own batches; the others pass as `Msg::Skipped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankSlice {
+    pub rank: usize,
+    pub world: usize,
+    /// Batches of one rank in one optimizer step (grad_accum).
+    pub per_rank: usize,
+}
+
+impl RankSlice {
+    /// A single process: every batch.
+    pub fn all(per_rank: usize) -> Self {
+        RankSlice {
+            rank: 0,
+            world: 1,
+            per_rank,
+        }
+    }
+
+    /// Whether the `n`-th batch since the start (a step boundary) is this rank's.
+    fn owns(&self, n: u64) -> bool {
+        (n / self.per_rank.max(1) as u64) % self.world.max(1) as u64 == self.rank as u64
+    }
 }
 
 pub fn start(source: ShardSource, spec: LoaderSpec) -> Loader {
@@ -162,6 +195,8 @@ fn row_groups(path: &PathBuf) -> Result<usize> {
 
 struct Epoch<'a> {
     spec: &'a LoaderSpec,
+    /// Batches sent (or skipped for another rank) since the start, across epochs.
+    sent: &'a std::cell::Cell<u64>,
     epoch: u64,
     tx: &'a Sender<Msg>,
     stop: &'a AtomicBool,
@@ -324,6 +359,16 @@ impl Epoch<'_> {
         if self.stop.load(Ordering::Relaxed) {
             return Ok(false);
         }
+        let after = Cursor {
+            epoch: self.epoch,
+            batches: index + 1,
+        };
+        let n = self.sent.get();
+        self.sent.set(n + 1);
+        if !self.spec.slice.owns(n) {
+            return Ok(self.tx.send(Msg::Skipped { after }).is_ok());
+        }
+        // Masks keyed by the span's index in the epoch's stream, whatever the batch and world size.
         let spans: Vec<&[u32]> = examples
             .iter()
             .flat_map(|e| e.spans.iter().map(Vec::as_slice))
@@ -351,10 +396,6 @@ impl Epoch<'_> {
                 d.pad_to_multiple_of
             },
         );
-        let after = Cursor {
-            epoch: self.epoch,
-            batches: index + 1,
-        };
         Ok(self.tx.send(Msg::Batch { batch, after }).is_ok())
     }
 }
@@ -366,6 +407,7 @@ fn run(
     stop: &AtomicBool,
     skipped: &AtomicU64,
 ) -> Result<()> {
+    let sent = std::cell::Cell::new(0u64);
     match source {
         ShardSource::Files(files) => {
             let mut units = Vec::new();
@@ -378,7 +420,7 @@ fn run(
             for epoch in spec.start.epoch.. {
                 let mut order = units.clone();
                 order.shuffle(&mut keyed_rng(spec.seed, "order", &epoch.to_string()));
-                let mut e = new_epoch(spec, epoch, tx, stop);
+                let mut e = new_epoch(spec, &sent, epoch, tx, stop);
                 for (path, g) in &order {
                     if !e.feed(path, *g, skipped)? {
                         return Ok(());
@@ -402,7 +444,7 @@ fn run(
             Ok(())
         }
         ShardSource::Stream(paths) => {
-            let mut e = new_epoch(spec, 0, tx, stop);
+            let mut e = new_epoch(spec, &sent, 0, tx, stop);
             while let Some(path) = next_path(&paths, stop) {
                 let n = row_groups(&path)?;
                 let mut groups: Vec<usize> = (0..n).collect();
@@ -434,12 +476,14 @@ fn run(
 
 fn new_epoch<'a>(
     spec: &'a LoaderSpec,
+    sent: &'a std::cell::Cell<u64>,
     epoch: u64,
     tx: &'a Sender<Msg>,
     stop: &'a AtomicBool,
 ) -> Epoch<'a> {
     Epoch {
         spec,
+        sent,
         epoch,
         tx,
         stop,

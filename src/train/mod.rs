@@ -45,9 +45,26 @@ pub struct TrainArgs {
     /// rank's GPU) or cuda:N.
     #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
+    /// Data parallelism (under torchrun or srun): the c10d backend [default: nccl on CUDA, gloo on
+    /// the CPU].
+    #[arg(long, value_enum)]
+    pub dist_backend: Option<DistBackend>,
+    /// Data parallelism: seconds a rank waits for the others (joining, a collective, a checkpoint
+    /// being written) before it fails with a message naming what it waited for.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub dist_timeout: u64,
     /// tokenizer.json for masking and the checkpoint [default: the shards' manifest's].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+}
+
+/// `--dist-backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DistBackend {
+    /// CPU tensors over TCP.
+    Gloo,
+    /// CUDA tensors (one GPU per process).
+    Nccl,
 }
 
 pub use trainer::run;

@@ -11,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 use super::collate::Batch;
 use super::config::LossConfig;
 use super::metrics::batch_flops;
+use crate::dist::Dist;
 use crate::model::{Condenser, Ctx, Labels, Mask};
 use crate::prepare::segment::stable_hash;
 
@@ -103,8 +104,16 @@ pub trait Objective {
     /// Batches one optimizer step consumes.
     fn micro_batches(&self) -> usize;
     fn work(&self, model: &Condenser, batch: &Self::Batch) -> Work;
-    /// Forward and backward of optimizer step `step` (0-based) over its batches, in order.
-    fn step(&mut self, model: &Condenser, batches: &[Self::Batch], step: u64) -> Result<Losses>;
+    /// Forward and backward of optimizer step `step` (0-based) over this rank's batches, in order,
+    /// scaled so that the sum over ranks (the loop's all-reduce) is the global batch's gradient. The
+    /// losses returned are this rank's; their mean over ranks is the global batch's.
+    fn step(
+        &mut self,
+        model: &Condenser,
+        batches: &[Self::Batch],
+        step: u64,
+        dist: &Dist,
+    ) -> Result<Losses>;
 }
 
 /// The Condenser stage: head and late MLM on single spans, `grad_accum` micro-batches a step.
@@ -131,13 +140,22 @@ impl Objective for CondenserObjective {
         }
     }
 
-    fn step(&mut self, model: &Condenser, batches: &[Batch], step: u64) -> Result<Losses> {
+    fn step(
+        &mut self,
+        model: &Condenser,
+        batches: &[Batch],
+        step: u64,
+        dist: &Dist,
+    ) -> Result<Losses> {
         let n = batches.len() as f64;
+        let scale = 1.0 / (n * dist.world_size as f64);
+        // Dropout keyed by the micro-batch's place in the global step: world x grad_accum parts.
+        let first_part = (dist.rank * batches.len()) as u64;
         let mut acc: Option<Losses> = None;
         for (k, batch) in batches.iter().enumerate() {
             let b = DeviceBatch::new(batch, self.device);
-            seed_dropout(self.seed, step, k as u64);
-            let l = condenser_micro(model, &b, &self.loss, self.ctx, 1.0 / n);
+            seed_dropout(self.seed, step, first_part + k as u64);
+            let l = condenser_micro(model, &b, &self.loss, self.ctx, scale);
             acc = Some(match acc {
                 None => l,
                 Some(a) => Losses {
@@ -186,14 +204,18 @@ impl Objective for CocondenserObjective {
         }
     }
 
-    fn step(&mut self, model: &Condenser, batches: &[Batch], step: u64) -> Result<Losses> {
+    fn step(
+        &mut self,
+        model: &Condenser,
+        batches: &[Batch],
+        step: u64,
+        dist: &Dist,
+    ) -> Result<Losses> {
         let [batch] = batches else {
             anyhow::bail!("a coCondenser step takes one batch, not {}", batches.len());
         };
         let b = DeviceBatch::new(batch, self.device);
-        Ok(cocondenser_step(
-            model, &b, &self.loss, self.ctx, self.seed, step,
-        ))
+        cocondenser_step(model, &b, &self.loss, self.ctx, self.seed, step, dist)
     }
 }
 
@@ -259,10 +281,15 @@ pub fn chunks(n: i64, chunk: usize) -> Vec<(i64, i64)> {
 
 /// coCondenser stage, one optimizer step's gradients (accumulated into .grad).
 /// Objective: co_weight x co(V) + sum_i mlm_weight x rows_i / 2B x mlm_i, with V the last-layer CLS of
-/// all 2B spans and mlm_i chunk i's (head + late) mean. Without the cache (one chunk) this is the plain
-/// loss head + late + co. With it: pass 1 computes V chunk by chunk without a graph, the contrastive loss
-/// on a detached V gives G = dL/dV, and pass 2 replays each chunk (same dropout seed) and back-propagates
-/// scale_i x mlm_i + <G_i, V_i>.
+/// all 2B spans of the global batch and mlm_i chunk i's (head + late) mean. Without the cache (one
+/// chunk) this is the plain loss head + late + co. With it: pass 1 computes V chunk by chunk without a
+/// graph, the contrastive loss on a detached V gives G = dL/dV, and pass 2 replays each chunk (same
+/// dropout seed) and back-propagates scale_i x mlm_i + <G_i, V_i>.
+///
+/// Across ranks the same holds exactly: each rank's V is gathered (rank order is batch order), every
+/// rank computes co(V) over the whole gathered V as a leaf, and back-propagates its own rows of G
+/// through its own chunks; the sum of the ranks' gradients (the loop's all-reduce) is the gradient of
+/// the global objective. A rank without the cache counts as one chunk of its 2b spans.
 pub fn cocondenser_step(
     model: &Condenser,
     b: &DeviceBatch,
@@ -270,26 +297,34 @@ pub fn cocondenser_step(
     ctx: Ctx,
     seed: u64,
     step: u64,
-) -> Losses {
-    let n = b.rows;
-    let parts = chunks(n, w.cache_chunk_size);
+    dist: &Dist,
+) -> Result<Losses> {
+    let n_local = b.rows;
+    let n = n_local * dist.world_size as i64;
+    let parts = chunks(n_local, w.cache_chunk_size);
+    // Dropout keyed by the chunk's place in the global batch (chunks divide each rank's rows).
+    let first_part = (dist.rank * parts.len()) as u64;
     // Pass 1: representations, no graph.
     let reps: Vec<Tensor> = tch::no_grad(|| {
         parts
             .iter()
             .enumerate()
             .map(|(i, &(s, len))| {
-                seed_dropout(seed, step, i as u64);
+                seed_dropout(seed, step, first_part + i as u64);
                 let c = b.rows(s, len);
                 model.cls(&c.input_ids, &c.mask(), ctx).to_kind(Kind::Float)
             })
             .collect()
     });
-    let reps = Tensor::cat(&reps, 0).detach().set_requires_grad(true);
+    let reps = dist
+        .all_gather(&Tensor::cat(&reps, 0))?
+        .detach()
+        .set_requires_grad(true);
     let co = contrastive_loss(&reps);
     let cached = Tensor::run_backward(&[&co * w.co_weight], &[&reps], false, false)
         .pop()
-        .expect("one input");
+        .expect("one input")
+        .narrow(0, dist.rank as i64 * n_local, n_local);
     // Pass 2: replay each chunk with its dropout seed; MLM and the surrogate <G, V>.
     let mut total = co.detach() * w.co_weight;
     let (mut head, mut late) = (
@@ -297,23 +332,25 @@ pub fn cocondenser_step(
         Tensor::zeros([], (Kind::Float, b.input_ids.device())),
     );
     for (i, &(s, len)) in parts.iter().enumerate() {
-        seed_dropout(seed, step, i as u64);
+        seed_dropout(seed, step, first_part + i as u64);
         let c = b.rows(s, len);
         let out = model.forward(&c.input_ids, &c.mask(), &c.labels(), ctx);
         let scale = w.mlm_weight * len as f64 / n as f64;
         let surrogate = (cached.narrow(0, s, len) * &out.cls).sum(Kind::Float);
         let loss = mlm(&out, model, w);
         (&loss * scale + surrogate).backward();
-        total += loss.detach() * scale;
-        head += out.head_loss.detach() * (len as f64 / n as f64);
-        late += out.late_loss.detach() * (len as f64 / n as f64);
+        // The reported parts are this rank's means (their mean over ranks is the global one).
+        let share = len as f64 / n_local as f64;
+        total += loss.detach() * (w.mlm_weight * len as f64 / n_local as f64);
+        head += out.head_loss.detach() * share;
+        late += out.late_loss.detach() * share;
     }
-    Losses {
+    Ok(Losses {
         total,
         head,
         late,
         co: Some(co.detach()),
-    }
+    })
 }
 
 /// The coCondenser objective of `cocondenser_step` in one graph, each chunk's forward under the dropout

@@ -163,6 +163,16 @@ impl AdamW {
         out
     }
 
+    /// The flat gradient buffer every parameter's .grad is a view of (one all-reduce per step).
+    pub fn grad_buffer(&self) -> &Tensor {
+        &self.grad
+    }
+
+    /// The flat weights and both moments: what every rank must hold identically at the start.
+    pub fn state_buffers(&self) -> [&Tensor; 3] {
+        [&self.flat, &self.exp_avg, &self.exp_avg_sq]
+    }
+
     /// After restoring a checkpoint's moments: `steps` updates were applied.
     pub fn set_steps(&mut self, steps: i64) {
         self.steps = steps;

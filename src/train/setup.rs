@@ -46,14 +46,17 @@ pub struct Setup {
 
 /// Reads the configuration, loads the model and optimizer state, and counts the run's steps. Writes
 /// nothing yet except what `prepare_out` does.
-pub fn prepare(args: &TrainArgs, device: Device) -> Result<Setup> {
+pub fn prepare(args: &TrainArgs, device: Device, world: usize) -> Result<Setup> {
     let (mut cfg, resumed) = match &args.resume {
-        Some(dir) => (resumed_config(dir, args)?, Some(dir.clone())),
+        Some(dir) => (resumed_config(dir, args, world)?, Some(dir.clone())),
         None => (
             TrainConfig::load(args.config.as_deref(), &args.overrides)?,
             None,
         ),
     };
+    if world > 1 && args.data == "-" {
+        bail!("--data - (shard paths on stdin) reaches one process only; with {world} processes give the prepared folder");
+    }
     let init = resumed
         .clone()
         .or_else(|| args.init.clone())
@@ -80,6 +83,17 @@ pub fn prepare(args: &TrainArgs, device: Device) -> Result<Setup> {
         let state = checkpoint::load_state(dir, &mut opt)?;
         step = state.step;
         cursor = state.cursor;
+        // Another batch size (same examples a step, another world size): the same position in the
+        // same stream, counted in the new batches (resumed_config checked that it divides).
+        let old = state.config.data.batch_size as u64;
+        cursor.batches = cursor.batches * old / cfg.data.batch_size as u64;
+        if state.world_size != world {
+            log::info!(
+                "resuming a run of {} process(es) with {world}: the same {} examples a step",
+                state.world_size,
+                effective_batch(&cfg, world)
+            );
+        }
         log::info!(
             "resuming {} at step {step} (epoch {}, batch {})",
             dir.display(),
@@ -87,7 +101,7 @@ pub fn prepare(args: &TrainArgs, device: Device) -> Result<Setup> {
             cursor.batches
         );
     }
-    let total = total_steps(&cfg, manifest.as_ref())?;
+    let total = total_steps(&cfg, manifest.as_ref(), world)?;
     Ok(Setup {
         cfg,
         device,
@@ -110,10 +124,7 @@ impl Setup {
     /// Micro-batches one optimizer step consumes: `optim.grad_accum` for the Condenser stage; the
     /// coCondenser stage's big batches go through the gradient cache instead.
     pub fn micro_batches(&self) -> usize {
-        match self.cfg.stage {
-            Stage::Condenser => self.cfg.optim.grad_accum.max(1),
-            Stage::Cocondenser => 1,
-        }
+        micro_batches(&self.cfg)
     }
 
     /// Creates the run folder, clears what a killed save left there, and records the configuration.
@@ -129,7 +140,7 @@ impl Setup {
 
 /// The resumed checkpoint's configuration with the file and overrides over it, refusing the changes
 /// that would make its optimizer state, data cursor or schedule mean something else.
-fn resumed_config(dir: &Path, args: &TrainArgs) -> Result<TrainConfig> {
+fn resumed_config(dir: &Path, args: &TrainArgs, world: usize) -> Result<TrainConfig> {
     let path = dir.join(checkpoint::STATE_FILE);
     let state: TrainerState = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?,
@@ -151,7 +162,6 @@ fn resumed_config(dir: &Path, args: &TrainArgs) -> Result<TrainConfig> {
     let (a, b) = (&state.config, &cfg);
     for (key, same) in [
         ("run.seed", a.run.seed == b.run.seed),
-        ("data.batch_size", a.data.batch_size == b.data.batch_size),
         (
             "data.shuffle_buffer",
             a.data.shuffle_buffer == b.data.shuffle_buffer,
@@ -168,10 +178,27 @@ fn resumed_config(dir: &Path, args: &TrainArgs) -> Result<TrainConfig> {
             "data.holdout_seed",
             a.data.holdout_seed == b.data.holdout_seed,
         ),
-        ("optim.grad_accum", a.optim.grad_accum == b.optim.grad_accum),
     ] {
         if !same {
             bail!("--resume {}: {key} cannot change when resuming (it decides the data order the checkpoint's cursor counts in); start a new run with --init {} instead", dir.display(), dir.display());
+        }
+    }
+    // The world size, batch size and accumulation may change together if a step still takes the same
+    // examples: the stream and its masks are keyed by the example's place in it, not by who trains it.
+    let (before, now) = (
+        effective_batch(a, state.world_size),
+        effective_batch(b, world),
+    );
+    if before != now {
+        bail!("--resume {}: the checkpoint's steps took {before} examples (world size {} x data.batch_size {} x optim.grad_accum {}), this run's would take {now} (world size {world} x {} x {}): keep the product, or start a new run with --init {}", dir.display(), state.world_size, a.data.batch_size, micro_batches(a), b.data.batch_size, micro_batches(b), dir.display());
+    }
+    if a.data.batch_size != b.data.batch_size {
+        if b.data.group_by_length > 1 {
+            bail!("--resume {}: data.batch_size cannot change with data.group_by_length > 1 (length groups are cut in batches of it)", dir.display());
+        }
+        let examples = state.cursor.batches * a.data.batch_size as u64;
+        if examples % b.data.batch_size as u64 != 0 {
+            bail!("--resume {}: the checkpoint's cursor is {examples} examples into epoch {}, not a whole number of batches of {}", dir.display(), state.cursor.epoch, b.data.batch_size);
         }
     }
     // The schedule's shape: the checkpoint is part-way through one warm-up and decay; another length
@@ -328,24 +355,37 @@ fn check_fit(
     Ok(())
 }
 
+/// Batches of one process in one optimizer step: `optim.grad_accum` for the Condenser stage; the
+/// coCondenser stage's big batches go through the gradient cache instead.
+pub fn micro_batches(cfg: &TrainConfig) -> usize {
+    match cfg.stage {
+        Stage::Condenser => cfg.optim.grad_accum.max(1),
+        Stage::Cocondenser => 1,
+    }
+}
+
+/// Examples (spans, or documents for coCondenser) of one optimizer step over `world` processes.
+pub fn effective_batch(cfg: &TrainConfig, world: usize) -> usize {
+    world * cfg.data.batch_size * micro_batches(cfg)
+}
+
 /// Total optimizer steps: max_steps, or epochs over the data.
-fn total_steps(cfg: &TrainConfig, manifest: Option<&(PathBuf, Manifest)>) -> Result<u64> {
+fn total_steps(cfg: &TrainConfig, manifest: Option<&(PathBuf, Manifest)>, world: usize) -> Result<u64> {
     if cfg.optim.max_steps > 0 {
         return Ok(cfg.optim.max_steps as u64);
     }
-    let ga = match cfg.stage {
-        Stage::Condenser => cfg.optim.grad_accum.max(1),
-        Stage::Cocondenser => 1,
-    };
     let (dir, m) = manifest
         .context("--data - (a stream) needs optim.max_steps: the length of the data is unknown")?;
     let examples = epoch_examples(dir, m, cfg)?;
-    let per_epoch = examples / cfg.data.batch_size as u64 / ga as u64;
+    let per_step = effective_batch(cfg, world);
+    let per_epoch = examples / per_step as u64;
     anyhow::ensure!(
         per_epoch > 0,
-        "{} examples are less than one batch of {}",
+        "{} examples are less than one step of {} ({world} process(es) x batch {} x grad_accum {})",
         examples,
-        cfg.data.batch_size
+        per_step,
+        cfg.data.batch_size,
+        micro_batches(cfg)
     );
     Ok(per_epoch * cfg.optim.epochs as u64)
 }

@@ -7,16 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tch::Device;
+use tch::{Device, Tensor};
 
 use super::checkpoint::{self, TrainerState};
 use super::config::Stage;
-use super::loader::{self, Cursor, Loader, LoaderSpec, Msg};
+use super::loader::{self, Cursor, Loader, LoaderSpec, Msg, RankSlice};
 use super::metrics::{MetricsFile, Record, PEAK_FLOPS};
-use super::objective::{CocondenserObjective, CondenserObjective, Objective, Work};
+use super::objective::{CocondenserObjective, CondenserObjective, Losses, Objective, Work};
 use super::optim::{lr_at, AdamW};
 use super::setup::{self, Setup};
-use super::TrainArgs;
+use super::{DistBackend, TrainArgs};
+use crate::dist::{BackendKind, Dist, Launch};
 use crate::model::Ctx;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -72,21 +73,27 @@ fn stop_if_diverged(
 
 /// What waiting for the next batch ended with.
 enum Next<B> {
-    Batch(B, Cursor),
+    /// This rank's batch (None: another rank's), and the position after it.
+    Batch(Option<B>, Cursor),
     /// The data ran out (a finished stream).
     End,
     /// SIGINT or SIGTERM came while waiting (a stream that sends nothing yet, a slow disk).
     Stopped,
 }
 
-/// Waits for the next batch, counting the wait, and watching for SIGINT / SIGTERM meanwhile.
-fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration) -> Result<Next<B>> {
+/// Waits for the next batch, counting the wait, and watching for SIGINT / SIGTERM meanwhile when
+/// `interruptible` (one process; ranks of a group stop together, after a step: `StopVotes`).
+fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration, interruptible: bool) -> Result<Next<B>> {
     use crossbeam_channel::RecvTimeoutError;
     let t = Instant::now();
     loop {
         let msg = match loader.rx.recv_timeout(Duration::from_millis(100)) {
             Ok(msg) => msg,
-            Err(RecvTimeoutError::Timeout) if !STOP.load(Ordering::SeqCst) => continue,
+            Err(RecvTimeoutError::Timeout)
+                if !(interruptible && STOP.load(Ordering::SeqCst)) =>
+            {
+                continue
+            }
             Err(e) => {
                 *wait += t.elapsed();
                 return Ok(match e {
@@ -98,8 +105,9 @@ fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration) -> Result<Next<B>> {
         match msg {
             Msg::Batch { batch, after } => {
                 *wait += t.elapsed();
-                return Ok(Next::Batch(batch, after));
+                return Ok(Next::Batch(Some(batch), after));
             }
+            Msg::Skipped { after } => return Ok(Next::Batch(None, after)),
             Msg::EpochEnd {
                 epoch,
                 skipped_docs,
@@ -115,11 +123,45 @@ fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration) -> Result<Next<B>> {
     }
 }
 
-/// `condenser train`: set-up, the stage's objective, the loop.
+/// `condenser train`: the process group (under a launcher), set-up, the stage's objective, the loop.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let device = crate::device::select(args.device)?;
-    let mut s = setup::prepare(&args, device)?;
-    s.prepare_out()?;
+    let launch = Launch::from_env()?;
+    let local_rank = launch.as_ref().map_or(0, |l| l.local_rank);
+    let device = crate::device::select(args.device.for_local_rank(local_rank))?;
+    let dist = match &launch {
+        None => Dist::single(),
+        Some(l) => {
+            crate::logging::set_rank(l.rank);
+            let backend = match (args.dist_backend, device) {
+                (Some(DistBackend::Gloo), _) => BackendKind::Gloo,
+                (Some(DistBackend::Nccl), _) => BackendKind::Nccl,
+                (None, Device::Cuda(_)) => BackendKind::Nccl,
+                (None, _) => BackendKind::Gloo,
+            };
+            if backend == BackendKind::Nccl && device == Device::Cpu {
+                bail!("--dist-backend nccl needs CUDA tensors; this rank trains on the CPU (use gloo)");
+            }
+            if backend == BackendKind::Gloo && device != Device::Cpu {
+                bail!("--dist-backend gloo reduces CPU tensors; this rank trains on {} (use nccl, or --device cpu)", crate::device::device_label(device));
+            }
+            let dist = Dist::join(l, backend, Duration::from_secs(args.dist_timeout.max(1)))?;
+            log::info!(
+                "rank {} of {} ({}, {:?}, store {}:{})",
+                l.rank,
+                l.world_size,
+                l.launcher,
+                backend,
+                l.master_addr,
+                l.master_port
+            );
+            dist
+        }
+    };
+    let mut s = setup::prepare(&args, device, dist.world_size)?;
+    if dist.is_main() {
+        s.prepare_out()?;
+    }
+    agree_on_start(&s, &dist)?;
     crate::device::set_cudnn_attention(s.cfg.run.cudnn_attention);
     let kind = s.cfg.run.precision.kind(device);
     let ctx = Ctx::train(kind).with_residual(s.cfg.run.residual.kind(kind));
@@ -132,6 +174,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             vocab: s.vocab.clone(),
             examples_per_batch: s.cfg.data.batch_size,
             start: s.cursor,
+            slice: RankSlice {
+                rank: dist.rank,
+                world: dist.world_size,
+                per_rank: s.micro_batches(),
+            },
         },
     );
     let (loss, seed) = (s.cfg.loss.clone(), s.cfg.run.seed);
@@ -145,7 +192,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 grad_accum,
                 device,
             };
-            train(s, objective, loader)
+            train(s, objective, loader, &dist)
         }
         Stage::Cocondenser => train(
             s,
@@ -156,8 +203,41 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 device,
             },
             loader,
+            &dist,
         ),
     }
+}
+
+/// Every rank starts from rank 0's state: the weights and moments are broadcast (a resumed or freshly
+/// initialised head is then the same everywhere by construction), and the step, data position, step
+/// count and configuration must agree (ranks started with other arguments would train another run).
+/// Also waits for rank 0 to have prepared the run folder.
+fn agree_on_start(s: &Setup, dist: &Dist) -> Result<()> {
+    if !dist.is_distributed() {
+        return Ok(());
+    }
+    let digest = crate::prepare::segment::stable_hash(&[s.cfg.to_toml().as_bytes()]);
+    let mine = [
+        s.step as i64,
+        s.cursor.epoch as i64,
+        s.cursor.batches as i64,
+        s.total as i64,
+        (digest >> 1) as i64,
+    ];
+    let all = dist.all_gather(&crate::device::upload(Tensor::from_slice(&mine), s.device))?;
+    let all = Vec::<i64>::try_from(all.to_device(Device::Cpu))?;
+    for (r, theirs) in all.chunks(mine.len()).enumerate() {
+        if theirs != all[..mine.len()].as_ref() {
+            bail!(
+                "rank {r} starts at (step, epoch, batch, total steps, configuration digest) {theirs:?}, rank 0 at {:?}: every rank needs the same arguments and files",
+                &all[..mine.len()]
+            );
+        }
+    }
+    for t in s.opt.state_buffers() {
+        dist.broadcast(t, 0)?;
+    }
+    dist.barrier()
 }
 
 /// Partial sums of the throughput figures between two log lines.
@@ -175,18 +255,52 @@ impl Interval {
             work: Work::default(),
         }
     }
+
+    /// The work of every rank summed, and the slowest rank's data wait (seconds).
+    fn over_ranks(&self, dist: &Dist, device: Device) -> Result<(Work, f64)> {
+        let wait = self.wait.as_secs_f64();
+        if !dist.is_distributed() {
+            return Ok((self.work, wait));
+        }
+        let w = &self.work;
+        let mine = [w.sequences as f64, w.tokens as f64, w.flops, wait];
+        let all = dist.all_gather(&crate::device::upload(Tensor::from_slice(&mine), device))?;
+        let all = Vec::<f64>::try_from(all.to_device(Device::Cpu))?;
+        let mut sum = Work::default();
+        let mut slowest = 0f64;
+        for r in all.chunks(mine.len()) {
+            sum.sequences += r[0] as u64;
+            sum.tokens += r[1] as u64;
+            sum.flops += r[2];
+            slowest = slowest.max(r[3]);
+        }
+        Ok((sum, slowest))
+    }
 }
 
 /// The loop, one optimizer step an iteration: lr -> the objective's forward and backward over the
 /// step's batches -> clip -> update -> log -> checkpoint; until the total, the data's end, --stop-after
 /// or a signal. Ends with a checkpoint (`final/` when the run is complete) and prints its path.
-pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Batch>) -> Result<()> {
+///
+/// With a process group the loop is the same on every rank, in lock step: each rank trains on its slice
+/// of the global step's batches, the gradients are summed (one all-reduce of the flat buffer), so the
+/// clipping, the non-finite check and the update decide the same everywhere; rank 0 writes checkpoints
+/// (between barriers), metrics and stdout. A signal stops every rank after the same step (`StopVotes`).
+pub fn train<O: Objective>(
+    mut s: Setup,
+    mut objective: O,
+    loader: Loader<O::Batch>,
+    dist: &Dist,
+) -> Result<()> {
     let (cfg, out, total) = (s.cfg.clone(), s.out.clone(), s.total);
     let model = &s.loaded.model;
-    let mut metrics = MetricsFile::open(
-        &out.join("metrics.jsonl"),
-        s.resumed.as_ref().map(|_| s.step),
-    )?;
+    let mut metrics = match dist.is_main() {
+        true => Some(MetricsFile::open(
+            &out.join("metrics.jsonl"),
+            s.resumed.as_ref().map(|_| s.step),
+        )?),
+        false => None,
+    };
     install_signal_handlers();
     let save = |dir: &Path, opt: &AdamW, step: u64, cursor: Cursor| -> Result<()> {
         let state = TrainerState {
@@ -195,13 +309,24 @@ pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Bat
             cursor,
             config: cfg.clone(),
             tool: format!("condenser {}", env!("CARGO_PKG_VERSION")),
+            world_size: dist.world_size,
         };
-        checkpoint::save(dir, &s.loaded.vs, model, &s.tok_path, opt, &state)
-            .with_context(|| format!("writing checkpoint {}", dir.display()))
+        // Every rank has finished the step before rank 0 writes, and none goes on (or exits) before the
+        // checkpoint is complete under its final name.
+        dist.barrier().context("before writing a checkpoint")?;
+        if dist.is_main() {
+            checkpoint::save(dir, &s.loaded.vs, model, &s.tok_path, opt, &state)
+                .with_context(|| format!("writing checkpoint {}", dir.display()))?;
+        }
+        dist.barrier()
+            .with_context(|| format!("waiting for rank 0 to write {}", dir.display()))
     };
     let (opt, mut step, mut cursor) = (&mut s.opt, s.step, s.cursor);
 
-    let progress = indicatif::ProgressBar::new(total);
+    let progress = match dist.is_main() {
+        true => indicatif::ProgressBar::new(total),
+        false => indicatif::ProgressBar::hidden(),
+    };
     progress.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:25} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
@@ -215,11 +340,26 @@ pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Bat
     // Steps since the optimizer's health was last read, with the data position after each.
     let mut unchecked: Vec<(u64, Cursor)> = vec![(step, cursor)];
     let per_step = objective.micro_batches();
+    let mut votes = StopVotes::default();
+    let world = dist.world_size;
+    if dist.is_distributed() {
+        log::info!(
+            "{world} processes x data.batch_size {} x {} micro-batch(es) = {} {} a step",
+            cfg.data.batch_size,
+            per_step,
+            world * cfg.data.batch_size * per_step,
+            if cfg.stage == Stage::Cocondenser {
+                "documents"
+            } else {
+                "spans"
+            }
+        );
+    }
     log::info!(
         "{:?} stage: {} steps of {} {} on {} (matrix work in {}), from {}",
         cfg.stage,
         total,
-        cfg.data.batch_size * per_step,
+        world * cfg.data.batch_size * per_step,
         if cfg.stage == Stage::Cocondenser {
             "documents (2 spans each)"
         } else {
@@ -235,21 +375,27 @@ pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Bat
     );
 
     while step < total {
-        if STOP.load(Ordering::SeqCst) || s.stop_after.is_some_and(|n| step >= n) {
+        let signalled = match dist.is_distributed() {
+            true => votes.agreed()?,
+            false => STOP.load(Ordering::SeqCst),
+        };
+        if signalled || s.stop_after.is_some_and(|n| step >= n) {
             stopped_early = true;
             break;
         }
         let lr = lr_at(step as usize, total as usize, &cfg.optim);
         // The step's batches. Stopped while waiting: they are given back (the cursor stays), so the
         // checkpoint is the state after `step` steps and a resume redoes this one whole.
+        // With a process group every rank goes through the global step's batches (the others' pass by
+        // uncollated), so all agree on the position and on the end of the data.
         let mut batches = Vec::with_capacity(per_step);
         let mut after = cursor;
         let mut ran_out = false;
-        while batches.len() < per_step {
-            match next_batch(&loader, &mut interval.wait)? {
+        for _ in 0..world * per_step {
+            match next_batch(&loader, &mut interval.wait, !dist.is_distributed())? {
                 Next::Batch(b, a) => {
                     after = a;
-                    batches.push(b);
+                    batches.extend(b);
                 }
                 Next::End => {
                     ran_out = true;
@@ -274,8 +420,13 @@ pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Bat
             interval.work.tokens += w.tokens;
             interval.work.flops += w.flops;
         }
-        let l = objective.step(model, &batches, step)?;
+        let mut l = objective.step(model, &batches, step, dist)?;
         cursor = after;
+        if dist.is_distributed() {
+            dist.all_reduce_sum(opt.grad_buffer())
+                .with_context(|| format!("step {}: summing the gradients", step + 1))?;
+            l = votes.reduce(l, dist, step)?;
+        }
         // No host sync here: a non-finite loss or gradient is caught on the device, and that update and
         // all later ones are skipped until the next log or save reads the flag (`stop_if_diverged`).
         let grad_norm = opt.clip_grad_norm(cfg.optim.max_grad_norm, &l.total);
@@ -292,6 +443,7 @@ pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Bat
         }
         if log_now {
             let secs = interval.start.elapsed().as_secs_f64().max(1e-9);
+            let (work, wait) = interval.over_ranks(dist, s.device)?;
             let rec = Record {
                 step,
                 epoch: cursor.epoch,
@@ -301,10 +453,11 @@ pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Bat
                 co_loss: l.co.as_ref().map(|c| c.double_value(&[])),
                 grad_norm: grad_norm.double_value(&[]),
                 lr,
-                sequences_per_s: interval.work.sequences as f64 / secs,
-                tokens_per_s: interval.work.tokens as f64 / secs,
-                data_wait_fraction: interval.wait.as_secs_f64() / secs,
-                mfu: (s.device != Device::Cpu).then(|| interval.work.flops / secs / PEAK_FLOPS),
+                sequences_per_s: work.sequences as f64 / secs,
+                tokens_per_s: work.tokens as f64 / secs,
+                data_wait_fraction: wait / secs,
+                mfu: (s.device != Device::Cpu)
+                    .then(|| work.flops / secs / PEAK_FLOPS / world as f64),
                 skipped_docs: (cfg.stage == Stage::Cocondenser)
                     .then(|| loader.skipped_docs.load(Ordering::Relaxed)),
                 device_mem_gib: (s.device != Device::Cpu)
@@ -313,7 +466,9 @@ pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Bat
                     .map(|b| b as f64 / GIB),
                 elapsed_s: started.elapsed().as_secs_f64(),
             };
-            metrics.write(&rec)?;
+            if let Some(m) = metrics.as_mut() {
+                m.write(&rec)?;
+            }
             let msg = progress_message(&rec);
             // No terminal for the bar (a pipe, CI): the same line as a log message.
             if progress.is_hidden() {
@@ -324,7 +479,9 @@ pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Bat
         }
         if save_now {
             save(&checkpoint::step_dir(&out, step), opt, step, cursor)?;
-            checkpoint::prune(&out, cfg.run.keep_checkpoints)?;
+            if dist.is_main() {
+                checkpoint::prune(&out, cfg.run.keep_checkpoints)?;
+            }
         }
     }
     progress.finish_and_clear();
@@ -348,11 +505,54 @@ pub fn train<O: Objective>(mut s: Setup, mut objective: O, loader: Loader<O::Bat
             dir.display()
         );
     }
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", dir.display())?;
-    stdout.flush()?;
+    if dist.is_main() {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", dir.display())?;
+        stdout.flush()?;
+    }
     Ok(())
+}
+
+/// With a process group, a signal reaches the ranks at different moments (torchrun forwards it to each),
+/// yet all must stop after the same step. Each step's loss all-reduce carries every rank's "stop" vote
+/// (the sum is the number of ranks that saw one), and every rank reads the vote of the step `LAG` steps
+/// back: the same value at the same step everywhere, and on CUDA the read waits for a step that has
+/// long finished, so the host keeps queueing work ahead of the device.
+#[derive(Default)]
+struct StopVotes {
+    pending: std::collections::VecDeque<Tensor>,
+}
+
+impl StopVotes {
+    const LAG: usize = 2;
+
+    /// The step's losses averaged over ranks (the contrastive loss is already global), with this
+    /// rank's stop vote summed alongside.
+    fn reduce(&mut self, l: Losses, dist: &Dist, step: u64) -> Result<Losses> {
+        let device = l.total.device();
+        let vote = Tensor::from(STOP.load(Ordering::SeqCst) as u8 as f32).to_device(device);
+        let v = Tensor::stack(&[&l.total, &l.head, &l.late, &vote], 0).to_kind(tch::Kind::Float);
+        dist.all_reduce_sum(&v)
+            .with_context(|| format!("step {}: averaging the losses", step + 1))?;
+        let mean = &v / dist.world_size as f64;
+        self.pending.push_back(v.get(3));
+        Ok(Losses {
+            total: mean.get(0),
+            head: mean.get(1),
+            late: mean.get(2),
+            co: l.co,
+        })
+    }
+
+    /// True when a rank saw SIGINT/SIGTERM `LAG` steps ago.
+    fn agreed(&mut self) -> Result<bool> {
+        if self.pending.len() < Self::LAG {
+            return Ok(false);
+        }
+        let v = self.pending.pop_front().expect("LAG > 0 votes pending");
+        Ok(v.double_value(&[]) > 0.0)
+    }
 }
 
 /// The progress bar's (or log line's) summary of a metrics record.
