@@ -335,9 +335,7 @@ fn load_nccl() -> Result<usize> {
     {
         candidates.push(dir.join(NCCL_LIB_NAME));
     }
-    if let Some(built) = option_env!("CONDENSER_NCCL_LIB") {
-        candidates.push(PathBuf::from(built));
-    }
+    candidates.push(PathBuf::from(env!("CONDENSER_NCCL_LIB")));
     let path = candidates
         .iter()
         .find(|p| p.is_file())
@@ -646,5 +644,33 @@ mod tests {
         });
         assert_eq!(out, vec![vec![3.0; 2]; 2]);
         drop(server);
+    }
+
+    /// World size 1 on NCCL: on a GPU, an all_reduce/all_gather/broadcast/barrier round; without one,
+    /// a clean error (the library loads, the constructor or first collective refuses), never an abort.
+    #[test]
+    fn nccl_world_of_one_or_a_clean_error() {
+        let port = free_port();
+        let o = GroupOptions {
+            backend: BackendKind::Nccl,
+            ..options(0, 1, port, Duration::from_secs(20))
+        };
+        let gpu = crate::device::cuda_available();
+        let run = || -> Result<Vec<f32>> {
+            let pg = ProcessGroup::new(&o)?;
+            let t = Tensor::full([4], 2.0, (Kind::Float, Device::Cuda(0)));
+            pg.all_reduce_sum(&t)?;
+            let g = pg.all_gather(&t)?;
+            pg.broadcast(&t, 0)?;
+            pg.barrier()?;
+            assert_eq!(g.size(), [4]);
+            Ok(to_vec(&t.to(Device::Cpu)))
+        };
+        match (gpu, run()) {
+            (true, Ok(v)) => assert_eq!(v, vec![2.0; 4]),
+            (true, Err(e)) => panic!("NCCL on a GPU machine: {e:#}"),
+            (false, Ok(_)) => panic!("NCCL without a GPU cannot work"),
+            (false, Err(e)) => eprintln!("NCCL without a GPU: {e:#}"),
+        }
     }
 }
