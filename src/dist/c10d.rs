@@ -39,7 +39,9 @@ pub struct GroupOptions {
     /// Prefix for every store key (PrefixStore adds the "/"); include torchrun's restart count so a
     /// restart reads no stale keys.
     pub prefix: String,
-    /// Bounds the rendezvous and every collective.
+    /// Bounds the rendezvous and every collective (Gloo: a silent peer fails the collective after this
+    /// long, a dead one at once). A store client whose server never appears gives up after about twice
+    /// this (measured: 6.2 s for 3 s; TCPStore's connect tries twice).
     pub timeout: Duration,
     /// The address Gloo binds to and advertises to its peers (127.0.0.1 for one machine). Ignored when
     /// GLOO_SOCKET_IFNAME names interfaces (comma-separated), as in PyTorch.
@@ -672,5 +674,40 @@ mod tests {
             (false, Ok(_)) => panic!("NCCL without a GPU cannot work"),
             (false, Err(e)) => eprintln!("NCCL without a GPU: {e:#}"),
         }
+    }
+
+    /// A worker under real torchrun (ignored: needs the launcher), from the test binary itself:
+    /// `.venv/bin/torchrun --no-python --nproc-per-node 2 target/debug/deps/condenser-<hash>
+    ///  dist::c10d::tests::torchrun_worker --exact --ignored`. Every rank is a store client of the agent.
+    #[test]
+    #[ignore]
+    fn torchrun_worker() {
+        let env =
+            |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} unset: run under torchrun"));
+        let (rank, world_size): (usize, usize) = (
+            env("RANK").parse().unwrap(),
+            env("WORLD_SIZE").parse().unwrap(),
+        );
+        let o = GroupOptions {
+            backend: BackendKind::Gloo,
+            master_addr: env("MASTER_ADDR"),
+            master_port: env("MASTER_PORT").parse().unwrap(),
+            rank,
+            world_size,
+            store_server: env("TORCHELASTIC_USE_AGENT_STORE") != "True",
+            prefix: format!("condenser/{}", env("TORCHELASTIC_RESTART_COUNT")),
+            timeout: Duration::from_secs(30),
+            gloo_host: "127.0.0.1".into(),
+        };
+        assert!(!o.store_server, "torchrun's agent serves the store");
+        let pg = ProcessGroup::new(&o).unwrap();
+        let t = Tensor::full([3], rank as f64 + 1.0, (Kind::Float, Device::Cpu));
+        pg.all_reduce_sum(&t).unwrap();
+        let want = (world_size * (world_size + 1) / 2) as f32;
+        assert_eq!(to_vec(&t), vec![want; 3]);
+        let g = to_vec(&pg.all_gather(&Tensor::from_slice(&[rank as f32])).unwrap());
+        assert_eq!(g, (0..world_size).map(|r| r as f32).collect::<Vec<_>>());
+        pg.barrier().unwrap();
+        eprintln!("torchrun rank {rank} of {world_size}: ok");
     }
 }
