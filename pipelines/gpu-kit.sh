@@ -3,6 +3,7 @@
 # under the device tool's 64 MiB carry limit), built from the working tree as it is now, so the GPU run
 # cannot pick up a stale binary or shards whose tokenizer stayed behind:
 #   condenser      the release binary, stripped (165 MB with line tables, 18 MB without)
+#   libcondenser_nccl.so  c10d's NCCL backend, which the binary dlopens from beside itself for CUDA runs
 #   commit.txt     the commit it was built from (gpu-bench.sh prints it into the logs)
 #   bench-ref/     the PyTorch reference (a copy of ../shared/bench, which the device tool does not send)
 #   tools/         trace_summary.py and profile_ref.py (kernel time per kernel, ours and the reference's)
@@ -22,6 +23,9 @@ cargo build --release --locked
 rm -rf "$kit"
 mkdir -p "$kit"
 strip -o "$kit/condenser" target/release/condenser
+# The build folder whose path the binary remembers is not on the device machine; beside the binary is.
+nccl_so=$(ls -t target/release/build/condenser-*/out/libcondenser_nccl.so | head -n 1)
+strip --strip-unneeded -o "$kit/libcondenser_nccl.so" "$nccl_so"
 { git rev-parse HEAD; git status --porcelain --untracked-files=no | sed 's/^/dirty: /'; } > "$kit/commit.txt"
 cp -r "$ref" "$kit/bench-ref"
 mkdir -p "$kit/tools"

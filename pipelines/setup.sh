@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up, idempotent (a second run does nothing and takes well under a second):
 #   1. a project-local venv (.venv) with PyPI torch==2.11.0, whose torch/ folder is libtorch for tch;
-#   2. .libtorch -> that folder (what .cargo/config.toml's LIBTORCH names);
+#   2. .libtorch -> that folder (what .cargo/config.toml's LIBTORCH names), plus the CUDA headers the wheel
+#      lacks, which build.rs needs to compile c10d's NCCL backend (csrc/c10d_nccl.cpp);
 #   3. the pinned data of ../shared/DATA.md under data/ (pipelines/fetch_data.py checks every sha256).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,20 @@ for req in $PY_TOOLS; do
     echo "setup: installing $PY_TOOLS into .venv" >&2
     .venv/bin/python -m pip install --disable-pip-version-check --no-input $PY_TOOLS >&2 \
       || { echo "setup: error: pip install $PY_TOOLS failed" >&2; exit 1; }
+    break
+  fi
+done
+
+# Headers only (a few MB), beside torch in site-packages/nvidia/: ProcessGroupNCCL.hpp includes CUDA's
+# crt/ and nv/ headers, which torch's own CUDA packages leave out. nccl.h comes with torch's NCCL, pinned
+# here because ProcessGroupNCCL's layout follows its feature macros (csrc/c10d_nccl.cpp checks the sizes).
+CUDA_HEADERS="nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85 nvidia-nccl-cu13==2.28.9"
+for req in $CUDA_HEADERS; do
+  name=${req%%==*}; name=${name//-/_}; version=${req##*==}
+  if ! compgen -G ".venv/lib/python3*/site-packages/${name}-${version}.dist-info" >/dev/null; then
+    echo "setup: installing $CUDA_HEADERS into .venv" >&2
+    .venv/bin/python -m pip install --disable-pip-version-check --no-input $CUDA_HEADERS >&2 \
+      || { echo "setup: error: pip install $CUDA_HEADERS failed" >&2; exit 1; }
     break
   fi
 done
