@@ -56,6 +56,9 @@ impl Launch {
         let (rank, local_rank, world_size, master_addr, master_port, store_server, launcher) =
             if let Some(world) = num("WORLD_SIZE")? {
                 // torchrun, or variables set by hand in the same convention.
+                if world == 1 {
+                    return Ok(None);
+                }
                 let rank = num("RANK")?.context("WORLD_SIZE is set but RANK is not")?;
                 let local = num("LOCAL_RANK")?.unwrap_or(rank);
                 let agent = var("TORCHELASTIC_USE_AGENT_STORE")
@@ -77,6 +80,9 @@ impl Launch {
                 )
             } else if let (Some(world), Some(rank)) = (num("SLURM_NTASKS")?, num("SLURM_PROCID")?)
             {
+                if world == 1 {
+                    return Ok(None);
+                }
                 let local = num("SLURM_LOCALID")?.unwrap_or(0);
                 let addr = match var("MASTER_ADDR") {
                     Some(a) => a,
@@ -101,9 +107,6 @@ impl Launch {
         if world_size == 0 || rank >= world_size {
             bail!("{launcher}: rank {rank} in a world of {world_size}: the rank must be below the world size");
         }
-        if world_size == 1 {
-            return Ok(None);
-        }
         let restart = var("TORCHELASTIC_RESTART_COUNT").unwrap_or_else(|| "0".into());
         let run = var("TORCHELASTIC_RUN_ID")
             .or_else(|| var("SLURM_JOB_ID"))
@@ -115,7 +118,8 @@ impl Launch {
             master_addr,
             master_port,
             store_server,
-            store_prefix: format!("condenser/{run}/{restart}/"),
+            // PrefixStore adds the separator.
+            store_prefix: format!("condenser/{run}/{restart}"),
             launcher,
         }))
     }
@@ -184,7 +188,7 @@ mod tests {
         assert!(!l.store_server);
         assert_eq!(l.launcher, "torchrun");
         assert_eq!((l.master_addr.as_str(), l.master_port), ("10.0.0.1", 29400));
-        assert_eq!(l.store_prefix, "condenser/job7/2/");
+        assert_eq!(l.store_prefix, "condenser/job7/2");
         // By hand: rank 0 serves the store.
         let l = launch(&[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_PORT", "5000")])
             .unwrap()
@@ -208,7 +212,7 @@ mod tests {
         assert_eq!(l.master_addr, "gpu003");
         assert_eq!(l.master_port, DEFAULT_PORT);
         assert!(!l.store_server);
-        assert_eq!(l.store_prefix, "condenser/4242/0/");
+        assert_eq!(l.store_prefix, "condenser/4242/0");
         assert_eq!(first_host("a,b").unwrap(), "a");
         assert_eq!(first_host("node7").unwrap(), "node7");
     }
