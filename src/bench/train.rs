@@ -94,6 +94,94 @@ pub struct BenchTrainArgs {
     /// Matrix work in bf16 or fp32 (auto: bf16 on CUDA, fp32 on the CPU).
     #[arg(long, value_enum, default_value_t = Precision::Auto)]
     pub precision: Precision,
+    /// Under torchrun or srun (world size > 1): the gradient all-reduce's element type. bf16 halves
+    /// the bytes; the run reports how far its sum is from the fp32 one (`condenser train` always
+    /// sends fp32).
+    #[arg(long, value_enum, default_value_t = CommDtype::Fp32)]
+    pub comm_dtype: CommDtype,
+}
+
+/// `--comm-dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CommDtype {
+    Fp32,
+    Bf16,
+}
+
+/// Data parallelism in the benchmark: the group, and the time and bytes of its all-reduces.
+struct Comm {
+    dist: crate::dist::Dist,
+    dtype: CommDtype,
+    time: Duration,
+    bytes: u64,
+    /// ||bf16 sum - fp32 sum|| / ||fp32 sum|| of the first timed step (bf16 only).
+    rel_error: Option<f64>,
+}
+
+impl Comm {
+    /// Joins the launcher's group, if there is one (the benchmark's model is the same on every rank:
+    /// seed 0).
+    fn join(device: Device) -> Result<Option<Comm>> {
+        let Some(l) = crate::dist::Launch::from_env()? else {
+            return Ok(None);
+        };
+        crate::logging::set_rank(l.rank);
+        let backend = match device {
+            Device::Cpu => crate::dist::BackendKind::Gloo,
+            _ => crate::dist::BackendKind::Nccl,
+        };
+        let dist = crate::dist::Dist::join(&l, backend, Duration::from_secs(300))?;
+        Ok(Some(Comm {
+            dist,
+            dtype: CommDtype::Fp32,
+            time: Duration::ZERO,
+            bytes: 0,
+            rel_error: None,
+        }))
+    }
+
+    /// Sums `grad` over the ranks (and scales it to the mean), timed between device syncs.
+    fn all_reduce(&mut self, grad: &tch::Tensor, device: Device, timed: bool) -> Result<()> {
+        sync(device);
+        let t = Instant::now();
+        let world = self.dist.world_size as f64;
+        match self.dtype {
+            CommDtype::Fp32 => {
+                self.dist.all_reduce_sum(grad)?;
+                sync(device);
+                if timed {
+                    self.bytes += 4 * grad.numel() as u64;
+                }
+            }
+            CommDtype::Bf16 => {
+                let exact = (timed && self.rel_error.is_none()).then(|| grad.copy());
+                let half = grad.to_kind(tch::Kind::BFloat16);
+                self.dist.all_reduce_sum(&half)?;
+                tch::no_grad(|| grad.shallow_clone().copy_(&half));
+                sync(device);
+                if timed {
+                    self.bytes += 2 * grad.numel() as u64;
+                }
+                if let Some(exact) = exact {
+                    let elapsed = t.elapsed();
+                    self.dist.all_reduce_sum(&exact)?;
+                    let err = (&exact - grad).norm().double_value(&[])
+                        / exact.norm().double_value(&[]).max(f64::MIN_POSITIVE);
+                    self.rel_error = Some(err);
+                    if timed {
+                        self.time += elapsed;
+                    }
+                    let _ = grad.shallow_clone().g_div_scalar_(world);
+                    return Ok(());
+                }
+            }
+        }
+        if timed {
+            self.time += t.elapsed();
+        }
+        let _ = grad.shallow_clone().g_div_scalar_(world);
+        Ok(())
+    }
 }
 
 /// The benchmark's model, as the reference builds it: random init from seed 0 on `device`, the
@@ -238,6 +326,10 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         return time_loader(l, &args);
     }
 
+    let mut comm = Comm::join(device)?.map(|c| Comm {
+        dtype: args.comm_dtype,
+        ..c
+    });
     let (vs, model) = bench_model(device, args.tiny)?;
     let mut opt = AdamW::new(vs.variables().into_iter().collect());
     opt.kernel = args.adamw;
@@ -318,6 +410,9 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
                 l.total
             }
         };
+        if let Some(c) = comm.as_mut() {
+            c.all_reduce(opt.grad_buffer(), device, step >= args.warmup)?;
+        }
         let t3 = Instant::now();
         let _ = opt.clip_grad_norm(optim.max_grad_norm, &loss_for_check);
         opt.step(optim.lr, &optim);
@@ -346,12 +441,20 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     } else {
         crate::device::cuda_memory_used()
     };
-    let rows = (args.batch * args.steps) as f64;
-    let tflops = flops / secs / 1e12;
+    if comm.as_ref().is_some_and(|c| !c.dist.is_main()) {
+        return Ok(()); // rank 0 reports
+    }
+    let world = comm.as_ref().map_or(1, |c| c.dist.world_size);
+    let rows = (world * args.batch * args.steps) as f64;
+    let tflops = world as f64 * flops / secs / 1e12;
     let name = match (args.case, args.gc_chunk, &args.data) {
         (_, _, Some(_)) => format!("{:?}-shards", args.case).to_lowercase(),
         (Case::Cocondenser, c, None) if c > 0 => format!("cocondenser-gc{c}"),
         (c, _, None) => format!("{c:?}").to_lowercase(),
+    };
+    let name = match world {
+        1 => name,
+        w => format!("{name}-x{w}"),
     };
     let mem = peak_mem
         .map(|b| format!(" peak_mem_gib={:.1}", b as f64 / (1u64 << 30) as f64))
@@ -372,6 +475,26 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     let pct = |d: Duration| 100.0 * d.as_secs_f64() / secs;
     let step_ms = 1e3 * secs / args.steps as f64;
     let label = crate::device::device_label(device);
+    if let Some(c) = &comm {
+        // Ring all-reduce moves 2 (W-1)/W of the buffer through each rank ("bus bandwidth", as
+        // nccl-tests reports it).
+        let per_step = c.bytes as f64 / args.steps as f64;
+        let t = c.time.as_secs_f64() / args.steps as f64;
+        let w = world as f64;
+        eprintln!(
+            "{world} ranks ({label}): compute {:.1} ms, gradient all-reduce {:.1} ms ({:.1}% of the step) of {:.1} MB {:?}: {:.2} GB/s algorithm, {:.2} GB/s bus{}",
+            step_ms - 1e3 * t,
+            1e3 * t,
+            pct(c.time),
+            per_step / 1e6,
+            c.dtype,
+            per_step / t.max(1e-12) / 1e9,
+            per_step * 2.0 * (w - 1.0) / w / t.max(1e-12) / 1e9,
+            c.rel_error
+                .map(|e| format!("; bf16 sum vs fp32 sum: relative error {e:.2e}"))
+                .unwrap_or_default()
+        );
+    }
     if args.breakdown {
         // Each phase ends with a device sync, so its share is device time.
         let work = match args.case {

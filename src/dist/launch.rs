@@ -67,7 +67,7 @@ impl Launch {
                 let launcher = if var("TORCHELASTIC_RUN_ID").is_some() {
                     "torchrun"
                 } else {
-                    "the environment (RANK, WORLD_SIZE)"
+                    "RANK and WORLD_SIZE set by hand"
                 };
                 (
                     rank,

@@ -1,0 +1,470 @@
+//! Data-parallel `condenser train` over c10d's Gloo backend: two ranks as two processes on 127.0.0.1
+//! (launched by hand, as srun would, and by the real torchrun of the set-up's venv). The equivalences
+//! the issue asks for, with dropout off (a copy of the tiny model whose config.json sets the dropout
+//! probabilities to 0): W ranks x batch b = one process x batch b x grad_accum W (Condenser), and
+//! W ranks x b documents = one process x W*b documents with the same cache chunk (coCondenser), with
+//! the cache and without it; resume at the same and at another world size; a killed rank; SIGTERM.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use condenser::model::hf;
+use tch::Tensor;
+
+fn shards(dir: &Path, docs: usize) -> PathBuf {
+    let input = write_jsonl(dir, "corpus.jsonl", docs, 5);
+    let out = dir.join("shards");
+    let o = run(&[
+        "prepare",
+        "--out",
+        out.to_str().unwrap(),
+        "--shard-size",
+        "30KB",
+        "--max-len",
+        "64",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+/// The tiny model with dropout off: runs that split a batch differently must then agree exactly.
+fn tiny_model_without_dropout(dir: &Path) -> PathBuf {
+    let init = tiny_model(dir);
+    let path = init.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    cfg["hidden_dropout_prob"] = 0.0.into();
+    cfg["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    init
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `condenser train` on the tiny model: --data, FROM (--init or --resume), --out, a --set for each.
+fn train_args(data: &Path, from: (&str, &Path), out: &Path, sets: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec!["train".into()];
+    for (k, v) in [
+        ("--data", data),
+        (from.0, from.1),
+        ("--out", out),
+    ] {
+        a.extend([k.to_string(), v.display().to_string()]);
+    }
+    for s in sets {
+        a.extend(["--set".to_string(), s.to_string()]);
+    }
+    a.extend(TINY.iter().map(|s| s.to_string()));
+    a
+}
+
+/// Rank `rank` of `world`, launched by hand (rank 0 hosts the store), stderr kept.
+fn spawn_rank(rank: usize, world: usize, port: u16, args: &[String]) -> Child {
+    condenser()
+        .args(args)
+        .env("WORLD_SIZE", world.to_string())
+        .env("RANK", rank.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `world` ranks with the same arguments; every one must exit 0. Returns their outputs.
+fn train_ranks(world: usize, args: &[String]) -> Vec<Output> {
+    let port = free_port();
+    let children: Vec<Child> = (0..world).map(|r| spawn_rank(r, world, port, args)).collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for (r, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "rank {r}: {}", stderr(o));
+    }
+    outs
+}
+
+/// One process; must exit 0.
+fn train_one(args: &[String]) -> Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_condenser"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    o
+}
+
+fn tensors(path: &Path) -> BTreeMap<String, Tensor> {
+    hf::read_safetensors(path).unwrap().0.into_iter().collect()
+}
+
+/// The largest absolute difference between two checkpoints' weights.
+fn weight_diff(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (
+        tensors(&a.join("model.safetensors")),
+        tensors(&b.join("model.safetensors")),
+    );
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>()
+    );
+    a.iter()
+        .map(|(k, t)| (t - &b[k]).abs().max().double_value(&[]))
+        .fold(0.0, f64::max)
+}
+
+/// (step, loss, contrastive loss) of every logged step.
+fn losses(run: &Path) -> Vec<(u64, f64, Option<f64>)> {
+    condenser::train::metrics::read(&run.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.step, r.loss, r.co_loss))
+        .collect()
+}
+
+fn assert_same_losses(a: &Path, b: &Path, tol: f64) {
+    let (la, lb) = (losses(a), losses(b));
+    assert_eq!(la.len(), lb.len(), "{la:?} vs {lb:?}");
+    for (x, y) in la.iter().zip(&lb) {
+        assert_eq!(x.0, y.0);
+        assert!((x.1 - y.1).abs() <= tol * x.1.abs().max(1.0), "{la:?} vs {lb:?}");
+        if let (Some(p), Some(q)) = (x.2, y.2) {
+            assert!((p - q).abs() <= tol * p.abs().max(1.0), "{la:?} vs {lb:?}");
+        }
+    }
+}
+
+const STEPS: &[&str] = &["optim.max_steps=4", "run.log_every=1"];
+
+fn sets<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    STEPS.iter().copied().chain(extra.iter().copied()).collect()
+}
+
+#[test]
+fn condenser_stage_two_ranks_equal_one_process_accumulating() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 200);
+    let init = tiny_model_without_dropout(dir.path());
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    train_one(&train_args(
+        &data,
+        ("--init", &init),
+        &one,
+        &sets(&["data.batch_size=4", "optim.grad_accum=2"]),
+    ));
+    let outs = train_ranks(
+        2,
+        &train_args(&data, ("--init", &init), &two, &sets(&["data.batch_size=4"])),
+    );
+    // Rank 0 prints the model's path; rank 1 prints nothing and logs only warnings.
+    assert_eq!(stdout(&outs[0]).trim(), two.join("final").display().to_string());
+    assert_eq!(stdout(&outs[1]), "");
+    assert!(!stderr(&outs[1]).contains("INFO"), "{}", stderr(&outs[1]));
+    assert!(
+        stderr(&outs[0]).contains("2 processes x data.batch_size 4 x 1 micro-batch(es) = 8 spans a step"),
+        "{}",
+        stderr(&outs[0])
+    );
+    let d = weight_diff(&one.join("final"), &two.join("final"));
+    assert!(d <= 5e-5, "weights differ by {d}");
+    assert_same_losses(&one, &two, 1e-5);
+    // The step count and effective batch are the run's, not a rank's.
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(two.join("final/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["world_size"], 2);
+    assert_eq!(state["step"], 4);
+}
+
+#[test]
+fn cocondenser_two_ranks_equal_one_process_with_and_without_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 200);
+    let init = tiny_model_without_dropout(dir.path());
+    let co = "stage=cocondenser";
+    // With the cache: chunks of 2 spans on either side.
+    let (one, two) = (dir.path().join("one-cached"), dir.path().join("two-cached"));
+    train_one(&train_args(
+        &data,
+        ("--init", &init),
+        &one,
+        &sets(&[co, "data.batch_size=4", "loss.cache_chunk_size=2"]),
+    ));
+    train_ranks(
+        2,
+        &train_args(
+            &data,
+            ("--init", &init),
+            &two,
+            &sets(&[co, "data.batch_size=2", "loss.cache_chunk_size=2"]),
+        ),
+    );
+    let d = weight_diff(&one.join("final"), &two.join("final"));
+    assert!(d <= 5e-5, "cached: weights differ by {d}");
+    assert_same_losses(&one, &two, 1e-5);
+    // Without it a rank is one chunk of its 2b = 4 spans: one process with chunks of 4.
+    let (one, two) = (dir.path().join("one-plain"), dir.path().join("two-plain"));
+    train_one(&train_args(
+        &data,
+        ("--init", &init),
+        &one,
+        &sets(&[co, "data.batch_size=4", "loss.cache_chunk_size=4"]),
+    ));
+    train_ranks(
+        2,
+        &train_args(
+            &data,
+            ("--init", &init),
+            &two,
+            &sets(&[co, "data.batch_size=2", "loss.cache_chunk_size=0"]),
+        ),
+    );
+    let d = weight_diff(&one.join("final"), &two.join("final"));
+    assert!(d <= 5e-5, "without the cache: weights differ by {d}");
+    assert_same_losses(&one, &two, 1e-5);
+}
+
+#[test]
+fn two_rank_resume_is_bit_identical_and_one_process_continues_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 200);
+    let init = tiny_model(dir.path()); // dropout on: its masks are keyed by the global step
+    let whole = dir.path().join("whole");
+    let s = sets(&["data.batch_size=4", "run.save_every=2"]);
+    train_ranks(2, &train_args(&data, ("--init", &init), &whole, &s));
+    // Interrupted after 2 steps, resumed with two ranks.
+    let part = dir.path().join("part");
+    let mut a = train_args(&data, ("--init", &init), &part, &s);
+    a.extend(["--stop-after".into(), "2".into()]);
+    train_ranks(2, &a);
+    let ckpt = part.join("checkpoint-2");
+    train_ranks(2, &train_args(&data, ("--resume", &ckpt), &part, &[]));
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        assert!(
+            std::fs::read(whole.join("final").join(f)).unwrap()
+                == std::fs::read(part.join("final").join(f)).unwrap(),
+            "{f} differs after a two-rank resume"
+        );
+    }
+    // The same checkpoint resumed by one process taking both ranks' batches (grad_accum 2): the same
+    // examples, masks and dropout, so the same run up to summation order.
+    let alone = dir.path().join("alone");
+    let o = train_one(&train_args(
+        &data,
+        ("--resume", &ckpt),
+        &alone,
+        &["optim.grad_accum=2"],
+    ));
+    assert!(
+        stderr(&o).contains("resuming a run of 2 process(es) with 1"),
+        "{}",
+        stderr(&o)
+    );
+    let d = weight_diff(&whole.join("final"), &alone.join("final"));
+    assert!(d <= 5e-5, "weights differ by {d}");
+    let tail: Vec<_> = losses(&whole).into_iter().filter(|l| l.0 > 2).collect();
+    let resumed = losses(&alone);
+    assert_eq!(tail.len(), resumed.len());
+    for (x, y) in tail.iter().zip(&resumed) {
+        assert_eq!(x.0, y.0);
+        assert!((x.1 - y.1).abs() < 1e-5, "{tail:?} vs {resumed:?}");
+    }
+    // Another effective batch is refused, naming the product.
+    let refused = Command::new(env!("CARGO_BIN_EXE_condenser"))
+        .args(train_args(&data, ("--resume", &ckpt), &dir.path().join("x"), &[]))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("took 8 examples (world size 2 x data.batch_size 4"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+/// Waits until rank 0 has logged `n` steps.
+fn wait_for_steps(run: &Path, n: usize, children: &mut [Child]) {
+    let t = Instant::now();
+    loop {
+        let logged = std::fs::read_to_string(run.join("metrics.jsonl"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if logged >= n {
+            return;
+        }
+        for c in children.iter_mut() {
+            if let Some(status) = c.try_wait().unwrap() {
+                panic!("a rank exited early: {status:?}");
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "training did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_rank_makes_the_other_fail_fast_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 200);
+    let init = tiny_model(dir.path());
+    let out = dir.path().join("run");
+    let args = train_args(
+        &data,
+        ("--init", &init),
+        &out,
+        &["optim.max_steps=100000", "run.log_every=1", "data.batch_size=4"],
+    );
+    let port = free_port();
+    let mut children: Vec<Child> = (0..2).map(|r| spawn_rank(r, 2, port, &args)).collect();
+    wait_for_steps(&out, 2, &mut children);
+    let mut survivor = children.remove(0);
+    let mut killed = children.remove(0);
+    killed.kill().unwrap(); // SIGKILL
+    killed.wait().unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = survivor.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            survivor.kill().unwrap();
+            panic!("rank 0 still runs 2 minutes after rank 1 was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = t.elapsed();
+    let o = survivor.wait_with_output().unwrap();
+    assert!(!status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("Connection closed by peer") || err.contains("Connection reset by peer"),
+        "{err}"
+    );
+    assert!(err.contains("rank 0 of 2"), "{err}");
+    eprintln!("rank 0 exited {took:?} after rank 1 was killed");
+    // No checkpoint under a final name.
+    assert!(!out.join("final").exists());
+}
+
+#[test]
+fn sigterm_stops_every_rank_after_the_same_step_with_one_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 200);
+    let init = tiny_model(dir.path());
+    let out = dir.path().join("run");
+    let args = train_args(
+        &data,
+        ("--init", &init),
+        &out,
+        &["optim.max_steps=100000", "run.log_every=1", "data.batch_size=4"],
+    );
+    let port = free_port();
+    let mut children: Vec<Child> = (0..2).map(|r| spawn_rank(r, 2, port, &args)).collect();
+    wait_for_steps(&out, 3, &mut children);
+    // torchrun forwards the signal to each rank; they get it at different moments.
+    for c in children.iter().rev() {
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for (r, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "rank {r}: {}", stderr(o));
+    }
+    let ckpt = PathBuf::from(stdout(&outs[0]).trim());
+    let checkpoints: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-") || n == "final")
+        .collect();
+    assert_eq!(checkpoints.len(), 1, "{checkpoints:?}");
+    assert_eq!(ckpt, out.join(&checkpoints[0]));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ckpt.join("trainer_state.json")).unwrap()).unwrap();
+    assert!(state["step"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn torchrun_launches_the_binary_and_matches_one_process() {
+    let torchrun = venv_python().with_file_name("torchrun");
+    assert!(torchrun.exists(), "{}: set-up installs torch", torchrun.display());
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 200);
+    let init = tiny_model_without_dropout(dir.path());
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    train_one(&train_args(
+        &data,
+        ("--init", &init),
+        &one,
+        &sets(&["data.batch_size=4", "optim.grad_accum=2"]),
+    ));
+    let port = free_port();
+    let o = Command::new(&torchrun)
+        .args([
+            "--no-python",
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            &port.to_string(),
+            env!("CARGO_BIN_EXE_condenser"),
+        ])
+        .args(train_args(&data, ("--init", &init), &two, &sets(&["data.batch_size=4"])))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let d = weight_diff(&one.join("final"), &two.join("final"));
+    assert!(d <= 5e-5, "weights differ by {d}");
+    assert_same_losses(&one, &two, 1e-5);
+    assert!(stderr(&o).contains("torchrun"), "{}", stderr(&o));
+}
+
+#[test]
+fn ranks_with_different_settings_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 200);
+    let init = tiny_model(dir.path());
+    let out = dir.path().join("run");
+    let port = free_port();
+    let children: Vec<Child> = [("optim.lr=1e-4", 0), ("optim.lr=2e-4", 1)]
+        .iter()
+        .map(|(lr, r)| {
+            spawn_rank(
+                *r,
+                2,
+                port,
+                &train_args(&data, ("--init", &init), &out, &sets(&[lr])),
+            )
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert!(!o.status.success());
+        assert!(
+            stderr(o).contains("every rank needs the same arguments"),
+            "{}",
+            stderr(o)
+        );
+    }
+}
