@@ -54,10 +54,20 @@ impl std::fmt::Display for DeviceChoice {
 impl DeviceChoice {
     /// `cuda` and `auto` name the process's local rank's GPU under a launcher (torchrun, srun) when
     /// no index is given.
+    /// A process that sees a single GPU (srun --gpus-per-task 1 sets CUDA_VISIBLE_DEVICES per task)
+    /// takes that one.
     pub fn for_local_rank(self, local_rank: usize) -> Self {
+        let visible = || {
+            if cuda_available() {
+                tch::Cuda::device_count() as usize
+            } else {
+                0
+            }
+        };
+        let index = |n: usize| if n == 1 { 0 } else { local_rank };
         match self {
-            DeviceChoice::Cuda(None) => DeviceChoice::Cuda(Some(local_rank)),
-            DeviceChoice::Auto if cuda_available() => DeviceChoice::Cuda(Some(local_rank)),
+            DeviceChoice::Cuda(None) => DeviceChoice::Cuda(Some(index(visible()))),
+            DeviceChoice::Auto if cuda_available() => DeviceChoice::Cuda(Some(index(visible()))),
             other => other,
         }
     }
