@@ -37,12 +37,16 @@ enum Command {
     Inspect(condenser::inspect::InspectArgs),
     /// Pre-train an encoder: the Condenser stage, then the coCondenser stage.
     Train(condenser::train::TrainArgs),
+    /// Fine-tune an encoder into a retriever on labelled queries and passages (Tevatron's data).
+    Finetune(condenser::train::FinetuneArgs),
     /// Draw a run's training curves (metrics.jsonl) into a PNG.
     Curves(condenser::train::metrics::CurvesArgs),
     /// Write last-layer [CLS] embeddings of texts with a trained encoder.
     Encode(condenser::eval::encode::EncodeArgs),
     /// Retrieval evaluation (MRR@10, nDCG@10, Recall@k) of an encoder.
     Eval(condenser::eval::retrieval::EvalArgs),
+    /// Hard negatives for a second round of fine-tuning: Tevatron training lines from a model's top-k.
+    Mine(condenser::eval::mine::MineArgs),
     /// Held-out span-pair retrieval (MRR, R@1) of an encoder on a prepared corpus.
     EvalSpans(condenser::eval::spans::SpansArgs),
     /// Throughput benchmarks: `bench prepare` (against the bare tokenizer), `bench train`.
@@ -85,6 +89,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Prepare(args) => condenser::prepare::run(args),
         Command::Inspect(args) => condenser::inspect::run(args),
         Command::Train(args) => condenser::train::run(args),
+        Command::Finetune(args) => condenser::train::finetune(args),
+        Command::Mine(args) => condenser::eval::mine::run(args),
         Command::Curves(args) => condenser::train::metrics::curves(args),
         Command::Encode(args) => condenser::eval::encode::run(args),
         Command::Eval(args) => condenser::eval::retrieval::run(args),

@@ -67,7 +67,7 @@ fn train(args: &[String]) -> std::process::Output {
     o
 }
 
-fn losses(run_dir: &Path) -> Vec<(u64, f64, f64, f64, Option<f64>)> {
+fn losses(run_dir: &Path) -> Vec<(u64, f64, Option<f64>, Option<f64>, Option<f64>)> {
     condenser::train::metrics::read(&run_dir.join("metrics.jsonl"))
         .unwrap()
         .into_iter()
@@ -252,8 +252,21 @@ fn resume_refuses_a_different_data_order() {
         &["--stop-after", "1"],
     ));
     let ckpt = out.join("checkpoint-1");
+    // Another batch size alone changes the examples a step takes (world x batch x grad_accum).
+    let r = try_train(&args(
+        &data,
+        ("--resume", &ckpt),
+        &out,
+        &["data.batch_size=8"],
+        &[],
+    ));
+    assert!(!r.status.success());
+    assert!(
+        stderr(&r).contains("took 4 examples (world size 1 x data.batch_size 4 x optim.grad_accum 1), this run's would take 8"),
+        "{}",
+        stderr(&r)
+    );
     for change in [
-        "data.batch_size=8",
         "data.group_by_length=5",
         "run.seed=7",
         "optim.max_steps=8",
@@ -458,6 +471,7 @@ fn cocondenser_batches_pair_spans_of_one_document() {
         vocab: std::sync::Arc::new(Vocab::from_tokenizer(&tok).unwrap()),
         examples_per_batch: 4,
         start: Cursor::default(),
+        slice: condenser::train::loader::RankSlice::all(1),
     };
     let l = loader::start(ShardSource::Files(vec![path]), spec);
     let mut batches = 0;
@@ -495,6 +509,7 @@ fn cocondenser_batches_pair_spans_of_one_document() {
                 assert_eq!(skipped_docs, 50 - pairable as u64);
                 break;
             }
+            Msg::Skipped { .. } => panic!("one process owns every batch"),
             Msg::Error(e) => panic!("{e:#}"),
         }
     }
@@ -525,12 +540,14 @@ fn epoch_batches(
         vocab: std::sync::Arc::new(Vocab::from_tokenizer(&tok).unwrap()),
         examples_per_batch: 8,
         start,
+        slice: condenser::train::loader::RankSlice::all(1),
     };
     let l = loader::start(ShardSource::Files(vec![path.to_path_buf()]), spec);
     let mut out = Vec::new();
     loop {
         match l.rx.recv().unwrap() {
             Msg::Batch { batch, .. } => out.push(batch),
+            Msg::Skipped { .. } => panic!("one process owns every batch"),
             Msg::EpochEnd { .. } => return out,
             Msg::Error(e) => panic!("{e:#}"),
         }

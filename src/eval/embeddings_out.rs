@@ -221,7 +221,7 @@ pub struct TempOut {
 
 impl TempOut {
     /// Checks `out` before any work: a file name whose folder exists, not an existing folder.
-    fn create(out: &Path) -> Result<TempOut> {
+    pub fn create(out: &Path) -> Result<TempOut> {
         if out.is_dir() {
             bail!(
                 "--out {}: is a folder; name the file to write (e.g. {}/embeddings.parquet)",
@@ -255,7 +255,13 @@ impl TempOut {
         })
     }
 
-    fn persist(mut self) -> Result<()> {
+    /// The temporary file, to write into.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Syncs the file and renames it into place.
+    pub fn persist(mut self) -> Result<()> {
         self.file
             .sync_all()
             .with_context(|| format!("{}: cannot sync", self.tmp.display()))?;

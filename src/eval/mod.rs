@@ -4,5 +4,6 @@
 pub mod embeddings_out;
 pub mod encode;
 pub mod metrics;
+pub mod mine;
 pub mod retrieval;
 pub mod spans;

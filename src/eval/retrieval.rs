@@ -131,11 +131,23 @@ impl UniqueIds {
     }
 }
 
-/// Reads (id, text) records of a file through the corpus readers.
+/// Reads (id, text) records of a file through the corpus readers; `title` joins a BEIR title in
+/// front ("title text", as fine-tuning joins them: `train::pairs::passage_text`).
 fn for_each_text(
     path: &Path,
     title: bool,
     mut f: impl FnMut(String, String) -> Result<()>,
+) -> Result<()> {
+    for_each_doc(path, |id, t, text| {
+        let t = if title { t } else { None };
+        f(id, crate::train::pairs::passage_text(t.as_deref(), &text))
+    })
+}
+
+/// Reads (id, title, text) records of a file through the corpus readers.
+pub fn for_each_doc(
+    path: &Path,
+    mut f: impl FnMut(String, Option<String>, String) -> Result<()>,
 ) -> Result<()> {
     let input = corpus::Input {
         path: path.to_path_buf(),
@@ -146,13 +158,7 @@ fn for_each_text(
     }
     let opts = ReadOptions::default();
     corpus::read_input(&input, &opts, Default::default(), &mut |item| match item {
-        Item::Doc(d) => {
-            let text = match (&d.title, title) {
-                (Some(t), true) if !t.is_empty() => format!("{t} {}", d.text),
-                _ => d.text,
-            };
-            f(d.id, text)
-        }
+        Item::Doc(d) => f(d.id, d.title, d.text),
         Item::Skip(s) if s.reason.is_error() => bail!("{}", s.detail),
         _ => Ok(()),
     })
@@ -238,31 +244,52 @@ pub fn format_metrics(m: &Metrics) -> String {
     )
 }
 
-/// Encodes, searches and scores; writes the run file when asked.
-pub fn evaluate_model(
+/// What `retrieve` found: the queries and each one's ranked documents (best first, TREC order).
+pub struct Retrieved {
+    pub qids: Vec<String>,
+    pub query_texts: Vec<String>,
+    /// Every corpus document, in corpus order.
+    pub docids: Vec<String>,
+    pub run: HashMap<String, Vec<(String, f32)>>,
+}
+
+/// What `retrieve` reads and how it encodes.
+pub struct SearchSpec<'a> {
+    pub queries: &'a Path,
+    pub corpus: &'a Path,
+    pub max_len: usize,
+    pub query_max_len: usize,
+    pub batch_size: usize,
+    pub block: usize,
+    /// "title text" for BEIR passages (else the text alone).
+    pub title: bool,
+}
+
+/// Encodes the queries once and streams the corpus in blocks, keeping the top DEPTH per query.
+pub fn retrieve(
     model: &Condenser,
     tok: &tokenizers::Tokenizer,
     special: &crate::tokenizer::SpecialIds,
-    args: &EvalArgs,
+    spec: &SearchSpec,
     device: Device,
-) -> Result<Metrics> {
-    let qrels = read_qrels(&args.qrels)?;
-    let (mut qids, mut qseqs) = (Vec::new(), Vec::new());
-    let mut unique = UniqueIds::new("query", &args.queries);
-    for_each_text(&args.queries, false, |id, text| {
+) -> Result<Retrieved> {
+    let (mut qids, mut qseqs, mut query_texts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut unique = UniqueIds::new("query", spec.queries);
+    for_each_text(spec.queries, false, |id, text| {
         unique.check(&id)?;
         qids.push(id);
         qseqs.push(crate::tokenizer::encode_for_model(
             tok,
             special,
             &text,
-            args.query_max_len,
+            spec.query_max_len,
         )?);
+        query_texts.push(text);
         Ok(())
     })?;
-    anyhow::ensure!(!qids.is_empty(), "{}: no queries", args.queries.display());
+    anyhow::ensure!(!qids.is_empty(), "{}: no queries", spec.queries.display());
     let queries =
-        tch::no_grad(|| embed(model, &qseqs, special.pad as i64, args.batch_size, device));
+        tch::no_grad(|| embed(model, &qseqs, special.pad as i64, spec.batch_size, device));
     let mut search = Search::new(queries);
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_style(
@@ -276,23 +303,23 @@ pub fn evaluate_model(
     let flush = |block: &mut Vec<Vec<i64>>, search: &mut Search, offset: usize| {
         if !block.is_empty() {
             let d =
-                tch::no_grad(|| embed(model, block, special.pad as i64, args.batch_size, device));
+                tch::no_grad(|| embed(model, block, special.pad as i64, spec.batch_size, device));
             search.add(&d, offset as i64);
             progress.inc(block.len() as u64);
             block.clear();
         }
     };
-    let mut unique = UniqueIds::new("document", &args.corpus);
-    for_each_text(&args.corpus, !args.no_title, |id, text| {
+    let mut unique = UniqueIds::new("document", spec.corpus);
+    for_each_text(spec.corpus, spec.title, |id, text| {
         unique.check(&id)?;
         docids.push(id);
         block.push(crate::tokenizer::encode_for_model(
             tok,
             special,
             &text,
-            args.max_len,
+            spec.max_len,
         )?);
-        if block.len() >= args.block {
+        if block.len() >= spec.block {
             let offset = docids.len() - block.len();
             flush(&mut block, &mut search, offset);
         }
@@ -301,6 +328,7 @@ pub fn evaluate_model(
     let offset = docids.len() - block.len();
     flush(&mut block, &mut search, offset);
     progress.finish_and_clear();
+    drop(unique);
     let (scores, docs) = search.finish();
     let mut run: HashMap<String, Vec<(String, f32)>> = HashMap::new();
     for (qi, qid) in qids.iter().enumerate() {
@@ -312,6 +340,35 @@ pub fn evaluate_model(
         trec_order(&mut ranked);
         run.insert(qid.clone(), ranked);
     }
+    Ok(Retrieved {
+        qids,
+        query_texts,
+        docids,
+        run,
+    })
+}
+
+/// Encodes, searches and scores; writes the run file when asked.
+pub fn evaluate_model(
+    model: &Condenser,
+    tok: &tokenizers::Tokenizer,
+    special: &crate::tokenizer::SpecialIds,
+    args: &EvalArgs,
+    device: Device,
+) -> Result<Metrics> {
+    let qrels = read_qrels(&args.qrels)?;
+    let spec = SearchSpec {
+        queries: &args.queries,
+        corpus: &args.corpus,
+        max_len: args.max_len,
+        query_max_len: args.query_max_len,
+        batch_size: args.batch_size,
+        block: args.block,
+        title: !args.no_title,
+    };
+    let Retrieved {
+        qids, docids, run, ..
+    } = retrieve(model, tok, special, &spec, device)?;
     if let Some(path) = &args.run {
         let mut w = std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -324,7 +381,6 @@ pub fn evaluate_model(
         }
         w.flush()?;
     }
-    drop(unique);
     let known: HashSet<&str> = docids.iter().map(String::as_str).collect();
     let ks: Vec<usize> = [10, 100, 1000]
         .iter()

@@ -555,12 +555,32 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// condenser_head.safetensors (with the head settings in its metadata), tokenizer.json with the
 /// tokenizer and sentence-transformers files of `export`, and any `extra` files (trainer state), all in
 /// a temporary folder renamed into place at the end.
+/// Whether a parameter belongs to the encoder (BertModel) rather than the Condenser head
+/// (`c_head.*`) or the MLM head (`cls.*`).
+pub fn is_encoder_weight(name: &str) -> bool {
+    !(name.starts_with("c_head.") || name.starts_with("cls."))
+}
+
+/// Saves the whole model: encoder, MLM head and Condenser head (see `save_parts`).
 pub fn save(
     dir: &Path,
     loaded_vs: &VarStore,
     model: &Condenser,
     tokenizer: &Path,
     extra: &[(&str, Vec<u8>)],
+) -> Result<()> {
+    save_parts(dir, loaded_vs, model, tokenizer, extra, false)
+}
+
+/// Saves `dir` atomically; `encoder_only` leaves out both heads (a fine-tuned retriever: what
+/// transformers' AutoModel, sentence-transformers and Tevatron load, nothing missing or unexpected).
+pub fn save_parts(
+    dir: &Path,
+    loaded_vs: &VarStore,
+    model: &Condenser,
+    tokenizer: &Path,
+    extra: &[(&str, Vec<u8>)],
+    encoder_only: bool,
 ) -> Result<()> {
     let parent = dir
         .parent()
@@ -589,6 +609,9 @@ pub fn save(
         let mut backbone = BTreeMap::new();
         let mut head = BTreeMap::new();
         for (k, v) in loaded_vs.variables() {
+            if encoder_only && !is_encoder_weight(&k) {
+                continue;
+            }
             if k.starts_with("c_head.") {
                 head.insert(k, F32View::new(&v));
             } else {
@@ -605,12 +628,19 @@ pub fn save(
             ("late_mlm".to_string(), hc.late_mlm.to_string()),
             ("model".to_string(), "CondenserRef".to_string()),
         ]);
-        write_safetensors(&tmp.join(HEAD_FILE), &head, meta)?;
+        if !encoder_only {
+            write_safetensors(&tmp.join(HEAD_FILE), &head, meta)?;
+        }
         // The safetensors writer creates its files 0600; give the weights the mode every other file
         // got (0666 less the umask), so colleagues who can read the folder can read the model.
         // write_file synced every other file; these two are synced here.
         let mode = std::fs::metadata(tmp.join(CONFIG_FILE))?.permissions();
-        for file in [WEIGHTS_FILE, HEAD_FILE] {
+        let files: &[&str] = if encoder_only {
+            &[WEIGHTS_FILE]
+        } else {
+            &[WEIGHTS_FILE, HEAD_FILE]
+        };
+        for file in files {
             let path = tmp.join(file);
             std::fs::set_permissions(&path, mode.clone())
                 .with_context(|| format!("{}: cannot set its mode", path.display()))?;

@@ -136,7 +136,9 @@ pub fn save(
         (STATE_FILE, serde_json::to_vec_pretty(state)?),
         ("train_config.toml", state.config.to_toml().into_bytes()),
     ];
-    hf::save(dir, vs, model, tokenizer, &extra)
+    // A fine-tuned retriever is saved without the heads it never trained.
+    let encoder_only = state.config.stage == super::config::Stage::Finetune;
+    hf::save_parts(dir, vs, model, tokenizer, &extra, encoder_only)
 }
 
 /// Reads the trainer state of a checkpoint and restores the optimizer moments into `opt`.

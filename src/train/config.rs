@@ -13,6 +13,8 @@ pub enum Stage {
     Condenser,
     /// Adds the contrastive span-pair loss; two spans of a document per example.
     Cocondenser,
+    /// A bi-encoder retriever on labelled queries and passages (`condenser finetune`).
+    Finetune,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +70,31 @@ pub struct DataConfig {
     /// Share of documents held out of training for `condenser eval-spans` (same rule, same seed).
     pub holdout_fraction: f64,
     pub holdout_seed: u64,
+    /// Fine-tuning: passages per query, its positive and `train_n_passages - 1` hard negatives.
+    #[serde(default = "train_n_passages")]
+    pub train_n_passages: usize,
+    /// Fine-tuning: query length with [CLS] and [SEP] (longer queries are cut).
+    #[serde(default = "query_max_len")]
+    pub query_max_len: usize,
+    /// Fine-tuning: passage length with [CLS] and [SEP] (longer passages are cut).
+    #[serde(default = "passage_max_len")]
+    pub passage_max_len: usize,
+}
+
+fn train_n_passages() -> usize {
+    8
+}
+
+fn query_max_len() -> usize {
+    32
+}
+
+fn passage_max_len() -> usize {
+    128
+}
+
+fn temperature() -> f64 {
+    1.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +110,9 @@ pub struct LossConfig {
     /// 1.0 (ours) gives the same objective as without the cache; the reference's cache path
     /// amounts to 2.0 (spec 2.6), which produced the released checkpoints.
     pub mlm_weight: f64,
+    /// Fine-tuning: scores are dot products divided by this.
+    #[serde(default = "temperature")]
+    pub temperature: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +187,9 @@ impl Default for TrainConfig {
                 prefetch: 4,
                 holdout_fraction: 0.0,
                 holdout_seed: 42,
+                train_n_passages: 8,
+                query_max_len: 32,
+                passage_max_len: 128,
             },
             loss: LossConfig {
                 head_weight: 1.0,
@@ -164,6 +197,7 @@ impl Default for TrainConfig {
                 co_weight: 1.0,
                 cache_chunk_size: 0,
                 mlm_weight: 1.0,
+                temperature: 1.0,
             },
             optim: OptimConfig {
                 lr: 1e-4,
@@ -191,6 +225,21 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// `condenser finetune`'s starting point: Tevatron's defaults where they differ from
+    /// pre-training's (no weight decay; 8 queries of 8 passages; 3 epochs; lr 5e-6, the papers' MS
+    /// MARCO setting).
+    pub fn finetune_defaults() -> Self {
+        let mut c = TrainConfig {
+            stage: Stage::Finetune,
+            ..TrainConfig::default()
+        };
+        c.data.batch_size = 8;
+        c.optim.lr = 5e-6;
+        c.optim.weight_decay = 0.0;
+        c.optim.epochs = 3;
+        c
+    }
+
     /// Reads a TOML file (missing keys keep their defaults; unknown keys are errors) and applies
     /// `--set key=value` overrides.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
@@ -256,6 +305,9 @@ impl TrainConfig {
             );
         }
         in_range("data.mlm_probability", d.mlm_probability, 0.0, 1.0, false)?;
+        if d.train_n_passages == 0 || d.query_max_len < 3 || d.passage_max_len < 3 {
+            bail!("data.train_n_passages must be at least 1 and data.query_max_len and data.passage_max_len at least 3");
+        }
         in_range(
             "data.holdout_fraction",
             d.holdout_fraction,
@@ -271,6 +323,14 @@ impl TrainConfig {
         let o = &self.optim;
         if o.grad_accum == 0 {
             bail!("optim.grad_accum must be at least 1");
+        }
+        if self.stage == Stage::Finetune && o.grad_accum != 1 {
+            bail!(
+                "optim.grad_accum = {} when fine-tuning: the in-batch negatives are the other queries' passages of \
+                 the same batch, so accumulating micro-batches would change the loss; use loss.cache_chunk_size \
+                 (gradient cache) to fit large batches instead",
+                o.grad_accum
+            );
         }
         if self.stage == Stage::Cocondenser && o.grad_accum != 1 {
             bail!(
@@ -320,6 +380,9 @@ impl TrainConfig {
             ("loss.mlm_weight", l.mlm_weight),
         ] {
             in_range(key, v, 0.0, f32::MAX as f64, true)?;
+        }
+        if !(l.temperature.is_finite() && l.temperature > 0.0) {
+            bail!("loss.temperature must be a positive finite number, got {}", l.temperature);
         }
         let m = &self.model;
         if m.n_head_layers > crate::model::config::MAX_LAYERS as usize {

@@ -173,6 +173,7 @@ pub fn ensure_one_batch(
             m.shards.iter().map(|s| s.pairable).sum::<Option<u64>>(),
             "pairable documents (two or more spans)",
         ),
+        Stage::Finetune => return Ok(()), // reads no shards
     };
     match n {
         Some(n) if n < per_batch as u64 => anyhow::bail!(
@@ -219,7 +220,7 @@ impl Epoch<'_> {
             let per = self.spec.examples_per_batch;
             let (examples, skipped) = match self.spec.stage {
                 Stage::Condenser => ("spans", String::new()),
-                Stage::Cocondenser => (
+                Stage::Cocondenser | Stage::Finetune => (
                     "pairable documents",
                     format!(
                         "; {} document(s) with fewer than two spans skipped",
@@ -252,6 +253,7 @@ impl Epoch<'_> {
                         }
                     }
                 }
+                Stage::Finetune => anyhow::bail!("fine-tuning reads no span shards"),
                 Stage::Cocondenser => {
                     if row.spans.len() < 2 {
                         self.skipped_docs += 1;

@@ -62,8 +62,11 @@ pub struct Record {
     pub step: u64,
     pub epoch: u64,
     pub loss: f64,
-    pub head_loss: f64,
-    pub late_loss: f64,
+    /// The pre-training stages' MLM parts (absent when fine-tuning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_loss: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub co_loss: Option<f64>,
     pub grad_norm: f64,
@@ -162,8 +165,8 @@ pub fn series(recs: &[Record]) -> Vec<(&'static str, RGBColor, Vec<(f64, f64)>)>
     };
     let mut out = vec![
         ("loss", BLACK, pick(|r| Some(r.loss))),
-        ("head MLM", BLUE, pick(|r| Some(r.head_loss))),
-        ("late MLM", GREEN, pick(|r| Some(r.late_loss))),
+        ("head MLM", BLUE, pick(|r| r.head_loss)),
+        ("late MLM", GREEN, pick(|r| r.late_loss)),
     ];
     let co = pick(|r| r.co_loss);
     if !co.is_empty() {

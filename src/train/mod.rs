@@ -5,10 +5,12 @@
 pub mod checkpoint;
 pub mod collate;
 pub mod config;
+pub mod finetune;
 pub mod loader;
 pub mod metrics;
 pub mod objective;
 pub mod optim;
+pub mod pairs;
 pub mod setup;
 pub mod trainer;
 
@@ -58,6 +60,60 @@ pub struct TrainArgs {
     pub tokenizer: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct FinetuneArgs {
+    /// Training data: Tevatron's JSON Lines (`query_id`, `query`, `positive_passages`,
+    /// `negative_passages`; passages `{docid, title, text}`), plain or compressed; repeatable.
+    #[arg(long, required = true, num_args = 1..)]
+    pub train: Vec<PathBuf>,
+    /// Run folder: checkpoints, metrics.jsonl, the final model (OUT/final).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TOML configuration (configs/finetune-*.toml); unset keys keep the fine-tuning defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a configuration field, e.g. --set data.train_n_passages=8 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// The encoder to fine-tune: a Hugging Face directory (a `condenser train` checkpoint, or any BERT).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Continue a fine-tuning run exactly from one of its checkpoints.
+    #[arg(long, conflicts_with = "init")]
+    pub resume: Option<PathBuf>,
+    /// Stop after this many optimizer steps with a checkpoint, as SIGINT does.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// Where to train: auto (CUDA when available), cpu, cuda (under torchrun or srun: the local
+    /// rank's GPU) or cuda:N.
+    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
+    pub device: DeviceChoice,
+    /// Data parallelism (under torchrun or srun): the c10d backend [default: nccl on CUDA, gloo on
+    /// the CPU].
+    #[arg(long, value_enum)]
+    pub dist_backend: Option<DistBackend>,
+    /// Data parallelism: seconds a rank waits for the others before it fails.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub dist_timeout: u64,
+    /// tokenizer.json [default: the --init model's].
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl FinetuneArgs {
+    pub fn run_args(&self) -> setup::RunArgs<'_> {
+        setup::RunArgs {
+            config: self.config.as_deref(),
+            overrides: &self.overrides,
+            init: self.init.as_deref(),
+            resume: self.resume.as_deref(),
+            out: &self.out,
+            stop_after: self.stop_after,
+            tokenizer: self.tokenizer.as_deref(),
+        }
+    }
+}
+
 /// `--dist-backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DistBackend {
@@ -67,4 +123,4 @@ pub enum DistBackend {
     Nccl,
 }
 
-pub use trainer::run;
+pub use trainer::{finetune, run};

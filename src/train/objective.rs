@@ -77,11 +77,12 @@ impl DeviceBatch {
     }
 }
 
-/// Detached loss parts of one optimizer step (device scalars: read them only when logging).
+/// Detached loss parts of one optimizer step (device scalars: read them only when logging). The MLM
+/// parts are the pre-training stages'; `co` is the contrastive loss (coCondenser's span pairs).
 pub struct Losses {
     pub total: Tensor,
-    pub head: Tensor,
-    pub late: Tensor,
+    pub head: Option<Tensor>,
+    pub late: Option<Tensor>,
     pub co: Option<Tensor>,
 }
 
@@ -160,8 +161,8 @@ impl Objective for CondenserObjective {
                 None => l,
                 Some(a) => Losses {
                     total: a.total + l.total,
-                    head: a.head + l.head,
-                    late: a.late + l.late,
+                    head: sum(a.head, l.head),
+                    late: sum(a.late, l.late),
                     co: None,
                 },
             });
@@ -170,8 +171,8 @@ impl Objective for CondenserObjective {
         Ok(if batches.len() > 1 {
             Losses {
                 total: l.total / n,
-                head: l.head / n,
-                late: l.late / n,
+                head: l.head.map(|h| h / n),
+                late: l.late.map(|h| h / n),
                 co: None,
             }
         } else {
@@ -219,6 +220,13 @@ impl Objective for CocondenserObjective {
     }
 }
 
+fn sum(a: Option<Tensor>, b: Option<Tensor>) -> Option<Tensor> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Seeds the global generator (CPU and CUDA) for the forward of (step, part).
 pub fn seed_dropout(seed: u64, step: u64, part: u64) {
     let s = stable_hash(&[
@@ -252,8 +260,8 @@ pub fn condenser_micro(
     (&loss * scale).backward();
     Losses {
         total: loss.detach(),
-        head: out.head_loss.detach(),
-        late: out.late_loss.detach(),
+        head: Some(out.head_loss.detach()),
+        late: Some(out.late_loss.detach()),
         co: None,
     }
 }
@@ -347,8 +355,8 @@ pub fn cocondenser_step(
     }
     Ok(Losses {
         total,
-        head,
-        late,
+        head: Some(head),
+        late: Some(late),
         co: Some(co.detach()),
     })
 }

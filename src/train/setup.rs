@@ -19,6 +19,31 @@ use super::TrainArgs;
 use crate::model::{hf, HeadConfig};
 use crate::shards::Manifest;
 
+/// What the command line says about a run, whichever command (`train`, `finetune`) it came from.
+pub struct RunArgs<'a> {
+    pub config: Option<&'a Path>,
+    pub overrides: &'a [String],
+    pub init: Option<&'a Path>,
+    pub resume: Option<&'a Path>,
+    pub out: &'a Path,
+    pub stop_after: Option<u64>,
+    pub tokenizer: Option<&'a Path>,
+}
+
+/// Where the examples come from.
+pub enum DataArg<'a> {
+    /// Prepared span shards: a folder, or `-` for shard paths on stdin (pre-training).
+    Shards(&'a str),
+    /// Tevatron training JSON Lines (fine-tuning).
+    Pairs(&'a [PathBuf]),
+}
+
+/// The data source, ready for its loader.
+pub enum Data {
+    Shards(ShardSource),
+    Pairs(Vec<PathBuf>),
+}
+
 /// A run ready to train.
 pub struct Setup {
     pub cfg: TrainConfig,
@@ -27,7 +52,7 @@ pub struct Setup {
     pub init: PathBuf,
     /// Set when resuming: the checkpoint's folder.
     pub resumed: Option<PathBuf>,
-    /// tokenizer.json copied into every checkpoint.
+    /// tokenizer.json used for the data and copied into every checkpoint.
     pub tok_path: PathBuf,
     pub vocab: Arc<Vocab>,
     pub loaded: hf::Loaded,
@@ -39,44 +64,86 @@ pub struct Setup {
     /// Optimizer steps of the whole run.
     pub total: u64,
     /// Where batches come from (taken when the loader starts).
-    pub source: Option<ShardSource>,
+    pub data: Option<Data>,
     pub out: PathBuf,
     pub stop_after: Option<u64>,
 }
 
+impl TrainArgs {
+    pub fn run_args(&self) -> RunArgs<'_> {
+        RunArgs {
+            config: self.config.as_deref(),
+            overrides: &self.overrides,
+            init: self.init.as_deref(),
+            resume: self.resume.as_deref(),
+            out: &self.out,
+            stop_after: self.stop_after,
+            tokenizer: self.tokenizer.as_deref(),
+        }
+    }
+}
+
 /// Reads the configuration, loads the model and optimizer state, and counts the run's steps. Writes
-/// nothing yet except what `prepare_out` does.
-pub fn prepare(args: &TrainArgs, device: Device, world: usize) -> Result<Setup> {
-    let (mut cfg, resumed) = match &args.resume {
-        Some(dir) => (resumed_config(dir, args, world)?, Some(dir.clone())),
-        None => (
-            TrainConfig::load(args.config.as_deref(), &args.overrides)?,
-            None,
-        ),
+/// nothing yet except what `prepare_out` does. `base` is the configuration a new run starts from
+/// before its file and overrides (the command's defaults).
+pub fn prepare(
+    args: &RunArgs,
+    data: DataArg,
+    base: TrainConfig,
+    device: Device,
+    world: usize,
+) -> Result<Setup> {
+    let (mut cfg, resumed) = match args.resume {
+        Some(dir) => (resumed_config(dir, args, world)?, Some(dir.to_path_buf())),
+        None => (TrainConfig::load_over(base, args.config, args.overrides)?, None),
     };
-    if world > 1 && args.data == "-" {
+    let finetune = cfg.stage == Stage::Finetune;
+    match (&data, finetune) {
+        (DataArg::Shards(_), true) => bail!("stage = \"finetune\" is `condenser finetune`'s (labelled queries and passages); `condenser train` pre-trains on span shards"),
+        (DataArg::Pairs(_), false) => bail!("`condenser finetune` trains stage \"finetune\", not {:?} (that is `condenser train`)", cfg.stage),
+        _ => {}
+    }
+    if world > 1 && matches!(data, DataArg::Shards("-")) {
         bail!("--data - (shard paths on stdin) reaches one process only; with {world} processes give the prepared folder");
     }
     let init = resumed
         .clone()
-        .or_else(|| args.init.clone())
+        .or_else(|| args.init.map(Path::to_path_buf))
         .context("--init DIR is needed (a Hugging Face directory to start from), or --resume")?;
     hf::check_model_dir(&init).context(if resumed.is_some() {
         "--resume"
     } else {
         "--init"
     })?;
-    let (source, manifest) = data_source(&args.data)?;
-    if let Some((dir, m)) = &manifest {
-        loader::ensure_one_batch(dir, m, cfg.stage, cfg.data.batch_size)?;
-    }
+    let (data, manifest) = match data {
+        DataArg::Shards(d) => {
+            let (source, manifest) = data_source(d)?;
+            if let Some((dir, m)) = &manifest {
+                loader::ensure_one_batch(dir, m, cfg.stage, cfg.data.batch_size)?;
+            }
+            (Data::Shards(source), manifest)
+        }
+        DataArg::Pairs(files) => {
+            for f in files {
+                anyhow::ensure!(f.is_file(), "--train {}: no such file", f.display());
+            }
+            (Data::Pairs(files.to_vec()), None)
+        }
+    };
     let tok_path = tokenizer_path(args, manifest.as_ref(), &init);
     let tokenizer = crate::tokenizer::load(&tok_path)?;
     let vocab = Arc::new(Vocab::from_tokenizer(&tokenizer)?);
     let loaded = load_model(&mut cfg, &init, device)?;
     check_fit(&cfg, &loaded, manifest.as_ref(), &vocab, &tok_path)?;
 
-    let vars: BTreeMap<String, Tensor> = loaded.vs.variables().into_iter().collect();
+    // Fine-tuning trains the encoder alone: the Condenser and MLM heads get no gradient and are not
+    // saved, so the optimizer leaves them out.
+    let vars: BTreeMap<String, Tensor> = loaded
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| !finetune || hf::is_encoder_weight(name))
+        .collect();
     let mut opt = AdamW::new(vars);
     let (mut step, mut cursor) = (0u64, Cursor::default());
     if let Some(dir) = &resumed {
@@ -101,7 +168,13 @@ pub fn prepare(args: &TrainArgs, device: Device, world: usize) -> Result<Setup> 
             cursor.batches
         );
     }
-    let total = total_steps(&cfg, manifest.as_ref(), world)?;
+    let total = match &data {
+        Data::Pairs(files) if cfg.optim.max_steps == 0 => {
+            let queries = super::pairs::count_queries(files, cfg.data.train_n_passages)?;
+            per_epoch_steps(queries, &cfg, world)? * cfg.optim.epochs as u64
+        }
+        _ => total_steps(&cfg, manifest.as_ref(), world)?,
+    };
     Ok(Setup {
         cfg,
         device,
@@ -114,8 +187,8 @@ pub fn prepare(args: &TrainArgs, device: Device, world: usize) -> Result<Setup> 
         step,
         cursor,
         total,
-        source: Some(source),
-        out: args.out.clone(),
+        data: Some(data),
+        out: args.out.to_path_buf(),
         stop_after: args.stop_after,
     })
 }
@@ -140,18 +213,14 @@ impl Setup {
 
 /// The resumed checkpoint's configuration with the file and overrides over it, refusing the changes
 /// that would make its optimizer state, data cursor or schedule mean something else.
-fn resumed_config(dir: &Path, args: &TrainArgs, world: usize) -> Result<TrainConfig> {
+fn resumed_config(dir: &Path, args: &RunArgs, world: usize) -> Result<TrainConfig> {
     let path = dir.join(checkpoint::STATE_FILE);
     let state: TrainerState = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?,
     )
     .with_context(|| format!("{}: not a trainer state", path.display()))?;
     state.check(&path)?;
-    let cfg = TrainConfig::load_over(
-        state.config.clone(),
-        args.config.as_deref(),
-        &args.overrides,
-    )?;
+    let cfg = TrainConfig::load_over(state.config.clone(), args.config, args.overrides)?;
     if cfg.stage != state.config.stage
         || cfg.model != state.config.model
         || cfg.data.max_len != state.config.data.max_len
@@ -255,9 +324,9 @@ fn data_source(data: &str) -> Result<(ShardSource, Option<(PathBuf, Manifest)>)>
 }
 
 /// --tokenizer, else the manifest's copy, else the warm start's, else the default.
-fn tokenizer_path(args: &TrainArgs, manifest: Option<&(PathBuf, Manifest)>, init: &Path) -> PathBuf {
+fn tokenizer_path(args: &RunArgs, manifest: Option<&(PathBuf, Manifest)>, init: &Path) -> PathBuf {
     args.tokenizer
-        .clone()
+        .map(Path::to_path_buf)
         .or_else(|| {
             let (dir, m) = manifest?;
             m.tokenizer
@@ -291,11 +360,16 @@ fn load_model(cfg: &mut TrainConfig, init: &Path, device: Device) -> Result<hf::
         Some(_) => head,
         None => {
             let skip_from = loaded.model.head_config.skip_from;
-            log::info!("model.skip_from unset: the head reads layer {skip_from} of {layers}");
+            if cfg.stage != Stage::Finetune {
+                log::info!("model.skip_from unset: the head reads layer {skip_from} of {layers}");
+            }
             cfg.model.skip_from = Some(skip_from);
             HeadConfig { skip_from, ..head }
         }
     };
+    if cfg.stage == Stage::Finetune {
+        return Ok(loaded); // the heads are neither trained nor saved: whatever the init has
+    }
     if loaded.model.head_config != head {
         bail!(
             "{}: its Condenser head was trained with {:?}, the configuration asks for {:?}",
@@ -360,7 +434,7 @@ fn check_fit(
 pub fn micro_batches(cfg: &TrainConfig) -> usize {
     match cfg.stage {
         Stage::Condenser => cfg.optim.grad_accum.max(1),
-        Stage::Cocondenser => 1,
+        Stage::Cocondenser | Stage::Finetune => 1,
     }
 }
 
@@ -377,6 +451,11 @@ fn total_steps(cfg: &TrainConfig, manifest: Option<&(PathBuf, Manifest)>, world:
     let (dir, m) = manifest
         .context("--data - (a stream) needs optim.max_steps: the length of the data is unknown")?;
     let examples = epoch_examples(dir, m, cfg)?;
+    Ok(per_epoch_steps(examples, cfg, world)? * cfg.optim.epochs as u64)
+}
+
+/// Optimizer steps of one epoch of `examples`.
+fn per_epoch_steps(examples: u64, cfg: &TrainConfig, world: usize) -> Result<u64> {
     let per_step = effective_batch(cfg, world);
     let per_epoch = examples / per_step as u64;
     anyhow::ensure!(
@@ -387,7 +466,7 @@ fn total_steps(cfg: &TrainConfig, manifest: Option<&(PathBuf, Manifest)>, world:
         cfg.data.batch_size,
         micro_batches(cfg)
     );
-    Ok(per_epoch * cfg.optim.epochs as u64)
+    Ok(per_epoch)
 }
 
 /// Examples of one epoch: spans (Condenser) or documents with two or more spans (coCondenser), less
@@ -403,6 +482,7 @@ fn epoch_examples(dir: &Path, m: &Manifest, cfg: &TrainConfig) -> Result<u64> {
                     return Ok(n);
                 }
             }
+            Stage::Finetune => bail!("fine-tuning reads no span shards"),
         }
     }
     log::info!(
@@ -418,6 +498,7 @@ fn epoch_examples(dir: &Path, m: &Manifest, cfg: &TrainConfig) -> Result<u64> {
             n += match cfg.stage {
                 Stage::Condenser => r.spans.len() as u64,
                 Stage::Cocondenser => (r.spans.len() >= 2) as u64,
+                Stage::Finetune => 0,
             };
         }
     }

@@ -10,13 +10,15 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Tensor};
 
 use super::checkpoint::{self, TrainerState};
-use super::config::Stage;
+use super::config::{Stage, TrainConfig};
+use super::finetune::FinetuneObjective;
+use super::pairs::PairSpec;
 use super::loader::{self, Cursor, Loader, LoaderSpec, Msg, RankSlice};
 use super::metrics::{MetricsFile, Record, PEAK_FLOPS};
 use super::objective::{CocondenserObjective, CondenserObjective, Losses, Objective, Work};
 use super::optim::{lr_at, AdamW};
-use super::setup::{self, Setup};
-use super::{DistBackend, TrainArgs};
+use super::setup::{self, Data, DataArg, Setup};
+use super::{DistBackend, FinetuneArgs, TrainArgs};
 use crate::dist::{BackendKind, Dist, Launch};
 use crate::model::Ctx;
 
@@ -125,87 +127,170 @@ fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration, interruptible: bool) -
 
 /// `condenser train`: the process group (under a launcher), set-up, the stage's objective, the loop.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let launch = Launch::from_env()?;
-    let local_rank = launch.as_ref().map_or(0, |l| l.local_rank);
-    let device = crate::device::select(args.device.for_local_rank(local_rank))?;
-    let dist = match &launch {
-        None => Dist::single(),
-        Some(l) => {
-            crate::logging::set_rank(l.rank);
-            let backend = match (args.dist_backend, device) {
-                (Some(DistBackend::Gloo), _) => BackendKind::Gloo,
-                (Some(DistBackend::Nccl), _) => BackendKind::Nccl,
-                (None, Device::Cuda(_)) => BackendKind::Nccl,
-                (None, _) => BackendKind::Gloo,
-            };
-            if backend == BackendKind::Nccl && device == Device::Cpu {
-                bail!("--dist-backend nccl needs CUDA tensors; this rank trains on the CPU (use gloo)");
-            }
-            if backend == BackendKind::Gloo && device != Device::Cpu {
-                bail!("--dist-backend gloo reduces CPU tensors; this rank trains on {} (use nccl, or --device cpu)", crate::device::device_label(device));
-            }
-            let dist = Dist::join(l, backend, Duration::from_secs(args.dist_timeout.max(1)))?;
-            log::info!(
-                "rank {} of {} ({}, {:?}, store {}:{})",
-                l.rank,
-                l.world_size,
-                l.launcher,
-                backend,
-                l.master_addr,
-                l.master_port
-            );
-            dist
-        }
+    let launch = Join {
+        device: args.device,
+        backend: args.dist_backend,
+        timeout: args.dist_timeout,
     };
-    let mut s = setup::prepare(&args, device, dist.world_size)?;
-    if dist.is_main() {
-        s.prepare_out()?;
-    }
-    agree_on_start(&s, &dist)?;
-    crate::device::set_cudnn_attention(s.cfg.run.cudnn_attention);
-    let kind = s.cfg.run.precision.kind(device);
-    let ctx = Ctx::train(kind).with_residual(s.cfg.run.residual.kind(kind));
-    let loader = loader::start(
-        s.source.take().context("the data source is taken once")?,
-        LoaderSpec {
-            stage: s.cfg.stage,
-            data: s.cfg.data.clone(),
-            seed: s.cfg.run.seed,
-            vocab: s.vocab.clone(),
-            examples_per_batch: s.cfg.data.batch_size,
-            start: s.cursor,
-            slice: RankSlice {
-                rank: dist.rank,
-                world: dist.world_size,
-                per_rank: s.micro_batches(),
-            },
-        },
-    );
-    let (loss, seed) = (s.cfg.loss.clone(), s.cfg.run.seed);
-    match s.cfg.stage {
-        Stage::Condenser => {
-            let grad_accum = s.micro_batches();
-            let objective = CondenserObjective {
-                loss,
-                ctx,
-                seed,
-                grad_accum,
-                device,
-            };
-            train(s, objective, loader, &dist)
+    launch.run(|device, world| {
+        setup::prepare(
+            &args.run_args(),
+            DataArg::Shards(&args.data),
+            TrainConfig::default(),
+            device,
+            world,
+        )
+    })
+}
+
+/// `condenser finetune`: as `run`, with the fine-tuning objective over Tevatron training data.
+pub fn finetune(args: FinetuneArgs) -> Result<()> {
+    let launch = Join {
+        device: args.device,
+        backend: args.dist_backend,
+        timeout: args.dist_timeout,
+    };
+    launch.run(|device, world| {
+        setup::prepare(
+            &args.run_args(),
+            DataArg::Pairs(&args.train),
+            TrainConfig::finetune_defaults(),
+            device,
+            world,
+        )
+    })
+}
+
+/// How a process finds its device and its group.
+struct Join {
+    device: crate::device::DeviceChoice,
+    backend: Option<DistBackend>,
+    timeout: u64,
+}
+
+impl Join {
+    /// Joins the launcher's group (if any), sets the run up with `prepare(device, world size)`, starts
+    /// its loader and trains its stage's objective.
+    fn run(self, prepare: impl FnOnce(Device, usize) -> Result<Setup>) -> Result<()> {
+        let launch = Launch::from_env()?;
+        let local_rank = launch.as_ref().map_or(0, |l| l.local_rank);
+        let device = crate::device::select(self.device.for_local_rank(local_rank))?;
+        let dist = match &launch {
+            None => Dist::single(),
+            Some(l) => join_group(l, device, self.backend, self.timeout)?,
+        };
+        let mut s = prepare(device, dist.world_size)?;
+        if dist.is_main() {
+            s.prepare_out()?;
         }
-        Stage::Cocondenser => train(
-            s,
-            CocondenserObjective {
-                loss,
-                ctx,
-                seed,
-                device,
-            },
-            loader,
-            &dist,
-        ),
+        agree_on_start(&s, &dist)?;
+        crate::device::set_cudnn_attention(s.cfg.run.cudnn_attention);
+        let kind = s.cfg.run.precision.kind(device);
+        let ctx = Ctx::train(kind).with_residual(s.cfg.run.residual.kind(kind));
+        let slice = RankSlice {
+            rank: dist.rank,
+            world: dist.world_size,
+            per_rank: s.micro_batches(),
+        };
+        let (loss, seed) = (s.cfg.loss.clone(), s.cfg.run.seed);
+        match s.data.take().context("the data source is taken once")? {
+            Data::Shards(source) => {
+                let loader = loader::start(
+                    source,
+                    LoaderSpec {
+                        stage: s.cfg.stage,
+                        data: s.cfg.data.clone(),
+                        seed,
+                        vocab: s.vocab.clone(),
+                        examples_per_batch: s.cfg.data.batch_size,
+                        start: s.cursor,
+                        slice,
+                    },
+                );
+                match s.cfg.stage {
+                    Stage::Condenser => {
+                        let grad_accum = s.micro_batches();
+                        let objective = CondenserObjective {
+                            loss,
+                            ctx,
+                            seed,
+                            grad_accum,
+                            device,
+                        };
+                        train(s, objective, loader, &dist)
+                    }
+                    Stage::Cocondenser => train(
+                        s,
+                        CocondenserObjective {
+                            loss,
+                            ctx,
+                            seed,
+                            device,
+                        },
+                        loader,
+                        &dist,
+                    ),
+                    Stage::Finetune => bail!("fine-tuning reads no span shards"),
+                }
+            }
+            Data::Pairs(files) => {
+                let tokenizer = crate::tokenizer::load(&s.tok_path)?;
+                let special = crate::tokenizer::special_ids(&tokenizer)?;
+                let loader = super::pairs::start(PairSpec {
+                    files,
+                    data: s.cfg.data.clone(),
+                    seed,
+                    tokenizer: std::sync::Arc::new(tokenizer),
+                    special,
+                    start: s.cursor,
+                    slice,
+                });
+                let objective = FinetuneObjective {
+                    loss,
+                    ctx,
+                    seed,
+                    device,
+                };
+                train(s, objective, loader, &dist)
+            }
+        }
     }
+}
+
+/// Joins the process group the launcher describes: NCCL for CUDA tensors, Gloo for CPU ones.
+fn join_group(
+    l: &Launch,
+    device: Device,
+    backend: Option<DistBackend>,
+    timeout: u64,
+) -> Result<Dist> {
+    crate::logging::set_rank(l.rank);
+    let backend = match (backend, device) {
+        (Some(DistBackend::Gloo), _) => BackendKind::Gloo,
+        (Some(DistBackend::Nccl), _) => BackendKind::Nccl,
+        (None, Device::Cuda(_)) => BackendKind::Nccl,
+        (None, _) => BackendKind::Gloo,
+    };
+    if backend == BackendKind::Nccl && device == Device::Cpu {
+        bail!("--dist-backend nccl needs CUDA tensors; this rank trains on the CPU (use gloo)");
+    }
+    if backend == BackendKind::Gloo && device != Device::Cpu {
+        bail!(
+            "--dist-backend gloo reduces CPU tensors; this rank trains on {} (use nccl, or --device cpu)",
+            crate::device::device_label(device)
+        );
+    }
+    let dist = Dist::join(l, backend, Duration::from_secs(timeout.max(1)))?;
+    log::info!(
+        "rank {} of {} ({}, {:?}, store {}:{})",
+        l.rank,
+        l.world_size,
+        l.launcher,
+        backend,
+        l.master_addr,
+        l.master_port
+    );
+    Ok(dist)
 }
 
 /// Every rank starts from rank 0's state: the weights and moments are broadcast (a resumed or freshly
@@ -348,10 +433,10 @@ pub fn train<O: Objective>(
             cfg.data.batch_size,
             per_step,
             world * cfg.data.batch_size * per_step,
-            if cfg.stage == Stage::Cocondenser {
-                "documents"
-            } else {
-                "spans"
+            match cfg.stage {
+                Stage::Condenser => "spans",
+                Stage::Cocondenser => "documents",
+                Stage::Finetune => "queries",
             }
         );
     }
@@ -360,10 +445,10 @@ pub fn train<O: Objective>(
         cfg.stage,
         total,
         world * cfg.data.batch_size * per_step,
-        if cfg.stage == Stage::Cocondenser {
-            "documents (2 spans each)"
-        } else {
-            "spans"
+        match cfg.stage {
+            Stage::Condenser => "spans",
+            Stage::Cocondenser => "documents (2 spans each)",
+            Stage::Finetune => "queries",
         },
         crate::device::device_label(s.device),
         if cfg.run.precision.kind(s.device) == tch::Kind::BFloat16 {
@@ -448,8 +533,8 @@ pub fn train<O: Objective>(
                 step,
                 epoch: cursor.epoch,
                 loss: l.total.double_value(&[]),
-                head_loss: l.head.double_value(&[]),
-                late_loss: l.late.double_value(&[]),
+                head_loss: l.head.as_ref().map(|t| t.double_value(&[])),
+                late_loss: l.late.as_ref().map(|t| t.double_value(&[])),
                 co_loss: l.co.as_ref().map(|c| c.double_value(&[])),
                 grad_norm: grad_norm.double_value(&[]),
                 lr,
@@ -458,7 +543,7 @@ pub fn train<O: Objective>(
                 data_wait_fraction: wait / secs,
                 mfu: (s.device != Device::Cpu)
                     .then(|| work.flops / secs / PEAK_FLOPS / world as f64),
-                skipped_docs: (cfg.stage == Stage::Cocondenser)
+                skipped_docs: (cfg.stage != Stage::Condenser)
                     .then(|| loader.skipped_docs.load(Ordering::Relaxed)),
                 device_mem_gib: (s.device != Device::Cpu)
                     .then(crate::device::cuda_memory_used)
@@ -531,16 +616,21 @@ impl StopVotes {
     /// rank's stop vote summed alongside.
     fn reduce(&mut self, l: Losses, dist: &Dist, step: u64) -> Result<Losses> {
         let device = l.total.device();
+        let zero = || Tensor::zeros([], (tch::Kind::Float, device));
         let vote = Tensor::from(STOP.load(Ordering::SeqCst) as u8 as f32).to_device(device);
-        let v = Tensor::stack(&[&l.total, &l.head, &l.late, &vote], 0).to_kind(tch::Kind::Float);
+        let (head, late) = (
+            l.head.as_ref().map_or_else(zero, Tensor::shallow_clone),
+            l.late.as_ref().map_or_else(zero, Tensor::shallow_clone),
+        );
+        let v = Tensor::stack(&[&l.total, &head, &late, &vote], 0).to_kind(tch::Kind::Float);
         dist.all_reduce_sum(&v)
             .with_context(|| format!("step {}: averaging the losses", step + 1))?;
         let mean = &v / dist.world_size as f64;
         self.pending.push_back(v.get(3));
         Ok(Losses {
             total: mean.get(0),
-            head: mean.get(1),
-            late: mean.get(2),
+            head: l.head.map(|_| mean.get(1)),
+            late: l.late.map(|_| mean.get(2)),
             co: l.co,
         })
     }
@@ -557,19 +647,21 @@ impl StopVotes {
 
 /// The progress bar's (or log line's) summary of a metrics record.
 fn progress_message(rec: &Record) -> String {
-    let co = rec
-        .co_loss
-        .map(|c| format!(", co {c:.3}"))
-        .unwrap_or_default();
+    let parts: Vec<String> = [("head", rec.head_loss), ("late", rec.late_loss), ("co", rec.co_loss)]
+        .iter()
+        .filter_map(|(name, v)| v.map(|v| format!("{name} {v:.3}")))
+        .collect();
+    let parts = match parts.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", parts.join(", ")),
+    };
     let mem = rec
         .device_mem_gib
         .map(|g| format!(" mem {g:.1} GiB"))
         .unwrap_or_default();
     format!(
-        "loss {:.3} (head {:.3}, late {:.3}{co}) lr {:.2e} {:.1} seq/s {:.0} tok/s wait {:.0}%{mem}",
+        "loss {:.3}{parts} lr {:.2e} {:.1} seq/s {:.0} tok/s wait {:.0}%{mem}",
         rec.loss,
-        rec.head_loss,
-        rec.late_loss,
         rec.lr,
         rec.sequences_per_s,
         rec.tokens_per_s,

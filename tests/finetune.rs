@@ -1,0 +1,345 @@
+//! `condenser finetune` and `condenser mine` on CPU: the gradient cache against one graph, malformed
+//! lines counted and named, bit-identical resume, an encoder-only folder that transformers loads with
+//! the CLS `condenser encode` writes, and fine-tune -> mine -> fine-tune end to end. (The loss by hand
+//! and Tevatron's sampling are unit tests in src/train/finetune.rs and src/train/pairs.rs.)
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use condenser::train::pairs::tokenize_rows;
+use tch::Tensor;
+
+/// A tiny retrieval world: topics with distinctive words; a query names its topic, its positive is
+/// the topic's passage, negatives are other topics'.
+const TOPICS: &[(&str, &str)] = &[
+    ("volcano", "lava erupts from the volcano crater ash"),
+    ("piano", "the piano keys and strings make music notes"),
+    ("glacier", "ice of the glacier moves slowly down valleys"),
+    ("rocket", "a rocket engine burns fuel to reach orbit"),
+    ("bread", "bakers knead dough and bake bread in ovens"),
+    ("coral", "coral reefs grow in warm shallow seas"),
+    ("chess", "chess players move kings queens and pawns"),
+    ("desert", "sand dunes and cacti fill the hot desert"),
+    ("violin", "a violin bow draws sound from its strings"),
+    ("comet", "a comet tail glows near the sun"),
+    ("honey", "bees make honey from flower nectar"),
+    ("tiger", "the striped tiger hunts in the jungle"),
+];
+
+fn passage(i: usize, variant: usize) -> serde_json::Value {
+    let (title, text) = TOPICS[i % TOPICS.len()];
+    serde_json::json!({"docid": format!("d{i}-{variant}"), "title": title, "text": format!("{text} {variant}")})
+}
+
+/// Tevatron training lines: `n` queries, each with a positive and `negs` negatives; plus `bad` lines.
+fn write_train(dir: &Path, n: usize, negs: usize, bad: &[&str]) -> PathBuf {
+    let path = dir.join("train.jsonl");
+    let mut f = std::fs::File::create(&path).unwrap();
+    for q in 0..n {
+        let t = q % TOPICS.len();
+        let line = serde_json::json!({
+            "query_id": format!("q{q}"),
+            "query": format!("tell me about the {} {}", TOPICS[t].0, q / TOPICS.len()),
+            "positive_passages": [passage(t, 0)],
+            "negative_passages": (1..=negs).map(|k| passage(t + k, k)).collect::<Vec<_>>(),
+        });
+        writeln!(f, "{line}").unwrap();
+    }
+    for b in bad {
+        writeln!(f, "{b}").unwrap();
+    }
+    path
+}
+
+fn finetune(train: &Path, from: (&str, &Path), out: &Path, sets: &[&str]) -> std::process::Output {
+    let mut a: Vec<String> = vec![
+        "finetune".into(),
+        "--train".into(),
+        train.display().to_string(),
+        from.0.into(),
+        from.1.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+        "--device".into(),
+        "cpu".into(),
+    ];
+    for s in sets {
+        a.extend(["--set".to_string(), s.to_string()]);
+    }
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    run(&refs)
+}
+
+const SMALL: &[&str] = &[
+    "data.batch_size=4",
+    "data.train_n_passages=3",
+    "data.passage_max_len=32",
+    "data.query_max_len=16",
+    "optim.lr=1e-3",
+    "run.log_every=1",
+];
+
+fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    SMALL.iter().copied().chain(extra.iter().copied()).collect()
+}
+
+#[test]
+fn the_gradient_cache_equals_one_graph() {
+    use condenser::dist::Dist;
+    use condenser::model::{hf, Ctx, HeadConfig};
+    use condenser::train::finetune::finetune_step;
+    use condenser::train::objective::DeviceBatch;
+    let dir = tempfile::tempdir().unwrap();
+    let init = tiny_model(dir.path());
+    // Dropout off, so chunked and whole passes see the same network.
+    let cfg_path = init.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["hidden_dropout_prob"] = 0.0.into();
+    cfg["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let tok = condenser::tokenizer::load(&init.join("tokenizer.json")).unwrap();
+    let special = condenser::tokenizer::special_ids(&tok).unwrap();
+    let queries: Vec<String> = (0..4).map(|i| format!("about the {}", TOPICS[i].0)).collect();
+    let passages: Vec<String> = (0..12).map(|i| TOPICS[i].1.to_string()).collect();
+    let q = tokenize_rows(&tok, &special, &queries.iter().map(String::as_str).collect::<Vec<_>>(), 16).unwrap();
+    let p = tokenize_rows(&tok, &special, &passages.iter().map(String::as_str).collect::<Vec<_>>(), 32).unwrap();
+    let grads = |chunk: usize| -> (f64, Vec<Tensor>) {
+        let loaded = hf::load(&init, tch::Device::Cpu, HeadConfig::default(), 0).unwrap();
+        let mut w = condenser::train::config::TrainConfig::finetune_defaults().loss;
+        w.cache_chunk_size = chunk;
+        w.temperature = 0.5;
+        let loss = finetune_step(
+            &loaded.model,
+            &DeviceBatch::new(&q, tch::Device::Cpu),
+            &DeviceBatch::new(&p, tch::Device::Cpu),
+            3,
+            &w,
+            Ctx::train(tch::Kind::Float),
+            (1, 0),
+            &Dist::single(),
+        )
+        .unwrap();
+        let vars: std::collections::BTreeMap<String, Tensor> = loaded.vs.variables().into_iter().collect();
+        let g = vars
+            .into_iter()
+            .filter(|(n, _)| hf::is_encoder_weight(n))
+            .map(|(_, v)| v.grad().copy())
+            .collect();
+        (loss.double_value(&[]), g)
+    };
+    let (l0, g0) = grads(0);
+    let (l2, g2) = grads(2);
+    assert!((l0 - l2).abs() < 1e-6, "{l0} vs {l2}");
+    let scale = g0.iter().map(|g| g.abs().max().double_value(&[])).fold(0.0, f64::max);
+    assert!(scale > 0.0);
+    let diff = g0
+        .iter()
+        .zip(&g2)
+        .map(|(a, b)| (a - b).abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
+    assert!(diff < 1e-5 * scale.max(1.0), "gradients differ by {diff} (largest {scale})");
+}
+
+#[test]
+fn malformed_lines_are_counted_and_named_and_the_model_is_encoder_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = tiny_model(dir.path());
+    let train = write_train(
+        dir.path(),
+        16,
+        4,
+        &[
+            "{not json",
+            r#"{"query_id": "x", "query": "q", "positive_passages": [], "negative_passages": []}"#,
+        ],
+    );
+    let out = dir.path().join("ft");
+    let o = finetune(&train, ("--init", &init), &out, &with(&["optim.max_steps=3"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let name = train.display().to_string();
+    assert!(err.contains(&format!("{name}:17: skipped: not a training record")), "{err}");
+    assert!(err.contains(&format!("{name}:18: skipped: no positive passage")), "{err}");
+    assert!(err.contains("2 line(s) skipped: 1 malformed, 1 without a positive"), "{err}");
+    assert_eq!(stdout(&o).trim(), out.join("final").display().to_string());
+    // The retriever alone: no Condenser head file, no MLM head weights.
+    let final_dir = out.join("final");
+    assert!(!final_dir.join("condenser_head.safetensors").exists());
+    let (tensors, _) =
+        condenser::model::hf::read_safetensors(&final_dir.join("model.safetensors")).unwrap();
+    assert!(tensors.iter().all(|(n, _)| !n.starts_with("cls.") && !n.starts_with("c_head.")));
+    assert!(tensors.iter().any(|(n, _)| n.contains("embeddings.word_embeddings")));
+    let m: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(m.len(), 3);
+    assert!(m[0].get("head_loss").is_none() && m[0]["loss"].as_f64().unwrap() > 0.0);
+    // A fine-tuning config is refused by `train`, and a pre-training one by `finetune`.
+    let o = finetune(&train, ("--init", &init), &dir.path().join("x"), &["stage=condenser"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("`condenser finetune` trains stage \"finetune\""), "{}", stderr(&o));
+}
+
+#[test]
+fn resume_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = tiny_model(dir.path());
+    let train = write_train(dir.path(), 24, 4, &[]);
+    let whole = dir.path().join("whole");
+    let o = finetune(&train, ("--init", &init), &whole, &with(&["optim.max_steps=6"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let part = dir.path().join("part");
+    let mut b = vec![
+        "finetune".to_string(),
+        "--train".into(),
+        train.display().to_string(),
+        "--init".into(),
+        init.display().to_string(),
+        "--out".into(),
+        part.display().to_string(),
+        "--device".into(),
+        "cpu".into(),
+        "--stop-after".into(),
+        "4".into(),
+    ];
+    for s in with(&["optim.max_steps=6"]) {
+        b.extend(["--set".into(), s.to_string()]);
+    }
+    let o = run(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = part.join("checkpoint-4");
+    let o = finetune(&train, ("--resume", &ckpt), &part, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        assert!(
+            std::fs::read(whole.join("final").join(f)).unwrap()
+                == std::fs::read(part.join("final").join(f)).unwrap(),
+            "{f} differs after resume"
+        );
+    }
+}
+
+#[test]
+fn finetune_mine_finetune_and_the_model_loads_in_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = tiny_model(dir.path());
+    let train = write_train(dir.path(), 24, 2, &[]);
+    let round1 = dir.path().join("round1");
+    let o = finetune(&train, ("--init", &init), &round1, &with(&["optim.max_steps=4"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A BEIR corpus of every topic's passages, queries and qrels for the first 6 queries.
+    let corpus = dir.path().join("corpus.jsonl");
+    let mut f = std::fs::File::create(&corpus).unwrap();
+    for i in 0..TOPICS.len() {
+        for v in 0..3 {
+            let p = passage(i, v);
+            writeln!(f, "{}", serde_json::json!({"_id": p["docid"], "title": p["title"], "text": p["text"]})).unwrap();
+        }
+    }
+    let queries = dir.path().join("queries.jsonl");
+    let qrels = dir.path().join("qrels.tsv");
+    let mut fq = std::fs::File::create(&queries).unwrap();
+    let mut fr = std::fs::File::create(&qrels).unwrap();
+    writeln!(fr, "query-id\tcorpus-id\tscore").unwrap();
+    for q in 0..6 {
+        writeln!(fq, "{}", serde_json::json!({"_id": format!("q{q}"), "text": format!("tell me about the {}", TOPICS[q].0)})).unwrap();
+        writeln!(fr, "q{q}\td{q}-0\t1").unwrap();
+    }
+    drop((f, fq, fr));
+    let mined = dir.path().join("mined.jsonl");
+    let model = round1.join("final");
+    let o = run(&[
+        "mine",
+        "--model",
+        model.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--queries",
+        queries.to_str().unwrap(),
+        "--qrels",
+        qrels.to_str().unwrap(),
+        "--out",
+        mined.to_str().unwrap(),
+        "--depth",
+        "20",
+        "--skip-top",
+        "1",
+        "--negatives",
+        "5",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&mined)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    for l in &lines {
+        let q = l["query_id"].as_str().unwrap();
+        let pos = format!("d{}-0", &q[1..]);
+        assert_eq!(l["positive_passages"][0]["docid"], pos.as_str());
+        let negs = l["negative_passages"].as_array().unwrap();
+        assert_eq!(negs.len(), 5);
+        assert!(negs.iter().all(|n| n["docid"] != pos.as_str() && n["text"].as_str().is_some()));
+    }
+    // The same draw again: keyed by the seed.
+    let again = dir.path().join("again.jsonl");
+    let o = run(&[
+        "mine", "--model", model.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(),
+        "--queries", queries.to_str().unwrap(), "--qrels", qrels.to_str().unwrap(), "--out",
+        again.to_str().unwrap(), "--depth", "20", "--skip-top", "1", "--negatives", "5",
+        "--device", "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&mined).unwrap(), std::fs::read(&again).unwrap());
+    // Round two on the mined negatives, from round one's model.
+    let round2 = dir.path().join("round2");
+    let o = finetune(&mined, ("--init", &model), &round2, &with(&["optim.max_steps=2", "data.batch_size=3"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // transformers loads the encoder with nothing missing or unexpected, and its CLS is encode's.
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(&texts, "lava erupts from the volcano\nbees make honey\n").unwrap();
+    let emb = dir.path().join("e.parquet");
+    let final2 = round2.join("final");
+    let o = run(&[
+        "encode", "--model", final2.to_str().unwrap(), "--input", texts.to_str().unwrap(), "--out",
+        emb.to_str().unwrap(), "--device", "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours: Vec<Vec<f32>> = read_embeddings(&emb).into_iter().map(|(_, v)| v).collect();
+    let script = r#"
+import json, sys, torch
+from transformers import AutoModel, AutoTokenizer
+folder, texts = sys.argv[1], sys.argv[2]
+model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
+tok = AutoTokenizer.from_pretrained(folder)
+lines = [l for l in open(texts).read().splitlines() if l]
+with torch.no_grad():
+    out = model(**tok(lines, padding=True, truncation=True, return_tensors="pt"))
+cls = out.last_hidden_state[:, 0].tolist()
+print(json.dumps({"missing": sorted(k for k in info["missing_keys"] if "pooler" not in k), "unexpected": sorted(info["unexpected_keys"]), "cls": cls}))
+"#;
+    let py = std::process::Command::new(venv_python())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .args(["-c", script, final2.to_str().unwrap(), texts.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(r["missing"], serde_json::json!([]), "{r}");
+    assert_eq!(r["unexpected"], serde_json::json!([]), "{r}");
+    let cls: Vec<Vec<f32>> = serde_json::from_value(r["cls"].clone()).unwrap();
+    for (a, b) in cls.iter().zip(&ours) {
+        let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-4, "transformers' CLS differs from encode's by {d}");
+    }
+}
