@@ -468,3 +468,49 @@ fn ranks_with_different_settings_are_refused() {
         );
     }
 }
+
+#[test]
+fn finetune_two_ranks_equal_one_process_with_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = write_tevatron(dir.path(), 24, 4, 9);
+    let init = tiny_model_without_dropout(dir.path());
+    let args = |out: &Path, sets: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["finetune", "--train", train.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
+        for (k, v) in [("--init", &init), ("--out", &out.to_path_buf())] {
+            a.extend([k.to_string(), v.display().to_string()]);
+        }
+        for s in [
+            "optim.max_steps=3",
+            "run.log_every=1",
+            "optim.lr=1e-4",
+            // Adam divides by sqrt(v) + eps: with the default eps a coordinate whose gradient is ~0
+            // moves by ~lr on the sign of its rounding noise (the two runs pad their batches to other
+            // lengths, so sums round differently). A larger eps keeps the comparison about gradients.
+            "optim.eps=1e-3",
+            "data.train_n_passages=3",
+            "data.passage_max_len=32",
+        ]
+        .iter()
+        .chain(sets)
+        {
+            a.extend(["--set".to_string(), s.to_string()]);
+        }
+        a.extend(["--device".to_string(), "cpu".to_string()]);
+        a
+    };
+    // Global in-batch negatives: 2 ranks x 2 queries = 1 process x 4 queries, with the gradient cache
+    // (chunks of 2 rows on either side) and without it.
+    for chunk in ["loss.cache_chunk_size=0", "loss.cache_chunk_size=2"] {
+        let (one, two) = (
+            dir.path().join(format!("one-{chunk}")),
+            dir.path().join(format!("two-{chunk}")),
+        );
+        train_one(&args(&one, &["data.batch_size=4", chunk]));
+        train_ranks(2, &args(&two, &["data.batch_size=2", chunk]));
+        let d = weight_diff(&one.join("final"), &two.join("final"));
+        assert!(d <= 5e-5, "{chunk}: weights differ by {d}");
+        assert_same_losses(&one, &two, 1e-5);
+    }
+}

@@ -515,6 +515,8 @@ mod tests {
             "cocondenser-base.toml",
             "demo.toml",
             "demo-cocondenser.toml",
+            "demo-finetune.toml",
+            "finetune-msmarco.toml",
         ] {
             TrainConfig::load(Some(&dir.join(name)), &[])
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));

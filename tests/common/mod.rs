@@ -134,6 +134,29 @@ pub fn document(rng: &mut Lcg, sentences: usize) -> String {
     out
 }
 
+/// Writes Tevatron training lines: `queries` queries of a few words, each with a positive and `negs`
+/// negatives of one or two sentences; returns the path.
+pub fn write_tevatron(dir: &Path, queries: usize, negs: usize, seed: u64) -> PathBuf {
+    let mut rng = Lcg(seed);
+    let path = dir.join("train.jsonl");
+    let mut s = String::new();
+    for q in 0..queries {
+        let mut passage = |rng: &mut Lcg, k: usize| {
+            serde_json::json!({"docid": format!("d{q}-{k}"), "title": "", "text": document(rng, 1 + k % 2)})
+        };
+        let line = serde_json::json!({
+            "query_id": format!("q{q}"),
+            "query": document(&mut rng, 1),
+            "positive_passages": [passage(&mut rng, 0)],
+            "negative_passages": (1..=negs).map(|k| passage(&mut rng, k)).collect::<Vec<_>>(),
+        });
+        s.push_str(&line.to_string());
+        s.push('\n');
+    }
+    std::fs::write(&path, s).unwrap();
+    path
+}
+
 /// Writes `docs` documents as JSON Lines (`{"id","title","text"}`) and returns the path.
 pub fn write_jsonl(dir: &Path, name: &str, docs: usize, seed: u64) -> PathBuf {
     let mut rng = Lcg(seed);
