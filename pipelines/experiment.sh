@@ -10,7 +10,8 @@
 # fine-tuning (configs/demo-finetune.toml) from each model with each of SEEDS, and `eval` on the test
 # queries. Writes Markdown tables.
 #   STEPS=30 bash pipelines/experiment.sh        (after pipelines/setup.sh; outputs in runs/experiment/)
-#   FINETUNE=0 skips the fine-tuning part; SEEDS="1 2" sets its seeds; BIN=path uses another binary.
+#   FINETUNE=0 skips the fine-tuning part; SEEDS="1 2" sets its seeds; BIN=path uses another binary;
+#   PRETRAIN_EVAL=0 skips the first table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${STEPS:-30}
@@ -20,23 +21,27 @@ bin=${BIN:-target/release/condenser}
 [ -n "${BIN:-}" ] || cargo build --release --locked >&2
 mkdir -p "$out"
 shards="$out/shards"
-"$bin" prepare data/wiki-leads/summaries_en-us.json \
+# Each step is skipped when its output exists, so an interrupted run picks up where it stopped.
+[ -e "$shards/_manifest.json" ] || [ -e "$shards/manifest.json" ] || "$bin" prepare data/wiki-leads/summaries_en-us.json \
   data/enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2 \
   data/demo/msmarco-passages.tsv --out "$shards" --shard-size 2MB >/dev/null
 common=(--data "$shards" --device "${DEVICE:-auto}")
-"$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/mlm" \
+[ -d "$out/mlm/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/mlm" \
   --set optim.max_steps="$steps" --set loss.head_weight=0 >/dev/null
-"$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/condenser" \
+[ -d "$out/condenser/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/condenser" \
   --set optim.max_steps="$steps" >/dev/null
-"$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/condenser-half" \
+[ -d "$out/condenser-half/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/condenser-half" \
   --set optim.max_steps="$half" >/dev/null
-"$bin" train "${common[@]}" --init "$out/condenser-half/final" --config configs/demo-cocondenser.toml \
+[ -d "$out/cocondenser/final" ] || "$bin" train "${common[@]}" --init "$out/condenser-half/final" --config configs/demo-cocondenser.toml \
   --out "$out/cocondenser" --set optim.max_steps="$((steps - half))" >/dev/null
 
 silver=data/rag24-silver
+# PRETRAIN_EVAL=0 skips the evaluation of the pre-trained models themselves (the first table).
+if [ "${PRETRAIN_EVAL:-1}" = 1 ]; then
 for name in init mlm condenser cocondenser; do
   model=$out/$name/final
   [ "$name" = init ] && model=data/minilm
+  [ -s "$out/$name.spans.json" ] && continue
   "$bin" eval --model "$model" --corpus $silver/collection.tsv --queries $silver/queries.tsv \
     --qrels $silver/qrels.silver.txt --json --device "${DEVICE:-auto}" > "$out/$name.silver.json"
   "$bin" eval-spans --model "$model" --data "$shards" --holdout-fraction 0.02 --json \
@@ -59,6 +64,7 @@ lines.append(f"RAG 2024 SILVER set: {s['queries']} queries, 6,011 passages, labe
 open(f"{out}/results.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
+fi
 
 [ "${FINETUNE:-1}" = 1 ] || exit 0
 seeds=${SEEDS:-1 2}
