@@ -458,6 +458,7 @@ fn cocondenser_batches_pair_spans_of_one_document() {
         vocab: std::sync::Arc::new(Vocab::from_tokenizer(&tok).unwrap()),
         examples_per_batch: 4,
         start: Cursor::default(),
+        slice: condenser::train::loader::RankSlice::all(1),
     };
     let l = loader::start(ShardSource::Files(vec![path]), spec);
     let mut batches = 0;
@@ -495,6 +496,7 @@ fn cocondenser_batches_pair_spans_of_one_document() {
                 assert_eq!(skipped_docs, 50 - pairable as u64);
                 break;
             }
+            Msg::Skipped { .. } => panic!("one process owns every batch"),
             Msg::Error(e) => panic!("{e:#}"),
         }
     }
@@ -525,12 +527,14 @@ fn epoch_batches(
         vocab: std::sync::Arc::new(Vocab::from_tokenizer(&tok).unwrap()),
         examples_per_batch: 8,
         start,
+        slice: condenser::train::loader::RankSlice::all(1),
     };
     let l = loader::start(ShardSource::Files(vec![path.to_path_buf()]), spec);
     let mut out = Vec::new();
     loop {
         match l.rx.recv().unwrap() {
             Msg::Batch { batch, .. } => out.push(batch),
+            Msg::Skipped { .. } => panic!("one process owns every batch"),
             Msg::EpochEnd { .. } => return out,
             Msg::Error(e) => panic!("{e:#}"),
         }
