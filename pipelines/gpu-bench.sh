@@ -120,7 +120,7 @@ profile() { # name, command... (writing the trace $traces/NAME.json)
 profile ours-profile        "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --steps 5 --warmup 3 --profile "$traces/ours-profile.json" $extra
 profile ref-profile         python3 "$tools/profile_ref.py" "$traces/ref-profile.json" "$ref" --cases condenser --seq 128 --batch 128 --masked-only --steps 5 --warmup 3 $extra
 
-if [ -f "$shards/manifest.json" ]; then
+if [ -f "$shards/_manifest.json" ] || [ -f "$shards/manifest.json" ]; then
   run ours-shards           "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" $extra
   run ours-shards-grouped   "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 $extra
   # The levers against cuDNN attention's plan per batch shape (BENCHMARKS.md, 2026-11-29): fewer

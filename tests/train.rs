@@ -1081,7 +1081,7 @@ fn train_refuses_manifest_entries_outside_the_folder() {
     // A real shard outside the folder: read and trained on without the check.
     std::fs::copy(data.join(&first), dir.path().join("outside.parquet")).unwrap();
     m["shards"][0]["file"] = "../outside.parquet".into();
-    std::fs::write(data.join("manifest.json"), m.to_string()).unwrap();
+    std::fs::write(data.join("_manifest.json"), m.to_string()).unwrap();
     let o = try_train(&args(
         &data,
         ("--init", &init),
@@ -1092,7 +1092,7 @@ fn train_refuses_manifest_entries_outside_the_folder() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
-        err.contains("manifest.json")
+        err.contains("_manifest.json")
             && err.contains("\"../outside.parquet\"")
             && err.contains("not a file name inside"),
         "{err}"
@@ -1139,4 +1139,65 @@ fn skip_from_comes_from_the_head_file_when_unset_and_must_be_below_the_layer_cou
         "{}",
         stderr(&o)
     );
+}
+
+/// Issue 16, item 12: a shard folder prepared before the `_` names (`manifest.json`, `tokenizer.json`)
+/// still inspects and trains after the tokenizer it was made from is gone, and the next `prepare`
+/// into it moves it to the new names.
+#[test]
+fn r16_12_an_old_layout_shard_folder_still_inspects_and_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 60);
+    let init = tiny_model(dir.path());
+    for (new, old) in [
+        ("_manifest.json", "manifest.json"),
+        ("_tokenizer.json", "tokenizer.json"),
+    ] {
+        std::fs::rename(data.join(new), data.join(old)).unwrap();
+    }
+    // Only the folder's own copy can serve as the tokenizer.
+    let mut m = manifest_old(&data);
+    m["tokenizer"]["path"] = "/nonexistent/tokenizer.json".into();
+    std::fs::write(data.join("manifest.json"), m.to_string()).unwrap();
+    let o = run(&["inspect", data.to_str().unwrap(), "--samples", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("{}", m["totals"]["documents"])));
+    let out = dir.path().join("run");
+    train(&args(
+        &data,
+        ("--init", &init),
+        &out,
+        &["optim.max_steps=2", "data.batch_size=4", "data.max_len=64"],
+        &[],
+    ));
+    assert!(out.join("final/model.safetensors").is_file());
+    // The same prepare again (a complete run: nothing to add) rewrites the manifest under its new
+    // name and drops the old files.
+    let input = dir.path().join("corpus.jsonl");
+    let o = run(&[
+        "prepare",
+        "--out",
+        data.to_str().unwrap(),
+        "--shard-size",
+        "30KB",
+        "--max-len",
+        "64",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("shard-"))
+        .collect();
+    assert!(
+        names.contains(&"_manifest.json".to_string())
+            && names.contains(&"_tokenizer.json".to_string())
+            && !names.iter().any(|n| n == "manifest.json" || n == "tokenizer.json"),
+        "{names:?}"
+    );
+}
+
+fn manifest_old(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }

@@ -263,7 +263,7 @@ pub(super) fn shard_loader(
 ) -> Result<crate::train::loader::Loader> {
     use crate::train::config::Stage;
     let m = crate::shards::Manifest::load(dir)?
-        .ok_or_else(|| anyhow::anyhow!("{}: no manifest.json", dir.display()))?;
+        .ok_or_else(|| anyhow::anyhow!("{}: no _manifest.json", dir.display()))?;
     let tok = crate::tokenizer::load(&m.tokenizer.locate(dir)?)?;
     let mut data = TrainConfig::default().data;
     data.max_len = seq;

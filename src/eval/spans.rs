@@ -28,7 +28,7 @@ pub struct SpansArgs {
     /// Model: a Hugging Face directory.
     #[arg(long)]
     pub model: PathBuf,
-    /// A prepared shard folder (with manifest.json).
+    /// A prepared shard folder (with _manifest.json).
     #[arg(long)]
     pub data: PathBuf,
     /// Share of documents held out (the trainer's data.holdout_fraction).
@@ -63,7 +63,7 @@ pub fn evaluate(
     device: tch::Device,
 ) -> Result<SpanMetrics> {
     let m = Manifest::load(&args.data)?
-        .with_context(|| format!("{}: no manifest.json", args.data.display()))?;
+        .with_context(|| format!("{}: no _manifest.json", args.data.display()))?;
     let mut seqs: Vec<Vec<i64>> = Vec::new();
     for s in &m.shards {
         for row in read_shard(&args.data.join(&s.file), None)? {

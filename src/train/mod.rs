@@ -18,7 +18,7 @@ use crate::device::DeviceChoice;
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Prepared shards: a folder with manifest.json, or `-` for shard paths on stdin as a running
+    /// Prepared shards: a folder with _manifest.json, or `-` for shard paths on stdin as a running
     /// `prepare` prints them (one pass over the stream; needs optim.max_steps).
     #[arg(long)]
     pub data: String,

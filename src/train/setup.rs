@@ -238,7 +238,7 @@ fn data_source(data: &str) -> Result<(ShardSource, Option<(PathBuf, Manifest)>)>
     let dir = PathBuf::from(data);
     let m = Manifest::load(&dir)?.with_context(|| {
         format!(
-            "{}: no manifest.json (run `condenser prepare` into it)",
+            "{}: no _manifest.json (run `condenser prepare` into it)",
             dir.display()
         )
     })?;
