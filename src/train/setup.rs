@@ -141,7 +141,7 @@ impl Setup {
 /// The resumed checkpoint's configuration with the file and overrides over it, refusing the changes
 /// that would make its optimizer state, data cursor or schedule mean something else.
 fn resumed_config(dir: &Path, args: &TrainArgs, world: usize) -> Result<TrainConfig> {
-    let path = dir.join(checkpoint::STATE_FILE);
+    let path = checkpoint::state_dir(dir).join(checkpoint::STATE_FILE);
     let state: TrainerState = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?,
     )
