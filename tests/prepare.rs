@@ -545,7 +545,7 @@ fn a_moved_folder_still_has_its_tokenizer() {
             "--device",
             "cpu",
             "--loader-only",
-            "--batch",
+            "--batch-size",
             "8",
             "--steps",
             "2",

@@ -20,10 +20,19 @@ use crate::device::DeviceChoice;
 pub struct TrainArgs {
     /// Prepared shards: a folder with _manifest.json, or `-` for shard paths on stdin as a running
     /// `prepare` prints them (one pass over the stream; needs optim.max_steps).
-    #[arg(long)]
+    #[arg(value_name = "DATA", required_unless_present = "data_flag")]
+    data_arg: Option<String>,
+    /// The same as DATA (the older spelling, kept for scripts).
+    #[arg(long = "data", hide = true, conflicts_with = "data_arg", value_name = "DATA")]
+    data_flag: Option<String>,
+    /// DATA, however it was given (set by `run_cli`).
+    #[arg(skip)]
     pub data: String,
     /// Run folder: checkpoints, metrics.jsonl, the final model.
-    #[arg(long)]
+    #[arg(short, long = "out", value_name = "OUT")]
+    out_arg: Option<PathBuf>,
+    /// The run folder (set by `run_cli`).
+    #[arg(skip)]
     pub out: PathBuf,
     /// TOML configuration (configs/*.toml); every field has a default.
     #[arg(long)]
@@ -68,3 +77,13 @@ pub enum DistBackend {
 }
 
 pub use trainer::run;
+
+/// `condenser train` from the command line: the input however it was spelled, then the run.
+pub fn run_cli(mut args: TrainArgs) -> anyhow::Result<()> {
+    args.data = crate::cli::either(args.data_arg.take(), args.data_flag.take(), "DATA")?;
+    args.out = args
+        .out_arg
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("--out RUN is needed (the run folder)"))?;
+    run(args)
+}
