@@ -66,6 +66,7 @@ enum Command {
         "condenser train runs/demo/shards --init data/minilm --config configs/demo.toml -o runs/c",
         "condenser train runs/demo/shards --init runs/c/final --config configs/demo-cocondenser.toml -o runs/co",
         "condenser train runs/demo/shards --resume runs/c/checkpoint-15 -o runs/c   # exact continuation",
+        "condenser train --print-config --config configs/demo.toml --set optim.lr=2e-4 > my.toml",
     ]))]
     Train(condenser::train::TrainArgs),
     /// Draw a run's training curves (metrics.jsonl) into a PNG.

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod setup;
+pub mod print_config;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use crate::device::DeviceChoice;
 pub struct TrainArgs {
     /// Prepared shards: a folder with _manifest.json, or `-` for shard paths on stdin as a running
     /// `prepare` prints them (one pass over the stream; needs optim.max_steps).
-    #[arg(value_name = "DATA", required_unless_present = "data_flag")]
+    #[arg(value_name = "DATA", required_unless_present_any = ["data_flag", "print_config"])]
     data_arg: Option<String>,
     /// The same as DATA (the older spelling, kept for scripts).
     #[arg(long = "data", hide = true, conflicts_with = "data_arg", value_name = "DATA")]
@@ -65,6 +66,10 @@ pub struct TrainArgs {
     /// tokenizer.json for masking and the checkpoint [default: the shards' manifest's].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Print the effective configuration (defaults, --config, --set) as commented TOML, which
+    /// --config reads back, and exit.
+    #[arg(long, conflicts_with = "resume")]
+    pub print_config: bool,
 }
 
 /// `--dist-backend`.
@@ -80,6 +85,9 @@ pub use trainer::run;
 
 /// `condenser train` from the command line: the input however it was spelled, then the run.
 pub fn run_cli(mut args: TrainArgs) -> anyhow::Result<()> {
+    if args.print_config {
+        return print_config::print(args.config.as_deref(), &args.overrides);
+    }
     args.data = crate::cli::either(args.data_arg.take(), args.data_flag.take(), "DATA")?;
     args.out = args
         .out_arg
