@@ -27,9 +27,9 @@ echo "== condenser inspect $runs/shards" >&2
 # Condenser stage from the MiniLM warm start (fresh MLM head and Condenser head), then the coCondenser
 # stage from that checkpoint with its head; both write Hugging Face checkpoints.
 echo "== condenser train: Condenser stage ($runs/condenser)" >&2
-"$bin" train --data "$runs/shards" --init data/minilm --config configs/demo.toml --out "$runs/condenser"
+"$bin" train "$runs/shards" --init data/minilm --config configs/demo.toml --out "$runs/condenser"
 echo "== condenser train: coCondenser stage ($runs/cocondenser)" >&2
-"$bin" train --data "$runs/shards" --init "$runs/condenser/final" --config configs/demo-cocondenser.toml --out "$runs/cocondenser"
+"$bin" train "$runs/shards" --init "$runs/condenser/final" --config configs/demo-cocondenser.toml --out "$runs/cocondenser"
 "$bin" curves "$runs/condenser" --out "$runs/condenser-curves.png"
 "$bin" curves "$runs/cocondenser" --out "$runs/cocondenser-curves.png"
 

@@ -44,7 +44,7 @@ for name in init mlm condenser cocondenser; do
   [ -s "$out/$name.spans.json" ] && continue
   "$bin" eval --model "$model" --corpus $silver/collection.tsv --queries $silver/queries.tsv \
     --qrels $silver/qrels.silver.txt --json --device "${DEVICE:-auto}" > "$out/$name.silver.json"
-  "$bin" eval-spans --model "$model" --data "$shards" --holdout-fraction 0.02 --json \
+  "$bin" eval-spans "$shards" --model "$model" --holdout-fraction 0.02 --json \
     --device "${DEVICE:-auto}" > "$out/$name.spans.json"
 done
 

@@ -80,15 +80,15 @@ smoke_run() { # name, command...
 }
 smoke_device=${SMOKE_DEVICE:-cuda}
 if [ -d "$kit/tiny-model" ] && [ -z "${SKIP_SMOKE:-}" ]; then
-  smoke_run smoke-condenser "$bin" train --data "$shards" --init "$kit/tiny-model" --out "$smoke/condenser" \
+  smoke_run smoke-condenser "$bin" train "$shards" --init "$kit/tiny-model" --out "$smoke/condenser" \
     --config configs/demo.toml --set model.skip_from=2 --set data.batch_size=64 --set optim.max_steps=40 \
     --set run.save_every=20 --set run.log_every=10 --device "$smoke_device"
-  smoke_run smoke-cocondenser "$bin" train --data "$shards" --init "$smoke/condenser/final" --out "$smoke/co" \
+  smoke_run smoke-cocondenser "$bin" train "$shards" --init "$smoke/condenser/final" --out "$smoke/co" \
     --config configs/demo-cocondenser.toml --set model.skip_from=2 --set data.batch_size=64 \
     --set loss.cache_chunk_size=32 --set optim.max_steps=20 --set run.log_every=5 --device "$smoke_device"
-  smoke_run smoke-eval-spans "$bin" eval-spans --model "$smoke/co/final" --data "$shards" --device "$smoke_device"
+  smoke_run smoke-eval-spans "$bin" eval-spans "$shards" --model "$smoke/co/final" --device "$smoke_device"
   head -n 200 "$kit/silver/queries.tsv" > "$smoke/q.tsv"
-  smoke_run smoke-encode "$bin" encode --model "$smoke/co/final" --input "$smoke/q.tsv" --out "$smoke/q.parquet" --device "$smoke_device"
+  smoke_run smoke-encode "$bin" encode "$smoke/q.tsv" --model "$smoke/co/final" --out "$smoke/q.parquet" --device "$smoke_device"
   smoke_run smoke-eval "$bin" eval --model "$smoke/co/final" --corpus "$kit/silver/collection.tsv.gz" \
     --queries "$kit/silver/queries.tsv" --qrels "$kit/silver/qrels.silver.txt" --device "$smoke_device"
   cp "$smoke/condenser/metrics.jsonl" "$logs/smoke-condenser-metrics.jsonl" 2>/dev/null
@@ -97,13 +97,13 @@ fi
 run ref-condenser-eager     python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 $extra
 run ref-condenser-masked    python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 --masked-only $extra
 run ref-condenser-compile   python3 "$ref/bench_train.py" --cases condenser --seq 128 --batch 128 --masked-only --compile $extra
-run ours-condenser          "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 $extra
-run ours-condenser-bf16res  "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --residual bf16 $extra
+run ours-condenser          "$bin" bench train --device cuda --case condenser --seq 128 --batch-size 128 $extra
+run ours-condenser-bf16res  "$bin" bench train --device cuda --case condenser --seq 128 --batch-size 128 --residual bf16 $extra
 run ref-condenser-512       python3 "$ref/bench_train.py" --cases condenser --seq 512 --batch 32 $extra
-run ours-condenser-512      "$bin" bench train --device cuda --case condenser --seq 512 --batch 32 $extra
+run ours-condenser-512      "$bin" bench train --device cuda --case condenser --seq 512 --batch-size 32 $extra
 run ref-cocondenser-gc      python3 "$ref/bench_train.py" --cases cocondenser-gc --gc-chunk 128 --co-docs 256 $extra
-run ours-cocondenser-gc     "$bin" bench train --device cuda --case cocondenser --batch 512 --gc-chunk 128 $extra
-run ours-cocondenser-2048   "$bin" bench train --device cuda --case cocondenser --batch 2048 --gc-chunk 128 --steps 5 --warmup 2 $extra
+run ours-cocondenser-gc     "$bin" bench train --device cuda --case cocondenser --batch-size 512 --gc-chunk 128 $extra
+run ours-cocondenser-2048   "$bin" bench train --device cuda --case cocondenser --batch-size 2048 --gc-chunk 128 --steps 5 --warmup 2 $extra
 # Which kernels dominate, ours and the reference's (eager, logits at masked positions only), 5 timed
 # steps of each at 128 x 128 under libtorch's profiler, summed per kernel by the same script. The traces
 # stay on the device machine (tens of MB); their summaries come back.
@@ -117,20 +117,20 @@ profile() { # name, command... (writing the trace $traces/NAME.json)
   python3 "$tools/trace_summary.py" "$traces/$name.json" --steps 5 > "$logs/$name.txt" 2>&1
   head -n 14 "$logs/$name.txt" >&2
 }
-profile ours-profile        "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --steps 5 --warmup 3 --profile "$traces/ours-profile.json" $extra
+profile ours-profile        "$bin" bench train --device cuda --case condenser --seq 128 --batch-size 128 --steps 5 --warmup 3 --profile "$traces/ours-profile.json" $extra
 profile ref-profile         python3 "$tools/profile_ref.py" "$traces/ref-profile.json" "$ref" --cases condenser --seq 128 --batch 128 --masked-only --steps 5 --warmup 3 $extra
 
-if [ -f "$shards/manifest.json" ]; then
-  run ours-shards           "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" $extra
-  run ours-shards-grouped   "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 $extra
+if [ -f "$shards/_manifest.json" ] || [ -f "$shards/manifest.json" ]; then
+  run ours-shards           "$bin" bench train --device cuda --case condenser --seq 128 --batch-size 128 --data "$shards" $extra
+  run ours-shards-grouped   "$bin" bench train --device cuda --case condenser --seq 128 --batch-size 128 --data "$shards" --group-by-length 50 $extra
   # The levers against cuDNN attention's plan per batch shape (BENCHMARKS.md, 2026-11-29): fewer
   # shapes, no cuDNN attention, libtorch's opt-in single plan (documented to apply only without a mask).
-  run ours-shards-grouped-pad8 "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 --pad-multiple 8 $extra
-  run ours-shards-grouped-nocudnn "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 --cudnn-attention off $extra
-  run ours-shards-grouped-avoid env TORCH_CUDNN_SDPA_AVOID_RECOMPILE=1 "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 $extra
-  run ours-shards-grouped-long "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --data "$shards" --group-by-length 50 --warmup 150 --steps 50 $extra
+  run ours-shards-grouped-pad8 "$bin" bench train --device cuda --case condenser --seq 128 --batch-size 128 --data "$shards" --group-by-length 50 --pad-multiple 8 $extra
+  run ours-shards-grouped-nocudnn "$bin" bench train --device cuda --case condenser --seq 128 --batch-size 128 --data "$shards" --group-by-length 50 --cudnn-attention off $extra
+  run ours-shards-grouped-avoid env TORCH_CUDNN_SDPA_AVOID_RECOMPILE=1 "$bin" bench train --device cuda --case condenser --seq 128 --batch-size 128 --data "$shards" --group-by-length 50 $extra
+  run ours-shards-grouped-long "$bin" bench train --device cuda --case condenser --seq 128 --batch-size 128 --data "$shards" --group-by-length 50 --warmup 150 --steps 50 $extra
 fi
-run ours-breakdown          "$bin" bench train --device cuda --case condenser --seq 128 --batch 128 --breakdown --steps 10 $extra
+run ours-breakdown          "$bin" bench train --device cuda --case condenser --seq 128 --batch-size 128 --breakdown --steps 10 $extra
 
 # The table: each of ours against its reference (ratios of sequences/s, or of real tokens/s for the
 # shards, where the reference is the compiled one fed the same spans padded to 128: its seq/s times our

@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::cli::examples;
 use crate::corpus::{self, wikitext, Item, Markup, ReadOptions};
 use crate::prepare::pipeline::{self, PrepareConfig};
 use crate::prepare::segment::SegmentConfig;
@@ -28,13 +29,30 @@ pub struct BenchArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchWhat {
     /// The prepare pipeline against the bare tokenizer on the same text.
+    #[command(after_help = examples(&[
+        "condenser bench prepare corpus.jsonl",
+        "condenser bench prepare enwiki-*-pages-articles*.xml.bz2 -j 8 --json",
+    ]))]
     Prepare(BenchPrepareArgs),
-    /// Training throughput at fixed shapes (beside ../shared/bench/bench_train.py). A repeated option
-    /// takes its last value, as the reference's argparse does (gpu-bench.sh appends $EXTRA).
-    #[command(args_override_self = true)]
+    /// Training throughput at fixed shapes (synthetic batches, or real shards with --data). A
+    /// repeated option takes its last value, so a script can append overrides.
+    // args_override_self: as the reference benchmark's argparse does; pipelines/gpu-bench.sh appends
+    // its $EXTRA options after its own.
+    #[command(
+        args_override_self = true,
+        after_help = examples(&[
+            "condenser bench train --case condenser --seq 128 --batch-size 128",
+            "condenser bench train --case cocondenser --batch-size 512 --gc-chunk 128   # gradient cache",
+            "condenser bench train --data runs/demo/shards --loader-only",
+        ])
+    )]
     Train(train::BenchTrainArgs),
     /// Numerical checks for a new device: fp32 against bf16 over N steps from one init, and the gradient
     /// cache's dropout replay against one graph.
+    #[command(after_help = examples(&[
+        "condenser bench numerics --data runs/demo/shards",
+        "condenser bench numerics --tiny --device cpu --steps 10",
+    ]))]
     Numerics(numerics::BenchNumericsArgs),
 }
 

@@ -22,7 +22,7 @@ use crate::shards::writer::hex;
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// A shard folder (with its manifest.json), shard files, or `-` for shard paths on stdin.
+    /// A shard folder (with its _manifest.json), shard files, or `-` for shard paths on stdin.
     #[arg(required = true)]
     pub paths: Vec<String>,
     /// Recompute rows, spans, tokens and sha256 of every shard against the manifest, check the schema

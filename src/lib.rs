@@ -5,6 +5,7 @@
 //! This crate holds every stage; `main.rs` is only the command line.
 
 pub mod bench;
+pub mod cli;
 pub mod corpus;
 pub mod device;
 pub mod dist;

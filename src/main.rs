@@ -16,40 +16,103 @@ use condenser::device::{self, DeviceChoice};
         -> a Hugging Face checkpoint -> `encode` / `eval`.\n\
         Results go to stdout, logs and progress to stderr."
 )]
+#[command(after_help = examples(&[
+    "condenser prepare corpus.jsonl -o runs/demo/shards",
+    "condenser train runs/demo/shards --init data/minilm --config configs/demo.toml -o runs/c",
+    "condenser encode texts.tsv --model runs/c/final -o emb.parquet",
+]))]
 struct Cli {
     /// Print only errors on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL_OPTIONS)]
     quiet: bool,
     /// More detail on stderr: -v for debug, -vv for trace.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL_OPTIONS)]
     verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The heading of `-q`/`-v` in every command's help.
+const GLOBAL_OPTIONS: &str = "Global options";
+
+use condenser::cli::examples;
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print condenser's and libtorch's versions, CUDA availability, devices and thread counts.
+    #[command(after_help = examples(&[
+        "condenser env                     # versions, CUDA, devices, threads",
+        "condenser env --json              # the same as one JSON document",
+        "condenser env --device cuda:1",
+    ]))]
     Env(EnvArgs),
     /// Raw text (Wikipedia XML, JSONL, TSV, Parquet, plain text) -> sentences -> tokens -> span shards.
+    #[command(after_help = examples(&[
+        "condenser prepare corpus.jsonl -o runs/demo/shards",
+        "condenser prepare enwiki-*-pages-articles*.xml.bz2 -o shards/wiki --min-spans 2",
+        "condenser prepare corpus.jsonl --partition 0/2 -o shards   # then 1/2, then --merge",
+        "condenser prepare --merge -o shards",
+    ]))]
     Prepare(condenser::prepare::PrepareArgs),
     /// Statistics, verification and samples of prepared shards.
+    #[command(after_help = examples(&[
+        "condenser inspect runs/demo/shards",
+        "condenser inspect runs/demo/shards --verify --samples 5 --plot hist.png --json",
+        "condenser prepare corpus.jsonl -o shards | condenser inspect -   # shard paths on stdin",
+    ]))]
     Inspect(condenser::inspect::InspectArgs),
     /// Pre-train an encoder: the Condenser stage, then the coCondenser stage.
+    #[command(after_help = examples(&[
+        "condenser train runs/demo/shards --init data/minilm --config configs/demo.toml -o runs/c",
+        "condenser train runs/demo/shards --init runs/c/final --config configs/demo-cocondenser.toml -o runs/co",
+        "condenser train runs/demo/shards --resume runs/c/checkpoint-15 -o runs/c   # exact continuation",
+        "condenser train --print-config --config configs/demo.toml --set optim.lr=2e-4 > my.toml",
+    ]))]
     Train(condenser::train::TrainArgs),
     /// Fine-tune an encoder into a retriever on labelled queries and passages (Tevatron's data).
+    #[command(after_help = examples(&[
+        "condenser finetune train.jsonl.gz --init runs/co/final --config configs/finetune-msmarco.toml -o runs/r1",
+        "condenser finetune train-r2.jsonl --init runs/r1/final --config configs/finetune-msmarco.toml -o runs/r2",
+        "torchrun --no-python --nproc-per-node 8 condenser finetune train.jsonl --init runs/co/final -o runs/r1",
+    ]))]
     Finetune(condenser::train::FinetuneArgs),
     /// Draw a run's training curves (metrics.jsonl) into a PNG.
+    #[command(after_help = examples(&[
+        "condenser curves runs/c -o curves.png",
+        "condenser curves runs/c/metrics.jsonl -o curves.png",
+    ]))]
     Curves(condenser::train::metrics::CurvesArgs),
     /// Write last-layer [CLS] embeddings of texts with a trained encoder.
+    #[command(after_help = examples(&[
+        "condenser encode texts.tsv --model runs/co/final -o emb.parquet",
+        "condenser encode passages.txt --model runs/co/final -o emb.npy   # emb.npy + emb.ids.txt",
+        "zcat queries.tsv.gz | condenser encode - --model runs/co/final -o - > queries.parquet",
+    ]))]
     Encode(condenser::eval::encode::EncodeArgs),
     /// Retrieval evaluation (MRR@10, nDCG@10, Recall@k) of an encoder.
+    #[command(after_help = examples(&[
+        "condenser eval --model runs/co/final --corpus corpus.jsonl --queries queries.jsonl --qrels qrels/test.tsv",
+        "condenser eval --model runs/co/final --corpus collection.tsv --queries queries.tsv --qrels qrels.txt --run run.trec --json",
+    ]))]
     Eval(condenser::eval::retrieval::EvalArgs),
     /// Hard negatives for a second round of fine-tuning: Tevatron training lines from a model's top-k.
+    #[command(after_help = examples(&[
+        "condenser mine --model runs/r1/final --corpus collection.tsv --queries queries.train.tsv --qrels qrels.train.tsv -o train-r2.jsonl",
+        "condenser mine --model runs/r1/final --corpus corpus.jsonl --queries queries.jsonl --qrels qrels/train.tsv --depth 200 --skip-top 3 --negatives 30 -o -",
+    ]))]
     Mine(condenser::eval::mine::MineArgs),
     /// Held-out span-pair retrieval (MRR, R@1) of an encoder on a prepared corpus.
+    #[command(after_help = examples(&[
+        "condenser eval-spans runs/demo/shards --model runs/co/final",
+        "condenser eval-spans runs/demo/shards --model runs/co/final --holdout-fraction 0.02 --json",
+    ]))]
     EvalSpans(condenser::eval::spans::SpansArgs),
-    /// Throughput benchmarks: `bench prepare` (against the bare tokenizer), `bench train`.
+    /// Throughput benchmarks: `bench prepare` (against the bare tokenizer), `bench train`, `bench numerics`.
+    #[command(after_help = examples(&[
+        "condenser bench prepare corpus.jsonl -j 2",
+        "condenser bench train --case condenser --seq 128 --batch-size 128",
+        "condenser bench numerics --data runs/demo/shards",
+    ]))]
     Bench(condenser::bench::BenchArgs),
 }
 
@@ -64,7 +127,10 @@ struct EnvArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_failure(e),
+    };
     condenser::logging::init(cli.quiet, cli.verbose);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,13 +149,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--help` and `--version` print to stdout and exit 0, as clap does; a usage error goes to stderr
+/// with the prefix every run error has (`condenser: error:`), and exits 2.
+fn parse_failure(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprint!("{}", usage_message(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// clap's rendering of a parse error, its own `error: ` prefix replaced by ours (a missing
+/// subcommand's help, which has no prefix, is kept as it is).
+fn usage_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    match text.strip_prefix("error: ") {
+        Some(rest) => format!("condenser: error: {rest}"),
+        None => text,
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Env(args) => env(args),
         Command::Prepare(args) => condenser::prepare::run(args),
         Command::Inspect(args) => condenser::inspect::run(args),
-        Command::Train(args) => condenser::train::run(args),
-        Command::Finetune(args) => condenser::train::finetune(args),
+        Command::Train(args) => condenser::train::run_cli(args),
+        Command::Finetune(args) => condenser::train::finetune_cli(args),
         Command::Mine(args) => condenser::eval::mine::run(args),
         Command::Curves(args) => condenser::train::metrics::curves(args),
         Command::Encode(args) => condenser::eval::encode::run(args),
@@ -124,6 +216,86 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["condenser", "env", "--device", "tpu"]).is_err());
+    }
+
+    /// Every argument of every command, nested ones and hidden aliases included, has a description
+    /// (issue 16, item 7); clap's own consistency checks pass.
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.get_help().is_none() && !matches!(id, "help" | "version") {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "condenser", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    /// One spelling for one idea (issue 16, item 8): `--batch-size` with `--batch` kept as an alias;
+    /// the input positional with the older `--input`/`--data` flags kept; `-o` for `--out`.
+    #[test]
+    fn old_spellings_parse_as_the_new_ones() {
+        let batch = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Bench(b) => match b.what {
+                condenser::bench::BenchWhat::Train(t) => t.batch,
+                condenser::bench::BenchWhat::Numerics(n) => n.batch,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        for sub in ["train", "numerics"] {
+            assert_eq!(batch(&["condenser", "bench", sub, "--batch-size", "7"]), 7);
+            assert_eq!(batch(&["condenser", "bench", sub, "--batch", "7"]), 7);
+        }
+        let encode = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli { command: Command::Encode(e), .. }) => Ok((e.input.or(e.input_flag), e.out)),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.kind()),
+        };
+        let want = Ok((Some("t.tsv".to_string()), std::path::PathBuf::from("e.npy")));
+        assert_eq!(encode(&["condenser", "encode", "t.tsv", "--model", "m", "-o", "e.npy"]), want);
+        assert_eq!(
+            encode(&["condenser", "encode", "--input", "t.tsv", "--model", "m", "--out", "e.npy"]),
+            want
+        );
+        assert!(encode(&["condenser", "encode", "--model", "m", "-o", "e.npy"]).is_err());
+        assert!(encode(&["condenser", "encode", "a", "--input", "b", "--model", "m", "-o", "e"]).is_err());
+        for args in [
+            &["condenser", "train", "shards", "-o", "run"][..],
+            &["condenser", "train", "--data", "shards", "--out", "run"],
+        ] {
+            assert!(matches!(Cli::try_parse_from(args).unwrap().command, Command::Train(_)), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["condenser", "train", "a", "--data", "b", "-o", "r"]).is_err());
+        for args in [
+            &["condenser", "eval-spans", "shards", "--model", "m"][..],
+            &["condenser", "eval-spans", "--data", "shards", "--model", "m"],
+        ] {
+            match Cli::try_parse_from(args).unwrap().command {
+                Command::EvalSpans(a) => assert_eq!(
+                    a.data.or(a.data_flag),
+                    Some(std::path::PathBuf::from("shards"))
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn usage_errors_carry_the_run_errors_prefix() {
+        let e = Cli::try_parse_from(["condenser", "env", "--bogus"]).unwrap_err();
+        let msg = usage_message(&e);
+        assert!(msg.starts_with("condenser: error: unexpected argument '--bogus'"), "{msg}");
     }
 
     #[test]

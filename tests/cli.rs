@@ -77,3 +77,135 @@ fn help_lists_every_stage() {
         assert!(text.contains(stage), "{stage} missing from --help");
     }
 }
+
+/// The subcommands listed under "Commands:" in a help text (clap's own `help` left out).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        // A command's line starts two spaces in; wrapped description lines start further in.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+/// Issue 16, items 7 and 8: every subcommand's help, nested ones included, ends with real examples
+/// that start with `condenser <that subcommand>`, lists -q/-v as global options, and names nothing a
+/// user does not have (the project's shared folder, scripts' variables, internal documents).
+#[test]
+fn r16_7_every_subcommand_help_has_examples_and_no_internal_references() {
+    let mut queue: Vec<Vec<String>> = vec![vec![]];
+    let mut seen = Vec::new();
+    while let Some(path) = queue.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let o = condenser(&args);
+        assert!(o.status.success(), "{args:?}");
+        let help = String::from_utf8(o.stdout).unwrap();
+        for sub in subcommands(&help) {
+            let mut p = path.clone();
+            p.push(sub);
+            queue.push(p);
+        }
+        let prefix = ["condenser".to_string()]
+            .into_iter()
+            .chain(path.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let examples: Vec<&str> = help
+            .lines()
+            .skip_while(|l| *l != "Examples:")
+            .skip(1)
+            .map(str::trim)
+            .collect();
+        assert!(
+            examples.len() >= 2,
+            "`{prefix} --help` has fewer than two examples:\n{help}"
+        );
+        if !path.is_empty() {
+            assert!(
+                examples.iter().any(|e| e.starts_with(&format!("{prefix} "))),
+                "no example of `{prefix} --help` starts with `{prefix}`:\n{help}"
+            );
+        }
+        assert!(
+            help.contains("Global options:\n  -q, --quiet") && help.contains("-v, --verbose"),
+            "`{prefix} --help` does not list -q/-v as global options"
+        );
+        for internal in ["../shared", "$EXTRA", "ovos", "DESIGN.md", "spec ", "issue ", "Issue "] {
+            assert!(
+                !help.contains(internal),
+                "`{prefix} --help` mentions {internal:?}:\n{help}"
+            );
+        }
+        seen.push(prefix);
+    }
+    for nested in ["condenser bench train", "condenser bench prepare", "condenser eval-spans"] {
+        assert!(seen.iter().any(|s| s == nested), "{nested} not walked: {seen:?}");
+    }
+}
+
+/// Issue 16, item 8: a usage error carries the same `condenser: error:` prefix as a run error and
+/// exits 2; --help and --version still go to stdout with status 0.
+#[test]
+fn r16_8_parse_errors_and_run_errors_share_one_prefix() {
+    let usage = condenser(&["train", "--no-such-flag"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&usage.stderr);
+    assert!(
+        err.starts_with("condenser: error: unexpected argument '--no-such-flag'"),
+        "{err}"
+    );
+    assert!(!err.contains("\nerror:"), "{err}");
+    let missing = condenser(&["curves"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).starts_with("condenser: error: "));
+    let run_error = condenser(&["curves", "/nonexistent/run", "-o", "/nonexistent/c.png"]);
+    assert_eq!(run_error.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run_error.stderr).starts_with("condenser: error: /nonexistent/run"));
+    for flag in ["--help", "-h", "--version"] {
+        let o = condenser(&[flag]);
+        assert_eq!(o.status.code(), Some(0), "{flag}");
+        assert!(!o.stdout.is_empty() && o.stderr.is_empty(), "{flag}");
+    }
+    let o = condenser(&["train", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Examples:"));
+}
+
+/// Issue 16, item 11: `train --print-config` needs no data, run folder or model; what it prints loads
+/// back with --config to the same configuration, and every key sits under a comment.
+#[test]
+fn r16_11_print_config_round_trips() {
+    use condenser::train::config::TrainConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/demo-cocondenser.toml");
+    let sets = ["optim.lr=3e-4", "model.skip_from=2", "run.precision=bf16"];
+    let mut args = vec!["train", "--print-config", "--config", demo];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    let o = condenser(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed = String::from_utf8(o.stdout).unwrap();
+    let path = dir.path().join("printed.toml");
+    std::fs::write(&path, &printed).unwrap();
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let want = TrainConfig::load(Some(std::path::Path::new(demo)), &sets).unwrap();
+    assert_eq!(TrainConfig::load(Some(&path), &[]).unwrap(), want);
+    // Printed again from the printed file: the same text.
+    let again = condenser(&["train", "--print-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), printed);
+    let lines: Vec<&str> = printed.lines().collect();
+    let mut keys = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains(" = ") && !line.starts_with('#') {
+            keys += 1;
+            assert!(lines[i - 1].starts_with("# "), "{line} has no comment above it");
+        }
+    }
+    assert!(keys >= 30, "{keys} keys printed:\n{printed}");
+    assert!(printed.contains("lr = 0.0003") && printed.contains("skip_from = 2"));
+}

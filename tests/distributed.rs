@@ -184,7 +184,7 @@ fn condenser_stage_two_ranks_equal_one_process_accumulating() {
     assert_same_losses(&one, &two, 1e-5);
     // The step count and effective batch are the run's, not a rank's.
     let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(two.join("final/trainer_state.json")).unwrap(),
+        &std::fs::read(two.join("final-state/trainer_state.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(state["world_size"], 2);
@@ -254,10 +254,9 @@ fn two_rank_resume_is_bit_identical_and_one_process_continues_the_stream() {
     train_ranks(2, &a);
     let ckpt = part.join("checkpoint-2");
     train_ranks(2, &train_args(&data, ("--resume", &ckpt), &part, &[]));
-    for f in ["model.safetensors", "optimizer.safetensors"] {
+    for f in ["final/model.safetensors", "final-state/optimizer.safetensors"] {
         assert!(
-            std::fs::read(whole.join("final").join(f)).unwrap()
-                == std::fs::read(part.join("final").join(f)).unwrap(),
+            std::fs::read(whole.join(f)).unwrap() == std::fs::read(part.join(f)).unwrap(),
             "{f} differs after a two-rank resume"
         );
     }

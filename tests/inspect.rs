@@ -178,7 +178,7 @@ fn verify_names_each_damaged_shard() {
     assert_eq!(verify(&out).0, Some(0), "restored");
 
     // A manifest whose count of pairable documents (the coCondenser epoch length) is wrong.
-    let manifest_path = out.join("manifest.json");
+    let manifest_path = out.join("_manifest.json");
     let saved = std::fs::read(&manifest_path).unwrap();
     let mut m = manifest(&out);
     let n = m["shards"][0]["pairable"]
@@ -304,7 +304,7 @@ fn plot_writes_a_png() {
 fn manifest_entries_outside_the_folder_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = prepared(dir.path());
-    let original = std::fs::read(out.join("manifest.json")).unwrap();
+    let original = std::fs::read(out.join("_manifest.json")).unwrap();
     let first = manifest(&out)["shards"][0]["file"]
         .as_str()
         .unwrap()
@@ -314,7 +314,7 @@ fn manifest_entries_outside_the_folder_are_refused() {
     for entry in ["../outside.parquet", "/etc/passwd", "./x.parquet", ""] {
         let mut m: serde_json::Value = serde_json::from_slice(&original).unwrap();
         m["shards"][0]["file"] = entry.into();
-        std::fs::write(out.join("manifest.json"), m.to_string()).unwrap();
+        std::fs::write(out.join("_manifest.json"), m.to_string()).unwrap();
         for extra in [None, Some("--verify")] {
             let mut a = vec!["inspect", out.to_str().unwrap()];
             a.extend(extra);
@@ -322,7 +322,7 @@ fn manifest_entries_outside_the_folder_are_refused() {
             let err = stderr(&o);
             assert_eq!(o.status.code(), Some(2), "{entry} {extra:?}: {err}");
             assert!(
-                err.contains(&out.join("manifest.json").display().to_string())
+                err.contains(&out.join("_manifest.json").display().to_string())
                     && err.contains(&format!("{entry:?}"))
                     && err.contains("not a file name inside"),
                 "{entry} {extra:?}: {err}"
@@ -334,7 +334,7 @@ fn manifest_entries_outside_the_folder_are_refused() {
     std::fs::rename(out.join(&first), out.join("part-0-of-1").join(&first)).unwrap();
     let mut m: serde_json::Value = serde_json::from_slice(&original).unwrap();
     m["shards"][0]["file"] = format!("part-0-of-1/{first}").into();
-    std::fs::write(out.join("manifest.json"), m.to_string()).unwrap();
+    std::fs::write(out.join("_manifest.json"), m.to_string()).unwrap();
     let (code, err) = verify(&out);
     assert_eq!(code, Some(0), "{err}");
 }
@@ -349,7 +349,7 @@ fn an_unfinished_folder_says_so() {
     assert_eq!(r["complete"], true);
     let mut m = manifest(&out);
     m["complete"] = false.into();
-    std::fs::write(out.join("manifest.json"), m.to_string()).unwrap();
+    std::fs::write(out.join("_manifest.json"), m.to_string()).unwrap();
     let r = inspect_json(&[out.to_str().unwrap()]);
     assert_eq!(r["complete"], false);
     let r = inspect_json(&[out.to_str().unwrap(), "--verify"]);

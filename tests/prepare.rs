@@ -147,7 +147,7 @@ fn kill_9_then_rerun_equals_an_uninterrupted_run() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        if out.join("manifest.json").exists() {
+        if out.join("_manifest.json").exists() {
             let m = manifest(&out);
             let listed = m["shards"].as_array().unwrap().len();
             assert!(
@@ -167,9 +167,7 @@ fn kill_9_then_rerun_equals_an_uninterrupted_run() {
                         .unwrap_or_else(|e| panic!("{name} incomplete after kill at {k}: {e:#}"));
                 } else {
                     assert!(
-                        name == "manifest.json"
-                            || name == "tokenizer.json"
-                            || name.starts_with('.'),
+                        name.starts_with('_') || name.starts_with('.'),
                         "unexpected {name}"
                     );
                 }
@@ -344,8 +342,8 @@ fn partitions_merged_hold_exactly_the_unpartitioned_documents() {
         let o = run(&["prepare", "--merge", "--out", parts.to_str().unwrap()]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(
-            std::fs::read(parts.join("tokenizer.json")).unwrap(),
-            std::fs::read(whole.join("tokenizer.json")).unwrap(),
+            std::fs::read(parts.join("_tokenizer.json")).unwrap(),
+            std::fs::read(whole.join("_tokenizer.json")).unwrap(),
             "{label}: the merged folder keeps the tokenizer copy"
         );
         let (mw, mp) = (manifest(&whole), manifest(&parts));
@@ -533,7 +531,7 @@ fn a_moved_folder_still_has_its_tokenizer() {
     let o = prepare(&inputs, &out, &["--tokenizer", tok.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
-        std::fs::read(out.join("tokenizer.json")).unwrap(),
+        std::fs::read(out.join("_tokenizer.json")).unwrap(),
         std::fs::read(&tok).unwrap()
     );
     std::fs::remove_file(&tok).unwrap();
@@ -547,7 +545,7 @@ fn a_moved_folder_still_has_its_tokenizer() {
             "--device",
             "cpu",
             "--loader-only",
-            "--batch",
+            "--batch-size",
             "8",
             "--steps",
             "2",
@@ -559,7 +557,7 @@ fn a_moved_folder_still_has_its_tokenizer() {
     };
     let o = load();
     assert!(o.status.success(), "{}", stderr(&o));
-    std::fs::write(moved.join("tokenizer.json"), b"{}").unwrap();
+    std::fs::write(moved.join("_tokenizer.json"), b"{}").unwrap();
     let o = load();
     assert!(!o.status.success());
     let err = stderr(&o);
@@ -838,7 +836,7 @@ fn a_second_run_into_a_busy_folder_is_refused_naming_the_holder() {
     // writes its first manifest.
     let lock = out.join(".condenser.lock");
     let started = std::time::Instant::now();
-    while !out.join("manifest.json").exists() {
+    while !out.join("_manifest.json").exists() {
         assert!(
             started.elapsed().as_secs() < 120,
             "the first run never locked {}",
@@ -886,7 +884,7 @@ fn shards_without_a_manifest_are_kept_unless_overwrite() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("shard-00000.parquet") && err.contains("no manifest.json"),
+        err.contains("shard-00000.parquet") && err.contains("no _manifest.json"),
         "{err}"
     );
     assert!(err.contains("--overwrite"), "{err}");
@@ -1002,10 +1000,10 @@ fn a_failed_manifest_or_shard_write_names_the_file() {
     let out = dir.path().join("out");
     assert!(prepare(&[good], &out, &[]).status.success());
     let mut m = Manifest::load(&out).unwrap().unwrap();
-    std::os::unix::fs::symlink("/dev/full", out.join(".manifest.json.tmp")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", out.join("._manifest.json.tmp")).unwrap();
     let err = format!("{:#}", m.store(&out).unwrap_err());
     assert!(
-        err.contains(".manifest.json.tmp") && err.contains("write failed"),
+        err.contains("._manifest.json.tmp") && err.contains("write failed"),
         "{err}"
     );
 
@@ -1021,4 +1019,48 @@ fn a_failed_manifest_or_shard_write_names_the_file() {
     });
     let err = format!("{:#}", result.unwrap_err());
     assert!(err.contains(".shard-00000.parquet.tmp"), "{err}");
+}
+
+/// Issue 16, item 12: pyarrow opens a prepared folder by its name (plain, and merged from partitions
+/// into `part-K-of-N/` subfolders): the manifest and tokenizer copy are `_`-prefixed, which pyarrow,
+/// Spark and HF datasets skip, so every row it reads is a shard row.
+#[test]
+fn r16_12_pyarrow_opens_a_shard_folder_by_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = corpus(dir.path());
+    let plain = dir.path().join("plain");
+    let o = prepare(&inputs, &plain, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let merged = dir.path().join("merged");
+    for k in 0..2 {
+        let o = prepare(&inputs, &merged, &["--partition", &format!("{k}/2")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = run(&["prepare", "--merge", "--out", merged.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = "import sys, pyarrow.dataset as ds, pyarrow.parquet as pq\n\
+                  d = ds.dataset(sys.argv[1])\n\
+                  t = pq.read_table(sys.argv[1])\n\
+                  print(d.count_rows(), t.num_rows, ','.join(t.column_names))\n";
+    for folder in [&plain, &merged] {
+        let m = manifest(folder);
+        let rows: u64 = m["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["rows"].as_u64().unwrap())
+            .sum();
+        assert_eq!(rows, m["totals"]["documents"].as_u64().unwrap());
+        assert!(m["shards"].as_array().unwrap().len() > 1);
+        let o = std::process::Command::new(venv_python())
+            .args(["-c", script, folder.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}: {}", folder.display(), stderr(&o));
+        let out = stdout(&o);
+        let fields: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(fields[0], rows.to_string(), "dataset rows of {}", folder.display());
+        assert_eq!(fields[1], rows.to_string(), "read_table rows of {}", folder.display());
+        assert!(fields[2].contains("doc_id"), "{out}");
+    }
 }

@@ -116,13 +116,13 @@ fn resume_is_bit_identical_for_both_stages() {
         assert_eq!(stdout(&o).trim(), ckpt.display().to_string());
         train(&args(&data, ("--resume", &ckpt), &split, &[], &[]));
         for file in [
-            "model.safetensors",
-            "condenser_head.safetensors",
-            "optimizer.safetensors",
+            "final/model.safetensors",
+            "final/condenser_head.safetensors",
+            "final-state/optimizer.safetensors",
         ] {
             let (x, y) = (
-                tensors(&straight.join("final").join(file)),
-                tensors(&split.join("final").join(file)),
+                tensors(&straight.join(file)),
+                tensors(&split.join(file)),
             );
             assert_eq!(x.len(), y.len());
             for (k, t) in &x {
@@ -1094,7 +1094,7 @@ fn train_refuses_manifest_entries_outside_the_folder() {
     // A real shard outside the folder: read and trained on without the check.
     std::fs::copy(data.join(&first), dir.path().join("outside.parquet")).unwrap();
     m["shards"][0]["file"] = "../outside.parquet".into();
-    std::fs::write(data.join("manifest.json"), m.to_string()).unwrap();
+    std::fs::write(data.join("_manifest.json"), m.to_string()).unwrap();
     let o = try_train(&args(
         &data,
         ("--init", &init),
@@ -1105,7 +1105,7 @@ fn train_refuses_manifest_entries_outside_the_folder() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
-        err.contains("manifest.json")
+        err.contains("_manifest.json")
             && err.contains("\"../outside.parquet\"")
             && err.contains("not a file name inside"),
         "{err}"
@@ -1152,4 +1152,134 @@ fn skip_from_comes_from_the_head_file_when_unset_and_must_be_below_the_layer_cou
         "{}",
         stderr(&o)
     );
+}
+
+/// Issue 16, item 12: a shard folder prepared before the `_` names (`manifest.json`, `tokenizer.json`)
+/// still inspects and trains after the tokenizer it was made from is gone, and the next `prepare`
+/// into it moves it to the new names.
+#[test]
+fn r16_12_an_old_layout_shard_folder_still_inspects_and_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 60);
+    let init = tiny_model(dir.path());
+    for (new, old) in [
+        ("_manifest.json", "manifest.json"),
+        ("_tokenizer.json", "tokenizer.json"),
+    ] {
+        std::fs::rename(data.join(new), data.join(old)).unwrap();
+    }
+    // Only the folder's own copy can serve as the tokenizer.
+    let mut m = manifest_old(&data);
+    m["tokenizer"]["path"] = "/nonexistent/tokenizer.json".into();
+    std::fs::write(data.join("manifest.json"), m.to_string()).unwrap();
+    let o = run(&["inspect", data.to_str().unwrap(), "--samples", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("{}", m["totals"]["documents"])));
+    let out = dir.path().join("run");
+    train(&args(
+        &data,
+        ("--init", &init),
+        &out,
+        &["optim.max_steps=2", "data.batch_size=4", "data.max_len=64"],
+        &[],
+    ));
+    assert!(out.join("final/model.safetensors").is_file());
+    // The same prepare again (a complete run: nothing to add) rewrites the manifest under its new
+    // name and drops the old files.
+    let input = dir.path().join("corpus.jsonl");
+    let o = run(&[
+        "prepare",
+        "--out",
+        data.to_str().unwrap(),
+        "--shard-size",
+        "30KB",
+        "--max-len",
+        "64",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("shard-"))
+        .collect();
+    assert!(
+        names.contains(&"_manifest.json".to_string())
+            && names.contains(&"_tokenizer.json".to_string())
+            && !names.iter().any(|n| n == "manifest.json" || n == "tokenizer.json"),
+        "{names:?}"
+    );
+}
+
+fn manifest_old(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// Issue 16, item 5: `final/` is the model alone (what a hub push uploads); its resume state is in
+/// `final-state/`, and `--resume RUN/final` finds it there, or inside `final/` in a run folder from
+/// before the split. Either way the resumed run ends with the same bytes.
+#[test]
+fn r16_5_final_is_a_clean_model_folder_and_still_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 200);
+    let init = tiny_model(dir.path());
+    let out = dir.path().join("run");
+    let sets = [
+        "optim.max_steps=3",
+        "data.batch_size=4",
+        "data.max_len=64",
+        "run.save_every=2",
+    ];
+    train(&args(&data, ("--init", &init), &out, &sets, &[]));
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let model_files = names(&out.join("final"));
+    for f in ["optimizer.safetensors", "trainer_state.json", "train_config.toml"] {
+        assert!(!model_files.contains(&f.to_string()), "final/ holds {f}: {model_files:?}");
+    }
+    for f in ["model.safetensors", "condenser_head.safetensors", "config.json", "tokenizer.json"] {
+        assert!(model_files.contains(&f.to_string()), "final/ lacks {f}: {model_files:?}");
+    }
+    assert_eq!(
+        names(&out.join("final-state")),
+        ["optimizer.safetensors", "train_config.toml", "trainer_state.json"]
+    );
+    // A step checkpoint is a whole resume point, as before.
+    assert!(out.join("checkpoint-2/optimizer.safetensors").is_file());
+    // Tensors, not bytes: the head file's metadata is a hash map, written in no fixed order.
+    let snapshot = |run: &Path| -> Vec<(String, BTreeMap<String, Tensor>)> {
+        ["final/model.safetensors", "final/condenser_head.safetensors", "final-state/optimizer.safetensors"]
+            .iter()
+            .map(|f| (f.to_string(), tensors(&run.join(f))))
+            .collect()
+    };
+    let same = |a: &[(String, BTreeMap<String, Tensor>)], b: &[(String, BTreeMap<String, Tensor>)]| {
+        a.iter().zip(b).all(|((_, x), (_, y))| {
+            x.len() == y.len() && x.iter().all(|(k, t)| t.equal(&y[k]))
+        })
+    };
+    let before = snapshot(&out);
+    // Resuming the finished run: nothing left to train, the same files again.
+    let o = train(&args(&data, ("--resume", &out.join("final")), &out, &[], &[]));
+    assert_eq!(stdout(&o).trim(), out.join("final").display().to_string());
+    assert!(same(&snapshot(&out), &before), "a resume from final/ changed the weights or moments");
+    // An older run folder: the state inside final/.
+    for f in names(&out.join("final-state")) {
+        std::fs::rename(out.join("final-state").join(&f), out.join("final").join(&f)).unwrap();
+    }
+    std::fs::remove_dir(out.join("final-state")).unwrap();
+    train(&args(&data, ("--resume", &out.join("final")), &out, &[], &[]));
+    assert!(same(&snapshot(&out), &before), "a resume from an old-layout final/ changed them");
+    assert!(!out.join("final/optimizer.safetensors").exists());
+    // final/ without its state is refused, naming where the state belongs.
+    std::fs::remove_dir_all(out.join("final-state")).unwrap();
+    let o = try_train(&args(&data, ("--resume", &out.join("final")), &out, &[], &[]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("final-state/trainer_state.json"), "{}", stderr(&o));
 }

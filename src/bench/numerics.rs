@@ -31,7 +31,7 @@ pub struct BenchNumericsArgs {
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
     /// Rows per step (the gradient-cache check takes twice as many spans).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long = "batch-size", alias = "batch", default_value_t = 32)]
     pub batch: usize,
     /// Sequence length.
     #[arg(long, default_value_t = 128)]
@@ -45,6 +45,7 @@ pub struct BenchNumericsArgs {
     /// Batches from real shards (masked by the loader) instead of random ids, so the loss really falls.
     #[arg(long)]
     pub data: Option<std::path::PathBuf>,
+    /// Where to run: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
 }

@@ -34,7 +34,7 @@ pub struct BenchTrainArgs {
     #[arg(long, default_value_t = 128)]
     pub seq: usize,
     /// Rows per step (coCondenser: spans, 2 per document).
-    #[arg(long, default_value_t = 128)]
+    #[arg(long = "batch-size", alias = "batch", default_value_t = 128)]
     pub batch: usize,
     /// coCondenser gradient-cache chunk (spans); 0 = no cache.
     #[arg(long, default_value_t = 0)]
@@ -42,9 +42,10 @@ pub struct BenchTrainArgs {
     /// Timed steps, after --warmup untimed ones.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// Untimed steps before the timed ones (allocator, kernel selection, caches).
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
-    /// A CPU-sized model (4 layers, H 128, 2 heads, FFN 512), as the reference's --tiny.
+    /// A CPU-sized model (4 layers, H 128, 2 heads, FFN 512).
     #[arg(long)]
     pub tiny: bool,
     /// Real shards through the loader instead of synthetic full-length batches.
@@ -60,6 +61,7 @@ pub struct BenchTrainArgs {
     /// Time forward, backward and optimizer separately (adds a device sync between them).
     #[arg(long)]
     pub breakdown: bool,
+    /// Where to run: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
     /// The AdamW update: libtorch's fused kernel, or the in-place tch kernels.
@@ -263,7 +265,7 @@ pub(super) fn shard_loader(
 ) -> Result<crate::train::loader::Loader> {
     use crate::train::config::Stage;
     let m = crate::shards::Manifest::load(dir)?
-        .ok_or_else(|| anyhow::anyhow!("{}: no manifest.json", dir.display()))?;
+        .ok_or_else(|| anyhow::anyhow!("{}: no _manifest.json", dir.display()))?;
     let tok = crate::tokenizer::load(&m.tokenizer.locate(dir)?)?;
     let mut data = TrainConfig::default().data;
     data.max_len = seq;

@@ -23,7 +23,7 @@ pub enum Format {
     Wiki,
     /// JSON Lines: one object per line (WikiExtractor, Hugging Face style).
     Jsonl,
-    /// One JSON object keyed by title whose values are objects (the ovos summaries file).
+    /// One JSON object keyed by title whose values are objects (`{"Title": {"text": ...}, ...}`).
     Json,
     /// Tab-separated: MS MARCO `collection.tsv` (`pid<TAB>text`).
     Tsv,

@@ -21,11 +21,14 @@ pub struct EncodeArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Texts: TSV (`id<TAB>text`), JSON Lines, or one text per line (id `file:line`); `-` for stdin.
-    #[arg(long)]
-    pub input: String,
+    #[arg(value_name = "INPUT", required_unless_present = "input_flag")]
+    pub input: Option<String>,
+    /// The same as INPUT (the older spelling, kept for scripts).
+    #[arg(long = "input", hide = true, conflicts_with = "input", value_name = "INPUT")]
+    pub input_flag: Option<String>,
     /// Output: `FILE.parquet` (`id`, `embedding` as a fixed-size list of float32), `FILE.npy` (float32
     /// rows in input order, ids in `FILE.ids.txt` beside it), or `-` for Parquet on stdout.
-    #[arg(long)]
+    #[arg(short, long)]
     pub out: PathBuf,
     /// Longest sequence, [CLS] and [SEP] included; longer texts are truncated.
     #[arg(long, default_value_t = 128)]
@@ -102,7 +105,8 @@ pub fn embed(
     out.to_device(device)
 }
 
-pub fn run(args: EncodeArgs) -> Result<()> {
+pub fn run(mut args: EncodeArgs) -> Result<()> {
+    let given = crate::cli::either(args.input.take(), args.input_flag.take(), "INPUT")?;
     if args.max_len < 2 || args.batch_size == 0 {
         bail!("--max-len must be at least 2 and --batch-size at least 1");
     }
@@ -154,7 +158,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         blank_line_docs: args.layout.blank_line_docs,
         ..Default::default()
     };
-    let input = corpus::expand_inputs(std::slice::from_ref(&args.input))?
+    let input = corpus::expand_inputs(std::slice::from_ref(&given))?
         .into_iter()
         .next()
         .context("no input")?;

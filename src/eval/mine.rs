@@ -32,7 +32,7 @@ pub struct MineArgs {
     #[arg(long)]
     pub qrels: PathBuf,
     /// Output: Tevatron training JSON Lines (`-` for stdout).
-    #[arg(long)]
+    #[arg(short, long)]
     pub out: PathBuf,
     /// Documents retrieved per query to draw negatives from.
     #[arg(long, default_value_t = 100)]

@@ -28,22 +28,28 @@ pub struct SpansArgs {
     /// Model: a Hugging Face directory.
     #[arg(long)]
     pub model: PathBuf,
-    /// A prepared shard folder (with manifest.json).
-    #[arg(long)]
-    pub data: PathBuf,
+    /// A prepared shard folder (with _manifest.json).
+    #[arg(value_name = "DATA", required_unless_present = "data_flag")]
+    pub data: Option<PathBuf>,
+    /// The same as DATA (the older spelling, kept for scripts).
+    #[arg(long = "data", hide = true, conflicts_with = "data", value_name = "DATA")]
+    pub data_flag: Option<PathBuf>,
     /// Share of documents held out (the trainer's data.holdout_fraction).
     #[arg(long, default_value_t = 0.02)]
     pub holdout_fraction: f64,
     /// Seed of the hold-out rule (the trainer's data.holdout_seed).
     #[arg(long, default_value_t = 42)]
     pub holdout_seed: u64,
+    /// Longest span sequence, [CLS] and [SEP] included; longer spans are truncated.
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
+    /// Sequences per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Metrics as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Where to run: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
 }
@@ -62,11 +68,12 @@ pub fn evaluate(
     args: &SpansArgs,
     device: tch::Device,
 ) -> Result<SpanMetrics> {
-    let m = Manifest::load(&args.data)?
-        .with_context(|| format!("{}: no manifest.json", args.data.display()))?;
+    let data = crate::cli::either(args.data.as_deref(), args.data_flag.as_deref(), "DATA")?;
+    let m = Manifest::load(data)?
+        .with_context(|| format!("{}: no _manifest.json", data.display()))?;
     let mut seqs: Vec<Vec<i64>> = Vec::new();
     for s in &m.shards {
-        for row in read_shard(&args.data.join(&s.file), None)? {
+        for row in read_shard(&data.join(&s.file), None)? {
             if row.spans.len() < 2
                 || !is_held_out(&row.doc_id, args.holdout_seed, args.holdout_fraction)
             {

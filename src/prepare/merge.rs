@@ -1,4 +1,4 @@
-//! `condenser prepare --merge OUT`: joins the manifests of `OUT/part-K-of-N/` into `OUT/manifest.json`,
+//! `condenser prepare --merge OUT`: joins the manifests of `OUT/part-K-of-N/` into `OUT/_manifest.json`,
 //! so N machines can prepare one corpus into one folder tree.
 
 use std::path::Path;
@@ -28,7 +28,7 @@ pub fn merge(out: &Path) -> Result<()> {
             continue;
         };
         let m = Manifest::load(&out.join(&name))?
-            .with_context(|| format!("{}/{name}: no manifest.json", out.display()))?;
+            .with_context(|| format!("{}/{name}: no _manifest.json", out.display()))?;
         if !m.complete {
             bail!(
                 "{}/{name}: partition {k}/{n} is not complete; rerun its prepare first",

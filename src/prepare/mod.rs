@@ -33,7 +33,7 @@ pub struct PrepareArgs {
     /// detected from magic bytes.
     #[arg(required_unless_present = "merge")]
     pub inputs: Vec<String>,
-    /// Output folder for the shards and manifest.json.
+    /// Output folder for the shards and _manifest.json.
     #[arg(long, short)]
     pub out: PathBuf,
     /// Hugging Face tokenizer.json [default: the bert-base-uncased one from set-up].
@@ -83,7 +83,7 @@ pub struct PrepareArgs {
     /// N-th record. Output goes to OUT/part-K-of-N/; join the parts with --merge.
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<[u32; 2]>,
-    /// Join the manifests of OUT/part-*-of-N/ into OUT/manifest.json (no inputs needed).
+    /// Join the manifests of OUT/part-*-of-N/ into OUT/_manifest.json (no inputs needed).
     #[arg(long)]
     pub merge: bool,
     /// Replace the output of a different earlier run in OUT instead of refusing.

@@ -127,7 +127,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         let shards = shard_files(&cfg.out)?;
         if let Some(first) = shards.first() {
             bail!(
-                "{}: holds {} shard file(s) ({first}{}) but no manifest.json, so not the output of this run; use --overwrite to replace them, or another --out",
+                "{}: holds {} shard file(s) ({first}{}) but no _manifest.json, so not the output of this run; use --overwrite to replace them, or another --out",
                 cfg.out.display(),
                 shards.len(),
                 if shards.len() > 1 { ", ..." } else { "" }
@@ -137,10 +137,14 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
     // The same run as the folder's (to resume or to leave alone), or a new one.
     let fresh = !existing.as_ref().is_some_and(same_run);
     let mut manifest = match existing {
-        Some(m) if !fresh => {
+        Some(mut m) if !fresh => {
             if m.complete {
-                // A folder from before the copy existed gets one.
+                // A folder from before the copy existed gets one; one from before the `_` names
+                // gets them (so pyarrow can open it).
                 store_tokenizer_copy(&cfg.out, &cfg.tokenizer, &m.tokenizer.sha256)?;
+                if cfg.out.join(crate::shards::manifest::LEGACY_FILE_NAME).exists() {
+                    m.store(&cfg.out)?;
+                }
                 log::info!("{}: already complete ({} shards); nothing to do", cfg.out.display(), m.shards.len());
                 if cfg.print_shards {
                     print_shards(&cfg.out, &m.shards)?;

@@ -1,4 +1,8 @@
-//! `manifest.json`: what a prepared folder holds and how it was made.
+//! `_manifest.json`: what a prepared folder holds and how it was made.
+//!
+//! Everything beside the shards has a name starting with `_` or `.`, which pyarrow, Spark and HF
+//! datasets skip, so the folder opens as a dataset by its name. Folders written before that carry
+//! `manifest.json` and `tokenizer.json`; they are still read, and renamed by the next `prepare` there.
 //!
 //! Rewritten atomically (temporary file, fsync, rename) after every completed shard, so it always
 //! describes exactly the complete shards on disk plus the input cursor they reach: an interrupted
@@ -18,10 +22,14 @@ use crate::shards::writer::{sync_dir, WriterConfig};
 use crate::tokenizer::SpecialIds;
 
 pub const FORMAT_VERSION: u32 = 1;
-pub const FILE_NAME: &str = "manifest.json";
+pub const FILE_NAME: &str = "_manifest.json";
+/// The manifest's name in folders prepared before the `_` prefix.
+pub const LEGACY_FILE_NAME: &str = "manifest.json";
 /// The copy of the tokenizer that `prepare` keeps beside the manifest: a prepared folder stays usable
 /// when it moves to another machine (say, the GPU box) without the file it was made from.
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const TOKENIZER_FILE: &str = "_tokenizer.json";
+/// The tokenizer copy's name in folders prepared before the `_` prefix.
+pub const LEGACY_TOKENIZER_FILE: &str = "tokenizer.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -68,6 +76,7 @@ impl TokenizerInfo {
         let mut tried = Vec::new();
         for candidate in [
             dir.join(TOKENIZER_FILE),
+            dir.join(LEGACY_TOKENIZER_FILE),
             std::path::PathBuf::from(&self.path),
         ] {
             if !candidate.is_file() {
@@ -95,12 +104,12 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(crate::shards::writer::hex(&Sha256::digest(&bytes)))
 }
 
-/// Puts a copy of `tokenizer` (whose hash is `sha256`) at `dir/tokenizer.json`, atomically, unless
-/// that copy is already there.
+/// Puts a copy of `tokenizer` (whose hash is `sha256`) at `dir/_tokenizer.json`, atomically, unless
+/// that copy is already there. An old-named copy goes once the new one is in place.
 pub fn store_tokenizer_copy(dir: &Path, tokenizer: &Path, sha256: &str) -> Result<()> {
     let path = dir.join(TOKENIZER_FILE);
     if path.is_file() && sha256_file(&path)? == sha256 {
-        return Ok(());
+        return remove_legacy_tokenizer(dir, tokenizer, sha256);
     }
     let tmp = dir.join(format!(".{TOKENIZER_FILE}.tmp"));
     std::fs::copy(tokenizer, &tmp)
@@ -110,7 +119,36 @@ pub fn store_tokenizer_copy(dir: &Path, tokenizer: &Path, sha256: &str) -> Resul
         .with_context(|| format!("{}: cannot sync", tmp.display()))?;
     std::fs::rename(&tmp, &path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    sync_dir(dir)
+    sync_dir(dir)?;
+    remove_legacy_tokenizer(dir, tokenizer, sha256)
+}
+
+/// Removes an older folder's `tokenizer.json` copy, but only a copy: not the file `prepare` was
+/// given (`--tokenizer DIR/tokenizer.json`), nor a file with other contents.
+fn remove_legacy_tokenizer(dir: &Path, tokenizer: &Path, sha256: &str) -> Result<()> {
+    let legacy = dir.join(LEGACY_TOKENIZER_FILE);
+    if !legacy.is_file() {
+        return Ok(());
+    }
+    let same_file = match (legacy.canonicalize(), tokenizer.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => true,
+    };
+    if same_file || sha256_file(&legacy)? != sha256 {
+        return Ok(());
+    }
+    remove_legacy(dir, LEGACY_TOKENIZER_FILE)
+}
+
+/// Removes `dir/name` (an old-layout file whose replacement is already written), if present: left
+/// there, it would keep pyarrow from opening the folder.
+fn remove_legacy(dir: &Path, name: &str) -> Result<()> {
+    let path = dir.join(name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("{}: cannot remove", path.display())),
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -177,8 +215,16 @@ impl Manifest {
         self.totals = t;
     }
 
+    /// The manifest of `dir` (`_manifest.json`, else an older folder's `manifest.json`), or `None`.
     pub fn load(dir: &Path) -> Result<Option<Manifest>> {
-        let path = dir.join(FILE_NAME);
+        match Self::load_file(&dir.join(FILE_NAME))? {
+            Some(m) => Ok(Some(m)),
+            None => Self::load_file(&dir.join(LEGACY_FILE_NAME)),
+        }
+    }
+
+    fn load_file(path: &Path) -> Result<Option<Manifest>> {
+        let path = path.to_path_buf();
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let m: Manifest = serde_json::from_slice(&bytes)
@@ -212,7 +258,7 @@ impl Manifest {
         Ok(())
     }
 
-    /// Writes `dir/manifest.json` atomically.
+    /// Writes `dir/_manifest.json` atomically (and then drops an older folder's `manifest.json`).
     pub fn store(&mut self, dir: &Path) -> Result<()> {
         self.update_totals();
         self.written_at = std::time::SystemTime::now()
@@ -231,7 +277,8 @@ impl Manifest {
             .with_context(|| format!("{}: fsync failed", tmp.display()))?;
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-        sync_dir(dir)
+        sync_dir(dir)?;
+        remove_legacy(dir, LEGACY_FILE_NAME)
     }
 }
 
@@ -281,5 +328,26 @@ mod tests {
             std::fs::read(shards.join(TOKENIZER_FILE)).unwrap(),
             b"{\"v\": 2}"
         );
+    }
+
+    #[test]
+    fn old_layout_copies_are_found_and_replaced_but_never_the_given_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shards, original) = (dir.path().join("shards"), dir.path().join("tok.json"));
+        std::fs::create_dir(&shards).unwrap();
+        std::fs::write(&original, b"{\"v\": 1}").unwrap();
+        let t = info(&original, sha256_file(&original).unwrap());
+        // A folder from before the `_` names: its `tokenizer.json` copy counts.
+        std::fs::copy(&original, shards.join(LEGACY_TOKENIZER_FILE)).unwrap();
+        assert_eq!(t.locate(&shards).unwrap(), shards.join(LEGACY_TOKENIZER_FILE));
+        // The next store writes the new name and drops the old copy.
+        store_tokenizer_copy(&shards, &original, &t.sha256).unwrap();
+        assert!(shards.join(TOKENIZER_FILE).is_file());
+        assert!(!shards.join(LEGACY_TOKENIZER_FILE).exists());
+        // `--tokenizer OUT/tokenizer.json`: the user's own file stays.
+        let own = shards.join(LEGACY_TOKENIZER_FILE);
+        std::fs::copy(&original, &own).unwrap();
+        store_tokenizer_copy(&shards, &own, &t.sha256).unwrap();
+        assert!(own.is_file());
     }
 }

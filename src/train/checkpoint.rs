@@ -1,6 +1,11 @@
 //! Checkpoints: the model directory of `model::hf` plus the trainer state (optimizer moments, step,
 //! data cursor, configuration), written atomically. RNG states need no saving: every random draw is
 //! keyed by (seed, epoch, step, ...), so the cursor and the step determine them.
+//!
+//! `checkpoint-N/` are resume points and hold both, as HF Trainer's do. `final/` is the model to
+//! publish, so it holds the model alone and its resume state (twice the model's size in optimizer
+//! moments) goes beside it in `final-state/`, where `--resume RUN/final` finds it. Run folders from
+//! before that keep the state inside `final/`, and resume from there.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,9 +17,32 @@ use super::config::TrainConfig;
 use super::loader::Cursor;
 use super::optim::AdamW;
 use crate::model::{hf, Condenser};
+use crate::shards::writer::sync_dir;
 
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const CONFIG_FILE: &str = "train_config.toml";
+/// The run's last checkpoint, saved as a clean model folder.
+pub const FINAL_DIR: &str = "final";
+
+/// The folder holding the resume state of checkpoint `dir`: `dir` itself when its trainer state is
+/// inside (`checkpoint-N/`, or `final/` of an older run), else the sibling `NAME-state/`.
+pub fn state_dir(dir: &Path) -> PathBuf {
+    if dir.join(STATE_FILE).is_file() {
+        return dir.to_path_buf();
+    }
+    separate_state_dir(dir).unwrap_or_else(|| dir.to_path_buf())
+}
+
+/// `NAME-state/` beside `dir` (`--resume .` inside it resolved through the real path).
+fn separate_state_dir(dir: &Path) -> Option<PathBuf> {
+    let dir = match dir.file_name() {
+        Some(_) => dir.to_path_buf(),
+        None => dir.canonicalize().ok()?,
+    };
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    Some(dir.with_file_name(format!("{name}-state")))
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainerState {
@@ -104,7 +132,8 @@ pub fn remove_stale_temporaries(out: &Path) -> Result<()> {
 /// The PID of a temporary checkpoint folder's name (`hf::save`'s `.NAME.tmp-PID`, `.NAME.old-PID`).
 fn temporary_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix('.')?;
-    if !(rest.starts_with("checkpoint-") || rest.starts_with("final.")) {
+    let ours = ["checkpoint-", "final.", "final-state."];
+    if !ours.iter().any(|p| rest.starts_with(p)) {
         return None;
     }
     let (_, pid) = rest
@@ -134,20 +163,83 @@ pub fn save(
     let extra = [
         (OPTIMIZER_FILE, hf::safetensors_bytes(&moments)?),
         (STATE_FILE, serde_json::to_vec_pretty(state)?),
-        ("train_config.toml", state.config.to_toml().into_bytes()),
+        (CONFIG_FILE, state.config.to_toml().into_bytes()),
     ];
     // A fine-tuned retriever is saved without the heads it never trained.
     let encoder_only = state.config.stage == super::config::Stage::Finetune;
-    hf::save_parts(dir, vs, model, tokenizer, &extra, encoder_only)
+    if dir.file_name().and_then(|n| n.to_str()) != Some(FINAL_DIR) {
+        return hf::save_parts(dir, vs, model, tokenizer, &extra, encoder_only);
+    }
+    let state_dir = separate_state_dir(dir).context("final checkpoint path has no parent")?;
+    save_apart(dir, &state_dir, &extra, || {
+        hf::save_parts(dir, vs, model, tokenizer, &[], encoder_only)
+    })
+}
+
+/// Writes the state `files` to `state_dir` and the model (by `save_model`, atomic itself) to `dir`,
+/// so that a `state_dir` present always belongs to the `dir` beside it: the old state is moved aside
+/// before the model changes and the new one put in place only after. A crash in between leaves a
+/// model without resume state (refused by `--resume`, which names it), never a mismatched pair.
+fn save_apart(
+    dir: &Path,
+    state_dir: &Path,
+    files: &[(&str, Vec<u8>)],
+    save_model: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let parent = state_dir.parent().context("no parent folder")?;
+    let name = state_dir
+        .file_name()
+        .context("no folder name")?
+        .to_string_lossy()
+        .into_owned();
+    let pid = std::process::id();
+    let tmp = parent.join(format!(".{name}.tmp-{pid}"));
+    let old = parent.join(format!(".{name}.old-{pid}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let written = files.iter().try_for_each(|(file, bytes)| {
+        let path = tmp.join(file);
+        std::fs::write(&path, bytes)
+            .and_then(|_| std::fs::File::open(&path)?.sync_all())
+            .with_context(|| format!("{}: cannot write", path.display()))
+    });
+    if let Err(e) = written.and_then(|_| sync_dir(&tmp)) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("saving {}", state_dir.display())));
+    }
+    let moved = state_dir.exists();
+    if moved {
+        std::fs::rename(state_dir, &old)
+            .with_context(|| format!("cannot move {} aside", state_dir.display()))?;
+        sync_dir(parent)?;
+    }
+    if let Err(e) = save_model() {
+        // The model is still the old one: so is its state again.
+        if moved {
+            let _ = std::fs::rename(&old, state_dir);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, state_dir).with_context(|| {
+        format!("cannot rename {} to {}", tmp.display(), state_dir.display())
+    })?;
+    sync_dir(parent)?;
+    if moved {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    log::debug!("{}: resume state of {}", state_dir.display(), dir.display());
+    Ok(())
 }
 
 /// Reads the trainer state of a checkpoint and restores the optimizer moments into `opt`.
 pub fn load_state(dir: &Path, opt: &mut AdamW) -> Result<TrainerState> {
+    let dir = &state_dir(dir);
     let state_path = dir.join(STATE_FILE);
     let state: TrainerState =
         serde_json::from_slice(&std::fs::read(&state_path).with_context(|| {
             format!(
-                "{}: cannot read (not a training checkpoint?)",
+                "{}: cannot read (not a training checkpoint, or its state was not saved)",
                 state_path.display()
             )
         })?)

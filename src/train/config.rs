@@ -20,11 +20,18 @@ pub enum Stage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    /// "condenser" (head MLM + late MLM on single spans) or "cocondenser" (adds the contrastive
+    /// span-pair loss; two spans of a document per example).
     pub stage: Stage,
+    /// The Condenser head: the layer that feeds it, its depth, the late MLM loss.
     pub model: ModelConfig,
+    /// Batches: lengths, masking, padding, shuffling, the held-out share.
     pub data: DataConfig,
+    /// Weights of the losses, and the gradient cache.
     pub loss: LossConfig,
+    /// AdamW and the learning-rate schedule (linear warm-up, then linear decay to 0).
     pub optim: OptimConfig,
+    /// Seeds, checkpoints, logging and numerics.
     pub run: RunConfig,
 }
 
@@ -69,6 +76,7 @@ pub struct DataConfig {
     pub prefetch: usize,
     /// Share of documents held out of training for `condenser eval-spans` (same rule, same seed).
     pub holdout_fraction: f64,
+    /// Seed of the hold-out rule (a hash of seed and document id).
     pub holdout_seed: u64,
     /// Fine-tuning: passages per query, its positive and `train_n_passages - 1` hard negatives.
     #[serde(default = "train_n_passages")]
@@ -100,15 +108,17 @@ fn temperature() -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LossConfig {
+    /// Weight of the head's MLM loss (the early layer's tokens and the last layer's [CLS]).
     pub head_weight: f64,
+    /// Weight of the last layer's own MLM loss (with model.late_mlm).
     pub late_weight: f64,
     /// coCondenser: weight of the contrastive loss.
     pub co_weight: f64,
     /// coCondenser: split the batch into chunks of this many spans (gradient cache); 0 = no cache.
     pub cache_chunk_size: usize,
     /// coCondenser with the cache: chunk i's MLM loss is scaled by mlm_weight x rows_i / 2B.
-    /// 1.0 (ours) gives the same objective as without the cache; the reference's cache path
-    /// amounts to 2.0 (spec 2.6), which produced the released checkpoints.
+    /// 1.0 (ours) gives the same objective as without the cache; the original coCondenser code's
+    /// cache path amounts to 2.0, which produced the released checkpoints.
     pub mlm_weight: f64,
     /// Fine-tuning: scores are dot products divided by this.
     #[serde(default = "temperature")]
@@ -118,10 +128,15 @@ pub struct LossConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimConfig {
+    /// Peak learning rate (AdamW), reached at the end of the warm-up.
     pub lr: f64,
+    /// AdamW's decoupled weight decay (not on biases and LayerNorm weights).
     pub weight_decay: f64,
+    /// AdamW's first-moment decay.
     pub beta1: f64,
+    /// AdamW's second-moment decay.
     pub beta2: f64,
+    /// AdamW's denominator term (at least the smallest normal fp32).
     pub eps: f64,
     /// Gradient-norm clipping; 0 = off.
     pub max_grad_norm: f64,
@@ -138,6 +153,7 @@ pub struct OptimConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
+    /// Seed of every random draw (data order, masks, dropout, head initialisation).
     pub seed: u64,
     /// Write a checkpoint every N steps (and at the end); 0 = only at the end.
     pub save_every: usize,

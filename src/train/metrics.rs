@@ -139,7 +139,7 @@ pub struct CurvesArgs {
     /// A run's metrics.jsonl (or the run folder).
     pub metrics: PathBuf,
     /// The PNG to write.
-    #[arg(long)]
+    #[arg(short, long)]
     pub out: PathBuf,
 }
 

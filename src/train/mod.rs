@@ -12,6 +12,7 @@ pub mod objective;
 pub mod optim;
 pub mod pairs;
 pub mod setup;
+pub mod print_config;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -20,12 +21,21 @@ use crate::device::DeviceChoice;
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// Prepared shards: a folder with manifest.json, or `-` for shard paths on stdin as a running
+    /// Prepared shards: a folder with _manifest.json, or `-` for shard paths on stdin as a running
     /// `prepare` prints them (one pass over the stream; needs optim.max_steps).
-    #[arg(long)]
+    #[arg(value_name = "DATA", required_unless_present_any = ["data_flag", "print_config"])]
+    data_arg: Option<String>,
+    /// The same as DATA (the older spelling, kept for scripts).
+    #[arg(long = "data", hide = true, conflicts_with = "data_arg", value_name = "DATA")]
+    data_flag: Option<String>,
+    /// DATA, however it was given (set by `run_cli`).
+    #[arg(skip)]
     pub data: String,
     /// Run folder: checkpoints, metrics.jsonl, the final model.
-    #[arg(long)]
+    #[arg(short, long = "out", value_name = "OUT")]
+    out_arg: Option<PathBuf>,
+    /// The run folder (set by `run_cli`).
+    #[arg(skip)]
     pub out: PathBuf,
     /// TOML configuration (configs/*.toml); every field has a default.
     #[arg(long)]
@@ -58,16 +68,26 @@ pub struct TrainArgs {
     /// tokenizer.json for masking and the checkpoint [default: the shards' manifest's].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Print the effective configuration (defaults, --config, --set) as commented TOML, which
+    /// --config reads back, and exit.
+    #[arg(long, conflicts_with = "resume")]
+    pub print_config: bool,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct FinetuneArgs {
     /// Training data: Tevatron's JSON Lines (`query_id`, `query`, `positive_passages`,
-    /// `negative_passages`; passages `{docid, title, text}`), plain or compressed; repeatable.
-    #[arg(long, required = true, num_args = 1..)]
+    /// `negative_passages`; passages `{docid, title, text}`), plain or compressed; one or more files.
+    #[arg(value_name = "TRAIN", required_unless_present = "train_flag")]
+    train_arg: Vec<PathBuf>,
+    /// The same as TRAIN (a flag spelling).
+    #[arg(long = "train", hide = true, conflicts_with = "train_arg", num_args = 1.., value_name = "TRAIN")]
+    train_flag: Vec<PathBuf>,
+    /// TRAIN however it was spelled (filled by `finetune_cli`).
+    #[arg(skip)]
     pub train: Vec<PathBuf>,
     /// Run folder: checkpoints, metrics.jsonl, the final model (OUT/final).
-    #[arg(long)]
+    #[arg(short, long)]
     pub out: PathBuf,
     /// TOML configuration (configs/finetune-*.toml); unset keys keep the fine-tuning defaults.
     #[arg(long)]
@@ -124,3 +144,26 @@ pub enum DistBackend {
 }
 
 pub use trainer::{finetune, run};
+
+/// `condenser finetune` from the command line: the training files however they were spelled.
+pub fn finetune_cli(mut args: FinetuneArgs) -> anyhow::Result<()> {
+    args.train = if args.train_arg.is_empty() {
+        std::mem::take(&mut args.train_flag)
+    } else {
+        std::mem::take(&mut args.train_arg)
+    };
+    finetune(args)
+}
+
+/// `condenser train` from the command line: the input however it was spelled, then the run.
+pub fn run_cli(mut args: TrainArgs) -> anyhow::Result<()> {
+    if args.print_config {
+        return print_config::print(args.config.as_deref(), &args.overrides);
+    }
+    args.data = crate::cli::either(args.data_arg.take(), args.data_flag.take(), "DATA")?;
+    args.out = args
+        .out_arg
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("--out RUN is needed (the run folder)"))?;
+    run(args)
+}

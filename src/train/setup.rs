@@ -214,7 +214,7 @@ impl Setup {
 /// The resumed checkpoint's configuration with the file and overrides over it, refusing the changes
 /// that would make its optimizer state, data cursor or schedule mean something else.
 fn resumed_config(dir: &Path, args: &RunArgs, world: usize) -> Result<TrainConfig> {
-    let path = dir.join(checkpoint::STATE_FILE);
+    let path = checkpoint::state_dir(dir).join(checkpoint::STATE_FILE);
     let state: TrainerState = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?,
     )
@@ -307,7 +307,7 @@ fn data_source(data: &str) -> Result<(ShardSource, Option<(PathBuf, Manifest)>)>
     let dir = PathBuf::from(data);
     let m = Manifest::load(&dir)?.with_context(|| {
         format!(
-            "{}: no manifest.json (run `condenser prepare` into it)",
+            "{}: no _manifest.json (run `condenser prepare` into it)",
             dir.display()
         )
     })?;

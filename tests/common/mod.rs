@@ -191,7 +191,7 @@ pub fn write_tsv(dir: &Path, name: &str, docs: usize, seed: u64) -> PathBuf {
     p
 }
 
-/// Every file of a prepare output folder with its bytes; `manifest.json` without its timestamp.
+/// Every file of a prepare output folder with its bytes; `_manifest.json` without its timestamp.
 pub fn output_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -200,7 +200,7 @@ pub fn output_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
             let mut bytes = std::fs::read(&p).unwrap();
-            if name == "manifest.json" {
+            if name == "_manifest.json" {
                 let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
                 v["written_at"] = serde_json::Value::Null;
                 bytes = serde_json::to_vec_pretty(&v).unwrap();
@@ -213,7 +213,7 @@ pub fn output_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 pub fn manifest(dir: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(dir.join("_manifest.json")).unwrap()).unwrap()
 }
 
 /// A tiny random BERT with the bert-base-uncased vocabulary (so real shards fit it), saved as a
