@@ -215,10 +215,9 @@ fn resume_is_bit_identical() {
     let ckpt = part.join("checkpoint-4");
     let o = finetune(&train, ("--resume", &ckpt), &part, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["model.safetensors", "optimizer.safetensors"] {
+    for f in ["final/model.safetensors", "final-state/optimizer.safetensors"] {
         assert!(
-            std::fs::read(whole.join("final").join(f)).unwrap()
-                == std::fs::read(part.join("final").join(f)).unwrap(),
+            std::fs::read(whole.join(f)).unwrap() == std::fs::read(part.join(f)).unwrap(),
             "{f} differs after resume"
         );
     }
