@@ -513,3 +513,20 @@ fn finetune_two_ranks_equal_one_process_with_the_whole_batch() {
         assert_same_losses(&one, &two, 1e-5);
     }
 }
+
+#[test]
+fn bench_train_under_two_ranks_splits_compute_and_the_all_reduce() {
+    let args: Vec<String> = [
+        "bench", "train", "--tiny", "--device", "cpu", "--batch-size", "4", "--seq", "32",
+        "--steps", "2", "--warmup", "1", "--comm-dtype", "bf16",
+    ]
+    .map(String::from)
+    .to_vec();
+    let outs = train_ranks(2, &args);
+    let (line, err) = (stdout(&outs[0]), stderr(&outs[0]));
+    assert!(line.starts_with("ours condenser-x2 "), "{line}");
+    assert_eq!(stdout(&outs[1]), "", "rank 1 reports nothing");
+    assert!(err.contains("2 ranks (cpu): compute "), "{err}");
+    assert!(err.contains("gradient all-reduce"), "{err}");
+    assert!(err.contains("bf16 sum vs fp32 sum: relative error"), "{err}");
+}
