@@ -1,4 +1,4 @@
-//! PNG pictures: shard histograms (`inspect --plot`), later training curves.
+//! PNG pictures: shard histograms (`inspect --plot`) and training curves (`condenser curves`).
 //!
 //! plotters draws; text goes through ab_glyph with a TrueType font found on the system (DejaVu Sans on
 //! Debian, or `$CONDENSER_FONT`), so no font library has to be linked.
@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 const FONT_PATHS: &[&str] = &[
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -36,36 +38,86 @@ fn ensure_font() -> Result<()> {
     .map_err(|e| anyhow::anyhow!(e))
 }
 
+/// One histogram: a bar per integer value, centred on its tick. `tail` (the last bar, holding every
+/// value from `cap` up to `max`) is drawn in another colour and labelled with its range and count, so it
+/// stays visible however few it holds.
 fn draw_histogram(
     area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
     title: &str,
-    x_label: &str,
+    (x_label, y_label): (&str, &str),
     h: &BTreeMap<u64, u64>,
+    tail: Option<(u64, u64)>,
 ) -> Result<()> {
-    let max_x = h.keys().next_back().copied().unwrap_or(1) + 1;
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    let lo = h.keys().next().copied().unwrap_or(0).min(1);
+    let hi = h.keys().next_back().copied().unwrap_or(1);
     let max_y = h.values().copied().max().unwrap_or(1);
+    // Head room above the tallest bar for the tail's label.
+    let top = max_y as f64 * 1.15 + 1.0;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 24))
         .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0u64..max_x, 0u64..(max_y + max_y / 10 + 1))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(lo as f64 - 0.5..hi as f64 + 0.5, 0.0..top)
+        .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
+        .disable_x_mesh()
         .x_desc(x_label)
-        .y_desc("count")
+        .y_desc(y_label)
+        // Whole values only, each under the centre of its bar.
+        .x_labels(((hi - lo + 1) as usize).min(25))
+        .x_label_formatter(&|v| integer_label(*v))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
         .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| err(&e))?;
+    // Every non-zero count gets at least 1% of the tallest bar (a few pixels): a value held by 3
+    // documents beside a peak of 1,400 still shows as a bar, not as nothing.
+    let floor = (max_y as f64 * 0.01).max(0.0);
+    let bar = |x: u64, y: u64, color: RGBColor| {
+        let y = if y > 0 { (y as f64).max(floor) } else { 0.0 };
+        Rectangle::new(
+            [(x as f64 - 0.45, 0.0), (x as f64 + 0.45, y)],
+            color.mix(0.8).filled(),
+        )
+    };
+    let tail_at = tail.map(|(cap, _)| cap);
     chart
         .draw_series(
             h.iter()
-                .map(|(&x, &y)| Rectangle::new([(x, 0), (x + 1, y)], BLUE.mix(0.7).filled())),
+                .filter(|(x, _)| Some(**x) != tail_at)
+                .map(|(&x, &y)| bar(x, y, BLUE)),
         )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| err(&e))?;
+    if let Some((cap, max)) = tail {
+        let n = h.get(&cap).copied().unwrap_or(0);
+        chart
+            .draw_series([bar(cap, n, ORANGE)])
+            .map_err(|e| err(&e))?;
+        let label = format!("{cap}-{max}: {n}");
+        let style = TextStyle::from(("sans-serif", 14).into_font())
+            .pos(Pos::new(HPos::Right, VPos::Bottom));
+        let above = (n as f64).max(floor) + max_y as f64 * 0.02;
+        chart
+            .draw_series([Text::new(label, (cap as f64 + 0.45, above), style)])
+            .map_err(|e| err(&e))?;
+    }
     Ok(())
 }
+
+/// A tick label for whole values; none between them.
+fn integer_label(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-6 {
+        format!("{}", v.round() as i64)
+    } else {
+        String::new()
+    }
+}
+
+const ORANGE: RGBColor = RGBColor(230, 120, 0);
 
 /// The span-length and spans-per-document histograms of an inspect report, one above the other.
 pub fn histograms(png: &Path, report: &crate::inspect::Report) -> Result<()> {
@@ -73,18 +125,32 @@ pub fn histograms(png: &Path, report: &crate::inspect::Report) -> Result<()> {
     if report.spans == 0 {
         bail!("nothing to plot: no spans");
     }
-    let root = BitMapBackend::new(png, (1200, 900)).into_drawing_area();
+    let root = BitMapBackend::new(png, SIZE).into_drawing_area();
+    draw_histograms(&root, report)?;
+    root.present()
+        .with_context(|| format!("{}: cannot write the PNG", png.display()))?;
+    Ok(())
+}
+
+/// The picture size of both plots, in pixels.
+const SIZE: (u32, u32) = (1200, 900);
+
+fn draw_histograms(
+    root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    report: &crate::inspect::Report,
+) -> Result<()> {
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (top, bottom) = root.split_vertically(450);
     let (spans, docs) = (&report.span_length, &report.spans_per_document);
     use crate::inspect::{capped, display_cap};
+    // The bar at the display cap holds every larger value too (when there are any).
     let tail = |d: &crate::inspect::Distribution| {
         let cap = display_cap(d);
-        if cap < d.max {
-            format!(", the last bar holds {cap} to {}", d.max)
-        } else {
-            String::new()
-        }
+        (cap < d.max).then_some((cap, d.max))
+    };
+    let tail_note = |t: Option<(u64, u64)>| match t {
+        Some((cap, max)) => format!(", the orange bar holds {cap} to {max}"),
+        None => String::new(),
     };
     draw_histogram(
         &top,
@@ -92,10 +158,11 @@ pub fn histograms(png: &Path, report: &crate::inspect::Report) -> Result<()> {
             "span length ({} spans, mean {:.1}{})",
             report.spans,
             spans.mean,
-            tail(spans)
+            tail_note(tail(spans))
         ),
-        "tokens per span",
+        ("span length (tokens, without [CLS] and [SEP])", "spans"),
         &capped(&spans.histogram, display_cap(spans)),
+        tail(spans),
     )?;
     draw_histogram(
         &bottom,
@@ -103,25 +170,60 @@ pub fn histograms(png: &Path, report: &crate::inspect::Report) -> Result<()> {
             "spans per document ({} documents, mean {:.2}{})",
             report.documents,
             docs.mean,
-            tail(docs)
+            tail_note(tail(docs))
         ),
-        "spans",
+        ("spans per document", "documents"),
         &capped(&docs.histogram, display_cap(docs)),
-    )?;
+        tail(docs),
+    )
+}
+
+/// How a curve is drawn: the head and late MLM losses often lie on top of each other, so the late
+/// one is dashed with markers and the head one stays visible under it.
+#[derive(Clone, Copy)]
+struct Stroke {
+    color: RGBColor,
+    dashed: bool,
+    markers: bool,
+}
+
+fn stroke(name: &str, color: RGBColor) -> Stroke {
+    let late = name == "late MLM";
+    Stroke {
+        color,
+        dashed: late,
+        markers: late,
+    }
+}
+
+/// Training curves: loss parts (top) and learning rate (bottom) against the optimizer step, legends
+/// to the right of the data.
+pub fn curves(png: &Path, recs: &[crate::train::metrics::Record]) -> Result<()> {
+    ensure_font()?;
+    if recs.is_empty() {
+        bail!("nothing to plot: no records");
+    }
+    let root = BitMapBackend::new(png, SIZE).into_drawing_area();
+    draw_curves(&root, recs)?;
     root.present()
         .with_context(|| format!("{}: cannot write the PNG", png.display()))?;
     Ok(())
 }
 
-/// Training curves: loss parts (top) and learning rate (bottom) against the step.
-pub fn curves(png: &Path, recs: &[crate::train::metrics::Record]) -> Result<()> {
-    ensure_font()?;
-    let root = BitMapBackend::new(png, (1200, 900)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+fn draw_curves(
+    root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    recs: &[crate::train::metrics::Record],
+) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, bottom) = root.split_vertically(600);
+    let (top, top_legend) = top.split_horizontally(1000);
+    let (bottom, bottom_legend) = bottom.split_horizontally(1000);
     let series = crate::train::metrics::series(recs);
-    let max_step = recs.iter().map(|r| r.step).max().unwrap_or(1) as f64;
-    let min_step = recs.iter().map(|r| r.step).min().unwrap_or(0) as f64;
+    // Integer steps on the axis: the x coordinate is the step itself.
+    let min_step = recs.iter().map(|r| r.step).min().unwrap_or(0);
+    let max_step = recs.iter().map(|r| r.step).max().unwrap_or(1).max(min_step + 1);
+    let steps = min_step..max_step + 1;
     let max_y = series
         .iter()
         .flat_map(|s| s.2.iter().map(|p| p.1))
@@ -129,56 +231,198 @@ pub fn curves(png: &Path, recs: &[crate::train::metrics::Record]) -> Result<()> 
         .fold(0.0, f64::max)
         * 1.05
         + 1e-9;
-    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
     let mut chart = ChartBuilder::on(&top)
         .caption("losses", ("sans-serif", 24))
         .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(min_step..max_step.max(min_step + 1.0), 0.0..max_y)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(steps.clone(), 0.0..max_y)
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc("optimizer step")
+        .y_desc("loss (nats per prediction)")
         .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
         .draw()
         .map_err(|e| err(&e))?;
+    let mut legend = Vec::new();
     for (name, color, points) in series {
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+        let st = stroke(name, color);
+        let points: Vec<(u64, f64)> = points.into_iter().map(|(x, y)| (x as u64, y)).collect();
+        let line = color.stroke_width(2);
+        if st.dashed {
+            chart
+                .draw_series(DashedLineSeries::new(points.clone(), 8, 5, line))
+                .map_err(|e| err(&e))?;
+        } else {
+            chart
+                .draw_series(LineSeries::new(points.clone(), line))
+                .map_err(|e| err(&e))?;
+        }
+        if st.markers {
+            // Every point up to ~60, then a thinned set, so the marks stay marks.
+            let every = (points.len() / 60).max(1);
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .step_by(every)
+                        .map(|&p| Circle::new(p, 3, color.stroke_width(1))),
+                )
+                .map_err(|e| err(&e))?;
+        }
+        legend.push((name.to_string(), st));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 16))
-        .draw()
-        .map_err(|e| err(&e))?;
+    draw_legend(&top_legend, &legend)?;
     let max_lr = recs.iter().map(|r| r.lr).fold(0.0, f64::max) * 1.05 + 1e-12;
     let mut lr = ChartBuilder::on(&bottom)
         .caption("learning rate", ("sans-serif", 20))
         .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(min_step..max_step.max(min_step + 1.0), 0.0..max_lr)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(steps, 0.0..max_lr)
         .map_err(|e| err(&e))?;
     lr.configure_mesh()
-        .x_desc("step")
+        .x_desc("optimizer step")
+        .y_desc("learning rate (per step)")
         .y_label_formatter(&|v| format!("{v:.1e}"))
         .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
         .draw()
         .map_err(|e| err(&e))?;
     lr.draw_series(LineSeries::new(
-        recs.iter().map(|r| (r.step as f64, r.lr)),
+        recs.iter().map(|r| (r.step, r.lr)),
         MAGENTA.stroke_width(2),
     ))
     .map_err(|e| err(&e))?;
-    root.present()
-        .with_context(|| format!("{}: cannot write the PNG", png.display()))?;
+    let lr_stroke = Stroke {
+        color: MAGENTA,
+        dashed: false,
+        markers: false,
+    };
+    draw_legend(&bottom_legend, &[("learning rate".to_string(), lr_stroke)])
+}
+
+/// A legend in its own strip beside the chart (so it never covers data): a sample of each stroke and
+/// its name, top to bottom.
+fn draw_legend(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    entries: &[(String, Stroke)],
+) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    for (i, (name, st)) in entries.iter().enumerate() {
+        let y = 60 + 28 * i as i32;
+        let (x0, x1) = (8, 48);
+        let line = st.color.stroke_width(2);
+        if st.dashed {
+            area.draw(&DashedPathElement::new(vec![(x0, y), (x1, y)], 8, 5, line))
+                .map_err(|e| err(&e))?;
+        } else {
+            area.draw(&PathElement::new(vec![(x0, y), (x1, y)], line))
+                .map_err(|e| err(&e))?;
+        }
+        if st.markers {
+            area.draw(&Circle::new(((x0 + x1) / 2, y), 3, st.color.stroke_width(1)))
+                .map_err(|e| err(&e))?;
+        }
+        let style = TextStyle::from(("sans-serif", 16).into_font())
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(name.clone(), (x1 + 8, y), style))
+            .map_err(|e| err(&e))?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders with `draw` into memory and returns the RGB pixels.
+    fn render(
+        draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<()>,
+    ) -> Vec<u8> {
+        ensure_font().unwrap();
+        let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
+            draw(&root).unwrap();
+            root.present().unwrap();
+        }
+        buf
+    }
+
+    /// Pixels of colour `c` (within 12 per channel) with x in `xs`.
+    fn count(buf: &[u8], c: (u8, u8, u8), xs: std::ops::Range<u32>) -> usize {
+        buf.chunks(3)
+            .enumerate()
+            .filter(|(i, p)| {
+                let x = (*i as u32) % SIZE.0;
+                let near = |a: u8, b: u8| (a as i32 - b as i32).abs() <= 12;
+                xs.contains(&x) && near(p[0], c.0) && near(p[1], c.1) && near(p[2], c.2)
+            })
+            .count()
+    }
+
+    /// `c` mixed at `alpha` over white, as the bars are filled.
+    fn over_white(c: RGBColor, alpha: f64) -> (u8, u8, u8) {
+        let m = |v: u8| (v as f64 * alpha + 255.0 * (1.0 - alpha)).round() as u8;
+        (m(c.0), m(c.1), m(c.2))
+    }
+
+    /// Issue 16, item 14: a tail of 2 documents beside a peak of 1,400 is drawn as a visible orange bar.
+    #[test]
+    fn r16_14_the_tail_bar_is_visible() {
+        let mut docs = BTreeMap::from([(1, 100), (2, 900), (3, 1400), (4, 700), (5, 50)]);
+        docs.insert(40, 2);
+        let dist = |h: BTreeMap<u64, u64>, p99: u64, max: u64| crate::inspect::Distribution {
+            mean: 3.0,
+            min: 1,
+            p50: 3,
+            p90: 4,
+            p99,
+            max,
+            histogram: h,
+        };
+        let report = crate::inspect::Report {
+            spans: 3152,
+            documents: 3152,
+            span_length: dist(BTreeMap::from([(10, 3000), (20, 152)]), 20, 20),
+            spans_per_document: dist(docs, 5, 40),
+            ..Default::default()
+        };
+        let buf = render(|root| draw_histograms(root, &report));
+        let orange = count(&buf, over_white(ORANGE, 0.8), 0..SIZE.0);
+        assert!(orange >= 40, "tail bar: {orange} orange pixels");
+    }
+
+    /// Issue 16, item 14: the legend lies right of the data (x >= 1000), and the late MLM line, dashed
+    /// on top of an equal head MLM line, leaves the head line visible between its dashes.
+    #[test]
+    fn r16_14_legend_outside_and_overlapping_lines_distinguishable() {
+        let recs: Vec<crate::train::metrics::Record> = (1..=30)
+            .map(|step| {
+                serde_json::from_value(serde_json::json!({
+                    "step": step, "epoch": 0, "loss": 10.0, "head_loss": 5.0, "late_loss": 5.0,
+                    "grad_norm": 1.0, "lr": 1e-4, "sequences_per_s": 1.0, "tokens_per_s": 1.0,
+                    "data_wait_fraction": 0.0, "elapsed_s": 1.0
+                }))
+                .unwrap()
+            })
+            .collect();
+        let buf = render(|root| draw_curves(root, &recs));
+        let (blue, green) = ((0, 0, 255), (0, 255, 0));
+        // The legend's samples, right of the plots.
+        assert!(count(&buf, blue, 1000..SIZE.0) > 20 && count(&buf, green, 1000..SIZE.0) > 20);
+        // In the data, both: the dashes' gaps show the head line beneath.
+        assert!(count(&buf, blue, 80..990) > 300, "head MLM hidden");
+        assert!(count(&buf, green, 80..990) > 300, "late MLM missing");
+    }
+
+    #[test]
+    fn tick_labels_are_whole_numbers_only() {
+        assert_eq!(integer_label(5.0), "5");
+        assert_eq!(integer_label(5.5), "");
+        assert_eq!(integer_label(-0.0), "0");
+    }
 }
