@@ -12,25 +12,15 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use rand::seq::IndexedRandom;
 
-use super::retrieval::{for_each_doc, read_qrels, retrieve, SearchSpec};
-use crate::device::DeviceChoice;
-use crate::model::{hf, HeadConfig};
+use super::retrieval::{for_each_doc, read_qrels, retrieve, SearchArgs};
 use crate::prepare::segment::keyed_rng;
 
 #[derive(Debug, clap::Args)]
 pub struct MineArgs {
-    /// Model: a Hugging Face directory (the first-round fine-tuned retriever, or any BERT).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Corpus: BEIR corpus.jsonl (`_id`, `title`, `text`) or MS MARCO collection.tsv (`pid<TAB>text`).
-    #[arg(long)]
-    pub corpus: PathBuf,
-    /// Queries: BEIR queries.jsonl or MS MARCO queries.tsv (`qid<TAB>text`).
-    #[arg(long)]
-    pub queries: PathBuf,
-    /// Relevance labels (BEIR qrels TSV or TREC): the positives, which are never negatives.
-    #[arg(long)]
-    pub qrels: PathBuf,
+    /// The model (the first round's fine-tuned retriever, or any BERT), corpus, queries and labels
+    /// (judged positives are never negatives).
+    #[command(flatten)]
+    pub search: SearchArgs,
     /// Output: Tevatron training JSON Lines (`-` for stdout).
     #[arg(short, long)]
     pub out: PathBuf,
@@ -46,24 +36,9 @@ pub struct MineArgs {
     /// Seed of the draw.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Longest passage, [CLS] and [SEP] included.
-    #[arg(long, default_value_t = 128)]
-    pub max_len: usize,
-    /// Longest query.
+    /// Longest query (as fine-tuning cuts them).
     #[arg(long, default_value_t = 32)]
     pub query_max_len: usize,
-    /// Sequences per forward pass.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Corpus passages encoded and scored per block.
-    #[arg(long, default_value_t = 4096)]
-    pub block: usize,
-    /// Leave the BEIR title out of the passage text the model reads (it is still written).
-    #[arg(long)]
-    pub no_title: bool,
-    /// Where to run: auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
-    pub device: DeviceChoice,
 }
 
 #[derive(serde::Serialize)]
@@ -87,22 +62,10 @@ pub fn run(args: MineArgs) -> Result<()> {
         "--depth must be in [1, 1000], got {}",
         args.depth
     );
-    hf::check_model_dir(&args.model).context("--model")?;
-    let device = crate::device::select(args.device)?;
-    let tokenizer = crate::tokenizer::load(&args.model.join(hf::TOKENIZER_FILE))?;
-    let special = crate::tokenizer::special_ids(&tokenizer)?;
-    let loaded = hf::load(&args.model, device, HeadConfig::default(), 0)?;
-    let qrels = read_qrels(&args.qrels)?;
-    let spec = SearchSpec {
-        queries: &args.queries,
-        corpus: &args.corpus,
-        max_len: args.max_len,
-        query_max_len: args.query_max_len,
-        batch_size: args.batch_size,
-        block: args.block,
-        title: !args.no_title,
-    };
-    let found = retrieve(&loaded.model, &tokenizer, &special, &spec, device)?;
+    let s = args.search.load()?;
+    let qrels = read_qrels(&args.search.qrels)?;
+    let spec = args.search.spec(args.query_max_len);
+    let found = retrieve(&s.model, &s.tokenizer, &s.special, &spec, s.device)?;
 
     // Per judged query: its positives in the corpus, and the drawn negatives.
     let in_corpus: HashSet<&str> = found.docids.iter().map(String::as_str).collect();
@@ -143,8 +106,8 @@ pub fn run(args: MineArgs) -> Result<()> {
     anyhow::ensure!(
         !picked.is_empty(),
         "no judged query of {} has a relevant document in {}",
-        args.qrels.display(),
-        args.corpus.display()
+        args.search.qrels.display(),
+        args.search.corpus.display()
     );
 
     // A second pass over the corpus for the texts of the documents written (not the whole corpus).
@@ -154,7 +117,7 @@ pub fn run(args: MineArgs) -> Result<()> {
         .map(String::as_str)
         .collect();
     let mut texts: HashMap<String, (String, String)> = HashMap::with_capacity(wanted.len());
-    for_each_doc(&args.corpus, |id, title, text| {
+    for_each_doc(&args.search.corpus, |id, title, text| {
         if wanted.contains(id.as_str()) {
             texts.insert(id, (title.unwrap_or_default(), text));
         }
@@ -166,8 +129,8 @@ pub fn run(args: MineArgs) -> Result<()> {
             let line = Line {
                 query_id: &found.qids[*qi],
                 query: &found.query_texts[*qi],
-                positive_passages: passages_of(&texts, pos, &args.corpus)?,
-                negative_passages: passages_of(&texts, neg, &args.corpus)?,
+                positive_passages: passages_of(&texts, pos, &args.search.corpus)?,
+                negative_passages: passages_of(&texts, neg, &args.search.corpus)?,
             };
             serde_json::to_writer(&mut out, &line)?;
             out.write_all(b"\n")?;

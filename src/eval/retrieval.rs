@@ -20,6 +20,22 @@ use crate::model::{hf, Condenser, HeadConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
+    #[command(flatten)]
+    pub search: SearchArgs,
+    /// Longest query.
+    #[arg(long, default_value_t = 64)]
+    pub query_max_len: usize,
+    /// Write the ranking as a TREC run file (`qid Q0 docid rank score condenser`) for trec_eval.
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Metrics as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A model searching a corpus for judged queries: what `eval` and `mine` share.
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
     /// Model: a Hugging Face directory (a checkpoint, or any BERT).
     #[arg(long)]
     pub model: PathBuf,
@@ -32,18 +48,9 @@ pub struct EvalArgs {
     /// Relevance labels: BEIR qrels TSV (`query-id corpus-id score`, header) or TREC (`qid 0 docid rel`).
     #[arg(long)]
     pub qrels: PathBuf,
-    /// Write the ranking as a TREC run file (`qid Q0 docid rank score condenser`) for trec_eval.
-    #[arg(long)]
-    pub run: Option<PathBuf>,
-    /// Metrics as one JSON document on stdout.
-    #[arg(long)]
-    pub json: bool,
     /// Longest passage, [CLS] and [SEP] included.
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
-    /// Longest query.
-    #[arg(long, default_value_t = 64)]
-    pub query_max_len: usize,
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
@@ -56,6 +63,46 @@ pub struct EvalArgs {
     /// Where to run: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
+}
+
+/// The model of `SearchArgs`, ready to encode.
+pub struct Searcher {
+    pub device: Device,
+    pub tokenizer: tokenizers::Tokenizer,
+    pub special: crate::tokenizer::SpecialIds,
+    pub model: Condenser,
+    _vs: tch::nn::VarStore,
+}
+
+impl SearchArgs {
+    /// Loads the model (its own tokenizer) on the chosen device.
+    pub fn load(&self) -> Result<Searcher> {
+        hf::check_model_dir(&self.model).context("--model")?;
+        let device = crate::device::select(self.device)?;
+        let tokenizer = crate::tokenizer::load(&self.model.join(hf::TOKENIZER_FILE))?;
+        let special = crate::tokenizer::special_ids(&tokenizer)?;
+        let loaded = hf::load(&self.model, device, HeadConfig::default(), 0)?;
+        Ok(Searcher {
+            device,
+            tokenizer,
+            special,
+            model: loaded.model,
+            _vs: loaded.vs,
+        })
+    }
+
+    /// What `retrieve` reads, with queries cut to `query_max_len`.
+    pub fn spec(&self, query_max_len: usize) -> SearchSpec<'_> {
+        SearchSpec {
+            queries: &self.queries,
+            corpus: &self.corpus,
+            max_len: self.max_len,
+            query_max_len,
+            batch_size: self.batch_size,
+            block: self.block,
+            title: !self.no_title,
+        }
+    }
 }
 
 /// Deepest rank kept (Recall@1000).
@@ -209,13 +256,8 @@ impl Search {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    hf::check_model_dir(&args.model).context("--model")?;
-    let device = crate::device::select(args.device)?;
-    let tok_path = args.model.join(hf::TOKENIZER_FILE);
-    let tokenizer = crate::tokenizer::load(&tok_path)?;
-    let special = crate::tokenizer::special_ids(&tokenizer)?;
-    let loaded = hf::load(&args.model, device, HeadConfig::default(), 0)?;
-    let m = evaluate_model(&loaded.model, &tokenizer, &special, &args, device)?;
+    let s = args.search.load()?;
+    let m = evaluate_model(&s.model, &s.tokenizer, &s.special, &args, s.device)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &m)?;
@@ -356,16 +398,8 @@ pub fn evaluate_model(
     args: &EvalArgs,
     device: Device,
 ) -> Result<Metrics> {
-    let qrels = read_qrels(&args.qrels)?;
-    let spec = SearchSpec {
-        queries: &args.queries,
-        corpus: &args.corpus,
-        max_len: args.max_len,
-        query_max_len: args.query_max_len,
-        batch_size: args.batch_size,
-        block: args.block,
-        title: !args.no_title,
-    };
+    let qrels = read_qrels(&args.search.qrels)?;
+    let spec = args.search.spec(args.query_max_len);
     let Retrieved {
         qids, docids, run, ..
     } = retrieve(model, tok, special, &spec, device)?;
@@ -393,16 +427,16 @@ pub fn evaluate_model(
         log::warn!(
             "{} queries of {} are not in {}: left out of the means",
             m.judged_queries_not_in_queries,
-            args.qrels.display(),
-            args.queries.display()
+            args.search.qrels.display(),
+            args.search.queries.display()
         );
     }
     anyhow::ensure!(
         m.queries > 0,
         "no query to score: none of the {} judged queries of {} has a relevant document and is in {}",
         qrels.len(),
-        args.qrels.display(),
-        args.queries.display()
+        args.search.qrels.display(),
+        args.search.queries.display()
     );
     Ok(m)
 }

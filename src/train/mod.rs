@@ -37,37 +37,8 @@ pub struct TrainArgs {
     /// The run folder (set by `run_cli`).
     #[arg(skip)]
     pub out: PathBuf,
-    /// TOML configuration (configs/*.toml); every field has a default.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Override a configuration field, e.g. --set optim.lr=2e-4 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
-    /// Warm start: a Hugging Face directory (e.g. all-MiniLM-L6-v2) or a Condenser checkpoint with its head.
-    #[arg(long)]
-    pub init: Option<PathBuf>,
-    /// Continue a run exactly from one of its checkpoints (model, optimizer, step, data cursor).
-    #[arg(long, conflicts_with = "init")]
-    pub resume: Option<PathBuf>,
-    /// Stop after this many optimizer steps with a checkpoint, as SIGINT does (the schedule still
-    /// assumes the configured total).
-    #[arg(long)]
-    pub stop_after: Option<u64>,
-    /// Where to train: auto (CUDA when available), cpu, cuda (under torchrun or srun: the local
-    /// rank's GPU) or cuda:N.
-    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
-    pub device: DeviceChoice,
-    /// Data parallelism (under torchrun or srun): the c10d backend [default: nccl on CUDA, gloo on
-    /// the CPU].
-    #[arg(long, value_enum)]
-    pub dist_backend: Option<DistBackend>,
-    /// Data parallelism: seconds a rank waits for the others (joining, a collective, a checkpoint
-    /// being written) before it fails with a message naming what it waited for.
-    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
-    pub dist_timeout: u64,
-    /// tokenizer.json for masking and the checkpoint [default: the shards' manifest's].
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunOptions,
     /// Print the effective configuration (defaults, --config, --set) as commented TOML, which
     /// --config reads back, and exit.
     #[arg(long, conflicts_with = "resume")]
@@ -89,19 +60,29 @@ pub struct FinetuneArgs {
     /// Run folder: checkpoints, metrics.jsonl, the final model (OUT/final).
     #[arg(short, long)]
     pub out: PathBuf,
-    /// TOML configuration (configs/finetune-*.toml); unset keys keep the fine-tuning defaults.
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// What `train` and `finetune` share: the configuration, where to start, where to stop, the device
+/// and the process group.
+#[derive(Debug, clap::Args)]
+pub struct RunOptions {
+    /// TOML configuration (configs/*.toml); keys it leaves out keep their defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Override a configuration field, e.g. --set data.train_n_passages=8 (repeatable).
+    /// Override a configuration field, e.g. --set optim.lr=2e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
-    /// The encoder to fine-tune: a Hugging Face directory (a `condenser train` checkpoint, or any BERT).
+    /// Start from: a Hugging Face directory (e.g. all-MiniLM-L6-v2, any BERT) or a checkpoint of ours
+    /// (with its Condenser head when pre-training).
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Continue a fine-tuning run exactly from one of its checkpoints.
+    /// Continue a run exactly from one of its checkpoints (model, optimizer, step, data cursor).
     #[arg(long, conflicts_with = "init")]
     pub resume: Option<PathBuf>,
-    /// Stop after this many optimizer steps with a checkpoint, as SIGINT does.
+    /// Stop after this many optimizer steps with a checkpoint, as SIGINT does (the schedule still
+    /// assumes the configured total).
     #[arg(long)]
     pub stop_after: Option<u64>,
     /// Where to train: auto (CUDA when available), cpu, cuda (under torchrun or srun: the local
@@ -112,22 +93,24 @@ pub struct FinetuneArgs {
     /// the CPU].
     #[arg(long, value_enum)]
     pub dist_backend: Option<DistBackend>,
-    /// Data parallelism: seconds a rank waits for the others before it fails.
+    /// Data parallelism: seconds a rank waits for the others (joining, a collective, a checkpoint
+    /// being written) before it fails with a message naming what it waited for.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub dist_timeout: u64,
-    /// tokenizer.json [default: the --init model's].
+    /// tokenizer.json [default: the shards' manifest's when pre-training, else the --init model's].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
 }
 
-impl FinetuneArgs {
-    pub fn run_args(&self) -> setup::RunArgs<'_> {
+impl RunOptions {
+    /// The run's view of these options, writing to `out`.
+    pub fn run_args<'a>(&'a self, out: &'a std::path::Path) -> setup::RunArgs<'a> {
         setup::RunArgs {
             config: self.config.as_deref(),
             overrides: &self.overrides,
             init: self.init.as_deref(),
             resume: self.resume.as_deref(),
-            out: &self.out,
+            out,
             stop_after: self.stop_after,
             tokenizer: self.tokenizer.as_deref(),
         }
@@ -158,7 +141,7 @@ pub fn finetune_cli(mut args: FinetuneArgs) -> anyhow::Result<()> {
 /// `condenser train` from the command line: the input however it was spelled, then the run.
 pub fn run_cli(mut args: TrainArgs) -> anyhow::Result<()> {
     if args.print_config {
-        return print_config::print(args.config.as_deref(), &args.overrides);
+        return print_config::print(args.run.config.as_deref(), &args.run.overrides);
     }
     args.data = crate::cli::either(args.data_arg.take(), args.data_flag.take(), "DATA")?;
     args.out = args

@@ -15,7 +15,6 @@ use super::collate::Vocab;
 use super::config::{Stage, TrainConfig};
 use super::loader::{self, Cursor, ShardSource};
 use super::optim::AdamW;
-use super::TrainArgs;
 use crate::model::{hf, HeadConfig};
 use crate::shards::Manifest;
 
@@ -67,20 +66,6 @@ pub struct Setup {
     pub data: Option<Data>,
     pub out: PathBuf,
     pub stop_after: Option<u64>,
-}
-
-impl TrainArgs {
-    pub fn run_args(&self) -> RunArgs<'_> {
-        RunArgs {
-            config: self.config.as_deref(),
-            overrides: &self.overrides,
-            init: self.init.as_deref(),
-            resume: self.resume.as_deref(),
-            out: &self.out,
-            stop_after: self.stop_after,
-            tokenizer: self.tokenizer.as_deref(),
-        }
-    }
 }
 
 /// Reads the configuration, loads the model and optimizer state, and counts the run's steps. Writes

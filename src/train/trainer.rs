@@ -18,7 +18,7 @@ use super::metrics::{MetricsFile, Record, PEAK_FLOPS};
 use super::objective::{CocondenserObjective, CondenserObjective, Losses, Objective, Work};
 use super::optim::{lr_at, AdamW};
 use super::setup::{self, Data, DataArg, Setup};
-use super::{DistBackend, FinetuneArgs, TrainArgs};
+use super::{DistBackend, FinetuneArgs, RunOptions, TrainArgs};
 use crate::dist::{BackendKind, Dist, Launch};
 use crate::model::Ctx;
 
@@ -127,14 +127,9 @@ fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration, interruptible: bool) -
 
 /// `condenser train`: the process group (under a launcher), set-up, the stage's objective, the loop.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let launch = Join {
-        device: args.device,
-        backend: args.dist_backend,
-        timeout: args.dist_timeout,
-    };
-    launch.run(|device, world| {
+    Join::from(&args.run).run(|device, world| {
         setup::prepare(
-            &args.run_args(),
+            &args.run.run_args(&args.out),
             DataArg::Shards(&args.data),
             TrainConfig::default(),
             device,
@@ -145,14 +140,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 /// `condenser finetune`: as `run`, with the fine-tuning objective over Tevatron training data.
 pub fn finetune(args: FinetuneArgs) -> Result<()> {
-    let launch = Join {
-        device: args.device,
-        backend: args.dist_backend,
-        timeout: args.dist_timeout,
-    };
-    launch.run(|device, world| {
+    Join::from(&args.run).run(|device, world| {
         setup::prepare(
-            &args.run_args(),
+            &args.run.run_args(&args.out),
             DataArg::Pairs(&args.train),
             TrainConfig::finetune_defaults(),
             device,
@@ -166,6 +156,16 @@ struct Join {
     device: crate::device::DeviceChoice,
     backend: Option<DistBackend>,
     timeout: u64,
+}
+
+impl From<&RunOptions> for Join {
+    fn from(o: &RunOptions) -> Self {
+        Join {
+            device: o.device,
+            backend: o.dist_backend,
+            timeout: o.dist_timeout,
+        }
+    }
 }
 
 impl Join {
