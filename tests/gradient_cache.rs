@@ -51,6 +51,7 @@ fn gradient_cache_equals_full_batch_gradients() {
         co_weight: 1.0,
         cache_chunk_size: 3,
         mlm_weight: 1.0,
+        temperature: 1.0,
     };
     let grads = |m: &hf::Loaded| -> BTreeMap<String, Tensor> {
         m.vs.variables()
