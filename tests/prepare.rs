@@ -1064,3 +1064,46 @@ fn r16_12_pyarrow_opens_a_shard_folder_by_its_name() {
         assert!(fields[2].contains("doc_id"), "{out}");
     }
 }
+
+/// Issue 17, item 3: with stderr not a terminal, progress comes as plain log lines at a steady
+/// interval (`CONDENSER_PROGRESS_SECS`, 30 s by default) with the share of the input bytes and an
+/// ETA; stdout holds the shard paths only.
+#[test]
+fn r17_3_progress_lines_with_a_percentage_and_an_eta_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_jsonl(dir.path(), "big.jsonl", 3000, 5);
+    let out = dir.path().join("out");
+    let o = condenser()
+        .env("CONDENSER_PROGRESS_SECS", "0.01")
+        .args(prepare_args(&[input.display().to_string()], &out, &[]))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("prepare: ")).collect();
+    assert!(!lines.is_empty(), "no progress line in:\n{err}");
+    for line in &lines {
+        assert!(
+            line.contains("% (") && line.contains(" of ") && line.contains("ETA"),
+            "{line}"
+        );
+        assert!(line.contains("docs") && line.contains("shard(s)"), "{line}");
+    }
+    for line in stdout(&o).lines() {
+        assert!(
+            line.ends_with(".parquet"),
+            "stdout holds shard paths only: {line:?}"
+        );
+    }
+    // Quiet: nothing but errors.
+    let out = dir.path().join("quiet");
+    let o = condenser()
+        .env("CONDENSER_PROGRESS_SECS", "0.01")
+        .arg("-q")
+        .args(prepare_args(&[input.display().to_string()], &out, &[]))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(stderr(&o), "");
+}
+
