@@ -1107,3 +1107,86 @@ fn r17_3_progress_lines_with_a_percentage_and_an_eta_when_stderr_is_not_a_termin
     assert_eq!(stderr(&o), "");
 }
 
+/// The documents of a prepared folder (merged or not): (doc id, spans) sorted, and the manifest's
+/// totals.
+fn documents_of(dir: &Path) -> (Vec<(String, Vec<Vec<u32>>)>, serde_json::Value) {
+    let m = manifest(dir);
+    let mut docs: Vec<(String, Vec<Vec<u32>>)> = m["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| read_shard(&dir.join(s["file"].as_str().unwrap()), None).unwrap())
+        .map(|r| (r.doc_id, r.spans))
+        .collect();
+    docs.sort();
+    (docs, m["totals"].clone())
+}
+
+/// Issue 17, item 2: `--partition K/N` on one uncompressed JSONL, TSV or text file reads byte ranges
+/// cut at line boundaries (about 1/N of the bytes each); merged, the parts hold exactly the documents
+/// of one unpartitioned run (same ids, `file:line` ones included, same spans), for N that do not divide
+/// the record count; a compressed file still goes every N-th record.
+#[test]
+fn r17_2_byte_range_partitions_merge_to_the_unpartitioned_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = write_jsonl(dir.path(), "one.jsonl", 401, 7);
+    let tsv = write_tsv(dir.path(), "one.tsv", 503, 8);
+    // No ids in the records: `file:line` ids, numbered from the start of the file in every partition.
+    let text = dir.path().join("one.txt");
+    let body: String = std::fs::read_to_string(&tsv)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i % 50 {
+            7 => "\n".to_string(), // blank lines are no documents, but count as lines
+            _ => format!("{}\n", l.split('\t').nth(1).unwrap()),
+        })
+        .collect();
+    std::fs::write(&text, body).unwrap();
+    let gz = write_tsv(dir.path(), "one.tsv.gz", 211, 9);
+    let cases: [(&str, &Path, &[&str], &[u32]); 5] = [
+        ("jsonl", &jsonl, &[], &[3, 7]),
+        ("tsv", &tsv, &[], &[4]),
+        ("tsv-line-ids", &tsv, &["--id-column", "none"], &[3]),
+        ("text", &text, &[], &[6]),
+        ("gzip-by-record", &gz, &[], &[3]),
+    ];
+    for (label, input, extra, ns) in cases {
+        let inputs = vec![input.display().to_string()];
+        let size = std::fs::metadata(input).unwrap().len();
+        let whole = dir.path().join(format!("{label}-whole"));
+        let o = prepare(&inputs, &whole, extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let (want, want_totals) = documents_of(&whole);
+        assert!(want.len() > 100, "{label}");
+        for &n in ns {
+            let parts = dir.path().join(format!("{label}-parts-{n}"));
+            let mut records = 0;
+            for k in 0..n {
+                let mut args = extra.to_vec();
+                let p = format!("{k}/{n}");
+                args.extend(["--partition", &p]);
+                let o = prepare(&inputs, &parts, &args);
+                assert!(o.status.success(), "{}", stderr(&o));
+                let m = manifest(&parts.join(format!("part-{k}-of-{n}")));
+                records += m["inputs"][0]["records"].as_u64().unwrap();
+                let read = m["inputs"][0]["bytes"].as_u64().unwrap();
+                if label != "gzip-by-record" {
+                    // About 1/N of the file, plus at most the line that straddles the end.
+                    assert!(read < size / n as u64 + 2000, "{label} {k}/{n}: read {read} of {size}");
+                }
+            }
+            let o = run(&["prepare", "--merge", "--out", parts.to_str().unwrap()]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            let (got, got_totals) = documents_of(&parts);
+            assert_eq!(got.len(), want.len(), "{label} N={n}");
+            assert!(got == want, "{label} N={n}: the merged documents differ");
+            for key in ["documents", "spans", "tokens"] {
+                assert_eq!(got_totals[key], want_totals[key], "{label} N={n}: {key}");
+            }
+            // Every line read exactly once: the parts' records add up to the whole run's.
+            let whole_records = manifest(&whole)["inputs"][0]["records"].as_u64().unwrap();
+            assert_eq!(records, whole_records, "{label} N={n}: records");
+        }
+    }
+}

@@ -246,6 +246,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         }
     }
     raw_bytes.store(covered_bytes, Ordering::Relaxed);
+    let not_read = AtomicU64::new(0);
     let progress =
         crate::progress::Progress::new("prepare", crate::progress::Unit::Bytes, total_bytes);
     progress.update(covered_bytes, "");
@@ -261,6 +262,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
                     by_record,
                     &resume,
                     raw_bytes.clone(),
+                    &not_read,
                     chunk_tx,
                 )
             })
@@ -274,6 +276,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
                     result_rx,
                     slot_rx,
                     &raw_bytes,
+                    (total_bytes, &not_read),
                     &progress,
                 )
             })
@@ -420,13 +423,13 @@ fn read_all(
     by_record: bool,
     resume: &Resume,
     raw_bytes: Arc<AtomicU64>,
+    not_read: &AtomicU64,
     tx: Sender<Option<RawChunk>>,
 ) -> Result<()> {
     let cursor = resume.cursor;
-    let by_record = match cfg.partition {
-        Some([k, n]) if by_record => Some((k as u64, n as u64)),
-        _ => None,
-    };
+    // Fewer inputs than partitions: each input is split (by byte ranges where it can be, else every
+    // N-th record); otherwise whole inputs were chosen already.
+    let part = cfg.partition.filter(|_| by_record);
     let mut seq = 0u64;
     let mut chunk: Vec<Tagged<Item>> = Vec::with_capacity(CHUNK_DOCS);
     let mut chunk_bytes = 0usize;
@@ -437,17 +440,7 @@ fn read_all(
             seq += records + 1;
             continue;
         }
-        let mut record = 0u64;
         let mut sink = |item: Item| -> Result<()> {
-            if let Some((k, n)) = by_record {
-                if !matches!(item, Item::End { .. }) {
-                    let r = record;
-                    record += 1;
-                    if r % n != k {
-                        return Ok(());
-                    }
-                }
-            }
             let s = seq;
             seq += 1;
             if s < cursor {
@@ -479,7 +472,14 @@ fn read_all(
             }
             Ok(())
         };
-        corpus::read_input(input, &cfg.read, raw_bytes.clone(), &mut sink)?;
+        corpus::read_input_part(
+            input,
+            &cfg.read,
+            part,
+            raw_bytes.clone(),
+            not_read,
+            &mut sink,
+        )?;
     }
     if !chunk.is_empty() {
         tx.send(Some((raw_bytes.load(Ordering::Relaxed), chunk)))
@@ -525,6 +525,7 @@ fn write_all(
     rx: Receiver<Done>,
     slots: Receiver<()>,
     raw_bytes: &AtomicU64,
+    (total_bytes, not_read): (Option<u64>, &AtomicU64),
     progress: &crate::progress::Progress,
 ) -> Result<()> {
     let mut w = Writer {
@@ -565,6 +566,8 @@ fn write_all(
             if last_tick.elapsed() > tick {
                 last_tick = Instant::now();
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
+                // Bytes of split inputs that other partitions read are not this run's to read.
+                progress.set_total(total_bytes.map(|t| t.saturating_sub(not_read.load(Ordering::Relaxed))));
                 progress.update(
                     consumed,
                     &format!(
