@@ -1190,3 +1190,92 @@ fn r17_2_byte_range_partitions_merge_to_the_unpartitioned_documents() {
         }
     }
 }
+
+/// A Wikipedia-style multi-stream dump: a header stream, then pages in groups of `per_stream`, each
+/// group its own bzip2 stream, then the closing tag. Returns the bytes and, per stream, (its end
+/// offset, the pages it holds).
+fn multistream_dump(pages: usize, per_stream: usize, seed: u64) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let mut rng = Lcg(seed);
+    let mut dump = Vec::new();
+    let mut streams = Vec::new();
+    let mut stream = |text: &str, n: usize, dump: &mut Vec<u8>| {
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(text.as_bytes()).unwrap();
+        dump.extend(bz.finish().unwrap());
+        streams.push((dump.len(), n));
+    };
+    stream("<mediawiki>\n  <siteinfo><sitename>T</sitename></siteinfo>\n", 0, &mut dump);
+    for first in (1..=pages).step_by(per_stream) {
+        let last = (first + per_stream - 1).min(pages);
+        let mut text = String::new();
+        for id in first..=last {
+            let body = document(&mut rng, 3 + id % 20);
+            text.push_str(&format!(
+                "  <page>\n    <title>P{id}</title>\n    <ns>0</ns>\n    <id>{id}</id>\n    <revision><text>{body} [[Link|label]] {{{{cite}}}}</text></revision>\n  </page>\n"
+            ));
+        }
+        stream(&text, last + 1 - first, &mut dump);
+    }
+    stream("</mediawiki>\n", 0, &mut dump);
+    (dump, streams)
+}
+
+/// Issue 17, item 1: a multi-stream bzip2 dump decodes in parallel (groups of streams, here small so
+/// that there are many) into byte-identical shards and manifest as the serial decoder (`-j 1`); a
+/// truncated dump keeps every complete stream's pages and reports the truncation with its position.
+#[test]
+fn r17_1_parallel_multistream_bz2_decoding_equals_the_serial_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dump, streams) = multistream_dump(230, 10, 17);
+    let path = dir.path().join("enwiki-multistream.xml.bz2");
+    std::fs::write(&path, &dump).unwrap();
+    let inputs = vec![path.display().to_string()];
+    let go = |out: &Path, j: &str| {
+        let o = condenser()
+            .env("CONDENSER_BZ2_GROUP_BYTES", "3000")
+            .args(prepare_args(&inputs, out, &["-j", j]))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let serial = dir.path().join("serial");
+    go(&serial, "1");
+    assert_eq!(manifest(&serial)["totals"]["documents"], 230);
+    for j in ["2", "5"] {
+        let parallel = dir.path().join(format!("parallel-{j}"));
+        go(&parallel, j);
+        assert!(output_files(&serial) == output_files(&parallel), "-j {j}: outputs differ");
+    }
+
+    // Cut inside the stream that holds pages 161..=170: pages 1..=160 are whole.
+    let (cut_stream, _) = streams
+        .iter()
+        .enumerate()
+        .find(|(_, (_, n))| *n > 0)
+        .map(|(i, _)| (i + 16, ()))
+        .unwrap();
+    let cut = (streams[cut_stream - 1].0 + streams[cut_stream].0) / 2;
+    let kept: usize = streams[..cut_stream].iter().map(|(_, n)| n).sum();
+    assert_eq!(kept, 160);
+    let short = dir.path().join("short.xml.bz2");
+    std::fs::write(&short, &dump[..cut]).unwrap();
+    let inputs = vec![short.display().to_string()];
+    for j in ["1", "3"] {
+        let out = dir.path().join(format!("short-{j}"));
+        let o = condenser()
+            .env("CONDENSER_BZ2_GROUP_BYTES", "3000")
+            .args(prepare_args(&inputs, &out, &["-j", j]))
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        let m = manifest(&out);
+        assert_eq!(m["totals"]["documents"], kept as u64, "-j {j}: {m}");
+        assert_eq!(m["inputs"][0]["skipped"]["read_error"], 1, "-j {j}: {m}");
+        assert!(
+            err.lines().any(|l| l.contains("short.xml.bz2") && l.contains("after 160 page(s)")),
+            "-j {j}: {err}"
+        );
+    }
+}

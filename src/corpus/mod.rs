@@ -8,6 +8,7 @@
 pub mod decompress;
 pub mod inputs;
 pub mod lines;
+pub mod multibz;
 pub mod ranges;
 pub mod readers;
 pub mod wiki;

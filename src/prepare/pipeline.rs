@@ -196,6 +196,8 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         print_shards(&cfg.out, &manifest.shards)?;
     }
 
+    // Multi-stream bzip2 inputs decode on as many threads as segment (1: the serial decoder).
+    corpus::decompress::set_decode_threads(cfg.threads);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.max(1))
         .thread_name(|i| format!("prepare-{i}"))
