@@ -265,11 +265,30 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if let Some((dir, m)) = source.manifest.as_ref().filter(|(_, m)| !m.complete) {
         log::warn!("{}", unfinished(dir, m));
     }
-    let progress = indicatif::ProgressBar::new(source.shards.len() as u64);
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} shards {msg}")
-            .expect("valid template"),
+    // Progress: bytes of the shards read of their total size.
+    let sizes: Vec<u64> = source
+        .shards
+        .iter()
+        .map(|s| std::fs::metadata(s).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    let what = if args.verify {
+        "inspect --verify"
+    } else {
+        "inspect"
+    };
+    let progress = crate::progress::Progress::new(
+        what,
+        crate::progress::Unit::Bytes,
+        Some(sizes.iter().sum()),
     );
+    progress.update(0, "");
+    let mut read_bytes = 0u64;
+    let mut shard_no = 0usize;
+    let mut advance = |progress: &crate::progress::Progress| {
+        read_bytes += sizes[shard_no];
+        shard_no += 1;
+        progress.update(read_bytes, &format!("{shard_no}/{} shards", sizes.len()));
+    };
 
     let entries: BTreeMap<PathBuf, &crate::shards::ShardEntry> = source
         .manifest
@@ -277,13 +296,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
         .flat_map(|(dir, m)| m.shards.iter().map(move |s| (dir.join(&s.file), s)))
         .collect();
     for shard in &source.shards {
-        progress.set_message(shard.display().to_string());
         let name = shard.display().to_string();
         if !shard.exists() {
             report
                 .findings
                 .push(format!("{name}: missing (listed in the manifest)"));
-            progress.inc(1);
+            advance(&progress);
             continue;
         }
         report.shards += 1;
@@ -295,7 +313,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 Ok(b) => bytes::Bytes::from(b),
                 Err(e) => {
                     report.findings.push(format!("{name}: unreadable: {e}"));
-                    progress.inc(1);
+                    advance(&progress);
                     continue;
                 }
             };
@@ -322,9 +340,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
             Err(e) if args.verify => report.findings.push(format!("{name}: unreadable: {e:#}")),
             Err(e) => return Err(e),
         }
-        progress.inc(1);
+        advance(&progress);
     }
-    progress.finish_and_clear();
+    progress.finish();
     if args.verify {
         if let Some((dir, m)) = &source.manifest {
             unknown_files(dir, m, &mut report.findings)?;

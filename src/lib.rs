@@ -16,6 +16,7 @@ pub mod model;
 pub mod paths;
 pub mod plot;
 pub mod prepare;
+pub mod progress;
 pub mod shards;
 pub mod tokenizer;
 pub mod train;

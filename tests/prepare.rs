@@ -1064,3 +1064,218 @@ fn r16_12_pyarrow_opens_a_shard_folder_by_its_name() {
         assert!(fields[2].contains("doc_id"), "{out}");
     }
 }
+
+/// Issue 17, item 3: with stderr not a terminal, progress comes as plain log lines at a steady
+/// interval (`CONDENSER_PROGRESS_SECS`, 30 s by default) with the share of the input bytes and an
+/// ETA; stdout holds the shard paths only.
+#[test]
+fn r17_3_progress_lines_with_a_percentage_and_an_eta_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_jsonl(dir.path(), "big.jsonl", 3000, 5);
+    let out = dir.path().join("out");
+    let o = condenser()
+        .env("CONDENSER_PROGRESS_SECS", "0.01")
+        .args(prepare_args(&[input.display().to_string()], &out, &[]))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("prepare: ")).collect();
+    assert!(!lines.is_empty(), "no progress line in:\n{err}");
+    for line in &lines {
+        assert!(
+            line.contains("% (") && line.contains(" of ") && line.contains("ETA"),
+            "{line}"
+        );
+        assert!(line.contains("docs") && line.contains("shard(s)"), "{line}");
+    }
+    for line in stdout(&o).lines() {
+        assert!(
+            line.ends_with(".parquet"),
+            "stdout holds shard paths only: {line:?}"
+        );
+    }
+    // Quiet: nothing but errors.
+    let out = dir.path().join("quiet");
+    let o = condenser()
+        .env("CONDENSER_PROGRESS_SECS", "0.01")
+        .arg("-q")
+        .args(prepare_args(&[input.display().to_string()], &out, &[]))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(stderr(&o), "");
+}
+
+/// The documents of a prepared folder (merged or not): (doc id, spans) sorted, and the manifest's
+/// totals.
+fn documents_of(dir: &Path) -> (Vec<(String, Vec<Vec<u32>>)>, serde_json::Value) {
+    let m = manifest(dir);
+    let mut docs: Vec<(String, Vec<Vec<u32>>)> = m["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| read_shard(&dir.join(s["file"].as_str().unwrap()), None).unwrap())
+        .map(|r| (r.doc_id, r.spans))
+        .collect();
+    docs.sort();
+    (docs, m["totals"].clone())
+}
+
+/// Issue 17, item 2: `--partition K/N` on one uncompressed JSONL, TSV or text file reads byte ranges
+/// cut at line boundaries (about 1/N of the bytes each); merged, the parts hold exactly the documents
+/// of one unpartitioned run (same ids, `file:line` ones included, same spans), for N that do not divide
+/// the record count; a compressed file still goes every N-th record.
+#[test]
+fn r17_2_byte_range_partitions_merge_to_the_unpartitioned_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = write_jsonl(dir.path(), "one.jsonl", 401, 7);
+    let tsv = write_tsv(dir.path(), "one.tsv", 503, 8);
+    // No ids in the records: `file:line` ids, numbered from the start of the file in every partition.
+    let text = dir.path().join("one.txt");
+    let body: String = std::fs::read_to_string(&tsv)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i % 50 {
+            7 => "\n".to_string(), // blank lines are no documents, but count as lines
+            _ => format!("{}\n", l.split('\t').nth(1).unwrap()),
+        })
+        .collect();
+    std::fs::write(&text, body).unwrap();
+    let gz = write_tsv(dir.path(), "one.tsv.gz", 211, 9);
+    let cases: [(&str, &Path, &[&str], &[u32]); 5] = [
+        ("jsonl", &jsonl, &[], &[3, 7]),
+        ("tsv", &tsv, &[], &[4]),
+        ("tsv-line-ids", &tsv, &["--id-column", "none"], &[3]),
+        ("text", &text, &[], &[6]),
+        ("gzip-by-record", &gz, &[], &[3]),
+    ];
+    for (label, input, extra, ns) in cases {
+        let inputs = vec![input.display().to_string()];
+        let size = std::fs::metadata(input).unwrap().len();
+        let whole = dir.path().join(format!("{label}-whole"));
+        let o = prepare(&inputs, &whole, extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let (want, want_totals) = documents_of(&whole);
+        assert!(want.len() > 100, "{label}");
+        for &n in ns {
+            let parts = dir.path().join(format!("{label}-parts-{n}"));
+            let mut records = 0;
+            for k in 0..n {
+                let mut args = extra.to_vec();
+                let p = format!("{k}/{n}");
+                args.extend(["--partition", &p]);
+                let o = prepare(&inputs, &parts, &args);
+                assert!(o.status.success(), "{}", stderr(&o));
+                let m = manifest(&parts.join(format!("part-{k}-of-{n}")));
+                records += m["inputs"][0]["records"].as_u64().unwrap();
+                let read = m["inputs"][0]["bytes"].as_u64().unwrap();
+                if label != "gzip-by-record" {
+                    // About 1/N of the file, plus at most the line that straddles the end.
+                    assert!(read < size / n as u64 + 2000, "{label} {k}/{n}: read {read} of {size}");
+                }
+            }
+            let o = run(&["prepare", "--merge", "--out", parts.to_str().unwrap()]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            let (got, got_totals) = documents_of(&parts);
+            assert_eq!(got.len(), want.len(), "{label} N={n}");
+            assert!(got == want, "{label} N={n}: the merged documents differ");
+            for key in ["documents", "spans", "tokens"] {
+                assert_eq!(got_totals[key], want_totals[key], "{label} N={n}: {key}");
+            }
+            // Every line read exactly once: the parts' records add up to the whole run's.
+            let whole_records = manifest(&whole)["inputs"][0]["records"].as_u64().unwrap();
+            assert_eq!(records, whole_records, "{label} N={n}: records");
+        }
+    }
+}
+
+/// A Wikipedia-style multi-stream dump: a header stream, then pages in groups of `per_stream`, each
+/// group its own bzip2 stream, then the closing tag. Returns the bytes and, per stream, (its end
+/// offset, the pages it holds).
+fn multistream_dump(pages: usize, per_stream: usize, seed: u64) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let mut rng = Lcg(seed);
+    let mut dump = Vec::new();
+    let mut streams = Vec::new();
+    let mut stream = |text: &str, n: usize, dump: &mut Vec<u8>| {
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(text.as_bytes()).unwrap();
+        dump.extend(bz.finish().unwrap());
+        streams.push((dump.len(), n));
+    };
+    stream("<mediawiki>\n  <siteinfo><sitename>T</sitename></siteinfo>\n", 0, &mut dump);
+    for first in (1..=pages).step_by(per_stream) {
+        let last = (first + per_stream - 1).min(pages);
+        let mut text = String::new();
+        for id in first..=last {
+            let body = document(&mut rng, 3 + id % 20);
+            text.push_str(&format!(
+                "  <page>\n    <title>P{id}</title>\n    <ns>0</ns>\n    <id>{id}</id>\n    <revision><text>{body} [[Link|label]] {{{{cite}}}}</text></revision>\n  </page>\n"
+            ));
+        }
+        stream(&text, last + 1 - first, &mut dump);
+    }
+    stream("</mediawiki>\n", 0, &mut dump);
+    (dump, streams)
+}
+
+/// Issue 17, item 1: a multi-stream bzip2 dump decodes in parallel (groups of streams, here small so
+/// that there are many) into byte-identical shards and manifest as the serial decoder (`-j 1`); a
+/// truncated dump keeps every complete stream's pages and reports the truncation with its position.
+#[test]
+fn r17_1_parallel_multistream_bz2_decoding_equals_the_serial_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dump, streams) = multistream_dump(230, 10, 17);
+    let path = dir.path().join("enwiki-multistream.xml.bz2");
+    std::fs::write(&path, &dump).unwrap();
+    let inputs = vec![path.display().to_string()];
+    let go = |out: &Path, j: &str| {
+        let o = condenser()
+            .env("CONDENSER_BZ2_GROUP_BYTES", "3000")
+            .args(prepare_args(&inputs, out, &["-j", j]))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let serial = dir.path().join("serial");
+    go(&serial, "1");
+    assert_eq!(manifest(&serial)["totals"]["documents"], 230);
+    for j in ["2", "5"] {
+        let parallel = dir.path().join(format!("parallel-{j}"));
+        go(&parallel, j);
+        assert!(output_files(&serial) == output_files(&parallel), "-j {j}: outputs differ");
+    }
+
+    // Cut inside the stream that holds pages 161..=170: pages 1..=160 are whole.
+    let (cut_stream, _) = streams
+        .iter()
+        .enumerate()
+        .find(|(_, (_, n))| *n > 0)
+        .map(|(i, _)| (i + 16, ()))
+        .unwrap();
+    let cut = (streams[cut_stream - 1].0 + streams[cut_stream].0) / 2;
+    let kept: usize = streams[..cut_stream].iter().map(|(_, n)| n).sum();
+    assert_eq!(kept, 160);
+    let short = dir.path().join("short.xml.bz2");
+    std::fs::write(&short, &dump[..cut]).unwrap();
+    let inputs = vec![short.display().to_string()];
+    for j in ["1", "3"] {
+        let out = dir.path().join(format!("short-{j}"));
+        let o = condenser()
+            .env("CONDENSER_BZ2_GROUP_BYTES", "3000")
+            .args(prepare_args(&inputs, &out, &["-j", j]))
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        let m = manifest(&out);
+        assert_eq!(m["totals"]["documents"], kept as u64, "-j {j}: {m}");
+        assert_eq!(m["inputs"][0]["skipped"]["read_error"], 1, "-j {j}: {m}");
+        assert!(
+            err.lines().any(|l| l.contains("short.xml.bz2") && l.contains("after 160 page(s)")),
+            "-j {j}: {err}"
+        );
+    }
+}

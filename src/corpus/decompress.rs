@@ -50,6 +50,18 @@ impl<R: Read> Read for CountingReader<R> {
 
 const BUF: usize = 1 << 18;
 
+/// Threads that decode a multi-stream bzip2 input; 1 (the default): the serial decoder.
+static DECODE_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Sets the bzip2 decoding threads of this process (`prepare` and `bench prepare`: `-j`).
+pub fn set_decode_threads(n: usize) {
+    DECODE_THREADS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn decode_threads() -> usize {
+    DECODE_THREADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Wraps a raw byte source in the decoder its magic bytes call for, counting raw bytes into `counter`.
 pub fn decoded(
     raw: Box<dyn Read + Send>,
@@ -70,6 +82,11 @@ pub fn decoded(
             BUF,
             flate2::bufread::MultiGzDecoder::new(raw),
         )),
+        // Several threads: the streams of a multi-stream file (a Wikipedia dump) decode in parallel,
+        // in order (a single-stream file is one group: the same work on another thread).
+        Compression::Bzip2 if decode_threads() > 1 => {
+            Box::new(super::multibz::ParallelBz2::new(Box::new(raw), decode_threads()))
+        }
         Compression::Bzip2 => Box::new(BufReader::with_capacity(
             BUF,
             bzip2::bufread::MultiBzDecoder::new(raw),

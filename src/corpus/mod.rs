@@ -2,11 +2,14 @@
 //!
 //! First stage of the DESIGN.md flow. Readers are push-based: each walks its input once, in order, and
 //! hands items to a sink, so a keyed JSON object or an XML dump streams as easily as a line file and
-//! nothing holds a whole input in memory. The sink decides about partitions, resume and chunking.
+//! nothing holds a whole input in memory. The sink decides about resume and chunking; a partition of
+//! one input is read by `read_input_part` (a byte range of a line file, else every N-th record).
 
 pub mod decompress;
 pub mod inputs;
 pub mod lines;
+pub mod multibz;
+pub mod ranges;
 pub mod readers;
 pub mod wiki;
 pub mod wikitext;
@@ -14,7 +17,7 @@ pub mod wikitext;
 use std::fmt;
 
 pub use inputs::{expand_inputs, Input};
-pub use readers::{read_input, Format, LayoutArgs, ReadOptions};
+pub use readers::{read_input, read_input_part, Format, LayoutArgs, ReadOptions};
 
 /// How a document's text is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

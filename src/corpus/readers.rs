@@ -9,6 +9,7 @@ use serde::de::{MapAccess, Visitor};
 
 use super::decompress::{self, Compression};
 use super::lines::{read_line_capped, Line};
+use super::ranges::{LineBase, LineNo};
 use super::{wiki, Document, Input, Item, Markup, Skip, SkipReason};
 
 /// An input format, as detected or as forced with `--format`.
@@ -111,6 +112,38 @@ pub fn read_input(
     counter: Arc<AtomicU64>,
     sink: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
+    read_input_part(input, opts, None, counter, &AtomicU64::new(0), sink)
+}
+
+/// As [`read_input`], for partition `[K, N]` of the input (`None`: all of it). An uncompressed JSONL,
+/// TSV or one-document-per-line text file is cut into N byte ranges at line boundaries and only range
+/// K is read ([`super::ranges`]); the bytes left to other partitions are added to `not_read` (for
+/// progress). Any other input is read whole and every N-th record kept, from the K-th on (a record is
+/// a document or a skip, so a skip about the whole input belongs to partition 0).
+pub fn read_input_part(
+    input: &Input,
+    opts: &ReadOptions,
+    part: Option<[u32; 2]>,
+    counter: Arc<AtomicU64>,
+    not_read: &AtomicU64,
+    sink: &mut dyn FnMut(Item) -> Result<()>,
+) -> Result<()> {
+    // Every N-th record, until the input turns out to be split by bytes.
+    let by_bytes = std::cell::Cell::new(false);
+    let mut record = 0u64;
+    let mut filtered = |item: Item| -> Result<()> {
+        if let Some([k, n]) = part {
+            if !by_bytes.get() && !matches!(item, Item::End { .. }) {
+                let r = record;
+                record += 1;
+                if r % n as u64 != k as u64 {
+                    return Ok(());
+                }
+            }
+        }
+        sink(item)
+    };
+    let sink = &mut filtered;
     let name = input.name();
     let start = counter.load(Ordering::Relaxed);
     let end = |format, compression, counter: &AtomicU64| Item::End {
@@ -190,21 +223,44 @@ pub fn read_input(
     if format != Format::Parquet && head.starts_with("\u{feff}".as_bytes()) {
         head.drain(..3); // a UTF-8 byte-order mark is not part of the first record
     }
-    let mut reader = decompress::unpeek(head, reader);
-    let result = match format {
-        Format::Wiki => wiki::read(&mut *reader, &name, opts.max_record_bytes, sink),
-        Format::Jsonl => read_jsonl(&mut *reader, &name, opts, sink),
-        Format::Json => read_json_object(&mut *reader, &name, opts, sink),
-        Format::Tsv => read_tsv(&mut *reader, &name, opts, sink),
-        Format::Text => read_text(&mut *reader, &name, opts, sink),
-        Format::Parquet => {
-            drop(reader); // Parquet is read from the file by offset, not through the stream.
-            let r = read_parquet(input, opts, sink);
-            let size = std::fs::metadata(&input.path).map(|m| m.len()).unwrap_or(0);
-            counter.store(start + size, Ordering::Relaxed);
-            r
+    let splittable = matches!(format, Format::Jsonl | Format::Tsv)
+        || (format == Format::Text && !opts.blank_line_docs);
+    let size = match (part, compression, splittable) {
+        (Some(_), Compression::None, true) => std::fs::metadata(&input.path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len()),
+        _ => None,
+    };
+    let result = match (part, size) {
+        (Some([k, n]), Some(size)) => {
+            drop(reader);
+            let (s, e) = super::ranges::cut(size, k, n);
+            by_bytes.set(true);
+            not_read.fetch_add(size - (e - s), Ordering::Relaxed);
+            // The head read to detect the format is not this partition's (unless it is partition 0).
+            counter.store(start, Ordering::Relaxed);
+            read_range(input, opts, format, (s, e), counter.clone(), sink)
         }
-        Format::Auto => unreachable!("resolved above"),
+        _ => {
+            let mut reader = decompress::unpeek(head, reader);
+            let base = LineBase::zero();
+            match format {
+                Format::Wiki => wiki::read(&mut *reader, &name, opts.max_record_bytes, sink),
+                Format::Jsonl => read_jsonl(&mut *reader, &name, opts, &base, sink),
+                Format::Json => read_json_object(&mut *reader, &name, opts, sink),
+                Format::Tsv => read_tsv(&mut *reader, &name, opts, &base, sink),
+                Format::Text => read_text(&mut *reader, &name, opts, &base, sink),
+                Format::Parquet => {
+                    drop(reader); // Parquet is read from the file by offset, not through the stream.
+                    let r = read_parquet(input, opts, sink);
+                    let size = std::fs::metadata(&input.path).map(|m| m.len()).unwrap_or(0);
+                    counter.store(start + size, Ordering::Relaxed);
+                    r
+                }
+                Format::Auto => unreachable!("resolved above"),
+            }
+        }
     };
     match result {
         Ok(()) => {}
@@ -218,6 +274,40 @@ pub fn read_input(
         Err(e) => return Err(e),
     }
     sink(end(format, compression, &counter))
+}
+
+/// Reads the lines of byte range `(start, end)` of an uncompressed line file (see `ranges`).
+fn read_range(
+    input: &Input,
+    opts: &ReadOptions,
+    format: Format,
+    (start, end): (u64, u64),
+    counter: Arc<AtomicU64>,
+    sink: &mut dyn FnMut(Item) -> Result<()>,
+) -> Result<()> {
+    let name = input.name();
+    let failed = |source: std::io::Error| ReadFailure {
+        name: format!("{name} (bytes {start}..{end})"),
+        line: 0,
+        source,
+    };
+    let (inner, prev) = super::ranges::open_at(&input.path, start).map_err(failed)?;
+    let mut reader =
+        super::ranges::RangeReader::new(inner, start, end, prev, counter).map_err(failed)?;
+    if start == 0 && reader.fill_buf().map_err(failed)?.starts_with("\u{feff}".as_bytes()) {
+        reader.consume(3); // a UTF-8 byte-order mark is not part of the first record
+    }
+    log::debug!(
+        "{name}: partition reads bytes {}..{end} (cut at {start}, moved to a line start)",
+        reader.position()
+    );
+    let base = LineBase::before(&input.path, reader.position());
+    match format {
+        Format::Jsonl => read_jsonl(&mut reader, &name, opts, &base, sink),
+        Format::Tsv => read_tsv(&mut reader, &name, opts, &base, sink),
+        Format::Text => read_text(&mut reader, &name, opts, &base, sink),
+        _ => unreachable!("only line formats are read by byte range"),
+    }
 }
 
 /// An I/O failure of the input itself (as opposed to a sink's decision to stop).
@@ -442,26 +532,29 @@ fn first_value_byte(t: &[u8]) -> Option<u8> {
 }
 
 /// Walks capped lines, mapping I/O errors to `ReadFailure` and over-long lines and bad UTF-8 to skips.
+/// Line numbers count from `base` (the lines before a byte-range partition, counted when first shown).
 fn for_each_line(
     reader: &mut dyn BufRead,
     name: &str,
     opts: &ReadOptions,
+    base: &LineBase,
     sink: &mut dyn FnMut(Item) -> Result<()>,
-    mut f: impl FnMut(u64, &str, &mut dyn FnMut(Item) -> Result<()>) -> Result<()>,
+    mut f: impl FnMut(LineNo<'_>, &str, &mut dyn FnMut(Item) -> Result<()>) -> Result<()>,
 ) -> Result<()> {
     let mut buf = Vec::new();
-    let mut line_no = 0u64;
+    let mut rel = 0u64;
     loop {
         let cap = opts.max_record_bytes;
         let line =
             read_line_capped(reader, &mut buf, cap, opts.stop_at_error).map_err(|source| {
                 ReadFailure {
                     name: name.to_string(),
-                    line: line_no,
+                    line: LineNo { rel, base }.get(),
                     source,
                 }
             })?;
-        line_no += 1;
+        rel += 1;
+        let line_no = LineNo { rel, base };
         match line {
             Line::Eof => return Ok(()),
             Line::TooLong(n) => sink(Item::Skip(Skip {
@@ -501,7 +594,7 @@ fn json_str(v: &serde_json::Value) -> Option<String> {
 fn json_doc(
     obj: &mut serde_json::Map<String, serde_json::Value>,
     opts: &ReadOptions,
-    fallback_id: String,
+    fallback_id: impl FnOnce() -> String,
 ) -> std::result::Result<Document, String> {
     let is_str = |obj: &serde_json::Map<String, serde_json::Value>, f: &str| {
         obj.get(f).is_some_and(serde_json::Value::is_string)
@@ -523,7 +616,7 @@ fn json_doc(
         None => ID_FIELDS
             .iter()
             .find_map(|f| obj.get(*f).and_then(json_str))
-            .unwrap_or(fallback_id),
+            .unwrap_or_else(fallback_id),
     };
     let title = obj
         .get("title")
@@ -545,15 +638,16 @@ fn read_jsonl(
     reader: &mut dyn BufRead,
     name: &str,
     opts: &ReadOptions,
+    base: &LineBase,
     sink: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
-    for_each_line(reader, name, opts, sink, |line_no, line, sink| {
+    for_each_line(reader, name, opts, base, sink, |line_no, line, sink| {
         if line.trim().is_empty() {
             return Ok(());
         }
         let item = match serde_json::from_str::<serde_json::Value>(line) {
             Ok(serde_json::Value::Object(mut obj)) => {
-                match json_doc(&mut obj, opts, format!("{name}:{line_no}")) {
+                match json_doc(&mut obj, opts, || format!("{name}:{line_no}")) {
                     Ok(doc) => Item::Doc(doc),
                     Err(what) => Item::Skip(Skip {
                         reason: SkipReason::MissingField,
@@ -697,7 +791,7 @@ fn read_json_object(
                 let item = match value {
                     serde_json::Value::Object(mut obj) => {
                         let has_id = ID_FIELDS.iter().any(|f| obj.contains_key(*f));
-                        match json_doc(&mut obj, opts, key.clone()) {
+                        match json_doc(&mut obj, opts, || key.clone()) {
                             Ok(mut doc) => {
                                 if opts.id_field.is_none() && !has_id {
                                     doc.id = key.clone();
@@ -945,9 +1039,10 @@ fn read_tsv(
     reader: &mut dyn BufRead,
     name: &str,
     opts: &ReadOptions,
+    base: &LineBase,
     sink: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
-    for_each_line(reader, name, opts, sink, |line_no, line, sink| {
+    for_each_line(reader, name, opts, base, sink, |line_no, line, sink| {
         if line.is_empty() {
             return Ok(());
         }
@@ -979,10 +1074,11 @@ fn read_text(
     reader: &mut dyn BufRead,
     name: &str,
     opts: &ReadOptions,
+    base: &LineBase,
     sink: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
     if !opts.blank_line_docs {
-        return for_each_line(reader, name, opts, sink, |line_no, line, sink| {
+        return for_each_line(reader, name, opts, base, sink, |line_no, line, sink| {
             if line.trim().is_empty() {
                 return Ok(());
             }
@@ -998,7 +1094,7 @@ fn read_text(
     // Blank-line-separated documents: a paragraph's lines are joined with newlines.
     let mut block = String::new();
     let mut start = 0u64;
-    for_each_line(reader, name, opts, sink, |line_no, line, sink| {
+    for_each_line(reader, name, opts, base, sink, |line_no, line, sink| {
         if line.trim().is_empty() {
             if !block.is_empty() {
                 let doc = Document {
@@ -1011,7 +1107,7 @@ fn read_text(
             }
         } else {
             if block.is_empty() {
-                start = line_no;
+                start = line_no.get();
             } else {
                 block.push('\n');
             }

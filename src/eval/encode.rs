@@ -14,6 +14,7 @@ use super::embeddings_out::{Output, Writer};
 use crate::corpus::{self, Format, Item, ReadOptions};
 use crate::device::DeviceChoice;
 use crate::model::{hf, Condenser, Ctx, HeadConfig};
+use crate::progress::{Progress, Unit};
 
 #[derive(Debug, clap::Args)]
 pub struct EncodeArgs {
@@ -141,14 +142,6 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
     }
     let hidden = model.config.hidden_size as i32;
     let mut writer = output.writer(hidden)?;
-    let progress = indicatif::ProgressBar::new_spinner();
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {pos} texts encoded ({per_sec})",
-        )
-        .expect("valid template"),
-    );
-
     let opts = ReadOptions {
         format: args.format,
         text_field: args.text_field.clone(),
@@ -162,6 +155,14 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
         .into_iter()
         .next()
         .context("no input")?;
+    // Progress: raw (compressed) bytes read of the input's size; a rate alone for stdin.
+    let read_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let size = match input.is_stdin() {
+        true => None,
+        false => std::fs::metadata(&input.path).ok().map(|m| m.len()),
+    };
+    let progress = Progress::new("encode", Unit::Bytes, size);
+    progress.update(0, "");
     let (mut window_ids, mut window_seqs): (Vec<String>, Vec<Vec<i64>>) = (Vec::new(), Vec::new());
     let (mut written, mut skipped) = (0u64, 0u64);
     let window_len = args.batch_size * WINDOW_BATCHES;
@@ -173,14 +174,17 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
             // Batches of similar length inside the window; rows come back in input order.
             let cls = embed(model, seqs, special.pad as i64, args.batch_size, device);
             let values = Vec::<f32>::try_from(cls.to_device(Device::Cpu).reshape([-1]))?;
-            progress.inc(ids.len() as u64);
             writer.write(ids, values)?;
             written += ids.len() as u64;
+            progress.update(
+                read_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                &format!("{written} texts encoded"),
+            );
             ids.clear();
             seqs.clear();
             Ok(())
         };
-    let result = corpus::read_input(&input, &opts, Default::default(), &mut |item| {
+    let result = corpus::read_input(&input, &opts, read_bytes.clone(), &mut |item| {
         match item {
             Item::Doc(d) => {
                 let text = match d.markup {
@@ -206,7 +210,7 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
     .and_then(|_| flush(&mut window_ids, &mut window_seqs, &mut writer));
     result?;
     writer.finish()?;
-    progress.finish_and_clear();
+    progress.finish();
     log::info!(
         "encoded {written} texts ({skipped} skipped) into {} ({} dims, {})",
         args.out.display(),

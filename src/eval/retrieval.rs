@@ -8,6 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
@@ -17,6 +19,7 @@ use super::metrics::{evaluate, trec_order, Metrics, Qrels};
 use crate::corpus::{self, Item, ReadOptions};
 use crate::device::DeviceChoice;
 use crate::model::{hf, Condenser, HeadConfig};
+use crate::progress::{Progress, Unit};
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -183,9 +186,10 @@ impl UniqueIds {
 fn for_each_text(
     path: &Path,
     title: bool,
+    read_bytes: Arc<AtomicU64>,
     mut f: impl FnMut(String, String) -> Result<()>,
 ) -> Result<()> {
-    for_each_doc(path, |id, t, text| {
+    for_each_doc_counting(path, read_bytes, |id, t, text| {
         let t = if title { t } else { None };
         f(id, crate::train::pairs::passage_text(t.as_deref(), &text))
     })
@@ -194,6 +198,15 @@ fn for_each_text(
 /// Reads (id, title, text) records of a file through the corpus readers.
 pub fn for_each_doc(
     path: &Path,
+    f: impl FnMut(String, Option<String>, String) -> Result<()>,
+) -> Result<()> {
+    for_each_doc_counting(path, Default::default(), f)
+}
+
+/// As [`for_each_doc`], adding the raw (compressed) bytes read to `read_bytes`, for progress.
+pub fn for_each_doc_counting(
+    path: &Path,
+    read_bytes: Arc<AtomicU64>,
     mut f: impl FnMut(String, Option<String>, String) -> Result<()>,
 ) -> Result<()> {
     let input = corpus::Input {
@@ -204,7 +217,7 @@ pub fn for_each_doc(
         bail!("{}: no such file", path.display());
     }
     let opts = ReadOptions::default();
-    corpus::read_input(&input, &opts, Default::default(), &mut |item| match item {
+    corpus::read_input(&input, &opts, read_bytes, &mut |item| match item {
         Item::Doc(d) => f(d.id, d.title, d.text),
         Item::Skip(s) if s.reason.is_error() => bail!("{}", s.detail),
         _ => Ok(()),
@@ -317,7 +330,7 @@ pub fn retrieve(
 ) -> Result<Retrieved> {
     let (mut qids, mut qseqs, mut query_texts) = (Vec::new(), Vec::new(), Vec::new());
     let mut unique = UniqueIds::new("query", spec.queries);
-    for_each_text(spec.queries, false, |id, text| {
+    for_each_text(spec.queries, false, Default::default(), |id, text| {
         unique.check(&id)?;
         qids.push(id);
         qseqs.push(crate::tokenizer::encode_for_model(
@@ -333,13 +346,11 @@ pub fn retrieve(
     let queries =
         tch::no_grad(|| embed(model, &qseqs, special.pad as i64, spec.batch_size, device));
     let mut search = Search::new(queries);
-    let progress = indicatif::ProgressBar::new_spinner();
-    progress.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {pos} passages encoded and searched ({per_sec})",
-        )
-        .expect("valid template"),
-    );
+    // Progress: bytes of the corpus file read (compressed bytes when compressed) of its size.
+    let read_bytes = Arc::new(AtomicU64::new(0));
+    let size = std::fs::metadata(spec.corpus).ok().map(|m| m.len());
+    let progress = Progress::new("eval", Unit::Bytes, size);
+    progress.update(0, "");
     let mut docids: Vec<String> = Vec::new();
     let mut block: Vec<Vec<i64>> = Vec::new();
     let flush = |block: &mut Vec<Vec<i64>>, search: &mut Search, offset: usize| {
@@ -347,12 +358,15 @@ pub fn retrieve(
             let d =
                 tch::no_grad(|| embed(model, block, special.pad as i64, spec.batch_size, device));
             search.add(&d, offset as i64);
-            progress.inc(block.len() as u64);
+            progress.update(
+                read_bytes.load(Ordering::Relaxed),
+                &format!("{} passages encoded and searched", offset + block.len()),
+            );
             block.clear();
         }
     };
     let mut unique = UniqueIds::new("document", spec.corpus);
-    for_each_text(spec.corpus, spec.title, |id, text| {
+    for_each_text(spec.corpus, spec.title, read_bytes.clone(), |id, text| {
         unique.check(&id)?;
         docids.push(id);
         block.push(crate::tokenizer::encode_for_model(
@@ -369,7 +383,7 @@ pub fn retrieve(
     })?;
     let offset = docids.len() - block.len();
     flush(&mut block, &mut search, offset);
-    progress.finish_and_clear();
+    progress.finish();
     drop(unique);
     let (scores, docs) = search.finish();
     let mut run: HashMap<String, Vec<(String, f32)>> = HashMap::new();

@@ -79,8 +79,9 @@ pub struct PrepareArgs {
     /// Bad input: skip and count it, or fail.
     #[arg(long, value_enum, default_value_t = OnError::Skip)]
     pub on_error: OnError,
-    /// Prepare partition K of N (e.g. 0/4): whole files when there are at least N inputs, else every
-    /// N-th record. Output goes to OUT/part-K-of-N/; join the parts with --merge.
+    /// Prepare partition K of N (e.g. 0/4): whole files when there are at least N inputs, else a
+    /// byte range cut at lines of each uncompressed JSONL/TSV/text file, and every N-th record of other
+    /// inputs. Output goes to OUT/part-K-of-N/; join the parts with --merge.
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<[u32; 2]>,
     /// Join the manifests of OUT/part-*-of-N/ into OUT/_manifest.json (no inputs needed).

@@ -56,9 +56,14 @@ const LOGGED_SKIPS: u64 = 10;
 /// One stream item with its position: `seq` counts items after partitioning.
 type Tagged<T> = (u64, usize, T);
 
+/// What the reader hands the parallel stage: the raw input bytes read so far (progress counts an input
+/// byte as consumed when the documents read before it are written) and the items.
+type RawChunk = (u64, Vec<Tagged<Item>>);
+
 /// What the parallel stage hands the writer: chunk `i`'s result, or the number of chunks in all.
 enum Done {
-    Chunk(u64, Result<Vec<Tagged<Processed>>>),
+    /// Chunk `i`, the raw input bytes read when it was sent (for progress), its result.
+    Chunk(u64, u64, Result<Vec<Tagged<Processed>>>),
     End(u64),
 }
 
@@ -191,6 +196,8 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         print_shards(&cfg.out, &manifest.shards)?;
     }
 
+    // Multi-stream bzip2 inputs decode on as many threads as segment (1: the serial decoder).
+    corpus::decompress::set_decode_threads(cfg.threads);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.max(1))
         .thread_name(|i| format!("prepare-{i}"))
@@ -198,7 +205,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
     // Chunks in flight between the reader and the writer: bounds memory and the reorder buffer.
     let in_flight = cfg.threads.max(1) * 4;
     // `None` is the reader's clean end; a channel that merely closes means it failed.
-    let (chunk_tx, chunk_rx) = bounded::<Option<Vec<Tagged<Item>>>>(in_flight);
+    let (chunk_tx, chunk_rx) = bounded::<Option<RawChunk>>(in_flight);
     let (result_tx, result_rx) = unbounded::<Done>();
     let (slot_tx, slot_rx) = bounded::<()>(in_flight);
     let raw_bytes = Arc::new(AtomicU64::new(0));
@@ -212,8 +219,6 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         .filter(|(_, &o)| o)
         .map(|(i, _)| i)
         .collect();
-    let progress = progress_bar();
-
     // What the reader needs of the manifest: the cursor and which inputs are wholly done.
     let resume = Resume {
         cursor: manifest.cursor,
@@ -223,6 +228,31 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
             .map(|i| (i.done, i.records))
             .collect(),
     };
+    // Progress: raw (compressed) input bytes over the inputs' sizes; inputs that complete shards
+    // already cover are not read again and count as done.
+    let mut covered_bytes = 0u64;
+    let mut total_bytes = Some(0u64);
+    {
+        let mut seq = 0u64;
+        for (idx, input) in our_inputs.iter().enumerate() {
+            let (done, records) = resume.inputs[idx];
+            let size = match input.is_stdin() {
+                true => None,
+                false => std::fs::metadata(&input.path).ok().map(|m| m.len()),
+            };
+            total_bytes = total_bytes.zip(size).map(|(t, s)| t + s);
+            if done && seq + records < resume.cursor {
+                covered_bytes += size.unwrap_or(0);
+            }
+            seq += records + 1;
+        }
+    }
+    raw_bytes.store(covered_bytes, Ordering::Relaxed);
+    let not_read = AtomicU64::new(0);
+    let progress =
+        crate::progress::Progress::new("prepare", crate::progress::Unit::Bytes, total_bytes);
+    progress.update(covered_bytes, "");
+
     let by_record = matches!(cfg.partition, Some([_, n]) if inputs.len() < n as usize);
     let (read_result, write_result) = std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
@@ -234,6 +264,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
                     by_record,
                     &resume,
                     raw_bytes.clone(),
+                    &not_read,
                     chunk_tx,
                 )
             })
@@ -247,6 +278,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
                     result_rx,
                     slot_rx,
                     &raw_bytes,
+                    (total_bytes, &not_read),
                     &progress,
                 )
             })
@@ -257,7 +289,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
             let mut index = 0u64;
             let mut clean_end = false;
             loop {
-                let chunk = match chunk_rx.recv() {
+                let (read_at, chunk) = match chunk_rx.recv() {
                     Ok(Some(chunk)) => chunk,
                     Ok(None) => {
                         clean_end = true;
@@ -275,7 +307,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
                         process_chunk(segmenter, chunk)
                     }))
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("a segmentation worker panicked")));
-                    let _ = tx.send(Done::Chunk(index, result));
+                    let _ = tx.send(Done::Chunk(index, read_at, result));
                 });
                 index += 1;
             }
@@ -290,7 +322,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         drop(slot_tx);
         (reader.join(), writer.join())
     });
-    progress.finish_and_clear();
+    progress.finish();
     let write_result = write_result.map_err(|_| anyhow::anyhow!("the shard writer panicked"))?;
     let read_result = read_result.map_err(|_| anyhow::anyhow!("the input reader panicked"))?;
     write_result?;
@@ -393,13 +425,13 @@ fn read_all(
     by_record: bool,
     resume: &Resume,
     raw_bytes: Arc<AtomicU64>,
-    tx: Sender<Option<Vec<Tagged<Item>>>>,
+    not_read: &AtomicU64,
+    tx: Sender<Option<RawChunk>>,
 ) -> Result<()> {
     let cursor = resume.cursor;
-    let by_record = match cfg.partition {
-        Some([k, n]) if by_record => Some((k as u64, n as u64)),
-        _ => None,
-    };
+    // Fewer inputs than partitions: each input is split (by byte ranges where it can be, else every
+    // N-th record); otherwise whole inputs were chosen already.
+    let part = cfg.partition.filter(|_| by_record);
     let mut seq = 0u64;
     let mut chunk: Vec<Tagged<Item>> = Vec::with_capacity(CHUNK_DOCS);
     let mut chunk_bytes = 0usize;
@@ -410,17 +442,7 @@ fn read_all(
             seq += records + 1;
             continue;
         }
-        let mut record = 0u64;
         let mut sink = |item: Item| -> Result<()> {
-            if let Some((k, n)) = by_record {
-                if !matches!(item, Item::End { .. }) {
-                    let r = record;
-                    record += 1;
-                    if r % n != k {
-                        return Ok(());
-                    }
-                }
-            }
             let s = seq;
             seq += 1;
             if s < cursor {
@@ -435,24 +457,35 @@ fn read_all(
                 && matches!(&item, Item::Skip(skip) if skip.reason.is_error());
             chunk.push((s, idx, item));
             if fatal {
-                tx.send(Some(std::mem::take(&mut chunk)))
-                    .map_err(|_| Closed)?;
+                tx.send(Some((
+                    raw_bytes.load(Ordering::Relaxed),
+                    std::mem::take(&mut chunk),
+                )))
+                .map_err(|_| Closed)?;
                 return Err(Closed.into());
             }
             if chunk.len() >= CHUNK_DOCS || chunk_bytes >= CHUNK_BYTES {
                 chunk_bytes = 0;
-                tx.send(Some(std::mem::replace(
-                    &mut chunk,
-                    Vec::with_capacity(CHUNK_DOCS),
+                tx.send(Some((
+                    raw_bytes.load(Ordering::Relaxed),
+                    std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_DOCS)),
                 )))
                 .map_err(|_| Closed)?;
             }
             Ok(())
         };
-        corpus::read_input(input, &cfg.read, raw_bytes.clone(), &mut sink)?;
+        corpus::read_input_part(
+            input,
+            &cfg.read,
+            part,
+            raw_bytes.clone(),
+            not_read,
+            &mut sink,
+        )?;
     }
     if !chunk.is_empty() {
-        tx.send(Some(chunk)).map_err(|_| Closed)?;
+        tx.send(Some((raw_bytes.load(Ordering::Relaxed), chunk)))
+            .map_err(|_| Closed)?;
     }
     tx.send(None).map_err(|_| Closed)?;
     Ok(())
@@ -494,7 +527,8 @@ fn write_all(
     rx: Receiver<Done>,
     slots: Receiver<()>,
     raw_bytes: &AtomicU64,
-    progress: &indicatif::ProgressBar,
+    (total_bytes, not_read): (Option<u64>, &AtomicU64),
+    progress: &crate::progress::Progress,
 ) -> Result<()> {
     let mut w = Writer {
         cfg,
@@ -508,35 +542,44 @@ fn write_all(
     w.last_seq = w.manifest.cursor;
     let started = Instant::now();
     let mut last_tick = Instant::now();
-    let mut reorder: BTreeMap<u64, Result<Vec<Tagged<Processed>>>> = BTreeMap::new();
+    let tick = crate::progress::interval().min(Duration::from_millis(250));
+    let mut reorder: BTreeMap<u64, (u64, Result<Vec<Tagged<Processed>>>)> = BTreeMap::new();
+    let mut consumed = raw_bytes.load(Ordering::Relaxed);
     let (mut next, mut total) = (0u64, None);
     let result = (|| -> Result<()> {
         while total != Some(next) {
-            match rx.recv() {
-                Ok(Done::Chunk(i, r)) => {
-                    reorder.insert(i, r);
+            // A timeout, so that a stalled input (a slow pipe) still gets its progress lines.
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(Done::Chunk(i, read_at, r)) => {
+                    reorder.insert(i, (read_at, r));
                 }
                 Ok(Done::End(n)) => total = Some(n),
-                Err(_) => bail!("the pipeline stopped before the end of the input"),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    bail!("the pipeline stopped before the end of the input")
+                }
             }
-            while let Some(chunk) = reorder.remove(&next) {
+            while let Some((read_at, chunk)) = reorder.remove(&next) {
                 next += 1;
                 let _ = slots.recv(); // one more chunk may now enter the pipeline
                 w.write_chunk(chunk?)?;
+                consumed = consumed.max(read_at);
             }
-            if last_tick.elapsed() > Duration::from_millis(250) {
+            if last_tick.elapsed() > tick {
                 last_tick = Instant::now();
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
-                let mb = raw_bytes.load(Ordering::Relaxed) as f64 / 1e6;
-                progress.set_message(format!(
-                    "{} docs ({:.0}/s), {} tokens ({:.0}/s), {mb:.1} MB read ({:.1} MB/s), {} shard(s)",
-                    w.docs,
-                    w.docs as f64 / secs,
-                    w.tokens,
-                    w.tokens as f64 / secs,
-                    mb / secs,
-                    w.manifest.shards.len()
-                ));
+                // Bytes of split inputs that other partitions read are not this run's to read.
+                progress.set_total(total_bytes.map(|t| t.saturating_sub(not_read.load(Ordering::Relaxed))));
+                progress.update(
+                    consumed,
+                    &format!(
+                        "{} docs, {} tokens ({:.0}/s), {} shard(s)",
+                        w.docs,
+                        w.tokens,
+                        w.tokens as f64 / secs,
+                        w.manifest.shards.len()
+                    ),
+                );
             }
         }
         Ok(())
@@ -649,25 +692,14 @@ fn close_shard(
     manifest.cursor = cursor;
     manifest.store(&cfg.out)?;
     if cfg.print_shards {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{}", path.display())?;
-        stdout.flush()?;
+        crate::logging::suspended(|| -> Result<()> {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{}", path.display())?;
+            stdout.flush()?;
+            Ok(())
+        })?;
     }
     Ok(())
-}
-
-fn progress_bar() -> indicatif::ProgressBar {
-    let bar = if log::log_enabled!(log::Level::Info) {
-        indicatif::ProgressBar::new_spinner()
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
-            .expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
 }
 
 fn summary(m: &Manifest, elapsed: Duration) {

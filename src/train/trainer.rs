@@ -419,6 +419,10 @@ pub fn train<O: Objective>(
         .expect("valid template"),
     );
     progress.set_position(step);
+    // Log records clear the bar while they are written (no frozen copies between them).
+    if !progress.is_hidden() {
+        crate::logging::set_bar(Some(progress.clone()));
+    }
     let started = Instant::now();
     let mut interval = Interval::new();
     let mut stopped_early = false;
@@ -570,6 +574,7 @@ pub fn train<O: Objective>(
         }
     }
     progress.finish_and_clear();
+    crate::logging::set_bar(None);
     drop(loader);
     stop_if_diverged(opt, &mut unchecked, &save, &out)?;
     let dir = if stopped_early || step < total {
