@@ -17,20 +17,7 @@ use condenser::model::hf;
 use tch::Tensor;
 
 fn shards(dir: &Path, docs: usize) -> PathBuf {
-    let input = write_jsonl(dir, "corpus.jsonl", docs, 5);
-    let out = dir.join("shards");
-    let o = run(&[
-        "prepare",
-        "--out",
-        out.to_str().unwrap(),
-        "--shard-size",
-        "30KB",
-        "--max-len",
-        "64",
-        input.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    out
+    small_shards(dir, docs, 5)
 }
 
 /// The tiny model with dropout off: runs that split a batch differently must then agree exactly.

@@ -12,20 +12,7 @@ use condenser::model::hf;
 use tch::Tensor;
 
 fn shards(dir: &Path, docs: usize) -> PathBuf {
-    let input = write_jsonl(dir, "corpus.jsonl", docs, 3);
-    let out = dir.join("shards");
-    let o = run(&[
-        "prepare",
-        "--out",
-        out.to_str().unwrap(),
-        "--shard-size",
-        "30KB",
-        "--max-len",
-        "64",
-        input.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    out
+    small_shards(dir, docs, 3)
 }
 
 /// `--data DATA FROM --out OUT`, a `--set` for each setting, then `extra`. FROM is `("--init", model)`

@@ -96,6 +96,17 @@ pub struct Work {
     pub flops: f64,
 }
 
+impl Work {
+    /// A pre-training batch: its rows, real tokens and FLOPs (with the contrastive scores or not).
+    pub fn of(model: &Condenser, b: &Batch, contrastive: bool) -> Self {
+        Work {
+            sequences: b.rows as u64,
+            tokens: b.real_tokens as u64,
+            flops: batch_flops(model, b, contrastive),
+        }
+    }
+}
+
 /// A training objective: the loop hands it one optimizer step's batches and it leaves that step's
 /// gradients in the parameters' .grad (the flat buffer of `optim::AdamW`). Everything else (data,
 /// schedule, clipping, the update, checkpoints, metrics) is the loop's and shared by every objective.
@@ -134,11 +145,7 @@ impl Objective for CondenserObjective {
     }
 
     fn work(&self, model: &Condenser, b: &Batch) -> Work {
-        Work {
-            sequences: b.rows as u64,
-            tokens: b.real_tokens as u64,
-            flops: batch_flops(model, b, false),
-        }
+        Work::of(model, b, false)
     }
 
     fn step(
@@ -198,11 +205,7 @@ impl Objective for CocondenserObjective {
     }
 
     fn work(&self, model: &Condenser, b: &Batch) -> Work {
-        Work {
-            sequences: b.rows as u64,
-            tokens: b.real_tokens as u64,
-            flops: batch_flops(model, b, true),
-        }
+        Work::of(model, b, true)
     }
 
     fn step(

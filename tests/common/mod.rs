@@ -134,6 +134,25 @@ pub fn document(rng: &mut Lcg, sentences: usize) -> String {
     out
 }
 
+/// `docs` generated documents (seed `seed`) prepared into DIR/shards: spans of at most 64 tokens in
+/// shards of about 30 KB (several shards and row groups from a few hundred documents).
+pub fn small_shards(dir: &Path, docs: usize, seed: u64) -> PathBuf {
+    let input = write_jsonl(dir, "corpus.jsonl", docs, seed);
+    let out = dir.join("shards");
+    let o = run(&[
+        "prepare",
+        "--out",
+        out.to_str().unwrap(),
+        "--shard-size",
+        "30KB",
+        "--max-len",
+        "64",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
 /// Writes Tevatron training lines: `queries` queries of a few words, each with a positive and `negs`
 /// negatives of one or two sentences; returns the path.
 pub fn write_tevatron(dir: &Path, queries: usize, negs: usize, seed: u64) -> PathBuf {
