@@ -25,7 +25,7 @@ shards="$out/shards"
 [ -e "$shards/_manifest.json" ] || [ -e "$shards/manifest.json" ] || "$bin" prepare data/wiki-leads/summaries_en-us.json \
   data/enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2 \
   data/demo/msmarco-passages.tsv --out "$shards" --shard-size 2MB >/dev/null
-common=(--data "$shards" --device "${DEVICE:-auto}")
+common=("$shards" --device "${DEVICE:-auto}")
 [ -d "$out/mlm/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/mlm" \
   --set optim.max_steps="$steps" --set loss.head_weight=0 >/dev/null
 [ -d "$out/condenser/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/condenser" \
@@ -84,7 +84,7 @@ for seed in $seeds; do
     [ "$name" = init ] && model=data/minilm
     ft=$out/ft-$name-seed$seed
     [ -s "$ft.test.json" ] && continue
-    "$bin" finetune --train "$split/train.jsonl" --init "$model" --config configs/demo-finetune.toml \
+    "$bin" finetune "$split/train.jsonl" --init "$model" --config configs/demo-finetune.toml \
       --set run.seed="$seed" --out "$ft" --device "${DEVICE:-auto}" >/dev/null
     test_eval "$ft/final" "$ft.test.json"
   done
