@@ -173,8 +173,10 @@ fn resolve(paths: &[String]) -> Result<Source> {
             }
         } else if Path::new(p).is_dir() {
             add_dir(Path::new(p), &mut shards)?;
-        } else {
+        } else if Path::new(p).exists() {
             shards.push(PathBuf::from(p));
+        } else {
+            bail!("{p}: no such file or folder (give a prepared folder, shard files, or - for paths on stdin)");
         }
     }
     // Shards named one by one: their folder's manifest, when there is one, describes them.

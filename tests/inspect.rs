@@ -369,3 +369,15 @@ fn an_unfinished_folder_says_so() {
         );
     }
 }
+
+#[test]
+fn a_missing_path_is_an_error_not_empty_statistics() {
+    let o = run(&["inspect", "/nonexistent/condenser-shards"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/nonexistent/condenser-shards: no such file or folder"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "");
+}
