@@ -60,10 +60,19 @@ fn build_nccl_shim(libtorch: &Path, abi: &str) {
     let cuda_include = nvidia.join("cu13/include");
     let nccl_include = nvidia.join("nccl/include");
     for (header, package) in [
-        (cuda_include.join("cuda_runtime_api.h"), "nvidia-cuda-runtime (a torch dependency)"),
-        (cuda_include.join("crt/host_config.h"), "nvidia-cuda-crt==13.0.88"),
+        (
+            cuda_include.join("cuda_runtime_api.h"),
+            "nvidia-cuda-runtime (a torch dependency)",
+        ),
+        (
+            cuda_include.join("crt/host_config.h"),
+            "nvidia-cuda-crt==13.0.88",
+        ),
         (cuda_include.join("nv/target"), "nvidia-cuda-cccl==13.0.85"),
-        (nccl_include.join("nccl.h"), "nvidia-nccl-cu13==2.28.9 (a torch dependency)"),
+        (
+            nccl_include.join("nccl.h"),
+            "nvidia-nccl-cu13==2.28.9 (a torch dependency)",
+        ),
     ] {
         if !header.exists() {
             panic!(

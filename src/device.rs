@@ -133,7 +133,10 @@ pub fn select(choice: DeviceChoice) -> Result<tch::Device> {
             let n = n.unwrap_or(0);
             let count = tch::Cuda::device_count() as usize;
             if n >= count {
-                bail!("--device {choice}: this machine has {count} CUDA device(s), cuda:0 to cuda:{}", count.saturating_sub(1));
+                bail!(
+                    "--device {choice}: this machine has {count} CUDA device(s), cuda:0 to cuda:{}",
+                    count.saturating_sub(1)
+                );
             }
             Ok(tch::Device::Cuda(n))
         }

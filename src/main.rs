@@ -258,28 +258,77 @@ mod tests {
             assert_eq!(batch(&["condenser", "bench", sub, "--batch", "7"]), 7);
         }
         let encode = |args: &[&str]| match Cli::try_parse_from(args) {
-            Ok(Cli { command: Command::Encode(e), .. }) => Ok((e.input.or(e.input_flag), e.out)),
+            Ok(Cli {
+                command: Command::Encode(e),
+                ..
+            }) => Ok((e.input.or(e.input_flag), e.out)),
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e.kind()),
         };
         let want = Ok((Some("t.tsv".to_string()), std::path::PathBuf::from("e.npy")));
-        assert_eq!(encode(&["condenser", "encode", "t.tsv", "--model", "m", "-o", "e.npy"]), want);
         assert_eq!(
-            encode(&["condenser", "encode", "--input", "t.tsv", "--model", "m", "--out", "e.npy"]),
+            encode(&[
+                "condenser",
+                "encode",
+                "t.tsv",
+                "--model",
+                "m",
+                "-o",
+                "e.npy"
+            ]),
+            want
+        );
+        assert_eq!(
+            encode(&[
+                "condenser",
+                "encode",
+                "--input",
+                "t.tsv",
+                "--model",
+                "m",
+                "--out",
+                "e.npy"
+            ]),
             want
         );
         assert!(encode(&["condenser", "encode", "--model", "m", "-o", "e.npy"]).is_err());
-        assert!(encode(&["condenser", "encode", "a", "--input", "b", "--model", "m", "-o", "e"]).is_err());
+        assert!(encode(&[
+            "condenser",
+            "encode",
+            "a",
+            "--input",
+            "b",
+            "--model",
+            "m",
+            "-o",
+            "e"
+        ])
+        .is_err());
         for args in [
             &["condenser", "train", "shards", "-o", "run"][..],
             &["condenser", "train", "--data", "shards", "--out", "run"],
         ] {
-            assert!(matches!(Cli::try_parse_from(args).unwrap().command, Command::Train(_)), "{args:?}");
+            assert!(
+                matches!(
+                    Cli::try_parse_from(args).unwrap().command,
+                    Command::Train(_)
+                ),
+                "{args:?}"
+            );
         }
-        assert!(Cli::try_parse_from(["condenser", "train", "a", "--data", "b", "-o", "r"]).is_err());
+        assert!(
+            Cli::try_parse_from(["condenser", "train", "a", "--data", "b", "-o", "r"]).is_err()
+        );
         for args in [
             &["condenser", "eval-spans", "shards", "--model", "m"][..],
-            &["condenser", "eval-spans", "--data", "shards", "--model", "m"],
+            &[
+                "condenser",
+                "eval-spans",
+                "--data",
+                "shards",
+                "--model",
+                "m",
+            ],
         ] {
             match Cli::try_parse_from(args).unwrap().command {
                 Command::EvalSpans(a) => assert_eq!(
@@ -295,7 +344,10 @@ mod tests {
     fn usage_errors_carry_the_run_errors_prefix() {
         let e = Cli::try_parse_from(["condenser", "env", "--bogus"]).unwrap_err();
         let msg = usage_message(&e);
-        assert!(msg.starts_with("condenser: error: unexpected argument '--bogus'"), "{msg}");
+        assert!(
+            msg.starts_with("condenser: error: unexpected argument '--bogus'"),
+            "{msg}"
+        );
     }
 
     #[test]

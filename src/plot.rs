@@ -222,7 +222,12 @@ fn draw_curves(
     let series = crate::train::metrics::series(recs);
     // Integer steps on the axis: the x coordinate is the step itself.
     let min_step = recs.iter().map(|r| r.step).min().unwrap_or(0);
-    let max_step = recs.iter().map(|r| r.step).max().unwrap_or(1).max(min_step + 1);
+    let max_step = recs
+        .iter()
+        .map(|r| r.step)
+        .max()
+        .unwrap_or(1)
+        .max(min_step + 1);
     let steps = min_step..max_step + 1;
     let max_y = series
         .iter()
@@ -323,11 +328,15 @@ fn draw_legend(
                 .map_err(|e| err(&e))?;
         }
         if st.markers {
-            area.draw(&Circle::new(((x0 + x1) / 2, y), 3, st.color.stroke_width(1)))
-                .map_err(|e| err(&e))?;
+            area.draw(&Circle::new(
+                ((x0 + x1) / 2, y),
+                3,
+                st.color.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?;
         }
-        let style = TextStyle::from(("sans-serif", 16).into_font())
-            .pos(Pos::new(HPos::Left, VPos::Center));
+        let style =
+            TextStyle::from(("sans-serif", 16).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
         area.draw(&Text::new(name.clone(), (x1 + 8, y), style))
             .map_err(|e| err(&e))?;
     }

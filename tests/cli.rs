@@ -126,7 +126,9 @@ fn r16_7_every_subcommand_help_has_examples_and_no_internal_references() {
         );
         if !path.is_empty() {
             assert!(
-                examples.iter().any(|e| e.starts_with(&format!("{prefix} "))),
+                examples
+                    .iter()
+                    .any(|e| e.starts_with(&format!("{prefix} "))),
                 "no example of `{prefix} --help` starts with `{prefix}`:\n{help}"
             );
         }
@@ -134,7 +136,15 @@ fn r16_7_every_subcommand_help_has_examples_and_no_internal_references() {
             help.contains("Global options:\n  -q, --quiet") && help.contains("-v, --verbose"),
             "`{prefix} --help` does not list -q/-v as global options"
         );
-        for internal in ["../shared", "$EXTRA", "ovos", "DESIGN.md", "spec ", "issue ", "Issue "] {
+        for internal in [
+            "../shared",
+            "$EXTRA",
+            "ovos",
+            "DESIGN.md",
+            "spec ",
+            "issue ",
+            "Issue ",
+        ] {
             assert!(
                 !help.contains(internal),
                 "`{prefix} --help` mentions {internal:?}:\n{help}"
@@ -142,8 +152,15 @@ fn r16_7_every_subcommand_help_has_examples_and_no_internal_references() {
         }
         seen.push(prefix);
     }
-    for nested in ["condenser bench train", "condenser bench prepare", "condenser eval-spans"] {
-        assert!(seen.iter().any(|s| s == nested), "{nested} not walked: {seen:?}");
+    for nested in [
+        "condenser bench train",
+        "condenser bench prepare",
+        "condenser eval-spans",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == nested),
+            "{nested} not walked: {seen:?}"
+        );
     }
 }
 
@@ -164,7 +181,8 @@ fn r16_8_parse_errors_and_run_errors_share_one_prefix() {
     assert!(String::from_utf8_lossy(&missing.stderr).starts_with("condenser: error: "));
     let run_error = condenser(&["curves", "/nonexistent/run", "-o", "/nonexistent/c.png"]);
     assert_eq!(run_error.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&run_error.stderr).starts_with("condenser: error: /nonexistent/run"));
+    assert!(String::from_utf8_lossy(&run_error.stderr)
+        .starts_with("condenser: error: /nonexistent/run"));
     for flag in ["--help", "-h", "--version"] {
         let o = condenser(&[flag]);
         assert_eq!(o.status.code(), Some(0), "{flag}");
@@ -188,7 +206,12 @@ fn r16_11_print_config_round_trips() {
         args.extend(["--set", s]);
     }
     let o = condenser(&args);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let printed = String::from_utf8(o.stdout).unwrap();
     let path = dir.path().join("printed.toml");
     std::fs::write(&path, &printed).unwrap();
@@ -196,14 +219,22 @@ fn r16_11_print_config_round_trips() {
     let want = TrainConfig::load(Some(std::path::Path::new(demo)), &sets).unwrap();
     assert_eq!(TrainConfig::load(Some(&path), &[]).unwrap(), want);
     // Printed again from the printed file: the same text.
-    let again = condenser(&["train", "--print-config", "--config", path.to_str().unwrap()]);
+    let again = condenser(&[
+        "train",
+        "--print-config",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
     assert_eq!(String::from_utf8(again.stdout).unwrap(), printed);
     let lines: Vec<&str> = printed.lines().collect();
     let mut keys = 0;
     for (i, line) in lines.iter().enumerate() {
         if line.contains(" = ") && !line.starts_with('#') {
             keys += 1;
-            assert!(lines[i - 1].starts_with("# "), "{line} has no comment above it");
+            assert!(
+                lines[i - 1].starts_with("# "),
+                "{line} has no comment above it"
+            );
         }
     }
     assert!(keys >= 30, "{keys} keys printed:\n{printed}");

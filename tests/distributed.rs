@@ -24,7 +24,8 @@ fn shards(dir: &Path, docs: usize) -> PathBuf {
 fn tiny_model_without_dropout(dir: &Path) -> PathBuf {
     let init = tiny_model(dir);
     let path = init.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     cfg["hidden_dropout_prob"] = 0.0.into();
     cfg["attention_probs_dropout_prob"] = 0.0.into();
     std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
@@ -42,11 +43,7 @@ fn free_port() -> u16 {
 /// `condenser train` on the tiny model: --data, FROM (--init or --resume), --out, a --set for each.
 fn train_args(data: &Path, from: (&str, &Path), out: &Path, sets: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec!["train".into()];
-    for (k, v) in [
-        ("--data", data),
-        (from.0, from.1),
-        ("--out", out),
-    ] {
+    for (k, v) in [("--data", data), (from.0, from.1), ("--out", out)] {
         a.extend([k.to_string(), v.display().to_string()]);
     }
     for s in sets {
@@ -74,7 +71,9 @@ fn spawn_rank(rank: usize, world: usize, port: u16, args: &[String]) -> Child {
 /// `world` ranks with the same arguments; every one must exit 0. Returns their outputs.
 fn train_ranks(world: usize, args: &[String]) -> Vec<Output> {
     let port = free_port();
-    let children: Vec<Child> = (0..world).map(|r| spawn_rank(r, world, port, args)).collect();
+    let children: Vec<Child> = (0..world)
+        .map(|r| spawn_rank(r, world, port, args))
+        .collect();
     let outs: Vec<Output> = children
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())
@@ -105,10 +104,7 @@ fn weight_diff(a: &Path, b: &Path) -> f64 {
         tensors(&a.join("model.safetensors")),
         tensors(&b.join("model.safetensors")),
     );
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     a.iter()
         .map(|(k, t)| (t - &b[k]).abs().max().double_value(&[]))
         .fold(0.0, f64::max)
@@ -128,7 +124,10 @@ fn assert_same_losses(a: &Path, b: &Path, tol: f64) {
     assert_eq!(la.len(), lb.len(), "{la:?} vs {lb:?}");
     for (x, y) in la.iter().zip(&lb) {
         assert_eq!(x.0, y.0);
-        assert!((x.1 - y.1).abs() <= tol * x.1.abs().max(1.0), "{la:?} vs {lb:?}");
+        assert!(
+            (x.1 - y.1).abs() <= tol * x.1.abs().max(1.0),
+            "{la:?} vs {lb:?}"
+        );
         if let (Some(p), Some(q)) = (x.2, y.2) {
             assert!((p - q).abs() <= tol * p.abs().max(1.0), "{la:?} vs {lb:?}");
         }
@@ -155,14 +154,23 @@ fn condenser_stage_two_ranks_equal_one_process_accumulating() {
     ));
     let outs = train_ranks(
         2,
-        &train_args(&data, ("--init", &init), &two, &sets(&["data.batch_size=4"])),
+        &train_args(
+            &data,
+            ("--init", &init),
+            &two,
+            &sets(&["data.batch_size=4"]),
+        ),
     );
     // Rank 0 prints the model's path; rank 1 prints nothing and logs only warnings.
-    assert_eq!(stdout(&outs[0]).trim(), two.join("final").display().to_string());
+    assert_eq!(
+        stdout(&outs[0]).trim(),
+        two.join("final").display().to_string()
+    );
     assert_eq!(stdout(&outs[1]), "");
     assert!(!stderr(&outs[1]).contains("INFO"), "{}", stderr(&outs[1]));
     assert!(
-        stderr(&outs[0]).contains("2 processes x data.batch_size 4 x 1 micro-batch(es) = 8 spans a step"),
+        stderr(&outs[0])
+            .contains("2 processes x data.batch_size 4 x 1 micro-batch(es) = 8 spans a step"),
         "{}",
         stderr(&outs[0])
     );
@@ -170,10 +178,9 @@ fn condenser_stage_two_ranks_equal_one_process_accumulating() {
     assert!(d <= 5e-5, "weights differ by {d}");
     assert_same_losses(&one, &two, 1e-5);
     // The step count and effective batch are the run's, not a rank's.
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(two.join("final-state/trainer_state.json")).unwrap(),
-    )
-    .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(two.join("final-state/trainer_state.json")).unwrap())
+            .unwrap();
     assert_eq!(state["world_size"], 2);
     assert_eq!(state["step"], 4);
 }
@@ -241,7 +248,10 @@ fn two_rank_resume_is_bit_identical_and_one_process_continues_the_stream() {
     train_ranks(2, &a);
     let ckpt = part.join("checkpoint-2");
     train_ranks(2, &train_args(&data, ("--resume", &ckpt), &part, &[]));
-    for f in ["final/model.safetensors", "final-state/optimizer.safetensors"] {
+    for f in [
+        "final/model.safetensors",
+        "final-state/optimizer.safetensors",
+    ] {
         assert!(
             std::fs::read(whole.join(f)).unwrap() == std::fs::read(part.join(f)).unwrap(),
             "{f} differs after a two-rank resume"
@@ -272,7 +282,12 @@ fn two_rank_resume_is_bit_identical_and_one_process_continues_the_stream() {
     }
     // Another effective batch is refused, naming the product.
     let refused = Command::new(env!("CARGO_BIN_EXE_condenser"))
-        .args(train_args(&data, ("--resume", &ckpt), &dir.path().join("x"), &[]))
+        .args(train_args(
+            &data,
+            ("--resume", &ckpt),
+            &dir.path().join("x"),
+            &[],
+        ))
         .output()
         .unwrap();
     assert!(!refused.status.success());
@@ -298,7 +313,10 @@ fn wait_for_steps(run: &Path, n: usize, children: &mut [Child]) {
                 panic!("a rank exited early: {status:?}");
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "training did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "training did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -313,7 +331,11 @@ fn a_killed_rank_makes_the_other_fail_fast_naming_it() {
         &data,
         ("--init", &init),
         &out,
-        &["optim.max_steps=100000", "run.log_every=1", "data.batch_size=4"],
+        &[
+            "optim.max_steps=100000",
+            "run.log_every=1",
+            "data.batch_size=4",
+        ],
     );
     let port = free_port();
     let mut children: Vec<Child> = (0..2).map(|r| spawn_rank(r, 2, port, &args)).collect();
@@ -357,7 +379,11 @@ fn sigterm_stops_every_rank_after_the_same_step_with_one_checkpoint() {
         &data,
         ("--init", &init),
         &out,
-        &["optim.max_steps=100000", "run.log_every=1", "data.batch_size=4"],
+        &[
+            "optim.max_steps=100000",
+            "run.log_every=1",
+            "data.batch_size=4",
+        ],
     );
     let port = free_port();
     let mut children: Vec<Child> = (0..2).map(|r| spawn_rank(r, 2, port, &args)).collect();
@@ -390,7 +416,11 @@ fn sigterm_stops_every_rank_after_the_same_step_with_one_checkpoint() {
 #[test]
 fn torchrun_launches_the_binary_and_matches_one_process() {
     let torchrun = venv_python().with_file_name("torchrun");
-    assert!(torchrun.exists(), "{}: set-up installs torch", torchrun.display());
+    assert!(
+        torchrun.exists(),
+        "{}: set-up installs torch",
+        torchrun.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let data = shards(dir.path(), 200);
     let init = tiny_model_without_dropout(dir.path());
@@ -413,7 +443,12 @@ fn torchrun_launches_the_binary_and_matches_one_process() {
             &port.to_string(),
             env!("CARGO_BIN_EXE_condenser"),
         ])
-        .args(train_args(&data, ("--init", &init), &two, &sets(&["data.batch_size=4"])))
+        .args(train_args(
+            &data,
+            ("--init", &init),
+            &two,
+            &sets(&["data.batch_size=4"]),
+        ))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -504,8 +539,21 @@ fn finetune_two_ranks_equal_one_process_with_the_whole_batch() {
 #[test]
 fn bench_train_under_two_ranks_splits_compute_and_the_all_reduce() {
     let args: Vec<String> = [
-        "bench", "train", "--tiny", "--device", "cpu", "--batch-size", "4", "--seq", "32",
-        "--steps", "2", "--warmup", "1", "--comm-dtype", "bf16",
+        "bench",
+        "train",
+        "--tiny",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--seq",
+        "32",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--comm-dtype",
+        "bf16",
     ]
     .map(String::from)
     .to_vec();
@@ -515,5 +563,8 @@ fn bench_train_under_two_ranks_splits_compute_and_the_all_reduce() {
     assert_eq!(stdout(&outs[1]), "", "rank 1 reports nothing");
     assert!(err.contains("2 ranks (cpu): compute "), "{err}");
     assert!(err.contains("gradient all-reduce"), "{err}");
-    assert!(err.contains("bf16 sum vs fp32 sum: relative error"), "{err}");
+    assert!(
+        err.contains("bf16 sum vs fp32 sum: relative error"),
+        "{err}"
+    );
 }

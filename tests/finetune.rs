@@ -96,16 +96,31 @@ fn the_gradient_cache_equals_one_graph() {
     let init = tiny_model(dir.path());
     // Dropout off, so chunked and whole passes see the same network.
     let cfg_path = init.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     cfg["hidden_dropout_prob"] = 0.0.into();
     cfg["attention_probs_dropout_prob"] = 0.0.into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let tok = condenser::tokenizer::load(&init.join("tokenizer.json")).unwrap();
     let special = condenser::tokenizer::special_ids(&tok).unwrap();
-    let queries: Vec<String> = (0..4).map(|i| format!("about the {}", TOPICS[i].0)).collect();
+    let queries: Vec<String> = (0..4)
+        .map(|i| format!("about the {}", TOPICS[i].0))
+        .collect();
     let passages: Vec<String> = (0..12).map(|i| TOPICS[i].1.to_string()).collect();
-    let q = tokenize_rows(&tok, &special, &queries.iter().map(String::as_str).collect::<Vec<_>>(), 16).unwrap();
-    let p = tokenize_rows(&tok, &special, &passages.iter().map(String::as_str).collect::<Vec<_>>(), 32).unwrap();
+    let q = tokenize_rows(
+        &tok,
+        &special,
+        &queries.iter().map(String::as_str).collect::<Vec<_>>(),
+        16,
+    )
+    .unwrap();
+    let p = tokenize_rows(
+        &tok,
+        &special,
+        &passages.iter().map(String::as_str).collect::<Vec<_>>(),
+        32,
+    )
+    .unwrap();
     let grads = |chunk: usize| -> (f64, Vec<Tensor>) {
         let loaded = hf::load(&init, tch::Device::Cpu, HeadConfig::default(), 0).unwrap();
         let mut w = condenser::train::config::TrainConfig::finetune_defaults().loss;
@@ -122,7 +137,8 @@ fn the_gradient_cache_equals_one_graph() {
             &Dist::single(),
         )
         .unwrap();
-        let vars: std::collections::BTreeMap<String, Tensor> = loaded.vs.variables().into_iter().collect();
+        let vars: std::collections::BTreeMap<String, Tensor> =
+            loaded.vs.variables().into_iter().collect();
         let g = vars
             .into_iter()
             .filter(|(n, _)| hf::is_encoder_weight(n))
@@ -133,14 +149,20 @@ fn the_gradient_cache_equals_one_graph() {
     let (l0, g0) = grads(0);
     let (l2, g2) = grads(2);
     assert!((l0 - l2).abs() < 1e-6, "{l0} vs {l2}");
-    let scale = g0.iter().map(|g| g.abs().max().double_value(&[])).fold(0.0, f64::max);
+    let scale = g0
+        .iter()
+        .map(|g| g.abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
     assert!(scale > 0.0);
     let diff = g0
         .iter()
         .zip(&g2)
         .map(|(a, b)| (a - b).abs().max().double_value(&[]))
         .fold(0.0, f64::max);
-    assert!(diff < 1e-5 * scale.max(1.0), "gradients differ by {diff} (largest {scale})");
+    assert!(
+        diff < 1e-5 * scale.max(1.0),
+        "gradients differ by {diff} (largest {scale})"
+    );
 }
 
 #[test]
@@ -157,21 +179,39 @@ fn malformed_lines_are_counted_and_named_and_the_model_is_encoder_only() {
         ],
     );
     let out = dir.path().join("ft");
-    let o = finetune(&train, ("--init", &init), &out, &with(&["optim.max_steps=3"]));
+    let o = finetune(
+        &train,
+        ("--init", &init),
+        &out,
+        &with(&["optim.max_steps=3"]),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     let name = train.display().to_string();
-    assert!(err.contains(&format!("{name}:17: skipped: not a training record")), "{err}");
-    assert!(err.contains(&format!("{name}:18: skipped: no positive passage")), "{err}");
-    assert!(err.contains("2 line(s) skipped: 1 malformed, 1 without a positive"), "{err}");
+    assert!(
+        err.contains(&format!("{name}:17: skipped: not a training record")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{name}:18: skipped: no positive passage")),
+        "{err}"
+    );
+    assert!(
+        err.contains("2 line(s) skipped: 1 malformed, 1 without a positive"),
+        "{err}"
+    );
     assert_eq!(stdout(&o).trim(), out.join("final").display().to_string());
     // The retriever alone: no Condenser head file, no MLM head weights.
     let final_dir = out.join("final");
     assert!(!final_dir.join("condenser_head.safetensors").exists());
     let (tensors, _) =
         condenser::model::hf::read_safetensors(&final_dir.join("model.safetensors")).unwrap();
-    assert!(tensors.iter().all(|(n, _)| !n.starts_with("cls.") && !n.starts_with("c_head.")));
-    assert!(tensors.iter().any(|(n, _)| n.contains("embeddings.word_embeddings")));
+    assert!(tensors
+        .iter()
+        .all(|(n, _)| !n.starts_with("cls.") && !n.starts_with("c_head.")));
+    assert!(tensors
+        .iter()
+        .any(|(n, _)| n.contains("embeddings.word_embeddings")));
     let m: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -180,9 +220,18 @@ fn malformed_lines_are_counted_and_named_and_the_model_is_encoder_only() {
     assert_eq!(m.len(), 3);
     assert!(m[0].get("head_loss").is_none() && m[0]["loss"].as_f64().unwrap() > 0.0);
     // A fine-tuning config is refused by `train`, and a pre-training one by `finetune`.
-    let o = finetune(&train, ("--init", &init), &dir.path().join("x"), &["stage=condenser"]);
+    let o = finetune(
+        &train,
+        ("--init", &init),
+        &dir.path().join("x"),
+        &["stage=condenser"],
+    );
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("`condenser finetune` trains stage \"finetune\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`condenser finetune` trains stage \"finetune\""),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -191,7 +240,12 @@ fn resume_is_bit_identical() {
     let init = tiny_model(dir.path());
     let train = write_train(dir.path(), 24, 4, &[]);
     let whole = dir.path().join("whole");
-    let o = finetune(&train, ("--init", &init), &whole, &with(&["optim.max_steps=6"]));
+    let o = finetune(
+        &train,
+        ("--init", &init),
+        &whole,
+        &with(&["optim.max_steps=6"]),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let part = dir.path().join("part");
     let mut b = vec![
@@ -215,7 +269,10 @@ fn resume_is_bit_identical() {
     let ckpt = part.join("checkpoint-4");
     let o = finetune(&train, ("--resume", &ckpt), &part, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for f in ["final/model.safetensors", "final-state/optimizer.safetensors"] {
+    for f in [
+        "final/model.safetensors",
+        "final-state/optimizer.safetensors",
+    ] {
         assert!(
             std::fs::read(whole.join(f)).unwrap() == std::fs::read(part.join(f)).unwrap(),
             "{f} differs after resume"
@@ -229,7 +286,12 @@ fn finetune_mine_finetune_and_the_model_loads_in_transformers() {
     let init = tiny_model(dir.path());
     let train = write_train(dir.path(), 24, 2, &[]);
     let round1 = dir.path().join("round1");
-    let o = finetune(&train, ("--init", &init), &round1, &with(&["optim.max_steps=4"]));
+    let o = finetune(
+        &train,
+        ("--init", &init),
+        &round1,
+        &with(&["optim.max_steps=4"]),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     // A BEIR corpus of every topic's passages, queries and qrels for the first 6 queries.
     let corpus = dir.path().join("corpus.jsonl");
@@ -237,7 +299,12 @@ fn finetune_mine_finetune_and_the_model_loads_in_transformers() {
     for i in 0..TOPICS.len() {
         for v in 0..3 {
             let p = passage(i, v);
-            writeln!(f, "{}", serde_json::json!({"_id": p["docid"], "title": p["title"], "text": p["text"]})).unwrap();
+            writeln!(
+                f,
+                "{}",
+                serde_json::json!({"_id": p["docid"], "title": p["title"], "text": p["text"]})
+            )
+            .unwrap();
         }
     }
     let queries = dir.path().join("queries.jsonl");
@@ -286,21 +353,46 @@ fn finetune_mine_finetune_and_the_model_loads_in_transformers() {
         assert_eq!(l["positive_passages"][0]["docid"], pos.as_str());
         let negs = l["negative_passages"].as_array().unwrap();
         assert_eq!(negs.len(), 5);
-        assert!(negs.iter().all(|n| n["docid"] != pos.as_str() && n["text"].as_str().is_some()));
+        assert!(negs
+            .iter()
+            .all(|n| n["docid"] != pos.as_str() && n["text"].as_str().is_some()));
     }
     // The same draw again: keyed by the seed.
     let again = dir.path().join("again.jsonl");
     let o = run(&[
-        "mine", "--model", model.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(),
-        "--queries", queries.to_str().unwrap(), "--qrels", qrels.to_str().unwrap(), "--out",
-        again.to_str().unwrap(), "--depth", "20", "--skip-top", "1", "--negatives", "5",
-        "--device", "cpu",
+        "mine",
+        "--model",
+        model.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--queries",
+        queries.to_str().unwrap(),
+        "--qrels",
+        qrels.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+        "--depth",
+        "20",
+        "--skip-top",
+        "1",
+        "--negatives",
+        "5",
+        "--device",
+        "cpu",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&mined).unwrap(), std::fs::read(&again).unwrap());
+    assert_eq!(
+        std::fs::read(&mined).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
     // Round two on the mined negatives, from round one's model.
     let round2 = dir.path().join("round2");
-    let o = finetune(&mined, ("--init", &model), &round2, &with(&["optim.max_steps=2", "data.batch_size=3"]));
+    let o = finetune(
+        &mined,
+        ("--init", &model),
+        &round2,
+        &with(&["optim.max_steps=2", "data.batch_size=3"]),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 
     // transformers loads the encoder with nothing missing or unexpected, and its CLS is encode's.
@@ -309,8 +401,15 @@ fn finetune_mine_finetune_and_the_model_loads_in_transformers() {
     let emb = dir.path().join("e.parquet");
     let final2 = round2.join("final");
     let o = run(&[
-        "encode", "--model", final2.to_str().unwrap(), "--input", texts.to_str().unwrap(), "--out",
-        emb.to_str().unwrap(), "--device", "cpu",
+        "encode",
+        "--model",
+        final2.to_str().unwrap(),
+        "--input",
+        texts.to_str().unwrap(),
+        "--out",
+        emb.to_str().unwrap(),
+        "--device",
+        "cpu",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let ours: Vec<Vec<f32>> = read_embeddings(&emb).into_iter().map(|(_, v)| v).collect();
@@ -329,16 +428,29 @@ print(json.dumps({"missing": sorted(k for k in info["missing_keys"] if "pooler" 
     let py = std::process::Command::new(venv_python())
         .env("HF_HUB_OFFLINE", "1")
         .env("TRANSFORMERS_OFFLINE", "1")
-        .args(["-c", script, final2.to_str().unwrap(), texts.to_str().unwrap()])
+        .args([
+            "-c",
+            script,
+            final2.to_str().unwrap(),
+            texts.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     assert_eq!(r["missing"], serde_json::json!([]), "{r}");
     assert_eq!(r["unexpected"], serde_json::json!([]), "{r}");
     let cls: Vec<Vec<f32>> = serde_json::from_value(r["cls"].clone()).unwrap();
     for (a, b) in cls.iter().zip(&ours) {
-        let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let d = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
         assert!(d < 1e-4, "transformers' CLS differs from encode's by {d}");
     }
 }

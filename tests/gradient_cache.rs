@@ -62,7 +62,16 @@ fn gradient_cache_equals_full_batch_gradients() {
 
     // Gradient cache, chunks of 3 (3 + 3 + 3 + 1 rows).
     let gc = load();
-    let out = cocondenser_step(&gc.model, &batch, &w, ctx, 11, 5, &condenser::dist::Dist::single()).unwrap();
+    let out = cocondenser_step(
+        &gc.model,
+        &batch,
+        &w,
+        ctx,
+        11,
+        5,
+        &condenser::dist::Dist::single(),
+    )
+    .unwrap();
     let g_cache = grads(&gc);
 
     // Reference: the same objective in one graph, each chunk's forward under the same dropout seed.

@@ -361,7 +361,16 @@ fn bf16_compute_runs_on_cpu_and_tracks_fp32() {
     let l = condenser_micro(&m.model, &b, &loss_cfg, ctx, 1.0);
     assert!(l.total.double_value(&[]).is_finite());
     loss_cfg.cache_chunk_size = 2;
-    let l = cocondenser_step(&m.model, &b, &loss_cfg, ctx, 0, 0, &condenser::dist::Dist::single()).unwrap();
+    let l = cocondenser_step(
+        &m.model,
+        &b,
+        &loss_cfg,
+        ctx,
+        0,
+        0,
+        &condenser::dist::Dist::single(),
+    )
+    .unwrap();
     assert!(l.co.unwrap().double_value(&[]).is_finite());
     for (name, p) in m.vs.variables() {
         let g = p.grad();

@@ -1059,8 +1059,18 @@ fn r16_12_pyarrow_opens_a_shard_folder_by_its_name() {
         assert!(o.status.success(), "{}: {}", folder.display(), stderr(&o));
         let out = stdout(&o);
         let fields: Vec<&str> = out.split_whitespace().collect();
-        assert_eq!(fields[0], rows.to_string(), "dataset rows of {}", folder.display());
-        assert_eq!(fields[1], rows.to_string(), "read_table rows of {}", folder.display());
+        assert_eq!(
+            fields[0],
+            rows.to_string(),
+            "dataset rows of {}",
+            folder.display()
+        );
+        assert_eq!(
+            fields[1],
+            rows.to_string(),
+            "read_table rows of {}",
+            folder.display()
+        );
         assert!(fields[2].contains("doc_id"), "{out}");
     }
 }
@@ -1173,7 +1183,10 @@ fn r17_2_byte_range_partitions_merge_to_the_unpartitioned_documents() {
                 let read = m["inputs"][0]["bytes"].as_u64().unwrap();
                 if label != "gzip-by-record" {
                     // About 1/N of the file, plus at most the line that straddles the end.
-                    assert!(read < size / n as u64 + 2000, "{label} {k}/{n}: read {read} of {size}");
+                    assert!(
+                        read < size / n as u64 + 2000,
+                        "{label} {k}/{n}: read {read} of {size}"
+                    );
                 }
             }
             let o = run(&["prepare", "--merge", "--out", parts.to_str().unwrap()]);
@@ -1204,7 +1217,11 @@ fn multistream_dump(pages: usize, per_stream: usize, seed: u64) -> (Vec<u8>, Vec
         dump.extend(bz.finish().unwrap());
         streams.push((dump.len(), n));
     };
-    stream("<mediawiki>\n  <siteinfo><sitename>T</sitename></siteinfo>\n", 0, &mut dump);
+    stream(
+        "<mediawiki>\n  <siteinfo><sitename>T</sitename></siteinfo>\n",
+        0,
+        &mut dump,
+    );
     for first in (1..=pages).step_by(per_stream) {
         let last = (first + per_stream - 1).min(pages);
         let mut text = String::new();
@@ -1245,7 +1262,10 @@ fn r17_1_parallel_multistream_bz2_decoding_equals_the_serial_path() {
     for j in ["2", "5"] {
         let parallel = dir.path().join(format!("parallel-{j}"));
         go(&parallel, j);
-        assert!(output_files(&serial) == output_files(&parallel), "-j {j}: outputs differ");
+        assert!(
+            output_files(&serial) == output_files(&parallel),
+            "-j {j}: outputs differ"
+        );
     }
 
     // Cut inside the stream that holds pages 161..=170: pages 1..=160 are whole.
@@ -1274,7 +1294,8 @@ fn r17_1_parallel_multistream_bz2_decoding_equals_the_serial_path() {
         assert_eq!(m["totals"]["documents"], kept as u64, "-j {j}: {m}");
         assert_eq!(m["inputs"][0]["skipped"]["read_error"], 1, "-j {j}: {m}");
         assert!(
-            err.lines().any(|l| l.contains("short.xml.bz2") && l.contains("after 160 page(s)")),
+            err.lines()
+                .any(|l| l.contains("short.xml.bz2") && l.contains("after 160 page(s)")),
             "-j {j}: {err}"
         );
     }

@@ -107,10 +107,7 @@ fn resume_is_bit_identical_for_both_stages() {
             "final/condenser_head.safetensors",
             "final-state/optimizer.safetensors",
         ] {
-            let (x, y) = (
-                tensors(&straight.join(file)),
-                tensors(&split.join(file)),
-            );
+            let (x, y) = (tensors(&straight.join(file)), tensors(&split.join(file)));
             assert_eq!(x.len(), y.len());
             for (k, t) in &x {
                 assert!(t.equal(&y[k]), "{stage}: {file}: {k} differs after resume");
@@ -1193,7 +1190,9 @@ fn r16_12_an_old_layout_shard_folder_still_inspects_and_trains() {
     assert!(
         names.contains(&"_manifest.json".to_string())
             && names.contains(&"_tokenizer.json".to_string())
-            && !names.iter().any(|n| n == "manifest.json" || n == "tokenizer.json"),
+            && !names
+                .iter()
+                .any(|n| n == "manifest.json" || n == "tokenizer.json"),
         "{names:?}"
     );
 }
@@ -1227,46 +1226,98 @@ fn r16_5_final_is_a_clean_model_folder_and_still_resumes() {
         v
     };
     let model_files = names(&out.join("final"));
-    for f in ["optimizer.safetensors", "trainer_state.json", "train_config.toml"] {
-        assert!(!model_files.contains(&f.to_string()), "final/ holds {f}: {model_files:?}");
+    for f in [
+        "optimizer.safetensors",
+        "trainer_state.json",
+        "train_config.toml",
+    ] {
+        assert!(
+            !model_files.contains(&f.to_string()),
+            "final/ holds {f}: {model_files:?}"
+        );
     }
-    for f in ["model.safetensors", "condenser_head.safetensors", "config.json", "tokenizer.json"] {
-        assert!(model_files.contains(&f.to_string()), "final/ lacks {f}: {model_files:?}");
+    for f in [
+        "model.safetensors",
+        "condenser_head.safetensors",
+        "config.json",
+        "tokenizer.json",
+    ] {
+        assert!(
+            model_files.contains(&f.to_string()),
+            "final/ lacks {f}: {model_files:?}"
+        );
     }
     assert_eq!(
         names(&out.join("final-state")),
-        ["optimizer.safetensors", "train_config.toml", "trainer_state.json"]
+        [
+            "optimizer.safetensors",
+            "train_config.toml",
+            "trainer_state.json"
+        ]
     );
     // A step checkpoint is a whole resume point, as before.
     assert!(out.join("checkpoint-2/optimizer.safetensors").is_file());
     // Tensors, not bytes: the head file's metadata is a hash map, written in no fixed order.
     let snapshot = |run: &Path| -> Vec<(String, BTreeMap<String, Tensor>)> {
-        ["final/model.safetensors", "final/condenser_head.safetensors", "final-state/optimizer.safetensors"]
-            .iter()
-            .map(|f| (f.to_string(), tensors(&run.join(f))))
-            .collect()
+        [
+            "final/model.safetensors",
+            "final/condenser_head.safetensors",
+            "final-state/optimizer.safetensors",
+        ]
+        .iter()
+        .map(|f| (f.to_string(), tensors(&run.join(f))))
+        .collect()
     };
-    let same = |a: &[(String, BTreeMap<String, Tensor>)], b: &[(String, BTreeMap<String, Tensor>)]| {
-        a.iter().zip(b).all(|((_, x), (_, y))| {
-            x.len() == y.len() && x.iter().all(|(k, t)| t.equal(&y[k]))
-        })
+    let same = |a: &[(String, BTreeMap<String, Tensor>)],
+                b: &[(String, BTreeMap<String, Tensor>)]| {
+        a.iter()
+            .zip(b)
+            .all(|((_, x), (_, y))| x.len() == y.len() && x.iter().all(|(k, t)| t.equal(&y[k])))
     };
     let before = snapshot(&out);
     // Resuming the finished run: nothing left to train, the same files again.
-    let o = train(&args(&data, ("--resume", &out.join("final")), &out, &[], &[]));
+    let o = train(&args(
+        &data,
+        ("--resume", &out.join("final")),
+        &out,
+        &[],
+        &[],
+    ));
     assert_eq!(stdout(&o).trim(), out.join("final").display().to_string());
-    assert!(same(&snapshot(&out), &before), "a resume from final/ changed the weights or moments");
+    assert!(
+        same(&snapshot(&out), &before),
+        "a resume from final/ changed the weights or moments"
+    );
     // An older run folder: the state inside final/.
     for f in names(&out.join("final-state")) {
         std::fs::rename(out.join("final-state").join(&f), out.join("final").join(&f)).unwrap();
     }
     std::fs::remove_dir(out.join("final-state")).unwrap();
-    train(&args(&data, ("--resume", &out.join("final")), &out, &[], &[]));
-    assert!(same(&snapshot(&out), &before), "a resume from an old-layout final/ changed them");
+    train(&args(
+        &data,
+        ("--resume", &out.join("final")),
+        &out,
+        &[],
+        &[],
+    ));
+    assert!(
+        same(&snapshot(&out), &before),
+        "a resume from an old-layout final/ changed them"
+    );
     assert!(!out.join("final/optimizer.safetensors").exists());
     // final/ without its state is refused, naming where the state belongs.
     std::fs::remove_dir_all(out.join("final-state")).unwrap();
-    let o = try_train(&args(&data, ("--resume", &out.join("final")), &out, &[], &[]));
+    let o = try_train(&args(
+        &data,
+        ("--resume", &out.join("final")),
+        &out,
+        &[],
+        &[],
+    ));
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("final-state/trainer_state.json"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("final-state/trainer_state.json"),
+        "{}",
+        stderr(&o)
+    );
 }

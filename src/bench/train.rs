@@ -404,7 +404,15 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
                 l.total
             }
             Case::Cocondenser => {
-                let l = cocondenser_step(&model, &b, &loss, ctx, 0, step as u64, &crate::dist::Dist::single())?;
+                let l = cocondenser_step(
+                    &model,
+                    &b,
+                    &loss,
+                    ctx,
+                    0,
+                    step as u64,
+                    &crate::dist::Dist::single(),
+                )?;
                 if args.breakdown {
                     sync(device);
                 }

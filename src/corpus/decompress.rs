@@ -84,9 +84,10 @@ pub fn decoded(
         )),
         // Several threads: the streams of a multi-stream file (a Wikipedia dump) decode in parallel,
         // in order (a single-stream file is one group: the same work on another thread).
-        Compression::Bzip2 if decode_threads() > 1 => {
-            Box::new(super::multibz::ParallelBz2::new(Box::new(raw), decode_threads()))
-        }
+        Compression::Bzip2 if decode_threads() > 1 => Box::new(super::multibz::ParallelBz2::new(
+            Box::new(raw),
+            decode_threads(),
+        )),
         Compression::Bzip2 => Box::new(BufReader::with_capacity(
             BUF,
             bzip2::bufread::MultiBzDecoder::new(raw),

@@ -282,7 +282,9 @@ mod tests {
         let (mut raw, mut text) = (Vec::new(), Vec::new());
         let mut x = 7u64;
         for i in 0..300 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let len = match i % 37 {
                 0 => 0,
                 1 => 400_000,
@@ -291,7 +293,9 @@ mod tests {
             // Text that compresses about as badly as prose.
             let part: Vec<u8> = (0..len)
                 .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     b"etaoin shrdlu\n"[(x >> 59) as usize % 14]
                 })
                 .collect();
@@ -340,8 +344,18 @@ mod tests {
         assert!(serial_err.is_err());
         // At most the last (truncated) group's streams differ: the rest decoded, as far as the serial
         // decoder got.
-        assert!(out.len() + 400_000 + 8 * 8192 >= serial.len(), "{} vs {}", out.len(), serial.len());
-        assert!(out.len() > serial.len() / 2, "{} vs {}", out.len(), serial.len());
+        assert!(
+            out.len() + 400_000 + 8 * 8192 >= serial.len(),
+            "{} vs {}",
+            out.len(),
+            serial.len()
+        );
+        assert!(
+            out.len() > serial.len() / 2,
+            "{} vs {}",
+            out.len(),
+            serial.len()
+        );
         assert_eq!(out[..], serial[..out.len()]);
     }
 }

@@ -171,7 +171,10 @@ impl LineBase {
         if let Some(n) = self.known.get() {
             return n;
         }
-        let (path, offset) = self.source.as_ref().expect("a base without a source is known");
+        let (path, offset) = self
+            .source
+            .as_ref()
+            .expect("a base without a source is known");
         let n = count_newlines(path, *offset).unwrap_or_else(|e| {
             log::warn!(
                 "{}: cannot count the lines before byte {offset} ({e}); line numbers of this partition start at 0",
@@ -231,7 +234,10 @@ mod tests {
         let mut text = lines.join("\n");
         text.push('\n');
         let dir = tempfile::tempdir().unwrap();
-        for (name, body) in [("a.txt", text.clone()), ("b.txt", text.trim_end().to_string())] {
+        for (name, body) in [
+            ("a.txt", text.clone()),
+            ("b.txt", text.trim_end().to_string()),
+        ] {
             let path = dir.path().join(name);
             std::fs::write(&path, &body).unwrap();
             let size = body.len() as u64;
@@ -270,6 +276,13 @@ mod tests {
         assert_eq!(read(5, 6), "bbbbbbbbbb\n"); // starts exactly at a line start
         assert_eq!(read(4, 5), ""); // only the newline of "aaaa"
         let base = LineBase::before(&path, 16);
-        assert_eq!(LineNo { rel: 1, base: &base }.to_string(), "3");
+        assert_eq!(
+            LineNo {
+                rel: 1,
+                base: &base
+            }
+            .to_string(),
+            "3"
+        );
     }
 }

@@ -294,7 +294,12 @@ fn read_range(
     let (inner, prev) = super::ranges::open_at(&input.path, start).map_err(failed)?;
     let mut reader =
         super::ranges::RangeReader::new(inner, start, end, prev, counter).map_err(failed)?;
-    if start == 0 && reader.fill_buf().map_err(failed)?.starts_with("\u{feff}".as_bytes()) {
+    if start == 0
+        && reader
+            .fill_buf()
+            .map_err(failed)?
+            .starts_with("\u{feff}".as_bytes())
+    {
         reader.consume(3); // a UTF-8 byte-order mark is not part of the first record
     }
     log::debug!(

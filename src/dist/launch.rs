@@ -78,8 +78,7 @@ impl Launch {
                     !agent && rank == 0,
                     launcher,
                 )
-            } else if let (Some(world), Some(rank)) = (num("SLURM_NTASKS")?, num("SLURM_PROCID")?)
-            {
+            } else if let (Some(world), Some(rank)) = (num("SLURM_NTASKS")?, num("SLURM_PROCID")?) {
                 if world == 1 {
                     return Ok(None);
                 }

@@ -25,7 +25,12 @@ pub struct EncodeArgs {
     #[arg(value_name = "INPUT", required_unless_present = "input_flag")]
     pub input: Option<String>,
     /// The same as INPUT (the older spelling, kept for scripts).
-    #[arg(long = "input", hide = true, conflicts_with = "input", value_name = "INPUT")]
+    #[arg(
+        long = "input",
+        hide = true,
+        conflicts_with = "input",
+        value_name = "INPUT"
+    )]
     pub input_flag: Option<String>,
     /// Output: `FILE.parquet` (`id`, `embedding` as a fixed-size list of float32), `FILE.npy` (float32
     /// rows in input order, ids in `FILE.ids.txt` beside it), or `-` for Parquet on stdout.

@@ -32,7 +32,12 @@ pub struct SpansArgs {
     #[arg(value_name = "DATA", required_unless_present = "data_flag")]
     pub data: Option<PathBuf>,
     /// The same as DATA (the older spelling, kept for scripts).
-    #[arg(long = "data", hide = true, conflicts_with = "data", value_name = "DATA")]
+    #[arg(
+        long = "data",
+        hide = true,
+        conflicts_with = "data",
+        value_name = "DATA"
+    )]
     pub data_flag: Option<PathBuf>,
     /// Share of documents held out (the trainer's data.holdout_fraction).
     #[arg(long, default_value_t = 0.02)]
@@ -69,8 +74,8 @@ pub fn evaluate(
     device: tch::Device,
 ) -> Result<SpanMetrics> {
     let data = crate::cli::either(args.data.as_deref(), args.data_flag.as_deref(), "DATA")?;
-    let m = Manifest::load(data)?
-        .with_context(|| format!("{}: no _manifest.json", data.display()))?;
+    let m =
+        Manifest::load(data)?.with_context(|| format!("{}: no _manifest.json", data.display()))?;
     let mut seqs: Vec<Vec<i64>> = Vec::new();
     for s in &m.shards {
         for row in read_shard(&data.join(&s.file), None)? {

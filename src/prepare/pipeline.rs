@@ -569,7 +569,9 @@ fn write_all(
                 last_tick = Instant::now();
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
                 // Bytes of split inputs that other partitions read are not this run's to read.
-                progress.set_total(total_bytes.map(|t| t.saturating_sub(not_read.load(Ordering::Relaxed))));
+                progress.set_total(
+                    total_bytes.map(|t| t.saturating_sub(not_read.load(Ordering::Relaxed))),
+                );
                 progress.update(
                     consumed,
                     &format!(

@@ -339,7 +339,10 @@ mod tests {
         let t = info(&original, sha256_file(&original).unwrap());
         // A folder from before the `_` names: its `tokenizer.json` copy counts.
         std::fs::copy(&original, shards.join(LEGACY_TOKENIZER_FILE)).unwrap();
-        assert_eq!(t.locate(&shards).unwrap(), shards.join(LEGACY_TOKENIZER_FILE));
+        assert_eq!(
+            t.locate(&shards).unwrap(),
+            shards.join(LEGACY_TOKENIZER_FILE)
+        );
         // The next store writes the new name and drops the old copy.
         store_tokenizer_copy(&shards, &original, &t.sha256).unwrap();
         assert!(shards.join(TOKENIZER_FILE).is_file());

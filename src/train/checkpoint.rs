@@ -86,9 +86,8 @@ impl TrainerState {
             );
         }
         // Every step consumes world_size x grad_accum batches, and every finished epoch at least one.
-        let consumed = self.step
-            * self.config.optim.grad_accum.max(1) as u64
-            * self.world_size.max(1) as u64;
+        let consumed =
+            self.step * self.config.optim.grad_accum.max(1) as u64 * self.world_size.max(1) as u64;
         if self.cursor.batches > consumed || self.cursor.epoch > consumed {
             bail!(
                 "{}: the data cursor (epoch {}, batch {}) is past the {consumed} batch(es) that {} step(s) consume",
@@ -221,9 +220,8 @@ fn save_apart(
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, state_dir).with_context(|| {
-        format!("cannot rename {} to {}", tmp.display(), state_dir.display())
-    })?;
+    std::fs::rename(&tmp, state_dir)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), state_dir.display()))?;
     sync_dir(parent)?;
     if moved {
         let _ = std::fs::remove_dir_all(&old);

@@ -398,7 +398,10 @@ impl TrainConfig {
             in_range(key, v, 0.0, f32::MAX as f64, true)?;
         }
         if !(l.temperature.is_finite() && l.temperature > 0.0) {
-            bail!("loss.temperature must be a positive finite number, got {}", l.temperature);
+            bail!(
+                "loss.temperature must be a positive finite number, got {}",
+                l.temperature
+            );
         }
         let m = &self.model;
         if m.n_head_layers > crate::model::config::MAX_LAYERS as usize {

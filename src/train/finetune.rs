@@ -38,7 +38,8 @@ impl Objective for FinetuneObjective {
     }
 
     fn work(&self, model: &Condenser, b: &PairBatch) -> Work {
-        let encoder = |x: &super::collate::Batch| step_flops(&model.config, 0, x.rows, x.len, 0, false);
+        let encoder =
+            |x: &super::collate::Batch| step_flops(&model.config, 0, x.rows, x.len, 0, false);
         Work {
             sequences: (b.queries.rows + b.passages.rows) as u64,
             tokens: (b.queries.real_tokens + b.passages.real_tokens) as u64,
@@ -137,8 +138,14 @@ pub fn finetune_step(
     let p_all = dist.all_gather(&p_local)?.detach().set_requires_grad(true);
     let loss = retrieval_loss(&q_all, &p_all, n, w.temperature);
     let mut grads = Tensor::run_backward(&[&loss], &[&q_all, &p_all], false, false);
-    let gp = grads.pop().expect("two inputs").narrow(0, dist.rank as i64 * p.rows, p.rows);
-    let gq = grads.pop().expect("two inputs").narrow(0, dist.rank as i64 * q.rows, q.rows);
+    let gp = grads
+        .pop()
+        .expect("two inputs")
+        .narrow(0, dist.rank as i64 * p.rows, p.rows);
+    let gq = grads
+        .pop()
+        .expect("two inputs")
+        .narrow(0, dist.rank as i64 * q.rows, q.rows);
     // Pass 2: this rank's rows of the gradient through its encoder passes.
     match (q_live, p_live) {
         (Some(qv), Some(pv)) => {
@@ -172,7 +179,8 @@ mod tests {
         let got = retrieval_loss(&q, &p, 2, 0.5).double_value(&[]);
         // Query 0 scores [1, 0, 0, 1] / 0.5 = [2, 0, 0, 2], target 0 (its positive). Query 1 scores
         // [0, 0, 2, 1] / 0.5 = [0, 0, 4, 2], target 2: the other query's passages are negatives too.
-        let ce = |s: [f64; 4], t: usize| -(s[t].exp() / s.iter().map(|x| x.exp()).sum::<f64>()).ln();
+        let ce =
+            |s: [f64; 4], t: usize| -(s[t].exp() / s.iter().map(|x| x.exp()).sum::<f64>()).ln();
         let want = (ce([2.0, 0.0, 0.0, 2.0], 0) + ce([0.0, 0.0, 4.0, 2.0], 2)) / 2.0;
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     }

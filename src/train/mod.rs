@@ -11,8 +11,8 @@ pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod pairs;
-pub mod setup;
 pub mod print_config;
+pub mod setup;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -26,7 +26,12 @@ pub struct TrainArgs {
     #[arg(value_name = "DATA", required_unless_present_any = ["data_flag", "print_config"])]
     data_arg: Option<String>,
     /// The same as DATA (the older spelling, kept for scripts).
-    #[arg(long = "data", hide = true, conflicts_with = "data_arg", value_name = "DATA")]
+    #[arg(
+        long = "data",
+        hide = true,
+        conflicts_with = "data_arg",
+        value_name = "DATA"
+    )]
     data_flag: Option<String>,
     /// DATA, however it was given (set by `run_cli`).
     #[arg(skip)]

@@ -87,8 +87,7 @@ pub fn parse_line(line: &[u8], n_passages: usize) -> Result<Option<Query>, Skip>
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let raw: RawQuery =
-        serde_json::from_slice(line).map_err(|e| Skip::Malformed(e.to_string()))?;
+    let raw: RawQuery = serde_json::from_slice(line).map_err(|e| Skip::Malformed(e.to_string()))?;
     let id = match raw.query_id {
         serde_json::Value::String(s) => s,
         serde_json::Value::Number(n) => n.to_string(),
@@ -290,7 +289,12 @@ pub fn start(spec: PairSpec) -> Loader<PairBatch> {
     Loader::new(rx, stop, handle, skipped)
 }
 
-fn run(spec: &PairSpec, tx: &Sender<Msg<PairBatch>>, stop: &AtomicBool, skipped: &AtomicU64) -> Result<()> {
+fn run(
+    spec: &PairSpec,
+    tx: &Sender<Msg<PairBatch>>,
+    stop: &AtomicBool,
+    skipped: &AtomicU64,
+) -> Result<()> {
     let d = &spec.data;
     let mut sent = 0u64; // batches since the start (a step boundary), for the rank slice
     for epoch in spec.start.epoch.. {
@@ -420,8 +424,12 @@ mod tests {
         assert_eq!(parsed.positives, ["T body"]);
         assert_eq!(parsed.negatives, ["neg"]);
         assert_eq!(parse_line(b"  ", 8).unwrap().map(|q| q.id), None);
-        assert!(matches!(parse_line(b"{not json", 8), Err(Skip::Malformed(_))));
-        let no_pos = br#"{"query_id": "a", "query": "q", "positive_passages": [], "negative_passages": []}"#;
+        assert!(matches!(
+            parse_line(b"{not json", 8),
+            Err(Skip::Malformed(_))
+        ));
+        let no_pos =
+            br#"{"query_id": "a", "query": "q", "positive_passages": [], "negative_passages": []}"#;
         assert_eq!(parse_line(no_pos, 8).unwrap_err(), Skip::NoPositive);
         let no_neg = br#"{"query_id": "a", "query": "q", "positive_passages": [{"text": "x"}]}"#;
         assert_eq!(parse_line(no_neg, 8).unwrap_err(), Skip::NoNegative);
@@ -439,7 +447,10 @@ mod tests {
         assert_ne!(e0[0], e1[0], "the positive rotates with the epoch");
         let negs0: std::collections::HashSet<_> = e0[1..].iter().collect();
         assert_eq!(negs0.len(), 3, "without replacement");
-        assert!(e0[1..].iter().all(|n| !e1[1..].contains(n)), "the next window");
+        assert!(
+            e0[1..].iter().all(|n| !e1[1..].contains(n)),
+            "the next window"
+        );
         assert_eq!(e0, sample_passages(&query, 4, 1, 0));
         // Too few: drawn with replacement.
         let few = q(1, 2);

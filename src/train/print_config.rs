@@ -39,7 +39,9 @@ fn fields(name: &str) -> Result<Vec<(String, String, Vec<String>)>> {
 /// An unset optional key is printed commented out, so every key is listed.
 pub fn commented_toml(cfg: &TrainConfig) -> Result<String> {
     let value = toml::Value::try_from(cfg).context("the configuration does not serialize")?;
-    let root = value.as_table().context("the configuration is not a table")?;
+    let root = value
+        .as_table()
+        .context("the configuration is not a table")?;
     let mut top = String::new();
     let mut sections = String::new();
     for (key, ty, doc) in fields("TrainConfig")? {
@@ -114,7 +116,9 @@ mod tests {
             };
             let at = lines[start..]
                 .iter()
-                .position(|l| l.starts_with(&format!("{key} = ")) || l.starts_with(&format!("# {key} = ")))
+                .position(|l| {
+                    l.starts_with(&format!("{key} = ")) || l.starts_with(&format!("# {key} = "))
+                })
                 .map(|i| i + start)
                 .unwrap_or_else(|| panic!("{section:?}.{key} not printed:\n{text}"));
             let comment = lines[at - 1];

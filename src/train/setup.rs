@@ -80,7 +80,10 @@ pub fn prepare(
 ) -> Result<Setup> {
     let (mut cfg, resumed) = match args.resume {
         Some(dir) => (resumed_config(dir, args, world)?, Some(dir.to_path_buf())),
-        None => (TrainConfig::load_over(base, args.config, args.overrides)?, None),
+        None => (
+            TrainConfig::load_over(base, args.config, args.overrides)?,
+            None,
+        ),
     };
     let finetune = cfg.stage == Stage::Finetune;
     match (&data, finetune) {
@@ -429,7 +432,11 @@ pub fn effective_batch(cfg: &TrainConfig, world: usize) -> usize {
 }
 
 /// Total optimizer steps: max_steps, or epochs over the data.
-fn total_steps(cfg: &TrainConfig, manifest: Option<&(PathBuf, Manifest)>, world: usize) -> Result<u64> {
+fn total_steps(
+    cfg: &TrainConfig,
+    manifest: Option<&(PathBuf, Manifest)>,
+    world: usize,
+) -> Result<u64> {
     if cfg.optim.max_steps > 0 {
         return Ok(cfg.optim.max_steps as u64);
     }

@@ -12,11 +12,11 @@ use tch::{Device, Tensor};
 use super::checkpoint::{self, TrainerState};
 use super::config::{Stage, TrainConfig};
 use super::finetune::FinetuneObjective;
-use super::pairs::PairSpec;
 use super::loader::{self, Cursor, Loader, LoaderSpec, Msg, RankSlice};
 use super::metrics::{MetricsFile, Record, PEAK_FLOPS};
 use super::objective::{CocondenserObjective, CondenserObjective, Losses, Objective, Work};
 use super::optim::{lr_at, AdamW};
+use super::pairs::PairSpec;
 use super::setup::{self, Data, DataArg, Setup};
 use super::{DistBackend, FinetuneArgs, RunOptions, TrainArgs};
 use crate::dist::{BackendKind, Dist, Launch};
@@ -91,9 +91,7 @@ fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration, interruptible: bool) -
     loop {
         let msg = match loader.rx.recv_timeout(Duration::from_millis(100)) {
             Ok(msg) => msg,
-            Err(RecvTimeoutError::Timeout)
-                if !(interruptible && STOP.load(Ordering::SeqCst)) =>
-            {
+            Err(RecvTimeoutError::Timeout) if !(interruptible && STOP.load(Ordering::SeqCst)) => {
                 continue
             }
             Err(e) => {
@@ -652,10 +650,14 @@ impl StopVotes {
 
 /// The progress bar's (or log line's) summary of a metrics record.
 fn progress_message(rec: &Record) -> String {
-    let parts: Vec<String> = [("head", rec.head_loss), ("late", rec.late_loss), ("co", rec.co_loss)]
-        .iter()
-        .filter_map(|(name, v)| v.map(|v| format!("{name} {v:.3}")))
-        .collect();
+    let parts: Vec<String> = [
+        ("head", rec.head_loss),
+        ("late", rec.late_loss),
+        ("co", rec.co_loss),
+    ]
+    .iter()
+    .filter_map(|(name, v)| v.map(|v| format!("{name} {v:.3}")))
+    .collect();
     let parts = match parts.is_empty() {
         true => String::new(),
         false => format!(" ({})", parts.join(", ")),

@@ -160,9 +160,7 @@ pub fn write_tevatron(dir: &Path, queries: usize, negs: usize, seed: u64) -> Pat
     let path = dir.join("train.jsonl");
     let mut s = String::new();
     for q in 0..queries {
-        let passage = |rng: &mut Lcg, k: usize| {
-            serde_json::json!({"docid": format!("d{q}-{k}"), "title": "", "text": document(rng, 1 + k % 2)})
-        };
+        let passage = |rng: &mut Lcg, k: usize| serde_json::json!({"docid": format!("d{q}-{k}"), "title": "", "text": document(rng, 1 + k % 2)});
         let line = serde_json::json!({
             "query_id": format!("q{q}"),
             "query": document(&mut rng, 1),
