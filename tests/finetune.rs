@@ -219,6 +219,16 @@ fn malformed_lines_are_counted_and_named_and_the_model_is_encoder_only() {
         .collect();
     assert_eq!(m.len(), 3);
     assert!(m[0].get("head_loss").is_none() && m[0]["loss"].as_f64().unwrap() > 0.0);
+    // A file of nothing but bad lines says so, rather than only that there were too few queries.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{not json\n").unwrap();
+    let o = finetune(&bad, ("--init", &init), &dir.path().join("y"), &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("1 line(s) skipped: 1 malformed"),
+        "{}",
+        stderr(&o)
+    );
     // A fine-tuning config is refused by `train`, and a pre-training one by `finetune`.
     let o = finetune(
         &train,
@@ -319,28 +329,31 @@ fn finetune_mine_finetune_and_the_model_loads_in_transformers() {
     drop((f, fq, fr));
     let mined = dir.path().join("mined.jsonl");
     let model = round1.join("final");
-    let o = run(&[
-        "mine",
-        "--model",
-        model.to_str().unwrap(),
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--queries",
-        queries.to_str().unwrap(),
-        "--qrels",
-        qrels.to_str().unwrap(),
-        "--out",
-        mined.to_str().unwrap(),
-        "--depth",
-        "20",
-        "--skip-top",
-        "1",
-        "--negatives",
-        "5",
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let mine = |out: &Path| {
+        let o = run(&[
+            "mine",
+            "--model",
+            model.to_str().unwrap(),
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--queries",
+            queries.to_str().unwrap(),
+            "--qrels",
+            qrels.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--depth",
+            "20",
+            "--skip-top",
+            "1",
+            "--negatives",
+            "5",
+            "--device",
+            "cpu",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    mine(&mined);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&mined)
         .unwrap()
         .lines()
@@ -359,28 +372,7 @@ fn finetune_mine_finetune_and_the_model_loads_in_transformers() {
     }
     // The same draw again: keyed by the seed.
     let again = dir.path().join("again.jsonl");
-    let o = run(&[
-        "mine",
-        "--model",
-        model.to_str().unwrap(),
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--queries",
-        queries.to_str().unwrap(),
-        "--qrels",
-        qrels.to_str().unwrap(),
-        "--out",
-        again.to_str().unwrap(),
-        "--depth",
-        "20",
-        "--skip-top",
-        "1",
-        "--negatives",
-        "5",
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    mine(&again);
     assert_eq!(
         std::fs::read(&mined).unwrap(),
         std::fs::read(&again).unwrap()

@@ -252,14 +252,22 @@ impl SkipCounts {
     }
 }
 
-/// Queries one epoch trains on (one pass; the loader names the skipped lines).
-pub fn count_queries(files: &[PathBuf], n_passages: usize) -> Result<u64> {
-    let mut n = 0u64;
-    for_each_query(files, n_passages, &AtomicBool::new(false), |_, _, q| {
-        n += q.is_ok() as u64;
-        Ok(true)
-    })?;
-    Ok(n)
+/// Queries one epoch trains on, and the lines skipped (one pass; the loader names them by line).
+pub fn count_queries(files: &[PathBuf], n_passages: usize) -> Result<(u64, SkipCounts)> {
+    let (mut n, mut skips) = (0u64, SkipCounts::default());
+    for_each_query(
+        files,
+        n_passages,
+        &AtomicBool::new(false),
+        |file, line, q| {
+            match q {
+                Ok(_) => n += 1,
+                Err(s) => skips.add(file, line, &s, false),
+            }
+            Ok(true)
+        },
+    )?;
+    Ok((n, skips))
 }
 
 pub struct PairSpec {

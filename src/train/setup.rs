@@ -113,7 +113,11 @@ pub fn prepare(
         }
         DataArg::Pairs(files) => {
             for f in files {
-                anyhow::ensure!(f.is_file(), "--train {}: no such file", f.display());
+                anyhow::ensure!(
+                    f.is_file(),
+                    "{}: no such file (TRAIN: Tevatron training lines)",
+                    f.display()
+                );
             }
             (Data::Pairs(files.to_vec()), None)
         }
@@ -158,8 +162,10 @@ pub fn prepare(
     }
     let total = match &data {
         Data::Pairs(files) if cfg.optim.max_steps == 0 => {
-            let queries = super::pairs::count_queries(files, cfg.data.train_n_passages)?;
-            per_epoch_steps(queries, &cfg, world)? * cfg.optim.epochs as u64
+            let (queries, skips) = super::pairs::count_queries(files, cfg.data.train_n_passages)?;
+            // Too few queries is often too many bad lines: say how many were skipped, and why.
+            per_epoch_steps(queries, &cfg, world).with_context(|| skips.summary())?
+                * cfg.optim.epochs as u64
         }
         _ => total_steps(&cfg, manifest.as_ref(), world)?,
     };
