@@ -94,6 +94,8 @@ struct Report {
     pipeline: Measurement,
     /// pipeline tokens/s over bare tokenizer tokens/s.
     ratio: f64,
+    /// Where the fastest pipeline run's time went.
+    stages: crate::prepare::stages::StageSeconds,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -159,6 +161,7 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
 
     let mut best_pipe = f64::MAX;
     let mut pipe_tokens = 0u64;
+    let mut best_stages = None;
     for run in 0..repeat {
         let dir = tempfile_dir(run)?;
         let cfg = PrepareConfig {
@@ -180,10 +183,13 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
             print_shards: false,
         };
         let t = Instant::now();
-        let m = pipeline::run(&cfg);
+        let m = pipeline::run_measured(&cfg);
         let secs = t.elapsed().as_secs_f64();
         let _ = std::fs::remove_dir_all(&dir);
-        let m = m?;
+        let (m, stages) = m?;
+        if secs < best_pipe {
+            best_stages = Some(stages);
+        }
         best_pipe = best_pipe.min(secs);
         pipe_tokens = m.totals.tokens;
     }
@@ -206,6 +212,7 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
         ratio: pipe.tokens_per_s / bare.tokens_per_s,
         bare_tokenizer: bare,
         pipeline: pipe,
+        stages: best_stages.expect("at least one run"),
     };
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -231,6 +238,17 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
             report.ratio * 100.0,
             threads,
             report.documents
+        )?;
+        let st = &report.stages;
+        writeln!(
+            out,
+            "stages of that run, CPU seconds: reader {:.2} | decode {:.2} | markup {:.2} | segment {:.2} | writer {:.2} ({:.2} s wall)",
+            st.reader_cpu, st.decode_cpu, st.markup_cpu, st.segment_cpu, st.writer_cpu, st.wall
+        )?;
+        writeln!(
+            out,
+            "waits, seconds: reader blocked handing chunks on {:.2} | parallel stage waiting for chunks {:.2}; the reader binds at about {:.0} threads",
+            st.reader_blocked, st.dispatch_waited, st.reader_bound_threads()
         )?;
     }
     Ok(())

@@ -86,7 +86,9 @@ impl ParallelBz2 {
             .name("bz2-split".into())
             .spawn(move || {
                 let mut count = 0u64;
+                let t = crate::prepare::stages::thread_cpu();
                 let err = split(raw, group_bytes, &job_tx, &slot_tx, &mut count).err();
+                super::decompress::add_decode_cpu(crate::prepare::stages::thread_cpu() - t);
                 drop(job_tx);
                 let _ = end_tx.send(Msg::End(count, err));
             })
@@ -97,7 +99,9 @@ impl ParallelBz2 {
                 .name(format!("bz2-decode-{i}"))
                 .spawn(move || {
                     for Job(index, offset, bytes) in rx {
+                        let t = crate::prepare::stages::thread_cpu();
                         let (out, err) = decode(&bytes, offset);
+                        super::decompress::add_decode_cpu(crate::prepare::stages::thread_cpu() - t);
                         if tx.send(Msg::Group(index, out, err)).is_err() {
                             return;
                         }

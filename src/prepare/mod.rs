@@ -8,6 +8,7 @@ pub mod merge;
 pub mod pipeline;
 pub mod segment;
 pub mod sentences;
+pub mod stages;
 
 use std::path::PathBuf;
 

@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use super::segment::{SegmentConfig, Segmented, Segmenter};
+use super::stages::{Clock, StageSeconds, Stages};
 use super::OnError;
 use crate::corpus::{self, Input, Item, ReadOptions, Skip};
 use crate::shards::manifest::{
@@ -88,7 +89,14 @@ pub fn shard_file_name(index: usize) -> String {
 
 /// Runs prepare; returns the final manifest.
 pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
+    run_measured(cfg).map(|(m, _)| m)
+}
+
+/// As [`run`], with where the time went (see [`super::stages`]).
+pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     let started = Instant::now();
+    let stages = Stages::default();
+    let decode_cpu_before = corpus::decompress::decode_cpu();
     let tokenizer = crate::tokenizer::load(&cfg.tokenizer)?;
     log::debug!(
         "tokenizer loaded in {:.3} s",
@@ -154,7 +162,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
                 if cfg.print_shards {
                     print_shards(&cfg.out, &m.shards)?;
                 }
-                return Ok(m);
+                return Ok((m, stages.seconds(started.elapsed())));
             }
             log::info!(
                 "{}: resuming after {} complete shard(s), {} input records in",
@@ -258,29 +266,34 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         let reader = std::thread::Builder::new()
             .name("prepare-reader".into())
             .spawn_scoped(s, || {
-                read_all(
-                    &our_inputs,
-                    cfg,
-                    by_record,
-                    &resume,
-                    raw_bytes.clone(),
-                    &not_read,
-                    chunk_tx,
-                )
+                stages.reader_cpu.cpu(|| {
+                    read_all(
+                        &our_inputs,
+                        cfg,
+                        by_record,
+                        &resume,
+                        raw_bytes.clone(),
+                        &not_read,
+                        &stages.reader_blocked,
+                        chunk_tx,
+                    )
+                })
             })
             .expect("spawn the reader thread");
         let writer = std::thread::Builder::new()
             .name("prepare-writer".into())
             .spawn_scoped(s, || {
-                write_all(
-                    cfg,
-                    &mut manifest,
-                    result_rx,
-                    slot_rx,
-                    &raw_bytes,
-                    (total_bytes, &not_read),
-                    &progress,
-                )
+                stages.writer_cpu.cpu(|| {
+                    write_all(
+                        cfg,
+                        &mut manifest,
+                        result_rx,
+                        slot_rx,
+                        &raw_bytes,
+                        (total_bytes, &not_read),
+                        &progress,
+                    )
+                })
             })
             .expect("spawn the writer thread");
         // This thread hands each chunk to the pool as it arrives (no barrier between chunks); the
@@ -289,7 +302,10 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
             let mut index = 0u64;
             let mut clean_end = false;
             loop {
-                let (read_at, chunk) = match chunk_rx.recv() {
+                let waited = Instant::now();
+                let next = chunk_rx.recv();
+                stages.dispatch_waited.add(waited.elapsed());
+                let (read_at, chunk) = match next {
                     Ok(Some(chunk)) => chunk,
                     Ok(None) => {
                         clean_end = true;
@@ -302,9 +318,10 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
                 }
                 let tx = result_tx.clone();
                 let segmenter = &segmenter;
+                let stages = &stages;
                 scope.spawn(move |_| {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        process_chunk(segmenter, chunk)
+                        process_chunk(segmenter, chunk, stages)
                     }))
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("a segmentation worker panicked")));
                     let _ = tx.send(Done::Chunk(index, read_at, result));
@@ -332,7 +349,12 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
         }
     }
     summary(&manifest, started.elapsed());
-    Ok(manifest)
+    stages
+        .decode_cpu
+        .add(corpus::decompress::decode_cpu().saturating_sub(decode_cpu_before));
+    let seconds = stages.seconds(started.elapsed());
+    log::debug!("{}", seconds.line());
+    Ok((manifest, seconds))
 }
 
 /// Fails naming the inputs that do not exist, except those `manifest` (the folder's, of this same
@@ -426,8 +448,16 @@ fn read_all(
     resume: &Resume,
     raw_bytes: Arc<AtomicU64>,
     not_read: &AtomicU64,
+    blocked: &Clock,
     tx: Sender<Option<RawChunk>>,
 ) -> Result<()> {
+    // Sends a chunk on, timing the wait for room.
+    let send = |chunk: Option<RawChunk>| -> Result<()> {
+        let t = Instant::now();
+        let sent = tx.send(chunk).map_err(|_| Closed);
+        blocked.add(t.elapsed());
+        Ok(sent?)
+    };
     let cursor = resume.cursor;
     // Fewer inputs than partitions: each input is split (by byte ranges where it can be, else every
     // N-th record); otherwise whole inputs were chosen already.
@@ -457,20 +487,18 @@ fn read_all(
                 && matches!(&item, Item::Skip(skip) if skip.reason.is_error());
             chunk.push((s, idx, item));
             if fatal {
-                tx.send(Some((
+                send(Some((
                     raw_bytes.load(Ordering::Relaxed),
                     std::mem::take(&mut chunk),
-                )))
-                .map_err(|_| Closed)?;
+                )))?;
                 return Err(Closed.into());
             }
             if chunk.len() >= CHUNK_DOCS || chunk_bytes >= CHUNK_BYTES {
                 chunk_bytes = 0;
-                tx.send(Some((
+                send(Some((
                     raw_bytes.load(Ordering::Relaxed),
                     std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_DOCS)),
-                )))
-                .map_err(|_| Closed)?;
+                )))?;
             }
             Ok(())
         };
@@ -484,25 +512,33 @@ fn read_all(
         )?;
     }
     if !chunk.is_empty() {
-        tx.send(Some((raw_bytes.load(Ordering::Relaxed), chunk)))
-            .map_err(|_| Closed)?;
+        send(Some((raw_bytes.load(Ordering::Relaxed), chunk)))?;
     }
-    tx.send(None).map_err(|_| Closed)?;
-    Ok(())
+    send(None)
 }
 
 fn process_chunk(
     segmenter: &Segmenter,
     chunk: Vec<Tagged<Item>>,
+    stages: &Stages,
 ) -> Result<Vec<Tagged<Processed>>> {
     chunk
         .into_iter()
         .map(|(seq, idx, item)| {
             let p = match item {
-                Item::Doc(doc) => match segmenter.segment(doc)? {
-                    Ok(row) => Processed::Row(row),
-                    Err(skip) => Processed::Skip(skip),
-                },
+                Item::Doc(mut doc) => {
+                    if doc.markup == corpus::Markup::Wikitext {
+                        // Converted here rather than in `segment` only to time it apart.
+                        doc.text = stages
+                            .markup_cpu
+                            .cpu(|| corpus::wikitext::to_plain_text(&doc.text));
+                        doc.markup = corpus::Markup::Plain;
+                    }
+                    match stages.segment_cpu.cpu(|| segmenter.segment(doc))? {
+                        Ok(row) => Processed::Row(row),
+                        Err(skip) => Processed::Skip(skip),
+                    }
+                }
                 Item::Skip(skip) => Processed::Skip(skip),
                 Item::End {
                     bytes,

@@ -1,0 +1,120 @@
+//! Where a prepare run's time goes, stage by stage: CPU seconds of each stage's threads (thread CPU
+//! clocks, so a thread waiting or preempted costs nothing) and the waits between stages.
+//!
+//! The reader thread is the one serial stage of the pipeline (decoding may run on its own threads, and
+//! the writer's work per token is small), so these figures say at how many threads it would become the
+//! bottleneck: when the parallel stages' CPU divided by the threads falls to the reader's CPU.
+//! `bench prepare` prints them; `prepare -v` logs them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// CPU time of the calling thread.
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Nanoseconds added up from many threads.
+#[derive(Debug, Default)]
+pub struct Clock(AtomicU64);
+
+impl Clock {
+    pub fn add(&self, d: Duration) {
+        self.0.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn secs(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    /// Runs `f`, adding the calling thread's CPU time in it.
+    pub fn cpu<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t = thread_cpu();
+        let out = f();
+        self.add(thread_cpu().saturating_sub(t));
+        out
+    }
+}
+
+/// The stage clocks of one run.
+#[derive(Debug, Default)]
+pub struct Stages {
+    /// The reader thread: opening inputs, serial decompression, parsing (XML, JSON, TSV), chunking.
+    pub reader_cpu: Clock,
+    /// Wall time the reader waited to hand a chunk on (the stages after it were full: not the
+    /// bottleneck).
+    pub reader_blocked: Clock,
+    /// Wall time the dispatcher waited for the reader's next chunk (the parallel stage may starve).
+    pub dispatch_waited: Clock,
+    /// Parallel decompression threads (multi-stream bzip2 and the like), splitting included.
+    pub decode_cpu: Clock,
+    /// The parallel stage: wikitext markup to plain text.
+    pub markup_cpu: Clock,
+    /// The parallel stage: sentence splitting, tokenizing, packing spans.
+    pub segment_cpu: Clock,
+    /// The writer thread: reordering, Parquet encoding and compression, manifests.
+    pub writer_cpu: Clock,
+}
+
+/// The figures in seconds, for reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageSeconds {
+    pub wall: f64,
+    pub reader_cpu: f64,
+    pub reader_blocked: f64,
+    pub dispatch_waited: f64,
+    pub decode_cpu: f64,
+    pub markup_cpu: f64,
+    pub segment_cpu: f64,
+    pub writer_cpu: f64,
+}
+
+impl Stages {
+    pub fn seconds(&self, wall: Duration) -> StageSeconds {
+        StageSeconds {
+            wall: wall.as_secs_f64(),
+            reader_cpu: self.reader_cpu.secs(),
+            reader_blocked: self.reader_blocked.secs(),
+            dispatch_waited: self.dispatch_waited.secs(),
+            decode_cpu: self.decode_cpu.secs(),
+            markup_cpu: self.markup_cpu.secs(),
+            segment_cpu: self.segment_cpu.secs(),
+            writer_cpu: self.writer_cpu.secs(),
+        }
+    }
+}
+
+impl StageSeconds {
+    /// Threads at which the parallel work (decoding, markup, segmenting) per thread falls to the
+    /// reader's serial CPU: beyond it the reader is the bottleneck.
+    pub fn reader_bound_threads(&self) -> f64 {
+        (self.decode_cpu + self.markup_cpu + self.segment_cpu) / self.reader_cpu.max(1e-9)
+    }
+
+    /// One log line.
+    pub fn line(&self) -> String {
+        format!(
+            "stages (CPU s): reader {:.2} (blocked {:.2} s waiting to hand chunks on), decode {:.2}, markup {:.2}, segment {:.2}, writer {:.2}; the parallel stage waited {:.2} s for chunks; {:.2} s wall; the reader would bind at about {:.0} threads",
+            self.reader_cpu,
+            self.reader_blocked,
+            self.decode_cpu,
+            self.markup_cpu,
+            self.segment_cpu,
+            self.writer_cpu,
+            self.dispatch_waited,
+            self.wall,
+            self.reader_bound_threads()
+        )
+    }
+}
