@@ -177,6 +177,7 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
             },
             writer: Default::default(),
             partition: None,
+            bz2_index: None,
             threads,
             on_error: OnError::Skip,
             overwrite: true,

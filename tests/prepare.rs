@@ -1154,18 +1154,50 @@ fn r17_2_byte_range_partitions_merge_to_the_unpartitioned_documents() {
         .collect();
     std::fs::write(&text, body).unwrap();
     let gz = write_tsv(dir.path(), "one.tsv.gz", 211, 9);
-    let cases: [(&str, &Path, &[&str], &[u32]); 5] = [
+    // A multi-stream bzip2 dump (233 pages, 10 a stream) is cut at its streams, found by scanning or
+    // read from its index (`offset:id:title`, as Wikipedia writes it beside the dump).
+    let (dump, streams) = multistream_dump(233, 10, 5);
+    let wiki = dir.path().join("enwiki-multistream.xml.bz2");
+    std::fs::write(&wiki, &dump).unwrap();
+    let largest_stream = streams.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap() as u64;
+    let mut index_lines = String::new();
+    let mut page = 1;
+    for w in streams.windows(2) {
+        for _ in 0..w[1].1 {
+            index_lines.push_str(&format!("{}:{page}:P{page}\n", w[0].0));
+            page += 1;
+        }
+    }
+    let index = dir.path().join("enwiki-multistream-index.txt.bz2");
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    bz.write_all(index_lines.as_bytes()).unwrap();
+    std::fs::write(&index, bz.finish().unwrap()).unwrap();
+    let index_arg = index.display().to_string();
+    let cases: [(&str, &Path, &[&str], &[u32]); 7] = [
         ("jsonl", &jsonl, &[], &[3, 7]),
         ("tsv", &tsv, &[], &[4]),
         ("tsv-line-ids", &tsv, &["--id-column", "none"], &[3]),
         ("text", &text, &[], &[6]),
         ("gzip-by-record", &gz, &[], &[3]),
+        ("multistream-bz2", &wiki, &[], &[3, 7]),
+        (
+            "multistream-bz2-index",
+            &wiki,
+            &["--index", &index_arg],
+            &[4],
+        ),
     ];
     for (label, input, extra, ns) in cases {
         let inputs = vec![input.display().to_string()];
         let size = std::fs::metadata(input).unwrap().len();
         let whole = dir.path().join(format!("{label}-whole"));
-        let o = prepare(&inputs, &whole, extra);
+        // --index belongs to partitions only (without --partition it is refused).
+        let whole_extra = if extra.contains(&"--index") {
+            &[][..]
+        } else {
+            extra
+        };
+        let o = prepare(&inputs, &whole, whole_extra);
         assert!(o.status.success(), "{}", stderr(&o));
         let (want, want_totals) = documents_of(&whole);
         assert!(want.len() > 100, "{label}");
@@ -1181,7 +1213,13 @@ fn r17_2_byte_range_partitions_merge_to_the_unpartitioned_documents() {
                 let m = manifest(&parts.join(format!("part-{k}-of-{n}")));
                 records += m["inputs"][0]["records"].as_u64().unwrap();
                 let read = m["inputs"][0]["bytes"].as_u64().unwrap();
-                if label != "gzip-by-record" {
+                if label.starts_with("multistream") {
+                    // About 1/N of the compressed bytes: its cuts move to the next stream start.
+                    assert!(
+                        read <= size / n as u64 + 2 * largest_stream,
+                        "{label} {k}/{n}: read {read} of {size}"
+                    );
+                } else if label != "gzip-by-record" {
                     // About 1/N of the file, plus at most the line that straddles the end.
                     assert!(
                         read < size / n as u64 + 2000,
@@ -1202,6 +1240,19 @@ fn r17_2_byte_range_partitions_merge_to_the_unpartitioned_documents() {
             assert_eq!(records, whole_records, "{label} N={n}: records");
         }
     }
+    // An index names one dump's streams: with a second input it is refused, before anything runs.
+    let two = vec![wiki.display().to_string(), jsonl.display().to_string()];
+    let o = prepare(
+        &two,
+        &dir.path().join("two"),
+        &["--partition", "0/3", "--index", &index_arg],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--index is the index of one multi-stream dump"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A Wikipedia-style multi-stream dump: a header stream, then pages in groups of `per_stream`, each

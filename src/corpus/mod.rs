@@ -11,13 +11,14 @@ pub mod lines;
 pub mod multibz;
 pub mod ranges;
 pub mod readers;
+pub mod stream_ranges;
 pub mod wiki;
 pub mod wikitext;
 
 use std::fmt;
 
 pub use inputs::{expand_inputs, Input};
-pub use readers::{read_input, read_input_part, Format, LayoutArgs, ReadOptions};
+pub use readers::{read_input, read_input_part, Format, LayoutArgs, Part, ReadOptions};
 
 /// How a document's text is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

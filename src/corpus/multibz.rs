@@ -28,7 +28,7 @@ const BLOCK_MAGIC: [u8; 6] = [0x31, 0x41, 0x59, 0x26, 0x53, 0x59];
 const EOS_MAGIC: [u8; 6] = [0x17, 0x72, 0x45, 0x38, 0x50, 0x90];
 
 /// Whether a bzip2 stream starts at `buf[i]` (needs 10 bytes there).
-fn stream_starts_at(buf: &[u8], i: usize) -> bool {
+pub fn stream_starts_at(buf: &[u8], i: usize) -> bool {
     buf.len() >= i + 10
         && &buf[i..i + 3] == b"BZh"
         && (b'1'..=b'9').contains(&buf[i + 3])

@@ -115,15 +115,25 @@ pub fn read_input(
     read_input_part(input, opts, None, counter, &AtomicU64::new(0), sink)
 }
 
+/// Partition K of N of one input, and the stream offsets of a multi-stream bzip2 dump's index if
+/// given (`--index`).
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    pub k: u32,
+    pub n: u32,
+    pub bz2_index: Option<&'a [u64]>,
+}
+
 /// As [`read_input`], for partition `[K, N]` of the input (`None`: all of it). An uncompressed JSONL,
 /// TSV or one-document-per-line text file is cut into N byte ranges at line boundaries and only range
-/// K is read ([`super::ranges`]); the bytes left to other partitions are added to `not_read` (for
+/// K is read ([`super::ranges`]); a multi-stream bzip2 MediaWiki dump is cut at stream starts
+/// ([`super::stream_ranges`]); the bytes left to other partitions are added to `not_read` (for
 /// progress). Any other input is read whole and every N-th record kept, from the K-th on (a record is
 /// a document or a skip, so a skip about the whole input belongs to partition 0).
 pub fn read_input_part(
     input: &Input,
     opts: &ReadOptions,
-    part: Option<[u32; 2]>,
+    part: Option<Part<'_>>,
     counter: Arc<AtomicU64>,
     not_read: &AtomicU64,
     sink: &mut dyn FnMut(Item) -> Result<()>,
@@ -132,7 +142,7 @@ pub fn read_input_part(
     let by_bytes = std::cell::Cell::new(false);
     let mut record = 0u64;
     let mut filtered = |item: Item| -> Result<()> {
-        if let Some([k, n]) = part {
+        if let Some(Part { k, n, .. }) = part {
             if !by_bytes.get() && !matches!(item, Item::End { .. }) {
                 let r = record;
                 record += 1;
@@ -225,15 +235,38 @@ pub fn read_input_part(
     }
     let splittable = matches!(format, Format::Jsonl | Format::Tsv)
         || (format == Format::Text && !opts.blank_line_docs);
-    let size = match (part, compression, splittable) {
-        (Some(_), Compression::None, true) => std::fs::metadata(&input.path)
+    let is_file = || {
+        std::fs::metadata(&input.path)
             .ok()
             .filter(|m| m.is_file())
-            .map(|m| m.len()),
+            .map(|m| m.len())
+    };
+    let size = match (part, compression, splittable) {
+        (Some(_), Compression::None, true) => is_file(),
         _ => None,
     };
-    let result = match (part, size) {
-        (Some([k, n]), Some(size)) => {
+    // A bzip2 dump is cut at its streams (one stream holds it all: partition 0 reads it).
+    let dump_size = match (part, compression, format) {
+        (Some(_), Compression::Bzip2, Format::Wiki) => is_file(),
+        _ => None,
+    };
+    let result = match (part, size, dump_size) {
+        (Some(Part { k, n, bz2_index }), None, Some(size)) => {
+            drop(reader);
+            by_bytes.set(true);
+            counter.store(start, Ordering::Relaxed);
+            let (mut pages, (s, e)) = super::stream_ranges::open_partition(
+                &input.path,
+                k,
+                n,
+                bz2_index,
+                counter.clone(),
+            )?;
+            not_read.fetch_add(size - (e - s), Ordering::Relaxed);
+            log::debug!("{name}: partition {k}/{n} decodes compressed bytes {s}..{e} of {size}");
+            wiki::read(&mut pages, &name, opts.max_record_bytes, sink)
+        }
+        (Some(Part { k, n, .. }), Some(size), _) => {
             drop(reader);
             let (s, e) = super::ranges::cut(size, k, n);
             by_bytes.set(true);

@@ -81,10 +81,15 @@ pub struct PrepareArgs {
     #[arg(long, value_enum, default_value_t = OnError::Skip)]
     pub on_error: OnError,
     /// Prepare partition K of N (e.g. 0/4): whole files when there are at least N inputs, else a
-    /// byte range cut at lines of each uncompressed JSONL/TSV/text file, and every N-th record of other
-    /// inputs. Output goes to OUT/part-K-of-N/; join the parts with --merge.
+    /// byte range cut at lines of each uncompressed JSONL/TSV/text file, a range of the bzip2 streams of
+    /// a multi-stream MediaWiki dump, and every N-th record of other inputs. Output goes to
+    /// OUT/part-K-of-N/; join the parts with --merge.
     #[arg(long, value_parser = parse_partition)]
     pub partition: Option<[u32; 2]>,
+    /// With --partition on one multi-stream bzip2 dump: its `-index.txt.bz2` (`offset:id:title`
+    /// lines), so each partition finds its first stream without scanning for it.
+    #[arg(long, value_name = "FILE", requires = "partition")]
+    pub index: Option<PathBuf>,
     /// Join the manifests of OUT/part-*-of-N/ into OUT/_manifest.json (no inputs needed).
     #[arg(long)]
     pub merge: bool,
@@ -219,6 +224,7 @@ pub fn run(args: PrepareArgs) -> Result<()> {
             ..Default::default()
         },
         partition: args.partition,
+        bz2_index: args.index.clone(),
         threads,
         on_error: args.on_error,
         overwrite: args.overwrite,

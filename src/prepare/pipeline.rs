@@ -41,6 +41,8 @@ pub struct PrepareConfig {
     pub segment: SegmentConfig,
     pub writer: WriterConfig,
     pub partition: Option<[u32; 2]>,
+    /// A multi-stream bzip2 dump's `-index.txt.bz2`: where a partition's streams start, unscanned.
+    pub bz2_index: Option<PathBuf>,
     pub threads: usize,
     pub on_error: OnError,
     pub overwrite: bool,
@@ -112,6 +114,9 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     let inputs = corpus::inputs::expand_inputs_keeping_missing(&cfg.inputs)?;
     if inputs.is_empty() {
         bail!("no inputs: {:?} matched nothing", cfg.inputs);
+    }
+    if cfg.bz2_index.is_some() && (cfg.partition.is_none() || inputs.len() != 1) {
+        bail!("--index is the index of one multi-stream dump: give it with --partition and that dump as the only input");
     }
     let owned = owned_inputs(&inputs, cfg.partition);
     let settings = Settings {
@@ -461,7 +466,18 @@ fn read_all(
     let cursor = resume.cursor;
     // Fewer inputs than partitions: each input is split (by byte ranges where it can be, else every
     // N-th record); otherwise whole inputs were chosen already.
-    let part = cfg.partition.filter(|_| by_record);
+    let index = match (&cfg.bz2_index, by_record) {
+        (Some(path), true) => Some(corpus::stream_ranges::load_index(path)?),
+        _ => None,
+    };
+    let part = cfg
+        .partition
+        .filter(|_| by_record)
+        .map(|[k, n]| corpus::Part {
+            k,
+            n,
+            bz2_index: index.as_deref(),
+        });
     let mut seq = 0u64;
     let mut chunk: Vec<Tagged<Item>> = Vec::with_capacity(CHUNK_DOCS);
     let mut chunk_bytes = 0usize;
