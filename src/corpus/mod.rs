@@ -9,6 +9,7 @@ pub mod decompress;
 pub mod inputs;
 pub mod lines;
 pub mod multibz;
+pub mod parallel_decode;
 pub mod ranges;
 pub mod readers;
 pub mod wiki;
