@@ -14,6 +14,7 @@ pub mod ranges;
 pub mod readers;
 pub mod wiki;
 pub mod wikitext;
+pub mod zstdframes;
 
 use std::fmt;
 
