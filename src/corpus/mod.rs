@@ -5,6 +5,7 @@
 //! nothing holds a whole input in memory. The sink decides about resume and chunking; a partition of
 //! one input is read by `read_input_part` (a byte range of a line file, else every N-th record).
 
+pub mod bgzf;
 pub mod decompress;
 pub mod inputs;
 pub mod lines;
