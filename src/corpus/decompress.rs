@@ -27,6 +27,8 @@ impl Compression {
             [0x1f, 0x8b, ..] => Compression::Gzip,
             [b'B', b'Z', b'h', ..] => Compression::Bzip2,
             [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+            // A skippable frame first: pzstd writes one before each frame.
+            [0x50..=0x5f, 0x2a, 0x4d, 0x18, ..] => Compression::Zstd,
             [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Compression::Xz,
             _ => Compression::None,
         }
@@ -222,6 +224,20 @@ mod tests {
         );
         for (c, bytes) in got {
             assert_eq!(bytes, data, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn zstd_that_starts_with_a_skippable_frame_is_zstd() {
+        let mut pz = 0x184D_2A50u32.to_le_bytes().to_vec();
+        pz.extend(4u32.to_le_bytes());
+        pz.extend(7u32.to_le_bytes());
+        pz.extend(zstd::encode_all(&b"pzstd\n"[..], 3).unwrap());
+        for threads in [1, 3] {
+            assert_eq!(
+                decode_with(pz.clone(), threads),
+                (Compression::Zstd, b"pzstd\n".to_vec())
+            );
         }
     }
 
