@@ -1,7 +1,10 @@
 //! Opening an input: compression is detected from magic bytes, never from the extension.
 //!
 //! gzip and bzip2 are read multi-stream (Wikipedia's `.bz2` dumps are concatenated streams), zstd
-//! frames and xz streams likewise, so a file of several concatenated streams reads whole.
+//! frames and xz streams likewise, so a file of several concatenated streams reads whole. With
+//! several decoding threads, an input of pieces whose boundaries can be found without decoding
+//! (multi-stream bzip2, multi-frame zstd, BGZF gzip) decodes in parallel, in order
+//! (`parallel_decode`); any other keeps the serial decoder.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
