@@ -1321,7 +1321,7 @@ fn bgzf_member(data: &[u8]) -> Vec<u8> {
 
 /// Issue 17, item 1: a multi-frame zstd file (as pzstd writes: a skippable frame before each frame)
 /// and a BGZF gzip file decode in parallel (small groups, so that there are many) into byte-identical
-/// shards and manifest as the serial decoder (`-j 1`).
+/// shards and manifest as the serial decoder (`-j 1`), whole and truncated.
 #[test]
 fn r17_1_parallel_multiframe_zstd_and_bgzf_decoding_equals_the_serial_path() {
     let dir = tempfile::tempdir().unwrap();
@@ -1344,6 +1344,7 @@ fn r17_1_parallel_multiframe_zstd_and_bgzf_decoding_equals_the_serial_path() {
         let inputs = vec![path.display().to_string()];
         let go = |j: &str| {
             let out = dir.path().join(format!("{name}-{j}"));
+            let _ = std::fs::remove_dir_all(&out);
             let o = condenser()
                 .env("CONDENSER_DECODE_GROUP_BYTES", "3000")
                 .args(prepare_args(&inputs, &out, &["-j", j]))
@@ -1358,6 +1359,22 @@ fn r17_1_parallel_multiframe_zstd_and_bgzf_decoding_equals_the_serial_path() {
         assert!(
             output_files(&serial) == output_files(&parallel),
             "{name}: -j 3 outputs differ"
+        );
+
+        // Truncated: the same documents either way, and the read error counted.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let (serial, parallel) = (go("1"), go("3"));
+        let m = manifest(&serial);
+        assert_eq!(m["inputs"][0]["skipped"]["read_error"], 1, "{name}: {m}");
+        assert!(
+            m["totals"]["documents"].as_u64().unwrap() >= 300,
+            "{name}: {m}"
+        );
+        assert_eq!(manifest(&parallel)["totals"], m["totals"], "{name}");
+        assert!(
+            output_files(&serial) == output_files(&parallel),
+            "{name}, truncated: -j 3 outputs differ"
         );
     }
 }
