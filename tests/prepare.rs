@@ -1351,3 +1351,81 @@ fn r17_1_parallel_multistream_bz2_decoding_equals_the_serial_path() {
         );
     }
 }
+
+/// One BGZF member (bgzip's blocked gzip): a gzip member whose extra field's `BC` subfield holds the
+/// member's length minus one.
+fn bgzf_member(data: &[u8]) -> Vec<u8> {
+    let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    deflate.write_all(data).unwrap();
+    let body = deflate.finish().unwrap();
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    let mut m = vec![
+        0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff, 6, 0, b'B', b'C', 2, 0,
+    ];
+    m.extend(((12 + 6 + body.len() + 8 - 1) as u16).to_le_bytes());
+    m.extend(body);
+    m.extend(crc.sum().to_le_bytes());
+    m.extend((data.len() as u32).to_le_bytes());
+    m
+}
+
+/// Issue 17, item 1: a multi-frame zstd file (as pzstd writes: a skippable frame before each frame)
+/// and a BGZF gzip file decode in parallel (small groups, so that there are many) into byte-identical
+/// shards and manifest as the serial decoder (`-j 1`), whole and truncated.
+#[test]
+fn r17_1_parallel_multiframe_zstd_and_bgzf_decoding_equals_the_serial_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read(write_jsonl(dir.path(), "docs.jsonl", 600, 23)).unwrap();
+    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    let (mut zst, mut gz) = (Vec::new(), Vec::new());
+    for part in lines.chunks(7) {
+        let part = part.concat();
+        let frame = zstd::encode_all(&part[..], 3).unwrap();
+        zst.extend(0x184D_2A50u32.to_le_bytes());
+        zst.extend(4u32.to_le_bytes());
+        zst.extend((frame.len() as u32).to_le_bytes());
+        zst.extend(frame);
+        gz.extend(bgzf_member(&part));
+    }
+    gz.extend(bgzf_member(b""));
+    for (name, bytes) in [("docs.jsonl.zst", zst), ("docs.jsonl.gz", gz)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let inputs = vec![path.display().to_string()];
+        let go = |j: &str| {
+            let out = dir.path().join(format!("{name}-{j}"));
+            let _ = std::fs::remove_dir_all(&out);
+            let o = condenser()
+                .env("CONDENSER_DECODE_GROUP_BYTES", "3000")
+                .args(prepare_args(&inputs, &out, &["-j", j]))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{name}: {}", stderr(&o));
+            out
+        };
+        let serial = go("1");
+        assert_eq!(manifest(&serial)["totals"]["documents"], 600, "{name}");
+        let parallel = go("3");
+        assert!(
+            output_files(&serial) == output_files(&parallel),
+            "{name}: -j 3 outputs differ"
+        );
+
+        // Truncated: the same documents either way, and the read error counted.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let (serial, parallel) = (go("1"), go("3"));
+        let m = manifest(&serial);
+        assert_eq!(m["inputs"][0]["skipped"]["read_error"], 1, "{name}: {m}");
+        assert!(
+            m["totals"]["documents"].as_u64().unwrap() >= 300,
+            "{name}: {m}"
+        );
+        assert_eq!(manifest(&parallel)["totals"], m["totals"], "{name}");
+        assert!(
+            output_files(&serial) == output_files(&parallel),
+            "{name}, truncated: -j 3 outputs differ"
+        );
+    }
+}

@@ -5,15 +5,18 @@
 //! nothing holds a whole input in memory. The sink decides about resume and chunking; a partition of
 //! one input is read by `read_input_part` (a byte range of a line file, else every N-th record).
 
+pub mod bgzf;
 pub mod decompress;
 pub mod inputs;
 pub mod lines;
 pub mod multibz;
+pub mod parallel_decode;
 pub mod ranges;
 pub mod readers;
 pub mod stream_ranges;
 pub mod wiki;
 pub mod wikitext;
+pub mod zstdframes;
 
 use std::fmt;
 
