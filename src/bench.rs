@@ -248,8 +248,11 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
         )?;
         writeln!(
             out,
-            "waits, seconds: reader blocked handing chunks on {:.2} | parallel stage waiting for chunks {:.2}; the reader binds at about {:.0} threads",
-            st.reader_blocked, st.dispatch_waited, st.reader_bound_threads()
+            "waits, seconds: reader blocked handing chunks on {:.2} | parallel stage waiting for chunks {:.2}; the {} binds at about {:.0} threads",
+            st.reader_blocked,
+            st.dispatch_waited,
+            st.serial_bound().0,
+            st.serial_bound().1
         )?;
     }
     Ok(())

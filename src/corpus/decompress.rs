@@ -179,6 +179,17 @@ pub fn open(
     decoded(raw, counter).with_context(|| path.display().to_string())
 }
 
+/// As [`open`], decoding on the calling thread: for a look at the head of an input that may not be
+/// read on (a partition of a dump reads only its own streams), where parallel decoders would decode
+/// megabytes ahead for nothing.
+pub fn open_serial(
+    path: &Path,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(Compression, Box<dyn BufRead + Send>)> {
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    decoded_with(Box::new(file), counter, 1).with_context(|| path.display().to_string())
+}
+
 /// Reads up to `n` bytes of the decoded stream without consuming them.
 pub fn peek(reader: &mut dyn BufRead, n: usize) -> io::Result<Vec<u8>> {
     // fill_buf returns what one read gave; decoders may hand out small pieces, so gather into a Vec and

@@ -168,7 +168,14 @@ pub fn read_input_part(
         }))?;
         return sink(end(opts.format, Compression::None, &counter));
     }
-    let (compression, mut reader) = match decompress::open(&input.path, counter.clone()) {
+    // A partition may read only part of a compressed file (a dump's own streams): its head is looked
+    // at with the serial decoder, and the parallel one started only to read the file through.
+    let look_serially = part.is_some() && !input.is_stdin();
+    let opened = match look_serially {
+        true => decompress::open_serial(&input.path, counter.clone()),
+        false => decompress::open(&input.path, counter.clone()),
+    };
+    let (compression, mut reader) = match opened {
         Ok(x) => x,
         Err(e) => {
             sink(Item::Skip(Skip {
@@ -230,6 +237,7 @@ pub fn read_input_part(
         }))?;
         return sink(end(format, compression, &counter));
     }
+    let head_len = head.len() as u64;
     if format != Format::Parquet && head.starts_with("\u{feff}".as_bytes()) {
         head.drain(..3); // a UTF-8 byte-order mark is not part of the first record
     }
@@ -276,6 +284,22 @@ pub fn read_input_part(
             read_range(input, opts, format, (s, e), counter.clone(), sink)
         }
         _ => {
+            if look_serially && !matches!(compression, Compression::None | Compression::Xz) {
+                // Read through after all (every N-th record): with the parallel decoder, from the
+                // start, past the head already read.
+                drop(reader);
+                counter.store(start, Ordering::Relaxed);
+                let (_, mut again) = decompress::open(&input.path, counter.clone())?;
+                let skipped = std::io::copy(
+                    &mut std::io::Read::take(&mut *again, head_len),
+                    &mut std::io::sink(),
+                )
+                .with_context(|| format!("{name}: cannot read"))?;
+                if skipped != head_len {
+                    anyhow::bail!("{name}: changed while being read ({skipped} of {head_len} bytes of its head read again)");
+                }
+                reader = again;
+            }
             let mut reader = decompress::unpeek(head, reader);
             let base = LineBase::zero();
             match format {

@@ -13,7 +13,7 @@
 //! the dump's closing tag, in the last partition, closes).
 
 use std::fs::File;
-use std::io::{self, BufRead, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -334,8 +334,15 @@ pub fn open_partition(
     let after: Option<Box<dyn FnOnce() -> Result<Box<dyn BufRead + Send>> + Send>> = (end < size)
         .then(|| {
             let path = path.to_path_buf();
-            Box::new(move || open_streams(&path, end, size, Arc::new(AtomicU64::new(0))))
-                as Box<dyn FnOnce() -> Result<Box<dyn BufRead + Send>> + Send>
+            // Serial and lazy: only as much is decoded as it takes to find the next `<page>` (one
+            // bzip2 block of a Wikipedia dump); the parallel decoder would decode groups ahead.
+            Box::new(move || {
+                let mut file = File::open(&path)
+                    .with_context(|| format!("{}: cannot open", path.display()))?;
+                file.seek(SeekFrom::Start(end))?;
+                let decoder = bzip2::bufread::MultiBzDecoder::new(BufReader::new(file));
+                Ok(Box::new(BufReader::with_capacity(1 << 16, decoder)) as Box<dyn BufRead + Send>)
+            }) as Box<dyn FnOnce() -> Result<Box<dyn BufRead + Send>> + Send>
         });
     Ok((PageRange::new(own, k > 0, after), (start, end)))
 }

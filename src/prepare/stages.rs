@@ -1,9 +1,9 @@
 //! Where a prepare run's time goes, stage by stage: CPU seconds of each stage's threads (thread CPU
 //! clocks, so a thread waiting or preempted costs nothing) and the waits between stages.
 //!
-//! The reader thread is the one serial stage of the pipeline (decoding may run on its own threads, and
-//! the writer's work per token is small), so these figures say at how many threads it would become the
-//! bottleneck: when the parallel stages' CPU divided by the threads falls to the reader's CPU.
+//! The reader and the writer threads are the serial stages of the pipeline (decoding may run on threads
+//! of its own), so these figures say at how many threads one of them would become the bottleneck: when
+//! the parallel stages' CPU divided by the threads falls to its CPU.
 //! `bench prepare` prints them; `prepare -v` logs them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,16 +96,22 @@ impl Stages {
 }
 
 impl StageSeconds {
-    /// Threads at which the parallel work (decoding, markup, segmenting) per thread falls to the
-    /// reader's serial CPU: beyond it the reader is the bottleneck.
-    pub fn reader_bound_threads(&self) -> f64 {
-        (self.decode_cpu + self.markup_cpu + self.segment_cpu) / self.reader_cpu.max(1e-9)
+    /// The serial stage with the most CPU (the reader or the writer), and the threads at which the
+    /// parallel work (decoding, markup, segmenting) per thread falls to it: beyond them that stage is
+    /// the bottleneck.
+    pub fn serial_bound(&self) -> (&'static str, f64) {
+        let (stage, cpu) = match self.reader_cpu >= self.writer_cpu {
+            true => ("reader", self.reader_cpu),
+            false => ("writer", self.writer_cpu),
+        };
+        let parallel = self.decode_cpu + self.markup_cpu + self.segment_cpu;
+        (stage, parallel / cpu.max(1e-9))
     }
 
     /// One log line.
     pub fn line(&self) -> String {
         format!(
-            "stages (CPU s): reader {:.2} (blocked {:.2} s waiting to hand chunks on), decode {:.2}, markup {:.2}, segment {:.2}, writer {:.2}; the parallel stage waited {:.2} s for chunks; {:.2} s wall; the reader would bind at about {:.0} threads",
+            "stages (CPU s): reader {:.2} (blocked {:.2} s waiting to hand chunks on), decode {:.2}, markup {:.2}, segment {:.2}, writer {:.2}; the parallel stage waited {:.2} s for chunks; {:.2} s wall; the {} would bind at about {:.0} threads",
             self.reader_cpu,
             self.reader_blocked,
             self.decode_cpu,
@@ -114,7 +120,8 @@ impl StageSeconds {
             self.writer_cpu,
             self.dispatch_waited,
             self.wall,
-            self.reader_bound_threads()
+            self.serial_bound().0,
+            self.serial_bound().1
         )
     }
 }
