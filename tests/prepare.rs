@@ -517,6 +517,23 @@ fn resume_does_not_reread_finished_inputs() {
     assert_eq!(output_files(&out), output_files(&reference));
 }
 
+/// `--on-error fail` is how a run reacts to bad input, not a setting of its output: the same command
+/// run again finds its own folder (it used to be refused as "a different prepare run", so a run with
+/// it could never resume), and the other choice of it does too.
+#[test]
+fn on_error_fail_reruns_and_resumes_its_own_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = vec![write_jsonl(dir.path(), "a.jsonl", 200, 3)
+        .display()
+        .to_string()];
+    let out = dir.path().join("out");
+    for extra in [&["--on-error", "fail"][..], &["--on-error", "fail"], &[]] {
+        let o = prepare(&inputs, &out, extra);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+    }
+    assert!(stderr(&prepare(&inputs, &out, &["--on-error", "fail"])).contains("already complete"));
+}
+
 /// A prepared folder keeps a copy of its tokenizer: moved away from the file it was made with (say,
 /// to the GPU machine), it still feeds the trainer's loader; a copy with other contents is refused.
 #[test]

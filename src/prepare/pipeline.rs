@@ -121,7 +121,12 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     let owned = owned_inputs(&inputs, cfg.partition);
     let settings = Settings {
         inputs: inputs.iter().map(Input::name).collect(),
-        read: cfg.read.clone(),
+        // `--on-error` is how this run reacts to bad input, not a setting of its output (manifests do
+        // not store it): a folder is the same run's whatever it says.
+        read: ReadOptions {
+            stop_at_error: false,
+            ..cfg.read.clone()
+        },
         segment: cfg.segment.clone(),
         writer: cfg.writer.clone(),
         partition: cfg.partition,
