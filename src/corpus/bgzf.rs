@@ -90,6 +90,7 @@ impl Framing for BgzfMembers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::corpus::test_data::*;
     use std::io::Write;
 
     /// Text that compresses about as badly as prose.
@@ -105,26 +106,6 @@ mod tests {
             .collect()
     }
 
-    /// One BGZF member: gzip with the `BC` extra subfield (and another subfield before it).
-    fn member(data: &[u8]) -> Vec<u8> {
-        let mut deflate =
-            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        deflate.write_all(data).unwrap();
-        let body = deflate.finish().unwrap();
-        let mut crc = flate2::Crc::new();
-        crc.update(data);
-        let total = 12 + 6 + 6 + body.len() + 8;
-        let mut m = vec![0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff, 12, 0];
-        m.extend(b"XY\x02\x00ab");
-        m.extend(b"BC\x02\x00");
-        m.extend(((total - 1) as u16).to_le_bytes());
-        m.extend(body);
-        m.extend(crc.sum().to_le_bytes());
-        m.extend((data.len() as u32).to_le_bytes());
-        assert_eq!(m.len(), total);
-        m
-    }
-
     /// A BGZF file: members of up to 60 000 bytes of text (some empty), then the empty EOF member.
     fn bgzf() -> (Vec<u8>, Vec<u8>) {
         let (mut raw, mut out) = (Vec::new(), Vec::new());
@@ -137,10 +118,10 @@ mod tests {
                 },
                 i,
             );
-            raw.extend(member(&part));
+            raw.extend(bgzf_member(&part));
             out.extend(part);
         }
-        raw.extend(member(b""));
+        raw.extend(bgzf_member(b""));
         (raw, out)
     }
 
@@ -181,27 +162,7 @@ mod tests {
     #[test]
     fn a_truncated_input_keeps_every_complete_member_and_reports_where() {
         let (raw, _) = bgzf();
-        let cut = raw.len() * 2 / 3;
-        let (out, err) = parallel(raw[..cut].to_vec(), 3, 20_000);
-        let err = err.expect("a truncated input is an error").to_string();
-        assert!(err.contains("gzip member in compressed bytes"), "{err}");
-        assert!(err.contains(&format!("..{cut}:")), "{err}");
-        let (s, serial_err) = serial(&raw[..cut]);
-        assert!(serial_err.is_some());
-        // Every whole member before the cut is decoded.
-        let mut f = BgzfMembers::default();
-        let mut whole = 0;
-        while let Cut::At(i) = f.cut(&raw[whole..cut], 1) {
-            whole += i;
-        }
-        let (complete, _) = serial(&raw[..whole]);
-        assert!(
-            out.len() >= complete.len(),
-            "{} < {}",
-            out.len(),
-            complete.len()
-        );
-        assert_eq!(out[..], s[..out.len()]);
+        check_truncated::<BgzfMembers>(&raw, "gzip member", |r| parallel(r, 3, 20_000), serial);
     }
 
     #[test]

@@ -218,6 +218,7 @@ pub fn unpeek(head: Vec<u8>, rest: Box<dyn BufRead + Send>) -> Box<dyn BufRead +
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::corpus::test_data::*;
     use std::io::Write;
 
     fn roundtrip(data: &[u8]) -> Vec<(Compression, Vec<u8>)> {
@@ -302,24 +303,6 @@ mod tests {
         let mut s = Vec::new();
         r.read_to_end(&mut s).unwrap();
         (c, s)
-    }
-
-    /// One BGZF member (gzip with the `BC` extra subfield).
-    fn bgzf_member(data: &[u8]) -> Vec<u8> {
-        let mut deflate =
-            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        deflate.write_all(data).unwrap();
-        let body = deflate.finish().unwrap();
-        let mut crc = flate2::Crc::new();
-        crc.update(data);
-        let mut m = vec![
-            0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 0xff, 6, 0, b'B', b'C', 2, 0,
-        ];
-        m.extend(((12 + 6 + body.len() + 8 - 1) as u16).to_le_bytes());
-        m.extend(body);
-        m.extend(crc.sum().to_le_bytes());
-        m.extend((data.len() as u32).to_le_bytes());
-        m
     }
 
     /// With several threads: multi-frame zstd and BGZF decode in parallel, a single zstd frame and

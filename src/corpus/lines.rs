@@ -111,3 +111,19 @@ after
         }
     }
 }
+
+/// `Read::read` for a reader whose `BufRead` side is the real one: copies from `fill_buf`, then
+/// consumes what it copied (the readers of this module tree buffer themselves).
+pub fn read_from_buffer<R: std::io::BufRead + ?Sized>(
+    r: &mut R,
+    out: &mut [u8],
+) -> std::io::Result<usize> {
+    let n = {
+        let buf = r.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        n
+    };
+    r.consume(n);
+    Ok(n)
+}

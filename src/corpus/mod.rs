@@ -14,6 +14,8 @@ pub mod parallel_decode;
 pub mod ranges;
 pub mod readers;
 pub mod stream_ranges;
+#[cfg(test)]
+mod test_data;
 pub mod wiki;
 pub mod wikitext;
 pub mod zstdframes;

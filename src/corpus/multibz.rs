@@ -73,13 +73,7 @@ impl Framing for Bz2Streams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    fn bz(text: &[u8]) -> Vec<u8> {
-        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
-        e.write_all(text).unwrap();
-        e.finish().unwrap()
-    }
+    use crate::corpus::test_data::*;
 
     /// Many streams (some empty, some large), grouped small so that groups cut between many of them.
     fn dump() -> (Vec<u8>, Vec<u8>) {

@@ -257,14 +257,7 @@ impl<F: Framing> BufRead for ParallelDecoder<F> {
 
 impl<F: Framing> Read for ParallelDecoder<F> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let buf = self.fill_buf()?;
-            let n = buf.len().min(out.len());
-            out[..n].copy_from_slice(&buf[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        super::lines::read_from_buffer(self, out)
     }
 }
 

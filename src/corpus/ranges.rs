@@ -112,14 +112,7 @@ impl<R: BufRead> BufRead for RangeReader<R> {
 
 impl<R: BufRead> Read for RangeReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let buf = self.fill_buf()?;
-            let n = buf.len().min(out.len());
-            out[..n].copy_from_slice(&buf[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        super::lines::read_from_buffer(self, out)
     }
 }
 

@@ -308,14 +308,7 @@ impl BufRead for PageRange {
 
 impl Read for PageRange {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let buf = self.fill_buf()?;
-            let n = buf.len().min(out.len());
-            out[..n].copy_from_slice(&buf[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        super::lines::read_from_buffer(self, out)
     }
 }
 
@@ -350,13 +343,7 @@ pub fn open_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    fn bz(text: &[u8]) -> Vec<u8> {
-        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
-        e.write_all(text).unwrap();
-        e.finish().unwrap()
-    }
+    use crate::corpus::test_data::*;
 
     /// A dump whose streams cut pages anywhere (not only between them), to check the rule.
     fn awkward_dump(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {

@@ -249,11 +249,7 @@ impl<'a> Capped<'a> {
 
 impl std::io::Read for Capped<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let buf = self.fill_buf()?;
-        let n = buf.len().min(out.len());
-        out[..n].copy_from_slice(&buf[..n]);
-        self.consume(n);
-        Ok(n)
+        super::lines::read_from_buffer(self, out)
     }
 }
 

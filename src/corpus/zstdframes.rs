@@ -223,6 +223,7 @@ pub fn multi_frame_lookahead(raw: &mut dyn BufRead) -> io::Result<(Vec<u8>, bool
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::corpus::test_data::*;
 
     /// Text that compresses about as badly as prose.
     fn text(len: usize, seed: u64) -> Vec<u8> {
@@ -433,29 +434,7 @@ mod tests {
     #[test]
     fn a_truncated_input_keeps_every_complete_frame_and_reports_where() {
         let (raw, _) = multi_frame();
-        let cut = raw.len() * 2 / 3;
-        let (out, err) = parallel(raw[..cut].to_vec(), 3, 8192);
-        let err = err.expect("a truncated input is an error").to_string();
-        assert!(err.contains("zstd frame in compressed bytes"), "{err}");
-        let end = format!("..{cut}:");
-        assert!(err.contains(&end), "{err}");
-        // Every frame wholly before the cut decodes: as far as the serial decoder got, at least up to
-        // the last frame boundary before the cut.
-        let (s, serial_err) = serial(&raw[..cut]);
-        assert!(serial_err.is_some());
-        let mut f = ZstdFrames::default();
-        let mut whole = 0;
-        while let Cut::At(i) = f.cut(&raw[whole..cut], 1) {
-            whole += i;
-        }
-        let (complete, _) = serial(&raw[..whole]);
-        assert!(
-            out.len() >= complete.len(),
-            "{} < {}",
-            out.len(),
-            complete.len()
-        );
-        assert_eq!(out[..], s[..out.len()]);
+        check_truncated::<ZstdFrames>(&raw, "zstd frame", |r| parallel(r, 3, 8192), serial);
     }
 
     #[test]
