@@ -93,19 +93,6 @@ mod tests {
     use crate::corpus::test_data::*;
     use std::io::Write;
 
-    /// Text that compresses about as badly as prose.
-    fn text(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                b"etaoin shrdlu\n"[(x >> 59) as usize % 14]
-            })
-            .collect()
-    }
-
     /// A BGZF file: members of up to 60 000 bytes of text (some empty), then the empty EOF member.
     fn bgzf() -> (Vec<u8>, Vec<u8>) {
         let (mut raw, mut out) = (Vec::new(), Vec::new());
@@ -135,9 +122,7 @@ mod tests {
 
     fn parallel(raw: Vec<u8>, threads: usize, group: usize) -> (Vec<u8>, Option<io::Error>) {
         let mut r = ParallelBgzf::with_group_bytes(Box::new(io::Cursor::new(raw)), threads, group);
-        let mut out = Vec::new();
-        let err = r.read_to_end(&mut out).err();
-        (out, err)
+        drain(&mut r)
     }
 
     #[test]

@@ -2,6 +2,26 @@
 
 use std::io::Write;
 
+/// Text that compresses about as badly as prose.
+pub fn text(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            b"etaoin shrdlu\n"[(x >> 59) as usize % 14]
+        })
+        .collect()
+}
+
+/// Everything `r` gives, and the error that ended it.
+pub fn drain(mut r: impl std::io::Read) -> Decoded {
+    let mut out = Vec::new();
+    let err = r.read_to_end(&mut out).err();
+    (out, err)
+}
+
 /// `text` as one bzip2 stream.
 pub fn bz(text: &[u8]) -> Vec<u8> {
     let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());

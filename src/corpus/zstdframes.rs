@@ -225,19 +225,6 @@ mod tests {
     use super::*;
     use crate::corpus::test_data::*;
 
-    /// Text that compresses about as badly as prose.
-    fn text(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed;
-        (0..len)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                b"etaoin shrdlu\n"[(x >> 59) as usize % 14]
-            })
-            .collect()
-    }
-
     fn skippable(payload: &[u8], n: u8) -> Vec<u8> {
         let mut f = (0x184D_2A50u32 + u32::from(n)).to_le_bytes().to_vec();
         f.extend((payload.len() as u32).to_le_bytes());
@@ -384,9 +371,7 @@ mod tests {
 
     fn parallel(raw: Vec<u8>, threads: usize, group: usize) -> (Vec<u8>, Option<io::Error>) {
         let mut r = ParallelZstd::with_group_bytes(Box::new(io::Cursor::new(raw)), threads, group);
-        let mut out = Vec::new();
-        let err = r.read_to_end(&mut out).err();
-        (out, err)
+        drain(&mut r)
     }
 
     #[test]
