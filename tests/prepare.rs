@@ -1270,6 +1270,18 @@ fn r17_2_byte_range_partitions_merge_to_the_unpartitioned_documents() {
         "{}",
         stderr(&o)
     );
+    // Something else given as the index: its first line is named, and nothing is written (the reader's
+    // error used to be masked by the writer's "the pipeline stopped before the end of the input").
+    let one = vec![wiki.display().to_string()];
+    let wrong = dir.path().join("wrong-index");
+    let o = prepare(&one, &wrong, &["--partition", "1/3", "--index", &one[0]]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(":1: expected `offset:page_id:title`"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!wrong.exists());
 }
 
 /// A Wikipedia-style multi-stream dump: a header stream, then pages in groups of `per_stream`, each

@@ -157,7 +157,39 @@ pub fn open_streams(
     file.seek(SeekFrom::Start(start))?;
     let (_, reader) = decompress::decoded(Box::new(file.take(end - start)), counter)
         .with_context(|| format!("{} (bytes {start}..{end})", path.display()))?;
-    Ok(reader)
+    Ok(Box::new(FromOffset {
+        inner: reader,
+        start,
+    }))
+}
+
+/// The decoders number compressed bytes from where they started: their errors get the partition's
+/// first byte in the file, so that the offsets can be found.
+struct FromOffset {
+    inner: Box<dyn BufRead + Send>,
+    start: u64,
+}
+
+impl BufRead for FromOffset {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let start = self.start;
+        self.inner.fill_buf().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{e} (compressed offsets counted from this partition's first stream, byte {start} of the file)"),
+            )
+        })
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt)
+    }
+}
+
+impl Read for FromOffset {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        super::lines::read_from_buffer(self, out)
+    }
 }
 
 enum State {

@@ -118,6 +118,11 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     if cfg.bz2_index.is_some() && (cfg.partition.is_none() || inputs.len() != 1) {
         bail!("--index is the index of one multi-stream dump: give it with --partition and that dump as the only input");
     }
+    // Read (and checked) before anything is written.
+    let bz2_index = match &cfg.bz2_index {
+        Some(path) => Some(corpus::stream_ranges::load_index(path)?),
+        None => None,
+    };
     let owned = owned_inputs(&inputs, cfg.partition);
     let settings = Settings {
         inputs: inputs.iter().map(Input::name).collect(),
@@ -284,6 +289,7 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
                         &resume,
                         raw_bytes.clone(),
                         &not_read,
+                        bz2_index.as_deref(),
                         &stages.reader_blocked,
                         chunk_tx,
                     )
@@ -352,12 +358,13 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     progress.finish();
     let write_result = write_result.map_err(|_| anyhow::anyhow!("the shard writer panicked"))?;
     let read_result = read_result.map_err(|_| anyhow::anyhow!("the input reader panicked"))?;
-    write_result?;
+    // The reader's own failure first: the writer then only saw its input end early.
     if let Err(e) = read_result {
         if e.downcast_ref::<Closed>().is_none() {
             return Err(e);
         }
     }
+    write_result?;
     summary(&manifest, started.elapsed());
     stages
         .decode_cpu
@@ -458,6 +465,7 @@ fn read_all(
     resume: &Resume,
     raw_bytes: Arc<AtomicU64>,
     not_read: &AtomicU64,
+    bz2_index: Option<&[u64]>,
     blocked: &Clock,
     tx: Sender<Option<RawChunk>>,
 ) -> Result<()> {
@@ -471,18 +479,10 @@ fn read_all(
     let cursor = resume.cursor;
     // Fewer inputs than partitions: each input is split (by byte ranges where it can be, else every
     // N-th record); otherwise whole inputs were chosen already.
-    let index = match (&cfg.bz2_index, by_record) {
-        (Some(path), true) => Some(corpus::stream_ranges::load_index(path)?),
-        _ => None,
-    };
     let part = cfg
         .partition
         .filter(|_| by_record)
-        .map(|[k, n]| corpus::Part {
-            k,
-            n,
-            bz2_index: index.as_deref(),
-        });
+        .map(|[k, n]| corpus::Part { k, n, bz2_index });
     let mut seq = 0u64;
     let mut chunk: Vec<Tagged<Item>> = Vec::with_capacity(CHUNK_DOCS);
     let mut chunk_bytes = 0usize;
