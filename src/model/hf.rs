@@ -531,12 +531,45 @@ fn write_safetensors(
     tensors: &BTreeMap<String, F32View>,
     meta: HashMap<String, String>,
 ) -> Result<()> {
-    safetensors::tensor::serialize_to_file(
-        tensors.iter().map(|(k, v)| (k.as_str(), v)),
-        Some(meta),
-        path,
-    )
-    .with_context(|| format!("{}: cannot write", path.display()))
+    if meta.len() <= 1 {
+        // One metadata key: nothing to order, and no copy of the file in memory.
+        return safetensors::tensor::serialize_to_file(
+            tensors.iter().map(|(k, v)| (k.as_str(), v)),
+            Some(meta),
+            path,
+        )
+        .with_context(|| format!("{}: cannot write", path.display()));
+    }
+    let mut bytes =
+        safetensors::tensor::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))?;
+    sort_header(&mut bytes);
+    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Rewrites a safetensors header with its JSON keys sorted, so that equal contents give equal bytes:
+/// the crate writes `__metadata__` from a HashMap, whose order changes from run to run. Same keys and
+/// values, so the same length; the header is left alone if anything is off.
+fn sort_header(bytes: &mut [u8]) {
+    let Some(n) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return;
+    };
+    let Some(header) = bytes.get(8..8 + n) else {
+        return;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return;
+    };
+    // serde_json's maps are ordered by key (no `preserve_order` feature here).
+    let Ok(sorted) = serde_json::to_vec(&value) else {
+        return;
+    };
+    if sorted.len() <= n {
+        bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
+        bytes[8 + sorted.len()..8 + n].fill(b' ');
+    }
 }
 
 /// Writes one file of a checkpoint folder (its parent folder created), synced.
@@ -673,4 +706,42 @@ pub fn save_parts(
         let _ = std::fs::remove_dir_all(old);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Metadata comes from a HashMap: two writes of the same contents must give the same bytes, and the
+    /// file must still read back with every key.
+    #[test]
+    fn a_head_file_with_several_metadata_keys_is_byte_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensors: BTreeMap<String, F32View> = [("c_head.w", 3usize), ("c_head.b", 2)]
+            .into_iter()
+            .map(|(k, n)| {
+                (
+                    k.to_string(),
+                    F32View::new(&Tensor::arange(n as i64, (Kind::Float, Device::Cpu))),
+                )
+            })
+            .collect();
+        let meta = || -> HashMap<String, String> {
+            (0..12)
+                .map(|i| (format!("key{i}"), format!("value {i}")))
+                .collect()
+        };
+        let (a, b) = (
+            dir.path().join("a.safetensors"),
+            dir.path().join("b.safetensors"),
+        );
+        write_safetensors(&a, &tensors, meta()).unwrap();
+        write_safetensors(&b, &tensors, meta()).unwrap();
+        let bytes = std::fs::read(&a).unwrap();
+        assert_eq!(bytes, std::fs::read(&b).unwrap());
+        let (_, read) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(read.metadata().as_ref().unwrap(), &meta());
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("c_head.w").unwrap().shape(), &[3]);
+    }
 }
