@@ -1170,18 +1170,7 @@ fn r16_12_an_old_layout_shard_folder_still_inspects_and_trains() {
     assert!(out.join("final/model.safetensors").is_file());
     // The same prepare again (a complete run: nothing to add) rewrites the manifest under its new
     // name and drops the old files.
-    let input = dir.path().join("corpus.jsonl");
-    let o = run(&[
-        "prepare",
-        "--out",
-        data.to_str().unwrap(),
-        "--shard-size",
-        "30KB",
-        "--max-len",
-        "64",
-        input.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    common::prepare_small(&dir.path().join("corpus.jsonl"), &data);
     let names: Vec<String> = std::fs::read_dir(&data)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -139,6 +139,12 @@ pub fn document(rng: &mut Lcg, sentences: usize) -> String {
 pub fn small_shards(dir: &Path, docs: usize, seed: u64) -> PathBuf {
     let input = write_jsonl(dir, "corpus.jsonl", docs, seed);
     let out = dir.join("shards");
+    prepare_small(&input, &out);
+    out
+}
+
+/// `small_shards`' prepare run of `input` into `out` (asserted to succeed).
+pub fn prepare_small(input: &Path, out: &Path) {
     let o = run(&[
         "prepare",
         "--out",
@@ -150,7 +156,6 @@ pub fn small_shards(dir: &Path, docs: usize, seed: u64) -> PathBuf {
         input.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    out
 }
 
 /// Writes Tevatron training lines: `queries` queries of a few words, each with a positive and `negs`
