@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::examples;
-use crate::corpus::{self, wikitext, Item, Markup, ReadOptions};
+use crate::corpus::{self, Item, ReadOptions};
 use crate::prepare::pipeline::{self, PrepareConfig};
 use crate::prepare::segment::SegmentConfig;
 use crate::prepare::OnError;
@@ -128,11 +128,9 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
             &ReadOptions::default(),
             counter.clone(),
             &mut |item| {
-                if let Item::Doc(d) = item {
-                    texts.push(match d.markup {
-                        Markup::Plain => d.text,
-                        Markup::Wikitext => wikitext::to_plain_text(&d.text),
-                    });
+                if let Item::Doc(mut d) = item {
+                    d.to_plain();
+                    texts.push(d.text);
                 }
                 Ok(())
             },

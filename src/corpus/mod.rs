@@ -43,6 +43,16 @@ pub struct Document {
     pub markup: Markup,
 }
 
+impl Document {
+    /// Converts the text to plain text in place (wikitext markup; plain text is left alone).
+    pub fn to_plain(&mut self) {
+        if self.markup == Markup::Wikitext {
+            self.text = wikitext::to_plain_text(&self.text);
+            self.markup = Markup::Plain;
+        }
+    }
+}
+
 /// Why a record (or a whole input) produced no document.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,

@@ -243,19 +243,19 @@ pub fn read_input_part(
     }
     let splittable = matches!(format, Format::Jsonl | Format::Tsv)
         || (format == Format::Text && !opts.blank_line_docs);
-    let is_file = || {
+    let file_size = || {
         std::fs::metadata(&input.path)
             .ok()
             .filter(|m| m.is_file())
             .map(|m| m.len())
     };
     let size = match (part, compression, splittable) {
-        (Some(_), Compression::None, true) => is_file(),
+        (Some(_), Compression::None, true) => file_size(),
         _ => None,
     };
     // A bzip2 dump is cut at its streams (one stream holds it all: partition 0 reads it).
     let dump_size = match (part, compression, format) {
-        (Some(_), Compression::Bzip2, Format::Wiki) => is_file(),
+        (Some(_), Compression::Bzip2, Format::Wiki) => file_size(),
         _ => None,
     };
     let result = match (part, size, dump_size) {
@@ -265,8 +265,8 @@ pub fn read_input_part(
             counter.store(start, Ordering::Relaxed);
             let (mut pages, (s, e)) = super::stream_ranges::open_partition(
                 &input.path,
-                k,
-                n,
+                size,
+                [k, n],
                 bz2_index,
                 counter.clone(),
             )?;

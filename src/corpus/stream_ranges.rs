@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -24,10 +24,12 @@ use super::decompress;
 use super::multibz::stream_starts_at;
 
 /// The compressed bytes `[start, end)` of partition `k` of `n`: both cuts at stream starts.
-pub fn stream_cut(path: &Path, k: u32, n: u32, index: Option<&[u64]>) -> Result<(u64, u64)> {
-    let size = std::fs::metadata(path)
-        .with_context(|| format!("{}: cannot stat", path.display()))?
-        .len();
+pub fn stream_cut(
+    path: &Path,
+    size: u64,
+    [k, n]: [u32; 2],
+    index: Option<&[u64]>,
+) -> Result<(u64, u64)> {
     let (s, e) = super::ranges::cut(size, k, n);
     let at = |pos: u64| -> Result<u64> {
         match index {
@@ -205,8 +207,9 @@ enum State {
 /// The decoded XML of one partition, as the rule in the module header cuts it.
 pub struct PageRange {
     own: Box<dyn BufRead + Send>,
-    /// Opens the streams after this partition's (only when a page has to be finished there).
-    after: Option<Box<dyn FnOnce() -> Result<Box<dyn BufRead + Send>> + Send>>,
+    /// The file and the offset of the streams after this partition's, opened only when a page has to
+    /// be finished there.
+    after: Option<(PathBuf, u64)>,
     rest: Option<Box<dyn BufRead + Send>>,
     state: State,
     buf: Vec<u8>,
@@ -219,12 +222,8 @@ const PAGE_TAG: &[u8] = b"<page>";
 
 impl PageRange {
     /// `own`: the decoded streams of this partition; `skip_head`: whether it starts after the file's
-    /// start (K > 0); `after`: opens the decoded streams that follow, if any.
-    pub fn new(
-        own: Box<dyn BufRead + Send>,
-        skip_head: bool,
-        after: Option<Box<dyn FnOnce() -> Result<Box<dyn BufRead + Send>> + Send>>,
-    ) -> PageRange {
+    /// start (K > 0); `after`: where the streams that follow start, if any.
+    fn new(own: Box<dyn BufRead + Send>, skip_head: bool, after: Option<(PathBuf, u64)>) -> Self {
         PageRange {
             own,
             after,
@@ -294,7 +293,7 @@ impl PageRange {
                 State::Finishing => {
                     if self.rest.is_none() {
                         match self.after.take() {
-                            Some(open) => self.rest = Some(open().map_err(io::Error::other)?),
+                            Some((path, at)) => self.rest = Some(open_rest(&path, at)?),
                             None => {
                                 self.state = State::Done;
                                 continue;
@@ -344,31 +343,29 @@ impl Read for PageRange {
     }
 }
 
-/// Opens partition `[k, n]` of a multi-stream bzip2 dump; returns its reader and the compressed bytes
-/// it owns. Raw bytes of its own streams are counted into `counter` (the reading on is not).
+/// The decoded streams from compressed byte `at` on, decoded serially and lazily: only as much as
+/// it takes to find the next `<page>` (one bzip2 block of a Wikipedia dump), where the parallel decoder
+/// would decode groups ahead.
+fn open_rest(path: &Path, at: u64) -> io::Result<Box<dyn BufRead + Send>> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(at))?;
+    let decoder = bzip2::bufread::MultiBzDecoder::new(BufReader::new(file));
+    Ok(Box::new(BufReader::with_capacity(1 << 16, decoder)))
+}
+
+/// Opens partition `[k, n]` of a multi-stream bzip2 dump of `size` bytes; returns its reader and the
+/// compressed bytes it owns. Raw bytes of its own streams are counted into `counter` (the reading on
+/// is not).
 pub fn open_partition(
     path: &Path,
-    k: u32,
-    n: u32,
+    size: u64,
+    [k, n]: [u32; 2],
     index: Option<&[u64]>,
     counter: Arc<AtomicU64>,
 ) -> Result<(PageRange, (u64, u64))> {
-    let (start, end) = stream_cut(path, k, n, index)?;
-    let size = std::fs::metadata(path)?.len();
+    let (start, end) = stream_cut(path, size, [k, n], index)?;
     let own = open_streams(path, start, end, counter)?;
-    let after: Option<Box<dyn FnOnce() -> Result<Box<dyn BufRead + Send>> + Send>> = (end < size)
-        .then(|| {
-            let path = path.to_path_buf();
-            // Serial and lazy: only as much is decoded as it takes to find the next `<page>` (one
-            // bzip2 block of a Wikipedia dump); the parallel decoder would decode groups ahead.
-            Box::new(move || {
-                let mut file = File::open(&path)
-                    .with_context(|| format!("{}: cannot open", path.display()))?;
-                file.seek(SeekFrom::Start(end))?;
-                let decoder = bzip2::bufread::MultiBzDecoder::new(BufReader::new(file));
-                Ok(Box::new(BufReader::with_capacity(1 << 16, decoder)) as Box<dyn BufRead + Send>)
-            }) as Box<dyn FnOnce() -> Result<Box<dyn BufRead + Send>> + Send>
-        });
+    let after = (end < size).then(|| (path.to_path_buf(), end));
     Ok((PageRange::new(own, k > 0, after), (start, end)))
 }
 
@@ -409,13 +406,14 @@ mod tests {
     fn partitions_hold_every_page_once_whatever_the_stream_cuts() {
         let dir = tempfile::tempdir().unwrap();
         let (path, xml) = awkward_dump(dir.path());
+        let size = std::fs::metadata(&path).unwrap().len();
         let want = pages(&xml);
         for n in [1, 2, 3, 7, 40] {
             let mut got = Vec::new();
             let mut owned = 0;
             for k in 0..n {
                 let (mut r, (s, e)) =
-                    open_partition(&path, k, n, None, Arc::new(AtomicU64::new(0))).unwrap();
+                    open_partition(&path, size, [k, n], None, Arc::new(AtomicU64::new(0))).unwrap();
                 owned += e - s;
                 let mut out = Vec::new();
                 r.read_to_end(&mut out).unwrap();
@@ -441,6 +439,7 @@ mod tests {
     fn an_index_gives_the_same_cuts_and_a_wrong_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (path, _) = awkward_dump(dir.path());
+        let size = std::fs::metadata(&path).unwrap().len();
         let raw = std::fs::read(&path).unwrap();
         let starts: Vec<u64> = (0..raw.len())
             .filter(|&i| stream_starts_at(&raw, i))
@@ -457,12 +456,12 @@ mod tests {
         assert_eq!(offsets, starts);
         for k in 0..5 {
             assert_eq!(
-                stream_cut(&path, k, 5, Some(&offsets)).unwrap(),
-                stream_cut(&path, k, 5, None).unwrap()
+                stream_cut(&path, size, [k, 5], Some(&offsets)).unwrap(),
+                stream_cut(&path, size, [k, 5], None).unwrap()
             );
         }
         let wrong: Vec<u64> = offsets.iter().map(|o| o + 1).collect();
-        let err = stream_cut(&path, 1, 5, Some(&wrong))
+        let err = stream_cut(&path, size, [1, 5], Some(&wrong))
             .unwrap_err()
             .to_string();
         assert!(err.contains("--index"), "{err}");

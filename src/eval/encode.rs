@@ -191,13 +191,14 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
         };
     let result = corpus::read_input(&input, &opts, read_bytes.clone(), &mut |item| {
         match item {
-            Item::Doc(d) => {
-                let text = match d.markup {
-                    corpus::Markup::Plain => d.text,
-                    corpus::Markup::Wikitext => corpus::wikitext::to_plain_text(&d.text),
-                };
-                let ids =
-                    crate::tokenizer::encode_for_model(&tokenizer, &special, &text, args.max_len)?;
+            Item::Doc(mut d) => {
+                d.to_plain();
+                let ids = crate::tokenizer::encode_for_model(
+                    &tokenizer,
+                    &special,
+                    &d.text,
+                    args.max_len,
+                )?;
                 window_ids.push(d.id);
                 window_seqs.push(ids);
                 if window_ids.len() >= window_len {

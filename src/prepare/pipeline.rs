@@ -540,40 +540,41 @@ fn read_all(
 
 fn process_chunk(
     segmenter: &Segmenter,
-    chunk: Vec<Tagged<Item>>,
+    mut chunk: Vec<Tagged<Item>>,
     stages: &Stages,
 ) -> Result<Vec<Tagged<Processed>>> {
-    chunk
-        .into_iter()
-        .map(|(seq, idx, item)| {
-            let p = match item {
-                Item::Doc(mut doc) => {
-                    if doc.markup == corpus::Markup::Wikitext {
-                        // Converted here rather than in `segment` only to time it apart.
-                        doc.text = stages
-                            .markup_cpu
-                            .cpu(|| corpus::wikitext::to_plain_text(&doc.text));
-                        doc.markup = corpus::Markup::Plain;
-                    }
-                    match stages.segment_cpu.cpu(|| segmenter.segment(doc))? {
+    // Markup first, over the whole chunk, so that its CPU is timed apart from segmenting's.
+    stages.markup_cpu.cpu(|| {
+        for (_, _, item) in &mut chunk {
+            if let Item::Doc(doc) = item {
+                doc.to_plain();
+            }
+        }
+    });
+    stages.segment_cpu.cpu(|| {
+        chunk
+            .into_iter()
+            .map(|(seq, idx, item)| {
+                let p = match item {
+                    Item::Doc(doc) => match segmenter.segment(doc)? {
                         Ok(row) => Processed::Row(row),
                         Err(skip) => Processed::Skip(skip),
-                    }
-                }
-                Item::Skip(skip) => Processed::Skip(skip),
-                Item::End {
-                    bytes,
-                    format,
-                    compression,
-                } => Processed::End {
-                    bytes,
-                    format,
-                    compression,
-                },
-            };
-            Ok((seq, idx, p))
-        })
-        .collect()
+                    },
+                    Item::Skip(skip) => Processed::Skip(skip),
+                    Item::End {
+                        bytes,
+                        format,
+                        compression,
+                    } => Processed::End {
+                        bytes,
+                        format,
+                        compression,
+                    },
+                };
+                Ok((seq, idx, p))
+            })
+            .collect()
+    })
 }
 
 /// The writer thread: results put back in input order -> shards, the manifest after each shard,

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use tokenizers::Tokenizer;
 
 use super::sentences;
-use crate::corpus::{wikitext, Document, Markup, Skip, SkipReason};
+use crate::corpus::{Document, Skip, SkipReason};
 
 /// Segmentation settings (stored in the manifest).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -74,11 +74,9 @@ pub fn keyed_rng(seed: u64, stage: &str, id: &str) -> ChaCha8Rng {
 
 impl Segmenter<'_> {
     /// Segments one document; `Err(Skip)` for a document that yields no usable spans.
-    pub fn segment(&self, doc: Document) -> Result<std::result::Result<Segmented, Skip>> {
-        let text = match doc.markup {
-            Markup::Plain => doc.text,
-            Markup::Wikitext => wikitext::to_plain_text(&doc.text),
-        };
+    pub fn segment(&self, mut doc: Document) -> Result<std::result::Result<Segmented, Skip>> {
+        doc.to_plain(); // nothing to do when the caller converted it already
+        let text = doc.text;
         if text.trim().is_empty() {
             return Ok(Err(Skip {
                 reason: SkipReason::EmptyText,
