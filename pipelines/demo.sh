@@ -27,9 +27,12 @@ echo "== condenser inspect $runs/shards" >&2
 # Condenser stage from the MiniLM warm start (fresh MLM head and Condenser head), then the coCondenser
 # stage from that checkpoint with its head; both write Hugging Face checkpoints.
 echo "== condenser train: Condenser stage ($runs/condenser)" >&2
-"$bin" train "$runs/shards" --init data/minilm --config configs/demo.toml --out "$runs/condenser"
+# A stage whose final model exists is reused; one that stopped part-way starts over (--overwrite).
+[ -d "$runs/condenser/final" ] || "$bin" train "$runs/shards" --init data/minilm --config configs/demo.toml \
+  --out "$runs/condenser" --overwrite
 echo "== condenser train: coCondenser stage ($runs/cocondenser)" >&2
-"$bin" train "$runs/shards" --init "$runs/condenser/final" --config configs/demo-cocondenser.toml --out "$runs/cocondenser"
+[ -d "$runs/cocondenser/final" ] || "$bin" train "$runs/shards" --init "$runs/condenser/final" \
+  --config configs/demo-cocondenser.toml --out "$runs/cocondenser" --overwrite
 "$bin" curves "$runs/condenser" --out "$runs/condenser-curves.png"
 "$bin" curves "$runs/cocondenser" --out "$runs/cocondenser-curves.png"
 

@@ -26,14 +26,14 @@ shards="$out/shards"
   data/enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2 \
   data/demo/msmarco-passages.tsv --out "$shards" --shard-size 2MB >/dev/null
 common=("$shards" --device "${DEVICE:-auto}")
-[ -d "$out/mlm/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/mlm" \
+[ -d "$out/mlm/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/mlm" --overwrite \
   --set optim.max_steps="$steps" --set loss.head_weight=0 >/dev/null
-[ -d "$out/condenser/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/condenser" \
+[ -d "$out/condenser/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/condenser" --overwrite \
   --set optim.max_steps="$steps" >/dev/null
-[ -d "$out/condenser-half/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/condenser-half" \
+[ -d "$out/condenser-half/final" ] || "$bin" train "${common[@]}" --init data/minilm --config configs/demo.toml --out "$out/condenser-half" --overwrite \
   --set optim.max_steps="$half" >/dev/null
 [ -d "$out/cocondenser/final" ] || "$bin" train "${common[@]}" --init "$out/condenser-half/final" --config configs/demo-cocondenser.toml \
-  --out "$out/cocondenser" --set optim.max_steps="$((steps - half))" >/dev/null
+  --out "$out/cocondenser" --overwrite --set optim.max_steps="$((steps - half))" >/dev/null
 
 silver=data/rag24-silver
 # PRETRAIN_EVAL=0 skips the evaluation of the pre-trained models themselves (the first table).
@@ -85,7 +85,7 @@ for seed in $seeds; do
     ft=$out/ft-$name-seed$seed
     [ -s "$ft.test.json" ] && continue
     "$bin" finetune "$split/train.jsonl" --init "$model" --config configs/demo-finetune.toml \
-      --set run.seed="$seed" --out "$ft" --device "${DEVICE:-auto}" >/dev/null
+      --set run.seed="$seed" --out "$ft" --overwrite --device "${DEVICE:-auto}" >/dev/null
     test_eval "$ft/final" "$ft.test.json"
   done
 done

@@ -143,7 +143,7 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("condenser: error: {err:#}");
+            eprintln!("condenser: error: {}", condenser::cli::error_text(&err));
             ExitCode::from(2)
         }
     }

@@ -20,3 +20,63 @@ pub fn default_tokenizer() -> PathBuf {
 pub fn minilm_dir() -> PathBuf {
     data_dir().join("minilm")
 }
+
+/// Refuses an output that is one of the command's own inputs (the same file: device and inode, with
+/// symlinks followed), before any work: writing it would replace the input, often with an empty or
+/// partial file. `out_flag` names the output as the user gave it (`--out`), `inputs` each input with
+/// its flag. An output that does not exist yet, or `-` (stdout), cannot be an input.
+pub fn refuse_output_over_inputs(
+    out_flag: &str,
+    out: &std::path::Path,
+    inputs: &[(&str, &std::path::Path)],
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if out.as_os_str() == "-" {
+        return Ok(());
+    }
+    let Ok(o) = std::fs::metadata(out) else {
+        return Ok(());
+    };
+    for (flag, input) in inputs {
+        if input.as_os_str() == "-" {
+            continue;
+        }
+        if let Ok(i) = std::fs::metadata(input) {
+            if i.dev() == o.dev() && i.ino() == o.ino() {
+                anyhow::bail!(
+                    "{out_flag} {} is the same file as {flag} {}: writing it would replace the input; give another output path",
+                    out.display(),
+                    input.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn an_output_that_is_an_input_through_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("queries.tsv");
+        std::fs::write(&input, "1\tq\n").unwrap();
+        let link = dir.path().join("link.tsv");
+        std::os::unix::fs::symlink(&input, &link).unwrap();
+        let e = refuse_output_over_inputs("--out", &link, &[("--queries", &input)]).unwrap_err();
+        assert!(
+            e.to_string().contains("is the same file as --queries"),
+            "{e}"
+        );
+        let other = dir.path().join("other.tsv");
+        std::fs::write(&other, "").unwrap();
+        refuse_output_over_inputs("--out", &other, &[("--queries", &input)]).unwrap();
+        refuse_output_over_inputs("--out", &dir.path().join("new"), &[("--queries", &input)])
+            .unwrap();
+        refuse_output_over_inputs("--out", Path::new("-"), &[("--queries", Path::new("-"))])
+            .unwrap();
+    }
+}

@@ -487,7 +487,82 @@ fn ranks_with_different_settings_are_refused() {
             "{}",
             stderr(o)
         );
+        // The key and both values, not two digests.
+        assert!(
+            stderr(o).contains("rank 1 has optim.lr = 0.0002, rank 0 has optim.lr = 0.0001"),
+            "{}",
+            stderr(o)
+        );
     }
+}
+
+#[test]
+fn ranks_reading_different_shards_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    // Same size and settings, other documents.
+    let (data_a, data_b) = (small_shards(&a, 200, 5), small_shards(&b, 200, 6));
+    let init = tiny_model(dir.path());
+    let out = dir.path().join("run");
+    let port = free_port();
+    let children: Vec<Child> = [(&data_a, 0), (&data_b, 1)]
+        .iter()
+        .map(|(data, r)| {
+            spawn_rank(*r, 2, port, &train_args(data, ("--init", &init), &out, &sets(&[])))
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert!(!o.status.success());
+        assert!(
+            stderr(o).contains("rank 1 has data input 1"),
+            "{}",
+            stderr(o)
+        );
+    }
+    assert!(!out.join("final").exists() && !out.join("metrics.jsonl").exists());
+}
+
+#[test]
+fn a_rank_whose_store_port_never_answers_fails_within_the_timeout_naming_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = shards(dir.path(), 50);
+    let init = tiny_model(dir.path());
+    let mut args = train_args(&data, ("--init", &init), &dir.path().join("run"), &sets(&[]));
+    args.extend(["--dist-timeout".into(), "3".into()]);
+    let start = Instant::now();
+    let mut child = spawn_rank(1, 2, port, &args);
+    // Accept and hold every connection, answering nothing, until the rank exits (or 60 s).
+    let mut held = Vec::new();
+    let status = loop {
+        if let Ok((c, _)) = listener.accept() {
+            held.push(c);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("still waiting after 60 s with --dist-timeout 3");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = start.elapsed();
+    let o = child.wait_with_output().unwrap();
+    assert!(!status.success());
+    let err = stderr(&o);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("did not answer"), "{err}");
+    // Start-up (libtorch loading) plus the 3 s bound, far from the minutes it used to wait.
+    assert!(took < Duration::from_secs(20), "took {took:?}: {err}");
 }
 
 #[test]

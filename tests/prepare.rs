@@ -622,6 +622,31 @@ fn a_long_first_jsonl_line_is_still_json_lines() {
     assert_eq!(m["totals"]["documents"], 3, "{m}");
 }
 
+/// A run that fails before its first shard leaves no folder it created behind (a partition's
+/// `part-K-of-N/` included), so the next attempt does not meet a half-made folder.
+#[test]
+fn a_run_failing_before_its_first_shard_leaves_no_folder_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = write_jsonl(dir.path(), "records.jsonl", 5, 3)
+        .display()
+        .to_string();
+    let fail = ["--format", "json", "--on-error", "fail"];
+    let out = dir.path().join("out");
+    let o = prepare(std::slice::from_ref(&jsonl), &out, &fail);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!out.exists(), "{} left behind", out.display());
+    let mut part = fail.to_vec();
+    part.extend(["--partition", "1/2"]);
+    let o = prepare(std::slice::from_ref(&jsonl), &out, &part);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!out.exists(), "{} left behind", out.display());
+    // A folder the user made is theirs: only what the run created goes.
+    std::fs::create_dir_all(&out).unwrap();
+    let o = prepare(std::slice::from_ref(&jsonl), &out, &part);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(out.is_dir() && !out.join("part-1-of-2").exists());
+}
+
 /// Issue 13, item 1: a keyed-JSON object whose values are not objects (JSON Lines read with
 /// `--format json`) is an error naming the file, not a corpus made of its field names; a keyed object
 /// on one line is still detected as such.

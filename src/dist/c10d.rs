@@ -47,6 +47,17 @@ pub struct GroupOptions {
     pub gloo_host: String,
 }
 
+/// How far a join got, for the message when it times out.
+#[repr(u8)]
+enum Phase {
+    /// Waiting for the store's port to accept a connection.
+    Connecting,
+    /// Connected; creating the TCPStore client (its handshake) or server.
+    Handshake,
+    /// The store is up; waiting for every rank to join the backend's group.
+    Group,
+}
+
 /// One rank's membership of a group. `Send`, so it may move to another thread, but not `Sync`: c10d
 /// matches collectives by issue order, so they must come from one thread in the same order on every rank.
 pub struct ProcessGroup {
@@ -65,8 +76,53 @@ unsafe impl Send for ProcessGroup {}
 
 impl ProcessGroup {
     /// Connects to (or hosts) the store and joins the group; returns once every rank has joined, or
-    /// fails after `o.timeout`.
+    /// fails once `o.timeout` has passed, naming the store's address and what did not answer.
+    ///
+    /// c10d bounds most of joining by the timeout itself, but not all of it: a TCPStore client waits
+    /// without limit for the answer to its handshake, so a port held by a program that accepts and
+    /// never answers would hang the rank. The join therefore runs on its own thread and is abandoned
+    /// (left blocked, the process is about to exit with the error) when the timeout passes.
     pub fn new(o: &GroupOptions) -> Result<Self> {
+        use std::sync::atomic::{AtomicU8, Ordering};
+        use std::sync::Arc;
+        let phase = Arc::new(AtomicU8::new(Phase::Connecting as u8));
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (opts, seen) = (o.clone(), phase.clone());
+        std::thread::Builder::new()
+            .name("c10d-join".into())
+            .spawn(move || {
+                let _ = tx.send(Self::join(&opts, &seen));
+            })
+            .context("spawning the c10d join thread")?;
+        // A little past the timeout, so that c10d's own bounded waits report first with their detail.
+        match rx.recv_timeout(o.timeout + Duration::from_millis(500)) {
+            Ok(joined) => joined,
+            Err(_) => {
+                let what = match phase.load(Ordering::SeqCst) {
+                    p if p == Phase::Connecting as u8 => {
+                        "nothing accepted a connection on the store's port".to_string()
+                    }
+                    p if p == Phase::Handshake as u8 => "something accepted the connection on the store's port but did not answer the c10d store's handshake (is another program listening on MASTER_PORT?)".to_string(),
+                    _ => format!(
+                        "the store answered, but not all {} ranks joined the {:?} group",
+                        o.world_size, o.backend
+                    ),
+                };
+                bail!(
+                    "rank {} of {}: joining through the store at {}:{} timed out after {:?} (--dist-timeout): {what}",
+                    o.rank,
+                    o.world_size,
+                    o.master_addr,
+                    o.master_port,
+                    o.timeout
+                )
+            }
+        }
+    }
+
+    /// `new`'s work, on the join thread; `phase` says how far it got.
+    fn join(o: &GroupOptions, phase: &std::sync::atomic::AtomicU8) -> Result<Self> {
+        use std::sync::atomic::Ordering;
         ensure!(
             o.world_size >= 1 && o.rank < o.world_size,
             "rank {} is not in a group of {}",
@@ -92,6 +148,7 @@ impl ProcessGroup {
             wait_for_server(&o.master_addr, o.master_port, o.timeout)
                 .with_context(|| format!("creating the c10d store: {where_}"))?;
         }
+        phase.store(Phase::Handshake as u8, Ordering::SeqCst);
         let host = cstring(&o.master_addr, "master_addr")?;
         let prefix = cstring(&o.prefix, "prefix")?;
         let mut store = std::ptr::null_mut();
@@ -110,6 +167,7 @@ impl ProcessGroup {
         let store = NonNull::new(store).context("c10d store: null handle")?;
         // Freed on every early return below.
         let store_guard = StoreGuard(store);
+        phase.store(Phase::Group as u8, Ordering::SeqCst);
         let (rank, size) = (o.rank as c_int, o.world_size as c_int);
         let mut backend = std::ptr::null_mut();
         match (o.backend, nccl) {
@@ -592,6 +650,38 @@ mod tests {
             assert!(took < timeout + Duration::from_secs(2), "took {took:?}");
             assert!(err.contains(&format!("rank {rank} of 2")), "{err}");
         }
+    }
+
+    /// A port held by a program that accepts connections and never answers (not a c10d store): the
+    /// client's handshake would wait without end; the join gives up at the timeout, naming the address
+    /// and the handshake.
+    #[test]
+    fn a_silent_listener_on_the_store_port_fails_the_join_within_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            // Accept and hold every connection (the probe and the store client), answering nothing.
+            listener.set_nonblocking(true).unwrap();
+            let end = Instant::now() + Duration::from_secs(8);
+            while Instant::now() < end {
+                if let Ok((c, _)) = listener.accept() {
+                    kept.push(c);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let timeout = Duration::from_secs(2);
+        let start = Instant::now();
+        let err = ProcessGroup::new(&options(1, 2, port, timeout))
+            .err()
+            .expect("a silent listener is no store");
+        let took = start.elapsed();
+        let err = format!("{err:#}");
+        assert!(took < timeout + Duration::from_secs(2), "took {took:?}: {err}");
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(err.contains("did not answer"), "{err}");
+        drop(held);
     }
 
     /// The peer is alive but never calls the collective: Gloo's timeout ends it, and the group still

@@ -55,10 +55,20 @@ impl Output {
         }
         match out.extension().and_then(|e| e.to_str()) {
             Some("parquet") => Ok(Output::Parquet(TempOut::create(out)?)),
-            Some("npy") => Ok(Output::Npy {
-                data: TempOut::create(out)?,
-                ids: TempOut::create(&ids_path(out))?,
-            }),
+            Some("npy") => {
+                let ids = ids_path(out);
+                if ids.is_dir() {
+                    bail!(
+                        "--out {}: the ids are written beside it as {}, which is a folder; move that folder or name another .npy",
+                        out.display(),
+                        ids.display()
+                    );
+                }
+                Ok(Output::Npy {
+                    data: TempOut::create(out)?,
+                    ids: TempOut::create(&ids)?,
+                })
+            }
             _ => bail!(
                 "--out {}: name a .parquet or a .npy file (or - for Parquet on stdout); the extension says what is written",
                 out.display()

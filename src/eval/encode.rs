@@ -5,7 +5,7 @@
 //! and batched (less padding), encoded on the GPU when present, and written in input order as Parquet
 //! (`id: utf8`, `embedding: fixed_size_list<float32>[hidden]`) or NumPy (`embeddings_out`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
@@ -117,6 +117,14 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
         bail!("--max-len must be at least 2 and --batch-size at least 1");
     }
     // The output is checked (and its temporaries created) before any model is loaded or text encoded.
+    let input = Path::new(&given);
+    let tok_arg = args.tokenizer.clone().unwrap_or_default();
+    let inputs: [(&str, &Path); 2] = [("INPUT", input), ("--tokenizer", &tok_arg)];
+    crate::paths::refuse_output_over_inputs("--out", &args.out, &inputs)?;
+    if args.out.extension().is_some_and(|e| e == "npy") {
+        let ids = super::embeddings_out::ids_path(&args.out);
+        crate::paths::refuse_output_over_inputs("the ids file beside --out,", &ids, &inputs)?;
+    }
     let output = Output::open(&args.out)?;
     hf::check_model_dir(&args.model).context("--model")?;
     let device = crate::device::select(args.device)?;
@@ -131,13 +139,7 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
     let special = crate::tokenizer::special_ids(&tokenizer)?;
     let loaded = hf::load(&args.model, device, HeadConfig::default(), 0)?;
     let model = &loaded.model;
-    if args.max_len as i64 > model.config.max_position_embeddings {
-        bail!(
-            "--max-len {} exceeds the model's max_position_embeddings {}",
-            args.max_len,
-            model.config.max_position_embeddings
-        );
-    }
+    model.config.check_lengths(&[("--max-len", args.max_len)])?;
     if tokenizer.get_vocab_size(true) as i64 > model.config.vocab_size {
         bail!(
             "the tokenizer's vocabulary ({}) is larger than the model's ({})",

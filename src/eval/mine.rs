@@ -62,13 +62,24 @@ pub fn run(args: MineArgs) -> Result<()> {
         "--depth must be in [1, 1000], got {}",
         args.depth
     );
+    anyhow::ensure!(
+        args.negatives >= 1,
+        "--negatives must be at least 1 (a line without negatives is one `finetune` skips)"
+    );
+    args.search.refuse_output_over_inputs("--out", &args.out)?;
     let s = args.search.load()?;
+    s.check_lengths(&[
+        ("--max-len", args.search.max_len),
+        ("--query-max-len", args.query_max_len),
+    ])?;
     let qrels = read_qrels(&args.search.qrels)?;
     let spec = args.search.spec(args.query_max_len);
     let found = retrieve(&s.model, &s.tokenizer, &s.special, &spec, s.device)?;
 
     // Per judged query: its positives in the corpus, and the drawn negatives.
     let in_corpus: HashSet<&str> = found.docids.iter().map(String::as_str).collect();
+    super::retrieval::JudgedCoverage::of(&qrels, &found.qids, &|d| in_corpus.contains(d))
+        .check(&args.search)?;
     let mut picked: Vec<(usize, Vec<String>, Vec<String>)> = Vec::new();
     let (mut no_positive, mut few) = (0usize, 0usize);
     for (qi, qid) in found.qids.iter().enumerate() {
@@ -103,12 +114,7 @@ pub fn run(args: MineArgs) -> Result<()> {
             .collect();
         picked.push((qi, positives, negatives));
     }
-    anyhow::ensure!(
-        !picked.is_empty(),
-        "no judged query of {} has a relevant document in {}",
-        args.search.qrels.display(),
-        args.search.corpus.display()
-    );
+    anyhow::ensure!(!picked.is_empty(), "no judged query to mine");
 
     // A second pass over the corpus for the texts of the documents written (not the whole corpus).
     let wanted: HashSet<&str> = picked

@@ -85,6 +85,15 @@ impl SearchArgs {
         let tokenizer = crate::tokenizer::load(&self.model.join(hf::TOKENIZER_FILE))?;
         let special = crate::tokenizer::special_ids(&tokenizer)?;
         let loaded = hf::load(&self.model, device, HeadConfig::default(), 0)?;
+        // Ids past the model's embeddings would fail inside it: refuse the pair at start.
+        let vocab = tokenizer.get_vocab_size(true) as i64;
+        if vocab > loaded.model.config.vocab_size {
+            bail!(
+                "{}: the tokenizer's vocabulary ({vocab}) is larger than the model's ({})",
+                self.model.display(),
+                loaded.model.config.vocab_size
+            );
+        }
         Ok(Searcher {
             device,
             tokenizer,
@@ -92,6 +101,19 @@ impl SearchArgs {
             model: loaded.model,
             _vs: loaded.vs,
         })
+    }
+
+    /// Refuses an output of the command (`flag PATH`) that is the corpus, queries or qrels file.
+    pub fn refuse_output_over_inputs(&self, flag: &str, out: &Path) -> Result<()> {
+        crate::paths::refuse_output_over_inputs(
+            flag,
+            out,
+            &[
+                ("--corpus", &self.corpus),
+                ("--queries", &self.queries),
+                ("--qrels", &self.qrels),
+            ],
+        )
     }
 
     /// What `retrieve` reads, with queries cut to `query_max_len`.
@@ -105,6 +127,13 @@ impl SearchArgs {
             block: self.block,
             title: !self.no_title,
         }
+    }
+}
+
+impl Searcher {
+    /// Refuses lengths the model's positions cannot hold (`BertConfig::check_lengths`).
+    pub fn check_lengths(&self, lengths: &[(&str, usize)]) -> Result<()> {
+        self.model.config.check_lengths(lengths)
     }
 }
 
@@ -149,6 +178,65 @@ pub fn read_qrels(path: &Path) -> Result<Qrels> {
         path.display()
     );
     Ok(q)
+}
+
+/// Which judged queries can be scored (or mined): those in the queries file with a relevant document
+/// in the corpus. `eval` and `mine` share it, so both say which of the two is missing.
+pub struct JudgedCoverage {
+    pub judged: usize,
+    /// Judged queries the queries file does not hold.
+    pub not_in_queries: usize,
+    /// Judged queries in the queries file whose relevant documents are all missing from the corpus.
+    pub no_relevant_in_corpus: usize,
+}
+
+impl JudgedCoverage {
+    pub fn of(qrels: &Qrels, qids: &[String], in_corpus: &dyn Fn(&str) -> bool) -> Self {
+        let asked: HashSet<&str> = qids.iter().map(String::as_str).collect();
+        let mut c = JudgedCoverage {
+            judged: qrels.len(),
+            not_in_queries: 0,
+            no_relevant_in_corpus: 0,
+        };
+        for (qid, judged) in qrels {
+            if !asked.contains(qid.as_str()) {
+                c.not_in_queries += 1;
+            } else if !judged.iter().any(|(d, &rel)| rel > 0 && in_corpus(d)) {
+                c.no_relevant_in_corpus += 1;
+            }
+        }
+        c
+    }
+
+    /// Judged queries that can be scored.
+    pub fn usable(&self) -> usize {
+        self.judged - self.not_in_queries - self.no_relevant_in_corpus
+    }
+
+    /// Warns about judged queries missing from the queries file; fails, naming both causes, when no
+    /// judged query is left.
+    pub fn check(&self, s: &SearchArgs) -> Result<()> {
+        if self.not_in_queries > 0 {
+            log::warn!(
+                "{} of the {} judged queries of {} are not in {}: left out",
+                self.not_in_queries,
+                self.judged,
+                s.qrels.display(),
+                s.queries.display()
+            );
+        }
+        anyhow::ensure!(
+            self.usable() > 0,
+            "no judged query to use: of the {} judged queries of {}, {} are not in the queries file {} and {} have no relevant document in the corpus {}",
+            self.judged,
+            s.qrels.display(),
+            self.not_in_queries,
+            s.queries.display(),
+            self.no_relevant_in_corpus,
+            s.corpus.display()
+        );
+        Ok(())
+    }
 }
 
 /// Refuses a second record with an id already seen, naming both records (1-based, in file order): a
@@ -269,7 +357,14 @@ impl Search {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    if let Some(run) = &args.run {
+        args.search.refuse_output_over_inputs("--run", run)?;
+    }
     let s = args.search.load()?;
+    s.check_lengths(&[
+        ("--max-len", args.search.max_len),
+        ("--query-max-len", args.query_max_len),
+    ])?;
     let m = evaluate_model(&s.model, &s.tokenizer, &s.special, &args, s.device)?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -436,21 +531,7 @@ pub fn evaluate_model(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    JudgedCoverage::of(&qrels, &qids, &|d| known.contains(d)).check(&args.search)?;
     let m = evaluate(&run, &qrels, &ks, &|d| known.contains(d));
-    if m.judged_queries_not_in_queries > 0 {
-        log::warn!(
-            "{} queries of {} are not in {}: left out of the means",
-            m.judged_queries_not_in_queries,
-            args.search.qrels.display(),
-            args.search.queries.display()
-        );
-    }
-    anyhow::ensure!(
-        m.queries > 0,
-        "no query to score: none of the {} judged queries of {} has a relevant document and is in {}",
-        qrels.len(),
-        args.search.qrels.display(),
-        args.search.queries.display()
-    );
     Ok(m)
 }

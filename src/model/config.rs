@@ -61,6 +61,24 @@ pub struct BertConfig {
 }
 
 impl BertConfig {
+    /// Refuses sequence lengths (each named by its setting, [CLS] and [SEP] included) that the
+    /// position table cannot hold: past it the model would index out of its embeddings. Every command
+    /// checks its lengths here at start, so no user input reaches the model longer than this.
+    pub fn check_lengths(&self, lengths: &[(&str, usize)]) -> anyhow::Result<()> {
+        for &(name, len) in lengths {
+            if len < 2 {
+                anyhow::bail!("{name} {len} is too short: at least 2 ([CLS] and [SEP])");
+            }
+            if len as i64 > self.max_position_embeddings {
+                anyhow::bail!(
+                    "{name} {len} exceeds the model's max_position_embeddings {}",
+                    self.max_position_embeddings
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;

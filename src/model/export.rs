@@ -20,12 +20,18 @@ const SPECIAL: [(&str, &str); 5] = [
 
 /// `config.json`: the model's settings as `BertForMaskedLM`, without the warm start's `_name_or_path` and
 /// `transformers_version` (a folder written by condenser, not by that transformers release).
-pub fn config_json(cfg: &BertConfig) -> Value {
+/// `with_mlm_head`: whether the weights saved beside it include the MLM head (`cls.*`); transformers
+/// calls a `BertForMaskedLM` without one corrupted, so a folder without it declares `BertModel`.
+pub fn config_json(cfg: &BertConfig, with_mlm_head: bool) -> Value {
     let mut v = serde_json::to_value(cfg).expect("a config serializes");
     if let Some(o) = v.as_object_mut() {
         o.remove("_name_or_path");
         o.remove("transformers_version");
-        o.insert("architectures".into(), json!(["BertForMaskedLM"]));
+        let architecture = match with_mlm_head {
+            true => "BertForMaskedLM",
+            false => "BertModel",
+        };
+        o.insert("architectures".into(), json!([architecture]));
         o.insert("model_type".into(), json!("bert"));
         o.insert("condenser_version".into(), json!(env!("CARGO_PKG_VERSION")));
     }
@@ -141,10 +147,15 @@ mod tests {
 
     #[test]
     fn config_json_drops_the_warm_starts_provenance() {
-        let v = config_json(&cfg());
+        let v = config_json(&cfg(), true);
         assert!(v.get("_name_or_path").is_none() && v.get("transformers_version").is_none());
         assert_eq!(v["architectures"][0], "BertForMaskedLM");
         assert_eq!(v["hidden_size"], 8);
+    }
+
+    #[test]
+    fn a_folder_without_the_mlm_head_declares_bert_model() {
+        assert_eq!(config_json(&cfg(), false)["architectures"][0], "BertModel");
     }
 
     #[test]

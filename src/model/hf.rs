@@ -584,7 +584,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("{}: cannot sync", path.display()))
 }
 
-/// Writes `dir` atomically: config.json (BertForMaskedLM), model.safetensors (HF names),
+/// Writes `dir` atomically: config.json (BertForMaskedLM, or BertModel without the MLM head),
+/// model.safetensors (HF names),
 /// condenser_head.safetensors (with the head settings in its metadata), tokenizer.json with the
 /// tokenizer and sentence-transformers files of `export`, and any `extra` files (trainer state), all in
 /// a temporary folder renamed into place at the end.
@@ -631,7 +632,13 @@ pub fn save_parts(
     let result = (|| -> Result<()> {
         let tok = std::fs::read(tokenizer)
             .with_context(|| format!("{}: cannot read the tokenizer", tokenizer.display()))?;
-        let cfg = serde_json::to_vec_pretty(&super::export::config_json(&model.config))?;
+        let with_mlm_head = !encoder_only
+            && loaded_vs
+                .variables()
+                .keys()
+                .any(|k| k.starts_with("cls."));
+        let cfg =
+            serde_json::to_vec_pretty(&super::export::config_json(&model.config, with_mlm_head))?;
         let companions = super::export::companion_files(&model.config, &tok)
             .with_context(|| format!("{}", tokenizer.display()))?;
         write_file(&tmp.join(TOKENIZER_FILE), &tok)?;
@@ -703,7 +710,15 @@ pub fn save_parts(
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
     crate::shards::writer::sync_dir(parent)?;
     if let Some(old) = old {
-        let _ = std::fs::remove_dir_all(old);
+        // The new folder is in place; a leftover of the old one only costs disk, so the save stands,
+        // but the user is told what to remove (a later run's start removes it once this process ended).
+        if let Err(e) = std::fs::remove_dir_all(&old) {
+            log::warn!(
+                "{} is saved; the previous one, moved aside to {}, could not be removed ({e}): remove it by hand",
+                dir.display(),
+                old.display()
+            );
+        }
     }
     Ok(())
 }

@@ -40,15 +40,8 @@ pub fn merge(out: &Path) -> Result<()> {
     if parts.is_empty() {
         bail!("{}: no part-K-of-N folders to merge", out.display());
     }
-    parts.sort_by_key(|p| p.0);
-    let n = parts[0].1;
-    let ks: Vec<u32> = parts.iter().map(|p| p.0).collect();
-    if parts.iter().any(|p| p.1 != n) || ks != (0..n).collect::<Vec<_>>() {
-        bail!(
-            "{}: partitions {ks:?} of {n} found; every partition 0..{n} is needed, once",
-            out.display()
-        );
-    }
+    parts.sort_by_key(|p| (p.1, p.0));
+    check_one_whole_set(out, &parts.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>())?;
     let first = parts[0].2.clone();
     let mut merged = first.clone();
     merged.settings.partition = None;
@@ -109,10 +102,67 @@ pub fn merge(out: &Path) -> Result<()> {
     merged.store(out)?;
     log::info!(
         "merged {} partitions: {} documents in {} shards into {}",
-        n,
+        parts.len(),
         merged.totals.documents,
         merged.totals.shards,
         out.join(crate::shards::manifest::FILE_NAME).display()
     );
     Ok(())
+}
+
+/// Refuses partition folders (K, N) that are not exactly 0/N .. N-1/N of one N, naming the folders of
+/// each N, or the partitions missing, as the user wrote them (`--partition K/N`).
+fn check_one_whole_set(out: &Path, parts: &[(u32, u32)]) -> Result<()> {
+    let mut by_n: std::collections::BTreeMap<u32, Vec<u32>> = Default::default();
+    for &(k, n) in parts {
+        by_n.entry(n).or_default().push(k);
+    }
+    if by_n.len() > 1 {
+        let sets: Vec<String> = by_n
+            .iter()
+            .map(|(n, ks)| {
+                let names: Vec<String> = ks.iter().map(|k| format!("part-{k}-of-{n}")).collect();
+                format!("N = {n}: {}", names.join(", "))
+            })
+            .collect();
+        bail!(
+            "{}: holds partitions of more than one N ({}); --merge joins the partitions of one N: move the others away",
+            out.display(),
+            sets.join("; ")
+        );
+    }
+    let (&n, ks) = by_n.iter().next().context("no partitions")?;
+    let missing: Vec<String> = (0..n)
+        .filter(|k| !ks.contains(k))
+        .map(|k| format!("{k}/{n}"))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}: partition(s) {} missing (found {}); run `condenser prepare ... --partition K/{n}` for each, then --merge",
+            out.display(),
+            missing.join(", "),
+            ks.iter().map(|k| format!("{k}/{n}")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod set_tests {
+    use super::*;
+
+    #[test]
+    fn partitions_of_several_n_or_missing_ones_are_named_as_the_user_wrote_them() {
+        let out = Path::new("shards");
+        let e = check_one_whole_set(out, &[(0, 2), (1, 2), (0, 3), (1, 3), (2, 3)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("N = 2: part-0-of-2, part-1-of-2; N = 3: part-0-of-3, part-1-of-3, part-2-of-3"),
+            "{e}"
+        );
+        let e = check_one_whole_set(out, &[(0, 3), (2, 3)]).unwrap_err().to_string();
+        assert!(e.contains("partition(s) 1/3 missing (found 0/3, 2/3)"), "{e}");
+        check_one_whole_set(out, &[(0, 2), (1, 2)]).unwrap();
+    }
 }

@@ -10,7 +10,7 @@ pub mod segment;
 pub mod sentences;
 pub mod stages;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -165,14 +165,16 @@ fn parse_partition(s: &str) -> Result<[u32; 2], String> {
     let (k, n) = s
         .split_once('/')
         .ok_or_else(|| format!("{s:?}: expected K/N, e.g. 0/4"))?;
-    let (k, n): (u32, u32) = (
-        k.trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: K is not a number"))?,
-        n.trim()
-            .parse()
-            .map_err(|_| format!("{s:?}: N is not a number"))?,
-    );
+    let number = |v: &str, what: &str| -> Result<u32, String> {
+        let v = v.trim();
+        if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            v.parse()
+                .map_err(|_| format!("{s:?}: {what} is too large (at most {})", u32::MAX))
+        } else {
+            Err(format!("{s:?}: {what} is not a number"))
+        }
+    };
+    let (k, n) = (number(k, "K")?, number(n, "N")?);
     if n == 0 || k >= n {
         return Err(format!("{s:?}: need 0 <= K < N"));
     }
@@ -194,12 +196,14 @@ pub fn run(args: PrepareArgs) -> Result<()> {
         .tokenizer
         .clone()
         .unwrap_or_else(crate::paths::default_tokenizer);
+    let out = match args.partition {
+        Some([k, n]) => args.out.join(format!("part-{k}-of-{n}")),
+        None => args.out.clone(),
+    };
+    refuse_inputs_among_outputs(&out, &args.inputs, &tokenizer)?;
     let config = pipeline::PrepareConfig {
         inputs: args.inputs.clone(),
-        out: match args.partition {
-            Some([k, n]) => args.out.join(format!("part-{k}-of-{n}")),
-            None => args.out.clone(),
-        },
+        out,
         tokenizer,
         read: ReadOptions {
             format: args.format,
@@ -233,9 +237,67 @@ pub fn run(args: PrepareArgs) -> Result<()> {
     pipeline::run(&config).map(|_| ())
 }
 
+/// Refuses an input that is a file `prepare` writes into `out` (a shard, the manifest, the tokenizer
+/// copy), or `out` itself as an input folder: the run would replace what it reads.
+fn refuse_inputs_among_outputs(out: &Path, inputs: &[String], tokenizer: &Path) -> Result<()> {
+    let Ok(out_real) = out.canonicalize() else {
+        return Ok(()); // a new folder holds nothing yet
+    };
+    let ours = |name: &str| {
+        (name.starts_with("shard-") && name.ends_with(".parquet"))
+            || matches!(
+                name,
+                "_manifest.json" | "_tokenizer.json" | "manifest.json" | "tokenizer.json"
+            )
+    };
+    let given = inputs
+        .iter()
+        .map(|i| ("INPUT", Path::new(i.as_str())))
+        .chain([("--tokenizer", tokenizer)]);
+    for (flag, path) in given {
+        let Ok(real) = path.canonicalize() else {
+            continue;
+        };
+        if real == out_real {
+            bail!(
+                "{flag} {} is the output folder --out {}: prepare would read the shards it writes; give another --out",
+                path.display(),
+                out.display()
+            );
+        }
+        let name = real.file_name().map(|n| n.to_string_lossy().into_owned());
+        if real.parent() == Some(out_real.as_path()) && name.as_deref().is_some_and(ours) {
+            bail!(
+                "{flag} {} is a file prepare writes in --out {}: the run would replace the input; copy it elsewhere or give another --out",
+                path.display(),
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_input_that_prepare_would_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("shards");
+        std::fs::create_dir_all(&out).unwrap();
+        let tok = out.join("_tokenizer.json");
+        std::fs::write(&tok, "{}").unwrap();
+        let text = dir.path().join("c.txt");
+        std::fs::write(&text, "a\n").unwrap();
+        let inputs = [text.display().to_string()];
+        let e = refuse_inputs_among_outputs(&out, &inputs, &tok).unwrap_err();
+        assert!(e.to_string().contains("--tokenizer"), "{e}");
+        let e = refuse_inputs_among_outputs(&out, &[out.display().to_string()], &text).unwrap_err();
+        assert!(e.to_string().contains("is the output folder"), "{e}");
+        refuse_inputs_among_outputs(&out, &inputs, &text).unwrap();
+        refuse_inputs_among_outputs(&dir.path().join("new"), &inputs, &tok).unwrap();
+    }
 
     #[test]
     fn sizes() {
@@ -252,6 +314,9 @@ mod tests {
         assert_eq!(parse_partition("1/4"), Ok([1, 4]));
         assert!(parse_partition("4/4").is_err());
         assert!(parse_partition("x").is_err());
+        assert!(parse_partition("0/4294967297")
+            .unwrap_err()
+            .contains("N is too large"));
     }
 
     #[test]

@@ -91,7 +91,23 @@ pub fn shard_file_name(index: usize) -> String {
 
 /// Runs prepare; returns the final manifest.
 pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
-    run_measured(cfg).map(|(m, _)| m)
+    // A run that fails before its first shard leaves nothing worth resuming: the folders it created
+    // are removed again (a partition's `part-K-of-N/`, and `--out` when it made that too).
+    let made: Vec<PathBuf> = cfg
+        .out
+        .ancestors()
+        .take(if cfg.partition.is_some() { 2 } else { 1 })
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    let result = run_measured(cfg).map(|(m, _)| m);
+    if result.is_err() && !made.is_empty() && shard_files(&cfg.out).is_ok_and(|s| s.is_empty()) {
+        let _ = std::fs::remove_dir_all(&made[0]);
+        for d in &made[1..] {
+            let _ = std::fs::remove_dir(d); // only if nothing else is in it
+        }
+    }
+    result
 }
 
 /// As [`run`], with where the time went (see [`super::stages`]).

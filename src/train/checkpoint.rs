@@ -57,6 +57,10 @@ pub struct TrainerState {
     /// Processes that trained it (data parallelism): the cursor counts batches of all of them.
     #[serde(default = "one")]
     pub world_size: usize,
+    /// What the run read (names, sizes, SHA-256): a resume on other data is refused. Empty in
+    /// checkpoints from before it was recorded, and for shard paths on stdin.
+    #[serde(default)]
+    pub inputs: Vec<super::inputs::InputRecord>,
 }
 
 fn one() -> usize {

@@ -87,7 +87,10 @@ pub struct Record {
 }
 
 pub struct MetricsFile {
-    file: std::fs::File,
+    path: std::path::PathBuf,
+    /// Opened at the first record, so a run that fails before its first log step leaves no empty
+    /// metrics.jsonl behind.
+    file: Option<std::fs::File>,
 }
 
 impl MetricsFile {
@@ -105,18 +108,25 @@ impl MetricsFile {
         } else {
             let _ = std::fs::remove_file(path);
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("{}: cannot open", path.display()))?;
-        Ok(MetricsFile { file })
+        Ok(MetricsFile {
+            path: path.to_path_buf(),
+            file: None,
+        })
     }
 
     pub fn write(&mut self, r: &Record) -> Result<()> {
-        serde_json::to_writer(&mut self.file, r)?;
-        self.file.write_all(b"\n")?;
-        self.file.flush()?;
+        if self.file.is_none() {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .with_context(|| format!("{}: cannot open", self.path.display()))?;
+            self.file = Some(file);
+        }
+        let file = self.file.as_mut().expect("opened above");
+        serde_json::to_writer(&mut *file, r)?;
+        file.write_all(b"\n")?;
+        file.flush()?;
         Ok(())
     }
 }
@@ -150,6 +160,7 @@ pub fn curves(args: CurvesArgs) -> Result<()> {
     } else {
         args.metrics.clone()
     };
+    crate::paths::refuse_output_over_inputs("--out", &args.out, &[("METRICS", &path)])?;
     let recs = read(&path)?;
     anyhow::ensure!(!recs.is_empty(), "{}: no records", path.display());
     crate::plot::curves(&args.out, &recs)?;

@@ -6,13 +6,16 @@ pub mod checkpoint;
 pub mod collate;
 pub mod config;
 pub mod finetune;
+pub mod inputs;
 pub mod loader;
 pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod pairs;
 pub mod print_config;
+pub mod run_folder;
 pub mod setup;
+pub mod start_agreement;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -53,8 +56,9 @@ pub struct TrainArgs {
 #[derive(Debug, clap::Args)]
 pub struct FinetuneArgs {
     /// Training data: Tevatron's JSON Lines (`query_id`, `query`, `positive_passages`,
-    /// `negative_passages`; passages `{docid, title, text}`), plain or compressed; one or more files.
-    #[arg(value_name = "TRAIN", required_unless_present = "train_flag")]
+    /// `negative_passages`; passages `{docid, title, text}`), plain or compressed; one or more files,
+    /// or folders holding them.
+    #[arg(value_name = "TRAIN", required_unless_present_any = ["train_flag", "print_config"])]
     train_arg: Vec<PathBuf>,
     /// The same as TRAIN (a flag spelling).
     #[arg(long = "train", hide = true, conflicts_with = "train_arg", num_args = 1.., value_name = "TRAIN")]
@@ -63,10 +67,17 @@ pub struct FinetuneArgs {
     #[arg(skip)]
     pub train: Vec<PathBuf>,
     /// Run folder: checkpoints, metrics.jsonl, the final model (OUT/final).
-    #[arg(short, long)]
+    #[arg(short, long = "out", value_name = "OUT")]
+    out_arg: Option<PathBuf>,
+    /// The run folder (set by `finetune_cli`).
+    #[arg(skip)]
     pub out: PathBuf,
     #[command(flatten)]
     pub run: RunOptions,
+    /// Print the effective configuration (the fine-tuning defaults, --config, --set) as commented
+    /// TOML, which --config reads back, and exit.
+    #[arg(long, conflicts_with = "resume")]
+    pub print_config: bool,
 }
 
 /// What `train` and `finetune` share: the configuration, where to start, where to stop, the device
@@ -86,6 +97,14 @@ pub struct RunOptions {
     /// Continue a run exactly from one of its checkpoints (model, optimizer, step, data cursor).
     #[arg(long, conflicts_with = "init")]
     pub resume: Option<PathBuf>,
+    /// Replace the run OUT holds (its checkpoints, final model, metrics and configuration are removed
+    /// first). Without it a folder holding a run is refused, unless --resume continues that run.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+    /// With --resume: continue on other data than the checkpoint recorded (its training files' or
+    /// shards' names, sizes and SHA-256), which is otherwise refused.
+    #[arg(long, requires = "resume")]
+    pub allow_data_change: bool,
     /// Stop after this many optimizer steps with a checkpoint, as SIGINT does (the schedule still
     /// assumes the configured total).
     #[arg(long)]
@@ -118,6 +137,7 @@ impl RunOptions {
             out,
             stop_after: self.stop_after,
             tokenizer: self.tokenizer.as_deref(),
+            allow_data_change: self.allow_data_change,
         }
     }
 }
@@ -135,6 +155,13 @@ pub use trainer::{finetune, run};
 
 /// `condenser finetune` from the command line: the training files however they were spelled.
 pub fn finetune_cli(mut args: FinetuneArgs) -> anyhow::Result<()> {
+    if args.print_config {
+        return print_config::print(args.run.config.as_deref(), &args.run.overrides, true);
+    }
+    args.out = args
+        .out_arg
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("--out RUN is needed (the run folder)"))?;
     args.train = if args.train_arg.is_empty() {
         std::mem::take(&mut args.train_flag)
     } else {
@@ -146,7 +173,7 @@ pub fn finetune_cli(mut args: FinetuneArgs) -> anyhow::Result<()> {
 /// `condenser train` from the command line: the input however it was spelled, then the run.
 pub fn run_cli(mut args: TrainArgs) -> anyhow::Result<()> {
     if args.print_config {
-        return print_config::print(args.run.config.as_deref(), &args.run.overrides);
+        return print_config::print(args.run.config.as_deref(), &args.run.overrides, false);
     }
     args.data = crate::cli::either(args.data_arg.take(), args.data_flag.take(), "DATA")?;
     args.out = args

@@ -80,6 +80,12 @@ pub enum Skip {
     NoPositive,
     /// Fewer than one negative while `train_n_passages` > 1.
     NoNegative,
+    /// The query text is empty (or whitespace).
+    EmptyQuery,
+    /// Every positive passage is empty (or whitespace).
+    EmptyPositive,
+    /// Every negative passage is empty while `train_n_passages` > 1.
+    EmptyNegatives,
 }
 
 /// Parses one line; Ok(None) for a blank line.
@@ -100,19 +106,34 @@ pub fn parse_line(line: &[u8], n_passages: usize) -> Result<Option<Query>, Skip>
     if raw.positive_passages.is_empty() {
         return Err(Skip::NoPositive);
     }
-    if n_passages > 1 && raw.negative_passages.is_empty() {
-        return Err(Skip::NoNegative);
+    if raw.query.trim().is_empty() {
+        return Err(Skip::EmptyQuery);
     }
+    // An empty passage would train the model to match [CLS] [SEP]: empty ones are dropped, and a
+    // line left without a positive (or without a negative when some are needed) is skipped.
     let join = |ps: Vec<RawPassage>| -> Vec<String> {
         ps.into_iter()
             .map(|p| passage_text(p.title.as_deref(), &p.text))
+            .filter(|t| !t.trim().is_empty())
             .collect()
     };
+    let had_negatives = !raw.negative_passages.is_empty();
+    let positives = join(raw.positive_passages);
+    if positives.is_empty() {
+        return Err(Skip::EmptyPositive);
+    }
+    let negatives = join(raw.negative_passages);
+    if n_passages > 1 && negatives.is_empty() {
+        return Err(match had_negatives {
+            true => Skip::EmptyNegatives,
+            false => Skip::NoNegative,
+        });
+    }
     Ok(Some(Query {
         id,
         text: raw.query,
-        positives: join(raw.positive_passages),
-        negatives: join(raw.negative_passages),
+        positives,
+        negatives,
     }))
 }
 
@@ -216,13 +237,15 @@ pub struct SkipCounts {
     pub malformed: u64,
     pub no_positive: u64,
     pub no_negative: u64,
+    /// Empty query text, or only empty positives (or negatives, when some are needed).
+    pub empty: u64,
 }
 
 impl SkipCounts {
     const NAMED: u64 = 5;
 
     pub fn total(&self) -> u64 {
-        self.malformed + self.no_positive + self.no_negative
+        self.malformed + self.no_positive + self.no_negative + self.empty
     }
 
     /// Counts `skip` (and logs it, for the first few of each reason, when `log`).
@@ -234,6 +257,12 @@ impl SkipCounts {
                 &mut self.no_negative,
                 "no negative passage (data.train_n_passages > 1)".to_string(),
             ),
+            Skip::EmptyQuery => (&mut self.empty, "the query text is empty".to_string()),
+            Skip::EmptyPositive => (&mut self.empty, "every positive passage is empty".to_string()),
+            Skip::EmptyNegatives => (
+                &mut self.empty,
+                "every negative passage is empty (data.train_n_passages > 1)".to_string(),
+            ),
         };
         *n += 1;
         if log && *n <= Self::NAMED {
@@ -243,11 +272,12 @@ impl SkipCounts {
 
     pub fn summary(&self) -> String {
         format!(
-            "{} line(s) skipped: {} malformed, {} without a positive, {} without a negative",
+            "{} line(s) skipped: {} malformed, {} without a positive, {} without a negative, {} with an empty query or only empty passages",
             self.total(),
             self.malformed,
             self.no_positive,
-            self.no_negative
+            self.no_negative,
+            self.empty
         )
     }
 }

@@ -60,9 +60,13 @@ pub fn commented_toml(cfg: &TrainConfig) -> Result<String> {
             push_key(&mut top, &key, &doc, root.get(&key));
         }
     }
+    let command = match cfg.stage {
+        super::config::Stage::Finetune => "finetune",
+        _ => "train",
+    };
     Ok(format!(
-        "# condenser train: the effective configuration (defaults, then --config, then --set).\n\
-         # Load it with --config FILE; --set section.key=value overrides one key.\n\n{top}{sections}"
+        "# condenser {command}: the effective configuration (the {command} defaults, then --config, then --set).\n\
+         # Load it with `condenser {command} --config FILE`; --set section.key=value overrides one key.\n\n{top}{sections}"
     ))
 }
 
@@ -80,10 +84,35 @@ fn push_key(out: &mut String, key: &str, doc: &[String], value: Option<&toml::Va
     }
 }
 
-/// Prints the effective configuration of `--config` and `--set` on stdout.
-pub fn print(config: Option<&std::path::Path>, overrides: &[String]) -> Result<()> {
+/// The configuration `condenser train` (`finetune = false`) or `condenser finetune` would run with
+/// `--config` and `--set`: each command's own defaults under them. A stage the command does not train
+/// is refused, as the command itself would refuse it, naming the command that trains it.
+pub fn effective(
+    config: Option<&std::path::Path>,
+    overrides: &[String],
+    finetune: bool,
+) -> Result<TrainConfig> {
+    use super::config::Stage;
+    let base = match finetune {
+        true => TrainConfig::finetune_defaults(),
+        false => TrainConfig::default(),
+    };
+    let cfg = TrainConfig::load_over(base, config, overrides)?;
+    match (cfg.stage == Stage::Finetune, finetune) {
+        (true, false) => bail!("stage = \"finetune\" is trained by `condenser finetune`, whose defaults differ (lr 5e-6, weight decay 0, 3 epochs, 8 queries a batch): use `condenser finetune --print-config`"),
+        (false, true) => bail!("`condenser finetune` trains stage \"finetune\", not {:?}: use `condenser train --print-config`", cfg.stage),
+        _ => Ok(cfg),
+    }
+}
+
+/// Prints the effective configuration of `--config` and `--set` on stdout (see `effective`).
+pub fn print(
+    config: Option<&std::path::Path>,
+    overrides: &[String],
+    finetune: bool,
+) -> Result<()> {
     use std::io::Write;
-    let cfg = TrainConfig::load(config, overrides)?;
+    let cfg = effective(config, overrides, finetune)?;
     let text = commented_toml(&cfg)?;
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
@@ -127,6 +156,18 @@ mod tests {
                 "{section:?}.{key} has no comment line above it:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn each_command_prints_its_own_defaults_and_refuses_the_others_stage() {
+        let ft = effective(None, &[], true).unwrap();
+        assert_eq!(ft, TrainConfig::finetune_defaults());
+        assert!(commented_toml(&ft).unwrap().starts_with("# condenser finetune"));
+        let e = effective(None, &["stage=finetune".to_string()], false).unwrap_err();
+        assert!(e.to_string().contains("condenser finetune --print-config"), "{e}");
+        let e = effective(None, &["stage=condenser".to_string()], true).unwrap_err();
+        assert!(e.to_string().contains("condenser train --print-config"), "{e}");
+        assert_eq!(effective(None, &[], false).unwrap(), TrainConfig::default());
     }
 
     #[test]

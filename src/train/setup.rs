@@ -13,6 +13,7 @@ use tch::{Device, Tensor};
 use super::checkpoint::{self, TrainerState};
 use super::collate::Vocab;
 use super::config::{Stage, TrainConfig};
+use super::inputs::{self, InputRecord};
 use super::loader::{self, Cursor, ShardSource};
 use super::optim::AdamW;
 use crate::model::{hf, HeadConfig};
@@ -27,6 +28,8 @@ pub struct RunArgs<'a> {
     pub out: &'a Path,
     pub stop_after: Option<u64>,
     pub tokenizer: Option<&'a Path>,
+    /// `--allow-data-change`: resume on other data than the checkpoint recorded.
+    pub allow_data_change: bool,
 }
 
 /// Where the examples come from.
@@ -66,6 +69,8 @@ pub struct Setup {
     pub data: Option<Data>,
     pub out: PathBuf,
     pub stop_after: Option<u64>,
+    /// What the run reads (recorded in checkpoints, compared between ranks).
+    pub inputs: Vec<InputRecord>,
 }
 
 /// Reads the configuration, loads the model and optimizer state, and counts the run's steps. Writes
@@ -111,16 +116,12 @@ pub fn prepare(
             }
             (Data::Shards(source), manifest)
         }
-        DataArg::Pairs(files) => {
-            for f in files {
-                anyhow::ensure!(
-                    f.is_file(),
-                    "{}: no such file (TRAIN: Tevatron training lines)",
-                    f.display()
-                );
-            }
-            (Data::Pairs(files.to_vec()), None)
-        }
+        DataArg::Pairs(files) => (Data::Pairs(inputs::training_files(files)?), None),
+    };
+    let inputs = match (&data, &manifest) {
+        (Data::Pairs(files), _) => inputs::of_files(files)?,
+        (_, Some((_, m))) => vec![inputs::of_shards(m)],
+        _ => Vec::new(), // shard paths on stdin: nothing known in advance
     };
     let tok_path = tokenizer_path(args, manifest.as_ref(), &init);
     let tokenizer = crate::tokenizer::load(&tok_path)?;
@@ -140,6 +141,7 @@ pub fn prepare(
     let (mut step, mut cursor) = (0u64, Cursor::default());
     if let Some(dir) = &resumed {
         let state = checkpoint::load_state(dir, &mut opt)?;
+        inputs::check_resume(dir, &state.inputs, &inputs, args.allow_data_change)?;
         step = state.step;
         cursor = state.cursor;
         // Another batch size (same examples a step, another world size): the same position in the
@@ -184,6 +186,7 @@ pub fn prepare(
         data: Some(data),
         out: args.out.to_path_buf(),
         stop_after: args.stop_after,
+        inputs,
     })
 }
 
@@ -413,12 +416,12 @@ fn check_fit(
             model.config.vocab_size
         );
     }
-    if cfg.data.max_len as i64 > model.config.max_position_embeddings {
-        bail!(
-            "data.max_len {} exceeds the model's max_position_embeddings {}",
-            cfg.data.max_len,
-            model.config.max_position_embeddings
-        );
+    model.config.check_lengths(&[("data.max_len", cfg.data.max_len)])?;
+    if cfg.stage == Stage::Finetune {
+        model.config.check_lengths(&[
+            ("data.query_max_len", cfg.data.query_max_len),
+            ("data.passage_max_len", cfg.data.passage_max_len),
+        ])?;
     }
     Ok(())
 }

@@ -125,7 +125,7 @@ fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration, interruptible: bool) -
 
 /// `condenser train`: the process group (under a launcher), set-up, the stage's objective, the loop.
 pub fn run(args: TrainArgs) -> Result<()> {
-    Join::from(&args.run).run(|device, world| {
+    Join::new(&args.run, &args.out).run(|device, world| {
         setup::prepare(
             &args.run.run_args(&args.out),
             DataArg::Shards(&args.data),
@@ -138,7 +138,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 /// `condenser finetune`: as `run`, with the fine-tuning objective over Tevatron training data.
 pub fn finetune(args: FinetuneArgs) -> Result<()> {
-    Join::from(&args.run).run(|device, world| {
+    Join::new(&args.run, &args.out).run(|device, world| {
         setup::prepare(
             &args.run.run_args(&args.out),
             DataArg::Pairs(&args.train),
@@ -149,28 +149,39 @@ pub fn finetune(args: FinetuneArgs) -> Result<()> {
     })
 }
 
-/// How a process finds its device and its group.
-struct Join {
+/// How a process finds its device and its group, and the run folder rank 0 claims.
+struct Join<'a> {
     device: crate::device::DeviceChoice,
     backend: Option<DistBackend>,
     timeout: u64,
+    out: &'a Path,
+    resume: Option<&'a Path>,
+    overwrite: bool,
 }
 
-impl From<&RunOptions> for Join {
-    fn from(o: &RunOptions) -> Self {
+impl<'a> Join<'a> {
+    fn new(o: &'a RunOptions, out: &'a Path) -> Self {
         Join {
             device: o.device,
             backend: o.dist_backend,
             timeout: o.dist_timeout,
+            out,
+            resume: o.resume.as_deref(),
+            overwrite: o.overwrite,
         }
     }
 }
 
-impl Join {
+impl Join<'_> {
     /// Joins the launcher's group (if any), sets the run up with `prepare(device, world size)`, starts
     /// its loader and trains its stage's objective.
     fn run(self, prepare: impl FnOnce(Device, usize) -> Result<Setup>) -> Result<()> {
         let launch = Launch::from_env()?;
+        // Rank 0 alone owns the folder (the others would see the files it is about to write), and
+        // refuses before anyone waits on the network.
+        if launch.as_ref().map_or(0, |l| l.rank) == 0 {
+            super::run_folder::claim(self.out, self.resume, self.overwrite)?;
+        }
         let local_rank = launch.as_ref().map_or(0, |l| l.local_rank);
         let device = crate::device::select(self.device.for_local_rank(local_rank))?;
         let dist = match &launch {
@@ -293,30 +304,13 @@ fn join_group(
 
 /// Every rank starts from rank 0's state: the weights and moments are broadcast (a resumed or freshly
 /// initialised head is then the same everywhere by construction), and the step, data position, step
-/// count and configuration must agree (ranks started with other arguments would train another run).
-/// Also waits for rank 0 to have prepared the run folder.
+/// count, configuration and data must agree (`start_agreement`: ranks started with other arguments or
+/// files would train another run). Also waits for rank 0 to have prepared the run folder.
 fn agree_on_start(s: &Setup, dist: &Dist) -> Result<()> {
     if !dist.is_distributed() {
         return Ok(());
     }
-    let digest = crate::prepare::segment::stable_hash(&[s.cfg.to_toml().as_bytes()]);
-    let mine = [
-        s.step as i64,
-        s.cursor.epoch as i64,
-        s.cursor.batches as i64,
-        s.total as i64,
-        (digest >> 1) as i64,
-    ];
-    let all = dist.all_gather(&crate::device::upload(Tensor::from_slice(&mine), s.device))?;
-    let all = Vec::<i64>::try_from(all.to_device(Device::Cpu))?;
-    for (r, theirs) in all.chunks(mine.len()).enumerate() {
-        if theirs != all[..mine.len()].as_ref() {
-            bail!(
-                "rank {r} starts at (step, epoch, batch, total steps, configuration digest) {theirs:?}, rank 0 at {:?}: every rank needs the same arguments and files",
-                &all[..mine.len()]
-            );
-        }
-    }
+    super::start_agreement::agree(dist, s.device, &super::start_agreement::start_lines(s))?;
     for t in s.opt.state_buffers() {
         dist.broadcast(t, 0)?;
     }
@@ -375,7 +369,7 @@ pub fn train<O: Objective>(
     loader: Loader<O::Batch>,
     dist: &Dist,
 ) -> Result<()> {
-    let (cfg, out, total) = (s.cfg.clone(), s.out.clone(), s.total);
+    let (cfg, out, total, inputs) = (s.cfg.clone(), s.out.clone(), s.total, s.inputs.clone());
     let model = &s.loaded.model;
     let mut metrics = match dist.is_main() {
         true => Some(MetricsFile::open(
@@ -393,6 +387,7 @@ pub fn train<O: Objective>(
             config: cfg.clone(),
             tool: format!("condenser {}", env!("CARGO_PKG_VERSION")),
             world_size: dist.world_size,
+            inputs: inputs.clone(),
         };
         // Every rank has finished the step before rank 0 writes, and none goes on (or exits) before the
         // checkpoint is complete under its final name.
