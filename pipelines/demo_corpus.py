@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Derive the demo's MS MARCO passage file from the pinned ir-axioms data (../shared/DATA.md).
+"""Derive the demo's MS MARCO passage file from the pinned ir-axioms data (DATA.md).
 
 data/rag24/study1_retrieval.jsonl.gz holds 301 TREC RAG 2024 queries, each with the track's top-20
 MS MARCO v2.1 passages (ids and texts). This writes the 6,011 unique passages, in first-seen order, as

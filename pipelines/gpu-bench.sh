@@ -6,7 +6,7 @@
 #   bash pipelines/gpu-bench.sh OUTDIR
 # Runs from the kit `make gpu-kit` packs (KIT, default target/gpu-kit: the stripped binary, its commit,
 # the reference, the demo shards with their tokenizer), with a torch that has CUDA (its torch/lib goes on
-# LD_LIBRARY_PATH, as ../shared/GPU.md says). BIN, REF and SHARDS override the kit's parts.
+# LD_LIBRARY_PATH, as bench/reference/README.md says). BIN, REF and SHARDS override the kit's parts.
 # From the CPU machine:
 #   make gpu-kit
 #   device run  command: bash pipelines/gpu-bench.sh $OUT   carry: ["target/gpu-kit"]   timeout_s: 600

@@ -5,7 +5,7 @@
 #   condenser      the release binary, stripped (165 MB with line tables, 18 MB without)
 #   libcondenser_nccl.so  c10d's NCCL backend, which the binary dlopens from beside itself for CUDA runs
 #   commit.txt     the commit it was built from (gpu-bench.sh prints it into the logs)
-#   bench-ref/     the PyTorch reference (a copy of ../shared/bench, which the device tool does not send)
+#   bench-ref/     the PyTorch reference (a copy of bench/reference/)
 #   tools/         trace_summary.py and profile_ref.py (kernel time per kernel, ours and the reference's)
 #   shards/        the demo corpus prepared by this binary (with its tokenizer copy)
 #   tiny-model/    a random 4-layer BERT (bert-base vocabulary) for the smoke run of train/encode/eval
@@ -15,11 +15,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=target/gpu-kit
-ref=${REF_SRC:-../shared/bench}
+ref=${REF_SRC:-bench/reference}
 [ -f "$ref/bench_train.py" ] || { echo "gpu-kit: no reference at $ref (set REF_SRC)" >&2; exit 1; }
 
 cargo build --release --locked
-[ -d "$kit" ] && chmod -R u+w "$kit" # the reference copy keeps ../shared's read-only modes otherwise
+[ -d "$kit" ] && chmod -R u+w "$kit" # a reference copied from a read-only REF_SRC keeps its modes otherwise
 rm -rf "$kit"
 mkdir -p "$kit"
 strip -o "$kit/condenser" target/release/condenser

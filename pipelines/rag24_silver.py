@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The RAG 2024 SILVER evaluation set from the pinned ir-axioms data (../shared/DATA.md).
+"""The RAG 2024 SILVER evaluation set from the pinned ir-axioms data (DATA.md).
 
 - corpus:  the 6,011 unique MS MARCO v2.1 passages retrieved for the 301 TREC RAG 2024 queries
            (collection.tsv, `pid<TAB>text`, the MS MARCO layout);

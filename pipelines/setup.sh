@@ -3,7 +3,7 @@
 #   1. a project-local venv (.venv) with PyPI torch==2.11.0, whose torch/ folder is libtorch for tch;
 #   2. .libtorch -> that folder (what .cargo/config.toml's LIBTORCH names), plus the CUDA headers the wheel
 #      lacks, which build.rs needs to compile c10d's NCCL backend (csrc/c10d_nccl.cpp);
-#   3. the pinned data of ../shared/DATA.md under data/ (pipelines/fetch_data.py checks every sha256).
+#   3. the pinned data of DATA.md under data/ (pipelines/fetch_data.py checks every sha256).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

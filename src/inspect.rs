@@ -1,6 +1,6 @@
 //! `condenser inspect`: statistics, verification and samples of prepared shards.
 //!
-//! Sits after `prepare` in the DESIGN.md flow. Streams every shard record batch by record batch
+//! Sits after `prepare` in ARCHITECTURE.md's flow. Streams every shard record batch by record batch
 //! (memory bounded by the histograms, not the corpus), and with `--verify` checks each shard against
 //! its manifest entry (rows, spans, tokens, sha256, schema, token ids inside the vocabulary).
 

@@ -1,6 +1,6 @@
 //! `condenser`: Condenser and coCondenser pre-training of dense-retrieval encoders.
 //!
-//! The data flow (see DESIGN.md): raw text -> `prepare` (sentences, tokens, spans, Parquet shards) ->
+//! The data flow (see ARCHITECTURE.md): raw text -> `prepare` (sentences, tokens, spans, Parquet shards) ->
 //! `inspect` -> `train` (Condenser, then coCondenser) -> a Hugging Face checkpoint -> `encode` / `eval`.
 //! This crate holds every stage; `main.rs` is only the command line.
 

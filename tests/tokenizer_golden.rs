@@ -1,4 +1,4 @@
-//! The pinned bert-base-uncased tokenizer gives the golden ids of ../shared/DATA.md.
+//! The pinned bert-base-uncased tokenizer gives the golden ids of DATA.md.
 
 use condenser::{paths, tokenizer};
 

@@ -1,5 +1,5 @@
 //! The markup stripper on real MediaWiki exports: the gensim test dump (206 pages) and its table-markup
-//! sample (both from the pinned gensim wheel, see ../shared/DATA.md).
+//! sample (both from the pinned gensim wheel, see DATA.md).
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! `condenser bench train`: training throughput at fixed shapes, beside the PyTorch reference
-//! (../shared/bench/bench_train.py): same model shape, same synthetic inputs, same FLOP model, so the
+//! (bench/reference/bench_train.py): same model shape, same synthetic inputs, same FLOP model, so the
 //! two print comparable lines. Also the loader on real shards, padded to each batch's longest span.
 //!
 //! FLOPs per step: `train::metrics::batch_flops`, the reference's model with MLM logits only at

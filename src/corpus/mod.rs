@@ -1,6 +1,6 @@
 //! Input formats: every source becomes a stream of [`Item`]s (documents, counted skips, input ends).
 //!
-//! First stage of the DESIGN.md flow. Readers are push-based: each walks its input once, in order, and
+//! First stage of ARCHITECTURE.md's flow. Readers are push-based: each walks its input once, in order, and
 //! hands items to a sink, so a keyed JSON object or an XML dump streams as easily as a line file and
 //! nothing holds a whole input in memory. The sink decides about resume and chunking; a partition of
 //! one input is read by `read_input_part` (a byte range of a line file, else every N-th record).

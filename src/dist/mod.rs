@@ -1,5 +1,5 @@
 //! Data-parallel training across processes: PyTorch's c10d collectives (Gloo on the CPU, NCCL on CUDA)
-//! behind a safe API. DESIGN.md: train::Trainer -> dist::c10d (gradient all-reduce, [CLS] all-gather).
+//! behind a safe API. ARCHITECTURE.md: train::Trainer -> dist::c10d (gradient all-reduce, [CLS] all-gather).
 //!
 //! `Dist` is what the trainer holds: a single process (no group, every collective the identity, so a
 //! run without a launcher is exactly what it was before data parallelism), or one rank of a group.

@@ -1,5 +1,5 @@
 //! The model in tch: BERT backbone (`bert`), Condenser head (`condenser`), Hugging Face config and
-//! checkpoint layout (`config`, `hf`). DESIGN.md: `model::Condenser`, between the collator and the
+//! checkpoint layout (`config`, `hf`). ARCHITECTURE.md: `model::Condenser`, between the collator and the
 //! objective.
 
 pub mod bert;

@@ -1,6 +1,6 @@
 //! `condenser prepare`: raw text -> sentences -> tokens -> spans -> sharded Parquet + manifest.
 //!
-//! The data half of DESIGN.md's flow: `corpus` readers feed `pipeline`, which segments documents in
+//! The data half of ARCHITECTURE.md's flow: `corpus` readers feed `pipeline`, which segments documents in
 //! parallel (`segment`, `sentences`) and hands them in input order to `shards::ShardWriter`.
 
 pub mod lock;

@@ -1,5 +1,5 @@
 //! Span shards: the Arrow schema, the Parquet writer (atomic, size-rotated), the reader and the
-//! manifest. The hand-off between `prepare` and everything after it (DESIGN.md).
+//! manifest. The hand-off between `prepare` and everything after it (ARCHITECTURE.md).
 
 pub mod manifest;
 pub mod reader;

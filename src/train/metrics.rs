@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Measured bf16 dense peak of an H100/H200 (../shared/GPU.md), the MFU denominator.
+/// Measured bf16 dense peak of an H100/H200 (bench/reference/README.md), the MFU denominator.
 pub const PEAK_FLOPS: f64 = 790e12;
 
 /// Model FLOPs of one training step on `batch`, with the PyTorch reference's model
-/// (../shared/bench/bench_train.py) so MFU figures compare: 6 P_mm T (every matrix weight, forward and
+/// (bench/reference/bench_train.py) so MFU figures compare: 6 P_mm T (every matrix weight, forward and
 /// backward, on every position), 12 (H^2 + H V) per labelled token (the MLM transform and tied decoder,
 /// run for the late and the head loss, at labelled positions only as we compute them), 12 L^2 H per
 /// layer and sequence (attention scores and values), and 6 N^2 H for the contrastive scores.
@@ -188,7 +188,7 @@ pub fn series(recs: &[Record]) -> Vec<(&'static str, RGBColor, Vec<(f64, f64)>)>
 
 #[cfg(test)]
 mod tests {
-    /// ../shared/GPU.md: 10.71 TFLOP per Condenser step at 128 x 128 for bert-base with logits only at
+    /// bench/reference/README.md: 10.71 TFLOP per Condenser step at 128 x 128 for bert-base with logits only at
     /// masked positions (15% of positions 1..126 labelled: 2,419 tokens on average).
     #[test]
     fn flop_model_matches_the_reference_figure() {

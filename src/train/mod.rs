@@ -1,5 +1,5 @@
 //! `condenser train`: the streaming loader, the Condenser and coCondenser stages (with gradient cache),
-//! AdamW, atomic checkpoints and exact resume, metrics. DESIGN.md: train::Loader -> train::Collator ->
+//! AdamW, atomic checkpoints and exact resume, metrics. ARCHITECTURE.md: train::Loader -> train::Collator ->
 //! model::Condenser -> train::Objective -> checkpoint dir.
 
 pub mod checkpoint;
