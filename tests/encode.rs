@@ -262,3 +262,31 @@ fn out_extension_decides_the_format() {
         common::stderr(&o)
     );
 }
+
+/// A full disk on stdout is named once (Parquet's error displays its I/O source, which used to be
+/// printed again after it), and the ids file beside a `.npy` that is a folder is named as such.
+#[test]
+fn a_full_stdout_and_an_ids_folder_are_reported_once_and_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = dir.path().join("t.txt");
+    std::fs::write(&texts, "lava erupts\nbees make honey\n").unwrap();
+    let model = common::data("minilm");
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let o = common::condenser()
+        .args(["encode", "--model", model.to_str().unwrap(), texts.to_str().unwrap()])
+        .args(["-o", "-", "--device", "cpu"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("No space left on device").count(), 1, "{err}");
+    let npy = dir.path().join("blk.npy");
+    std::fs::create_dir_all(dir.path().join("blk.ids.txt")).unwrap();
+    let o = common::run(&[
+        "encode", "--model", model.to_str().unwrap(), texts.to_str().unwrap(),
+        "-o", npy.to_str().unwrap(), "--device", "cpu",
+    ]);
+    let err = common::stderr(&o);
+    assert!(err.contains("the ids are written beside it as") && err.contains("which is a folder"), "{err}");
+}

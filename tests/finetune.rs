@@ -633,3 +633,17 @@ fn resume_on_other_training_data_is_refused_unless_allowed() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn a_run_that_fails_before_its_first_log_step_leaves_no_metrics_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = tiny_model(dir.path());
+    // Nothing to train on: every line is skipped, so the first pass makes no batch.
+    let train = write_train(dir.path(), 0, 2, &["{not json", r#"{"query_id": 1, "query": "", "positive_passages": [{"text": "a"}]}"#]);
+    let out = dir.path().join("run");
+    let o = finetune(&train, ("--init", &init), &out, &with(&["optim.max_steps=2"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("made no batch"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("with an empty query"), "{}", stderr(&o));
+    assert!(!out.join("metrics.jsonl").exists());
+}

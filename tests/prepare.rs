@@ -315,8 +315,10 @@ fn on_error_fail_stops_without_a_partial_shard() {
         assert_eq!(o.status.code(), Some(2), "{reason}: {err}");
         assert!(err.contains(&path), "{reason}: {err}");
         assert!(!err.contains("panicked"), "{err}");
+        // A run that fails before its first shard removes the folder it made.
         let leftovers: Vec<_> = std::fs::read_dir(&out)
-            .unwrap()
+            .into_iter()
+            .flatten()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".parquet") || n.ends_with(".tmp"))
             .collect();
@@ -635,14 +637,17 @@ fn a_run_failing_before_its_first_shard_leaves_no_folder_behind() {
     let o = prepare(std::slice::from_ref(&jsonl), &out, &fail);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!out.exists(), "{} left behind", out.display());
-    let mut part = fail.to_vec();
-    part.extend(["--partition", "1/2"]);
-    let o = prepare(std::slice::from_ref(&jsonl), &out, &part);
+    // A partition failing on its first record: neither part-1-of-2/ nor --out stays.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"id\": \"x\", bad\n".repeat(200)).unwrap();
+    let bad = bad.display().to_string();
+    let part = ["--format", "jsonl", "--on-error", "fail", "--partition", "1/2"];
+    let o = prepare(std::slice::from_ref(&bad), &out, &part);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!out.exists(), "{} left behind", out.display());
     // A folder the user made is theirs: only what the run created goes.
     std::fs::create_dir_all(&out).unwrap();
-    let o = prepare(std::slice::from_ref(&jsonl), &out, &part);
+    let o = prepare(std::slice::from_ref(&bad), &out, &part);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(out.is_dir() && !out.join("part-1-of-2").exists());
 }

@@ -472,6 +472,23 @@ mod tests {
         let no_neg = br#"{"query_id": "a", "query": "q", "positive_passages": [{"text": "x"}]}"#;
         assert_eq!(parse_line(no_neg, 8).unwrap_err(), Skip::NoNegative);
         assert!(parse_line(no_neg, 1).unwrap().is_some());
+        // Empty texts are not trained on: an empty query or only empty positives skip the line,
+        // empty negatives are dropped.
+        let p = |t: &str| format!(r#"{{"docid":"d","title":"","text":"{t}"}}"#);
+        let line = |q: &str, pos: &[&str], neg: &[&str]| {
+            let list = |v: &[&str]| v.iter().map(|t| p(t)).collect::<Vec<_>>().join(",");
+            format!(
+                r#"{{"query_id":1,"query":"{q}","positive_passages":[{}],"negative_passages":[{}]}}"#,
+                list(pos),
+                list(neg)
+            )
+        };
+        let parse = |l: String, n| parse_line(l.as_bytes(), n);
+        assert_eq!(parse(line(" ", &["a"], &["b"]), 2).unwrap_err(), Skip::EmptyQuery);
+        assert_eq!(parse(line("q", &[" ", ""], &["b"]), 2).unwrap_err(), Skip::EmptyPositive);
+        assert_eq!(parse(line("q", &["a"], &[""]), 2).unwrap_err(), Skip::EmptyNegatives);
+        let kept = parse(line("q", &["", "a"], &["", "b"]), 2).unwrap().unwrap();
+        assert_eq!((kept.positives, kept.negatives), (vec!["a".to_string()], vec!["b".to_string()]));
     }
 
     #[test]

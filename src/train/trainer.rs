@@ -85,7 +85,13 @@ enum Next<B> {
 
 /// Waits for the next batch, counting the wait, and watching for SIGINT / SIGTERM meanwhile when
 /// `interruptible` (one process; ranks of a group stop together, after a step: `StopVotes`).
-fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration, interruptible: bool) -> Result<Next<B>> {
+/// `skipped` names what an epoch's skip count counts (span documents, or fine-tuning's lines).
+fn next_batch<B>(
+    loader: &Loader<B>,
+    wait: &mut Duration,
+    interruptible: bool,
+    skipped: &str,
+) -> Result<Next<B>> {
     use crossbeam_channel::RecvTimeoutError;
     let t = Instant::now();
     loop {
@@ -113,7 +119,7 @@ fn next_batch<B>(loader: &Loader<B>, wait: &mut Duration, interruptible: bool) -
                 skipped_docs,
             } => {
                 if skipped_docs > 0 {
-                    log::info!("epoch {epoch} done; {skipped_docs} document(s) with fewer than two spans skipped");
+                    log::info!("epoch {epoch} done; {skipped_docs} {skipped}");
                 } else {
                     log::info!("epoch {epoch} done");
                 }
@@ -177,11 +183,6 @@ impl Join<'_> {
     /// its loader and trains its stage's objective.
     fn run(self, prepare: impl FnOnce(Device, usize) -> Result<Setup>) -> Result<()> {
         let launch = Launch::from_env()?;
-        // Rank 0 alone owns the folder (the others would see the files it is about to write), and
-        // refuses before anyone waits on the network.
-        if launch.as_ref().map_or(0, |l| l.rank) == 0 {
-            super::run_folder::claim(self.out, self.resume, self.overwrite)?;
-        }
         let local_rank = launch.as_ref().map_or(0, |l| l.local_rank);
         let device = crate::device::select(self.device.for_local_rank(local_rank))?;
         let dist = match &launch {
@@ -189,7 +190,10 @@ impl Join<'_> {
             Some(l) => join_group(l, device, self.backend, self.timeout)?,
         };
         let mut s = prepare(device, dist.world_size)?;
+        // Rank 0 alone owns the folder (the others would see the files it is about to write); it
+        // refuses one holding another run before writing anything there.
         if dist.is_main() {
+            super::run_folder::claim(self.out, self.resume, self.overwrite)?;
             s.prepare_out()?;
         }
         agree_on_start(&s, &dist)?;
@@ -370,6 +374,10 @@ pub fn train<O: Objective>(
     dist: &Dist,
 ) -> Result<()> {
     let (cfg, out, total, inputs) = (s.cfg.clone(), s.out.clone(), s.total, s.inputs.clone());
+    let skipped_what = match cfg.stage {
+        Stage::Finetune => "training line(s) skipped (malformed, without a positive or a negative, or empty)",
+        _ => "document(s) with fewer than two spans skipped",
+    };
     let model = &s.loaded.model;
     let mut metrics = match dist.is_main() {
         true => Some(MetricsFile::open(
@@ -474,7 +482,7 @@ pub fn train<O: Objective>(
         let mut after = cursor;
         let mut ran_out = false;
         for _ in 0..world * per_step {
-            match next_batch(&loader, &mut interval.wait, !dist.is_distributed())? {
+            match next_batch(&loader, &mut interval.wait, !dist.is_distributed(), skipped_what)? {
                 Next::Batch(b, a) => {
                     after = a;
                     batches.extend(b);
