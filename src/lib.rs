@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cli;
 pub mod corpus;
+pub mod cputime;
 pub mod device;
 pub mod dist;
 pub mod eval;

@@ -78,18 +78,8 @@ fn fast_codec_decoders(threads: usize) -> usize {
     threads.div_ceil(32)
 }
 
-/// CPU nanoseconds spent by parallel decoding threads in this process (for `prepare`'s stage timings).
-static DECODE_CPU_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Adds a decoding thread's CPU time.
-pub fn add_decode_cpu(d: std::time::Duration) {
-    DECODE_CPU_NS.fetch_add(d.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// CPU time spent by parallel decoding threads so far.
-pub fn decode_cpu() -> std::time::Duration {
-    std::time::Duration::from_nanos(DECODE_CPU_NS.load(std::sync::atomic::Ordering::Relaxed))
-}
+/// The parallel decoders' CPU time (counted where they run).
+pub use super::parallel_decode::{add_decode_cpu, decode_cpu};
 
 /// Wraps a raw byte source in the decoder its magic bytes call for, counting raw bytes into `counter`.
 pub fn decoded(

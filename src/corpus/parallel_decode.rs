@@ -23,6 +23,19 @@ use std::io::{self, BufRead, Read};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+/// CPU nanoseconds spent by parallel decoding threads in this process (for `prepare`'s stage timings).
+static DECODE_CPU_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Adds a decoding thread's CPU time.
+pub fn add_decode_cpu(d: std::time::Duration) {
+    DECODE_CPU_NS.fetch_add(d.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// CPU time spent by parallel decoding threads so far.
+pub fn decode_cpu() -> std::time::Duration {
+    std::time::Duration::from_nanos(DECODE_CPU_NS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Compressed bytes per group (a Wikipedia bzip2 stream is ~100 kB to ~1 MB compressed; a BGZF member
 /// at most 64 KiB).
 pub const GROUP_BYTES: usize = 1 << 20;
@@ -146,9 +159,9 @@ impl<F: Framing> ParallelDecoder<F> {
                     slots: slot_tx,
                     count: 0,
                 };
-                let t = crate::prepare::stages::thread_cpu();
+                let t = crate::cputime::thread_cpu();
                 let err = splitter.run(raw).err();
-                super::decompress::add_decode_cpu(crate::prepare::stages::thread_cpu() - t);
+                add_decode_cpu(crate::cputime::thread_cpu() - t);
                 let count = splitter.count;
                 drop(splitter);
                 let _ = end_tx.send(Msg::End(count, err));
@@ -160,7 +173,7 @@ impl<F: Framing> ParallelDecoder<F> {
                 .name(format!("{}-decode-{i}", F::SHORT))
                 .spawn(move || {
                     for Job(index, offset, payload) in rx {
-                        let t = crate::prepare::stages::thread_cpu();
+                        let t = crate::cputime::thread_cpu();
                         let (out, err) = match payload {
                             Payload::Compressed(bytes) => {
                                 let (out, err) = F::decode(&bytes);
@@ -178,7 +191,7 @@ impl<F: Framing> ParallelDecoder<F> {
                             }
                             Payload::Decoded(out, err) => (out, err),
                         };
-                        super::decompress::add_decode_cpu(crate::prepare::stages::thread_cpu() - t);
+                        add_decode_cpu(crate::cputime::thread_cpu() - t);
                         if tx.send(Msg::Group(index, out, err)).is_err() {
                             return;
                         }
