@@ -116,9 +116,11 @@ pub struct LossConfig {
     pub co_weight: f64,
     /// coCondenser: split the batch into chunks of this many spans (gradient cache); 0 = no cache.
     pub cache_chunk_size: usize,
-    /// coCondenser with the cache: chunk i's MLM loss is scaled by mlm_weight x rows_i / 2B.
-    /// 1.0 (ours) gives the same objective as without the cache; the original coCondenser code's
-    /// cache path amounts to 2.0, which produced the released checkpoints.
+    /// coCondenser with the cache: chunk i's MLM loss (a mean over its masked tokens) is scaled by
+    /// mlm_weight x rows_i / 2B, so with 1.0 (ours) the MLM term is a row-weighted sum of per-chunk token
+    /// means: the uncached weight, and the uncached mean over the batch's masked tokens only when every
+    /// chunk holds the same share of them as of rows. The original coCondenser code's cache path amounts
+    /// to 2.0, which produced the released checkpoints.
     pub mlm_weight: f64,
     /// Fine-tuning: scores are dot products divided by this.
     #[serde(default = "temperature")]
