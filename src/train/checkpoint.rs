@@ -131,7 +131,8 @@ pub fn remove_stale_temporaries(out: &Path) -> Result<()> {
 /// The PID of a temporary checkpoint folder's name (`hf::save`'s `.NAME.tmp-PID`, `.NAME.old-PID`).
 fn temporary_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix('.')?;
-    let ours = ["checkpoint-", "final.", "final-state."];
+    // (`.train-cache.tmp-PID`: fine-tuning's decompressed training files, `query_order::cache_dir`.)
+    let ours = ["checkpoint-", "final.", "final-state.", "train-cache."];
     if !ours.iter().any(|p| rest.starts_with(p)) {
         return None;
     }
@@ -164,14 +165,28 @@ pub fn save(
         (STATE_FILE, serde_json::to_vec_pretty(state)?),
         (CONFIG_FILE, state.config.to_toml().into_bytes()),
     ];
-    // A fine-tuned retriever is saved without the heads it never trained.
+    // A fine-tuned retriever is saved without the heads it never trained, and with how it reads
+    // and scores passages (for eval, mine and encode).
     let encoder_only = state.config.stage == super::config::Stage::Finetune;
+    let mut model_files: Vec<(&str, Vec<u8>)> = Vec::new();
+    if encoder_only {
+        let r = crate::model::retriever::RetrieverConfig {
+            title_separator: state.config.data.title_separator,
+            similarity: state.config.loss.similarity,
+        };
+        model_files.push((crate::model::retriever::FILE, r.to_json()));
+        // sentence-transformers' files for this similarity (a Normalize module for cosine).
+        model_files.extend(crate::model::export::sentence_transformers_files(
+            r.similarity,
+        ));
+    }
     if dir.file_name().and_then(|n| n.to_str()) != Some(FINAL_DIR) {
-        return hf::save_parts(dir, vs, model, tokenizer, &extra, encoder_only);
+        let all: Vec<(&str, Vec<u8>)> = extra.into_iter().chain(model_files).collect();
+        return hf::save_parts(dir, vs, model, tokenizer, &all, encoder_only);
     }
     let state_dir = separate_state_dir(dir).context("final checkpoint path has no parent")?;
     save_apart(dir, &state_dir, &extra, || {
-        hf::save_parts(dir, vs, model, tokenizer, &[], encoder_only)
+        hf::save_parts(dir, vs, model, tokenizer, &model_files, encoder_only)
     })
 }
 

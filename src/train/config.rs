@@ -87,6 +87,11 @@ pub struct DataConfig {
     /// Fine-tuning: passage length with [CLS] and [SEP] (longer passages are cut).
     #[serde(default = "passage_max_len")]
     pub passage_max_len: usize,
+    /// Fine-tuning: what joins a passage's title and text: "space" ("title text") or "sep" (the
+    /// tokenizer's separator token, "title[SEP]text", as Tevatron's MS MARCO preprocessing). Saved in
+    /// the model folder (condenser_retriever.json), so `eval`, `mine` and `encode` join them the same way.
+    #[serde(default)]
+    pub title_separator: crate::model::retriever::TitleSeparator,
 }
 
 fn train_n_passages() -> usize {
@@ -125,6 +130,37 @@ pub struct LossConfig {
     /// Fine-tuning: scores are dot products divided by this.
     #[serde(default = "temperature")]
     pub temperature: f64,
+    /// Fine-tuning with several ranks: true = every query's negatives include every rank's passages
+    /// (the global batch, exact: N ranks equal one process with the whole batch); false = only its own
+    /// rank's passages, Tevatron's default (`negatives_x_device` off), each rank's loss the mean over
+    /// its queries and the gradients averaged over ranks. One process: no difference.
+    #[serde(default = "yes")]
+    pub negatives_across_ranks: bool,
+    /// Fine-tuning: "dot" (dot products of the [CLS] vectors, Tevatron's) or "cos" (cosine: the
+    /// vectors normalised to unit length, sentence-transformers' default loss). Saved in the model
+    /// folder: eval and mine search with it, encode writes unit vectors, and sentence-transformers
+    /// loads a Normalize module.
+    #[serde(default)]
+    pub similarity: crate::model::retriever::Similarity,
+    /// Fine-tuning with similarity "cos": scores are cosines times this (sentence-transformers' scale;
+    /// 20 = temperature 0.05), then divided by loss.temperature.
+    #[serde(default = "cos_scale")]
+    pub cos_scale: f64,
+}
+
+impl LossConfig {
+    /// What fine-tuning divides its similarities by: loss.temperature, or for cosines
+    /// loss.temperature / loss.cos_scale.
+    pub fn score_divisor(&self) -> f64 {
+        match self.similarity {
+            crate::model::retriever::Similarity::Dot => self.temperature,
+            crate::model::retriever::Similarity::Cos => self.temperature / self.cos_scale,
+        }
+    }
+}
+
+fn cos_scale() -> f64 {
+    20.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +244,7 @@ impl Default for TrainConfig {
                 train_n_passages: 8,
                 query_max_len: 32,
                 passage_max_len: 128,
+                title_separator: crate::model::retriever::TitleSeparator::Space,
             },
             loss: LossConfig {
                 head_weight: 1.0,
@@ -216,6 +253,9 @@ impl Default for TrainConfig {
                 cache_chunk_size: 0,
                 mlm_weight: 1.0,
                 temperature: 1.0,
+                negatives_across_ranks: true,
+                similarity: crate::model::retriever::Similarity::Dot,
+                cos_scale: 20.0,
             },
             optim: OptimConfig {
                 lr: 1e-4,
@@ -403,6 +443,12 @@ impl TrainConfig {
             bail!(
                 "loss.temperature must be a positive finite number, got {}",
                 l.temperature
+            );
+        }
+        if !(l.cos_scale.is_finite() && l.cos_scale > 0.0) {
+            bail!(
+                "loss.cos_scale must be a positive finite number, got {}",
+                l.cos_scale
             );
         }
         let m = &self.model;

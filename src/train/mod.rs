@@ -2,6 +2,7 @@
 //! AdamW, atomic checkpoints and exact resume, metrics. DESIGN.md: train::Loader -> train::Collator ->
 //! model::Condenser -> train::Objective -> checkpoint dir.
 
+pub mod card;
 pub mod checkpoint;
 pub mod collate;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod pairs;
+pub mod query_order;
 pub mod print_config;
 pub mod setup;
 pub mod trainer;

@@ -191,6 +191,7 @@ impl Join {
             per_rank: s.micro_batches(),
         };
         let (loss, seed) = (s.cfg.loss.clone(), s.cfg.run.seed);
+        let card = CardData::of(s.data.as_ref());
         match s.data.take().context("the data source is taken once")? {
             Data::Shards(source) => {
                 let loader = loader::start(
@@ -215,7 +216,7 @@ impl Join {
                             grad_accum,
                             device,
                         };
-                        train(s, objective, loader, &dist)
+                        train(s, objective, loader, &dist, &card)
                     }
                     Stage::Cocondenser => train(
                         s,
@@ -227,6 +228,7 @@ impl Join {
                         },
                         loader,
                         &dist,
+                        &card,
                     ),
                     Stage::Finetune => bail!("fine-tuning reads no span shards"),
                 }
@@ -242,6 +244,7 @@ impl Join {
                     special,
                     start: s.cursor,
                     slice,
+                    cache_dir: super::query_order::cache_dir(&s.out),
                 });
                 let objective = FinetuneObjective {
                     loss,
@@ -249,7 +252,7 @@ impl Join {
                     seed,
                     device,
                 };
-                train(s, objective, loader, &dist)
+                train(s, objective, loader, &dist, &card)
             }
         }
     }
@@ -374,6 +377,7 @@ pub fn train<O: Objective>(
     mut objective: O,
     loader: Loader<O::Batch>,
     dist: &Dist,
+    card: &CardData,
 ) -> Result<()> {
     let (cfg, out, total) = (s.cfg.clone(), s.out.clone(), s.total);
     let model = &s.loaded.model;
@@ -581,6 +585,25 @@ pub fn train<O: Objective>(
         out.join("final")
     };
     save(&dir, opt, step, cursor)?;
+    if dist.is_main() && !(stopped_early || step < total) {
+        let name = out
+            .file_name()
+            .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+        let path = super::card::write(
+            &dir,
+            &super::card::Card {
+                name: &name,
+                cfg: &cfg,
+                command: std::env::args().collect(),
+                init: &s.init,
+                data: &card.lines(&cfg),
+                steps: step,
+                total_steps: total,
+                world_size: dist.world_size,
+            },
+        )?;
+        log::info!("model card: {}", path.display());
+    }
     if stopped_early {
         log::info!(
             "stopped at step {step} of {total}; resume with --resume {}",
@@ -600,6 +623,72 @@ pub fn train<O: Objective>(
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// Where the run's data came from, for the model card.
+pub enum CardData {
+    /// A prepared folder (its manifest counts the documents), or None for shard paths on stdin.
+    Shards(Option<std::path::PathBuf>),
+    /// Tevatron training files.
+    Pairs(Vec<std::path::PathBuf>),
+}
+
+impl CardData {
+    fn of(data: Option<&Data>) -> Self {
+        match data {
+            Some(Data::Pairs(files)) => CardData::Pairs(files.clone()),
+            Some(Data::Shards(loader::ShardSource::Files(paths))) => CardData::Shards(
+                paths
+                    .first()
+                    .and_then(|p| p.parent())
+                    .map(Path::to_path_buf),
+            ),
+            _ => CardData::Shards(None),
+        }
+    }
+
+    /// One line per source, with its count (training files are read once more to count their queries).
+    fn lines(&self, cfg: &TrainConfig) -> Vec<String> {
+        let name = |p: &Path| {
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        };
+        match self {
+            CardData::Pairs(files) => files
+                .iter()
+                .map(|f| {
+                    match super::pairs::count_queries(
+                        std::slice::from_ref(f),
+                        cfg.data.train_n_passages,
+                    ) {
+                        Ok((n, skips)) => format!(
+                            "`{}`: {n} training queries (Tevatron lines; {})",
+                            name(f),
+                            skips.summary()
+                        ),
+                        Err(e) => format!("`{}` (not counted: {e:#})", name(f)),
+                    }
+                })
+                .collect(),
+            CardData::Shards(Some(dir)) => {
+                vec![match crate::shards::manifest::Manifest::load(dir) {
+                    Ok(Some(m)) => format!(
+                        "`{}`: {} documents, {} spans, {} tokens (prepared shards)",
+                        name(dir),
+                        m.totals.documents,
+                        m.totals.spans,
+                        m.totals.tokens
+                    ),
+                    _ => format!("`{}` (prepared shards)", name(dir)),
+                }]
+            }
+            CardData::Shards(None) => {
+                vec!["shard paths read from stdin (a running `prepare`)".to_string()]
+            }
+        }
+    }
 }
 
 /// With a process group, a signal reaches the ranks at different moments (torchrun forwards it to each),
