@@ -301,8 +301,15 @@ fn mine_with_a_margin_keeps_only_candidates_below_the_positive() {
             .collect()
     };
     let all = negatives(&mine(&dir.path().join("all.jsonl"), &[]));
-    let kept = negatives(&mine(&dir.path().join("margin.jsonl"), &["--absolute-margin", "0"]));
-    assert_eq!(all.len(), TOPICS.len() * (TOPICS.len() - 1), "every other passage without a margin");
+    let kept = negatives(&mine(
+        &dir.path().join("margin.jsonl"),
+        &["--absolute-margin", "0"],
+    ));
+    assert_eq!(
+        all.len(),
+        TOPICS.len() * (TOPICS.len() - 1),
+        "every other passage without a margin"
+    );
     assert!(kept.len() < all.len(), "{kept:?}");
     for (q, d) in &kept {
         let positive = format!("d{}", &q[1..]);
@@ -318,11 +325,102 @@ fn mine_with_a_margin_keeps_only_candidates_below_the_positive() {
         .iter()
         .filter(|(q, d)| score(q, d) <= score(q, &format!("d{}", &q[1..])) - 1e-5)
         .count();
-    assert!(kept.len() >= below, "{} kept, {below} below their positive", kept.len());
+    assert!(
+        kept.len() >= below,
+        "{} kept, {below} below their positive",
+        kept.len()
+    );
 }
 
 fn run_cmd(args: &[&str]) -> std::process::Output {
     let o = run(args);
     assert!(o.status.success(), "{}", stderr(&o));
     o
+}
+
+/// `finetune --eval-corpus ... --eval-every 1`: every step's dev figures in metrics.jsonl, and
+/// `OUT/best` holds the model of the step the metric picks (the first to reach the highest nDCG@10),
+/// the same weights as that step's checkpoint.
+#[test]
+fn evaluation_while_training_keeps_the_best_checkpoint_the_metric_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = tiny_model(dir.path());
+    let train = write_train(dir.path());
+    let beir = write_beir(dir.path());
+    let out = dir.path().join("run");
+    let mut a: Vec<String> = [
+        "finetune",
+        train.to_str().unwrap(),
+        "--init",
+        init.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    for (k, v) in [
+        ("--out", out.to_str().unwrap()),
+        ("--device", "cpu"),
+        ("--eval-corpus", beir.0.to_str().unwrap()),
+        ("--eval-queries", beir.1.to_str().unwrap()),
+        ("--eval-qrels", beir.2.to_str().unwrap()),
+        ("--eval-every", "1"),
+        ("--best-metric", "ndcg@10"),
+    ] {
+        a.extend([k.to_string(), v.to_string()]);
+    }
+    for s in [
+        "data.batch_size=4",
+        "data.train_n_passages=2",
+        "data.passage_max_len=32",
+        "data.query_max_len=16",
+        "optim.max_steps=4",
+        "optim.warmup_ratio=0",
+        "optim.lr=3e-4",
+        "run.log_every=2",
+        "run.save_every=1",
+        "run.keep_checkpoints=10",
+    ] {
+        a.extend(["--set".to_string(), s.to_string()]);
+    }
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    let o = run(&refs);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = condenser::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+    let evals: Vec<(u64, f64)> = recs
+        .iter()
+        .map(|r| (r.step, r.eval_ndcg_at_10.expect("every step evaluated")))
+        .collect();
+    assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    assert!(recs
+        .iter()
+        .all(|r| r.eval_mrr_at_10.is_some() && r.eval_recall_at_100.is_some()));
+    let (mut best_step, mut best) = (0, f64::NEG_INFINITY);
+    for &(s, v) in &evals {
+        if v > best {
+            (best_step, best) = (s, v);
+        }
+    }
+    let note: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("best/eval.json")).unwrap()).unwrap();
+    assert_eq!(note["step"], best_step, "{note} vs {evals:?}");
+    assert_eq!(note["metric"], "ndcg@10");
+    assert!((note["value"].as_f64().unwrap() - best).abs() < 1e-12);
+    let same_as = if best_step == 4 {
+        out.join("final")
+    } else {
+        out.join(format!("checkpoint-{best_step}"))
+    };
+    assert_eq!(
+        std::fs::read(out.join("best/model.safetensors")).unwrap(),
+        std::fs::read(same_as.join("model.safetensors")).unwrap(),
+        "best/ holds step {best_step}'s weights"
+    );
+    assert!(out.join("best/condenser_retriever.json").is_file());
+    let card = std::fs::read_to_string(out.join("final/README.md")).unwrap();
+    assert!(
+        card.contains(&format!(
+            "the best nDCG@10 was {best:.4}, at step {best_step}"
+        )),
+        "{card}"
+    );
+    eprintln!("dev nDCG@10 per step: {evals:?}; best step {best_step}");
 }

@@ -23,6 +23,8 @@ pub struct Card<'a> {
     pub steps: u64,
     pub total_steps: u64,
     pub world_size: usize,
+    /// What evaluation while training found (finetune --eval-corpus), if it ran.
+    pub evaluation: Option<String>,
 }
 
 /// The init folder's Hugging Face hub id, where it has one: `config.json`'s `_name_or_path` (what
@@ -145,7 +147,12 @@ pub fn render(c: &Card) -> String {
         c.cfg.optim.lr, c.cfg.optim.warmup_ratio, c.cfg.run.seed
     ));
     b.push_str("- Training curves: `metrics.jsonl` in the run folder\n\n");
-    b.push_str("## Evaluation\n\nNone was run during training; `condenser eval --model FOLDER ...` scores it.\n\n");
+    match &c.evaluation {
+        Some(e) => b.push_str(&format!("## Evaluation\n\n{e}\n\n")),
+        None => b.push_str(
+            "## Evaluation\n\nNone was run during training; `condenser eval --model FOLDER ...` scores it.\n\n",
+        ),
+    }
     b.push_str("## Configuration\n\n```toml\n");
     b.push_str(&c.cfg.to_toml());
     if !b.ends_with('\n') {

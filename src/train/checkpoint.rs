@@ -132,7 +132,13 @@ pub fn remove_stale_temporaries(out: &Path) -> Result<()> {
 fn temporary_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix('.')?;
     // (`.train-cache.tmp-PID`: fine-tuning's decompressed training files, `query_order::cache_dir`.)
-    let ours = ["checkpoint-", "final.", "final-state.", "train-cache."];
+    let ours = [
+        "checkpoint-",
+        "final.",
+        "final-state.",
+        "train-cache.",
+        "best.",
+    ];
     if !ours.iter().any(|p| rest.starts_with(p)) {
         return None;
     }
@@ -168,18 +174,7 @@ pub fn save(
     // A fine-tuned retriever is saved without the heads it never trained, and with how it reads
     // and scores passages (for eval, mine and encode).
     let encoder_only = state.config.stage == super::config::Stage::Finetune;
-    let mut model_files: Vec<(&str, Vec<u8>)> = Vec::new();
-    if encoder_only {
-        let r = crate::model::retriever::RetrieverConfig {
-            title_separator: state.config.data.title_separator,
-            similarity: state.config.loss.similarity,
-        };
-        model_files.push((crate::model::retriever::FILE, r.to_json()));
-        // sentence-transformers' files for this similarity (a Normalize module for cosine).
-        model_files.extend(crate::model::export::sentence_transformers_files(
-            r.similarity,
-        ));
-    }
+    let model_files = retriever_files(&state.config);
     if dir.file_name().and_then(|n| n.to_str()) != Some(FINAL_DIR) {
         let all: Vec<(&str, Vec<u8>)> = extra.into_iter().chain(model_files).collect();
         return hf::save_parts(dir, vs, model, tokenizer, &all, encoder_only);
@@ -188,6 +183,24 @@ pub fn save(
     save_apart(dir, &state_dir, &extra, || {
         hf::save_parts(dir, vs, model, tokenizer, &model_files, encoder_only)
     })
+}
+
+/// The files beside a fine-tuned retriever's weights (none for the pre-training stages): how it reads
+/// and scores passages (`condenser_retriever.json`) and sentence-transformers' files for that similarity
+/// (a Normalize module for cosine).
+pub fn retriever_files(cfg: &super::config::TrainConfig) -> Vec<(&'static str, Vec<u8>)> {
+    let mut files = Vec::new();
+    if cfg.stage == super::config::Stage::Finetune {
+        let r = crate::model::retriever::RetrieverConfig {
+            title_separator: cfg.data.title_separator,
+            similarity: cfg.loss.similarity,
+        };
+        files.push((crate::model::retriever::FILE, r.to_json()));
+        files.extend(crate::model::export::sentence_transformers_files(
+            r.similarity,
+        ));
+    }
+    files
 }
 
 /// Writes the state `files` to `state_dir` and the model (by `save_model`, atomic itself) to `dir`,

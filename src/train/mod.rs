@@ -6,15 +6,17 @@ pub mod card;
 pub mod checkpoint;
 pub mod collate;
 pub mod config;
+pub mod dev_eval;
 pub mod finetune;
 pub mod loader;
 pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod pairs;
-pub mod query_order;
 pub mod print_config;
+pub mod query_order;
 pub mod setup;
+pub mod tensorboard;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -69,6 +71,8 @@ pub struct FinetuneArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub run: RunOptions,
+    #[command(flatten)]
+    pub dev: dev_eval::DevEvalArgs,
 }
 
 /// What `train` and `finetune` share: the configuration, where to start, where to stop, the device

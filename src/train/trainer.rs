@@ -138,7 +138,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 /// `condenser finetune`: as `run`, with the fine-tuning objective over Tevatron training data.
 pub fn finetune(args: FinetuneArgs) -> Result<()> {
-    Join::from(&args.run).run(|device, world| {
+    let mut join = Join::from(&args.run);
+    join.dev = Some(args.dev.clone());
+    join.run(|device, world| {
         setup::prepare(
             &args.run.run_args(&args.out),
             DataArg::Pairs(&args.train),
@@ -154,6 +156,8 @@ struct Join {
     device: crate::device::DeviceChoice,
     backend: Option<DistBackend>,
     timeout: u64,
+    /// `finetune`'s evaluation while training.
+    dev: Option<super::dev_eval::DevEvalArgs>,
 }
 
 impl From<&RunOptions> for Join {
@@ -162,6 +166,7 @@ impl From<&RunOptions> for Join {
             device: o.device,
             backend: o.dist_backend,
             timeout: o.dist_timeout,
+            dev: None,
         }
     }
 }
@@ -191,7 +196,13 @@ impl Join {
             per_rank: s.micro_batches(),
         };
         let (loss, seed) = (s.cfg.loss.clone(), s.cfg.run.seed);
-        let card = CardData::of(s.data.as_ref());
+        let mut extras = Extras {
+            card: CardData::of(s.data.as_ref()),
+            dev: match &self.dev {
+                Some(d) => super::dev_eval::DevEval::new(d)?,
+                None => None,
+            },
+        };
         match s.data.take().context("the data source is taken once")? {
             Data::Shards(source) => {
                 let loader = loader::start(
@@ -216,7 +227,7 @@ impl Join {
                             grad_accum,
                             device,
                         };
-                        train(s, objective, loader, &dist, &card)
+                        train(s, objective, loader, &dist, &mut extras)
                     }
                     Stage::Cocondenser => train(
                         s,
@@ -228,7 +239,7 @@ impl Join {
                         },
                         loader,
                         &dist,
-                        &card,
+                        &mut extras,
                     ),
                     Stage::Finetune => bail!("fine-tuning reads no span shards"),
                 }
@@ -252,7 +263,7 @@ impl Join {
                     seed,
                     device,
                 };
-                train(s, objective, loader, &dist, &card)
+                train(s, objective, loader, &dist, &mut extras)
             }
         }
     }
@@ -377,13 +388,32 @@ pub fn train<O: Objective>(
     mut objective: O,
     loader: Loader<O::Batch>,
     dist: &Dist,
-    card: &CardData,
+    extras: &mut Extras,
 ) -> Result<()> {
+    let card = &extras.card;
+    let mut dev = extras.dev.take();
+    // The dev set's tokenizer (the run's), loaded once.
+    let dev_tok = match &dev {
+        Some(_) => {
+            let t = crate::tokenizer::load(&s.tok_path)?;
+            let sp = crate::tokenizer::special_ids(&t)?;
+            Some((t, sp))
+        }
+        None => None,
+    };
     let (cfg, out, total) = (s.cfg.clone(), s.out.clone(), s.total);
     let model = &s.loaded.model;
     let mut metrics = match dist.is_main() {
         true => Some(MetricsFile::open(
             &out.join("metrics.jsonl"),
+            s.resumed.as_ref().map(|_| s.step),
+        )?),
+        false => None,
+    };
+    // The same records as TensorBoard event files in OUT (`tensorboard --logdir OUT`).
+    let mut events = match dist.is_main() {
+        true => Some(super::tensorboard::EventWriter::create(
+            &out,
             s.resumed.as_ref().map(|_| s.step),
         )?),
         false => None,
@@ -526,7 +556,8 @@ pub fn train<O: Objective>(
         unchecked.push((step, cursor));
         progress.set_position(step);
 
-        let log_now = step % cfg.run.log_every.max(1) as u64 == 0 || step == total;
+        let eval_now = dev.as_ref().is_some_and(|d| d.due(step, total));
+        let log_now = step % cfg.run.log_every.max(1) as u64 == 0 || step == total || eval_now;
         let save_now =
             cfg.run.save_every > 0 && step % cfg.run.save_every as u64 == 0 && step < total;
         if log_now || save_now {
@@ -535,7 +566,7 @@ pub fn train<O: Objective>(
         if log_now {
             let secs = interval.start.elapsed().as_secs_f64().max(1e-9);
             let (work, wait) = interval.over_ranks(dist, s.device)?;
-            let rec = Record {
+            let mut rec = Record {
                 step,
                 epoch: cursor.epoch,
                 loss: l.total.double_value(&[]),
@@ -556,9 +587,54 @@ pub fn train<O: Objective>(
                     .flatten()
                     .map(|b| b as f64 / GIB),
                 elapsed_s: started.elapsed().as_secs_f64(),
+                eval_mrr_at_10: None,
+                eval_ndcg_at_10: None,
+                eval_recall_at_100: None,
             };
+            // Evaluation on the dev set: rank 0 evaluates (and keeps the best model) while the others
+            // wait at the barrier.
+            if let (true, Some(d), Some((tok, special))) =
+                (eval_now, dev.as_mut(), dev_tok.as_ref())
+            {
+                if dist.is_main() {
+                    let sc = d.run(model, tok, special, &cfg, s.device)?;
+                    rec.eval_mrr_at_10 = Some(sc.mrr_at_10);
+                    rec.eval_ndcg_at_10 = Some(sc.ndcg_at_10);
+                    rec.eval_recall_at_100 = Some(sc.recall_at_100);
+                    let best = d.improved(step, &sc);
+                    log::info!(
+                        "step {step}: dev MRR@10 {:.4} nDCG@10 {:.4} R@100 {:.4}{}",
+                        sc.mrr_at_10,
+                        sc.ndcg_at_10,
+                        sc.recall_at_100,
+                        if best {
+                            " (best so far: saved as best/)"
+                        } else {
+                            ""
+                        }
+                    );
+                    if best {
+                        let dir = super::dev_eval::best_dir(&out);
+                        let mut files = checkpoint::retriever_files(&cfg);
+                        files.push(("eval.json", super::dev_eval::best_note(d.metric, step, &sc)));
+                        crate::model::hf::save_parts(
+                            &dir,
+                            &s.loaded.vs,
+                            model,
+                            &s.tok_path,
+                            &files,
+                            true,
+                        )
+                        .with_context(|| format!("writing {}", dir.display()))?;
+                    }
+                }
+                dist.barrier().context("waiting for rank 0's evaluation")?;
+            }
             if let Some(m) = metrics.as_mut() {
                 m.write(&rec)?;
+            }
+            if let Some(e) = events.as_mut() {
+                e.write(&rec)?;
             }
             let msg = progress_message(&rec);
             // No terminal for the bar (a pipe, CI): the same line as a log message.
@@ -600,6 +676,7 @@ pub fn train<O: Objective>(
                 steps: step,
                 total_steps: total,
                 world_size: dist.world_size,
+                evaluation: dev.as_ref().and_then(|d| d.summary()),
             },
         )?;
         log::info!("model card: {}", path.display());
@@ -623,6 +700,13 @@ pub fn train<O: Objective>(
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// What a run carries besides its set-up: where its data came from (for the model card) and its
+/// evaluation while training.
+pub struct Extras {
+    pub card: CardData,
+    pub dev: Option<super::dev_eval::DevEval>,
 }
 
 /// Where the run's data came from, for the model card.
