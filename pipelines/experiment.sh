@@ -6,12 +6,15 @@
 # and evaluate each, and the untrained initialisation, on the RAG 2024 SILVER set (citation-count labels,
 # not human judgements) and on held-out span pairs of the training corpus. Then the papers' second half:
 # the silver queries split by a seeded hash of their id (about two thirds for training), hard negatives
-# mined once with the untouched initialisation (so every model fine-tunes on the same lines), the same
-# fine-tuning (configs/demo-finetune.toml) from each model with each of SEEDS, and `eval` on the test
-# queries. Writes Markdown tables.
+# mined once with the untouched initialisation (so every model fine-tunes on the same lines: round one's
+# "BM25" negatives), the same fine-tuning (configs/demo-finetune.toml) from each model with each of SEEDS,
+# and `eval` on the test queries. Then round two as Tevatron's coCondenser MS MARCO recipe: negatives
+# mined with each round-one model, and a fine-tuning from the *pre-trained* model again, 2 epochs, on
+# round one's lines and the mined ones together. Writes Markdown tables.
 #   STEPS=30 bash pipelines/experiment.sh        (after pipelines/setup.sh; outputs in runs/experiment/)
 #   FINETUNE=0 skips the fine-tuning part; SEEDS="1 2" sets its seeds; BIN=path uses another binary;
-#   PRETRAIN_EVAL=0 skips the first table.
+#   PRETRAIN_EVAL=0 skips the first table; ROUND2=0 skips round two; ROUND2_FROM=round1 starts round
+#   two from round one's model instead (on the mined lines alone, the other common practice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${STEPS:-30}
@@ -68,6 +71,9 @@ fi
 
 [ "${FINETUNE:-1}" = 1 ] || exit 0
 seeds=${SEEDS:-1 2}
+round2=${ROUND2:-1}
+round2_from=${ROUND2_FROM:-pretrained}
+case "$round2_from" in pretrained|round1) ;; *) echo "ROUND2_FROM must be pretrained or round1, got $round2_from" >&2; exit 2;; esac
 split=$out/silver-split
 python3 pipelines/silver_split.py $silver "$split"
 test_eval() {  # MODEL JSON: the test queries of the split
@@ -83,16 +89,31 @@ for seed in $seeds; do
     model=$out/$name/final
     [ "$name" = init ] && model=data/minilm
     ft=$out/ft-$name-seed$seed
-    [ -s "$ft.test.json" ] && continue
-    "$bin" finetune "$split/train.jsonl" --init "$model" --config configs/demo-finetune.toml \
-      --set run.seed="$seed" --out "$ft" --overwrite --device "${DEVICE:-auto}" >/dev/null
-    test_eval "$ft/final" "$ft.test.json"
+    [ -s "$ft.test.json" ] || {
+      "$bin" finetune "$split/train.jsonl" --init "$model" --config configs/demo-finetune.toml \
+        --set run.seed="$seed" --out "$ft" --overwrite --device "${DEVICE:-auto}" >/dev/null
+      test_eval "$ft/final" "$ft.test.json"
+    }
+    [ "$round2" = 1 ] || continue
+    # Round two: negatives mined with this round-one model.
+    [ -s "$ft.mined.jsonl" ] || "$bin" mine --model "$ft/final" --corpus $silver/collection.tsv \
+      --queries "$split/queries.train.tsv" --qrels "$split/qrels.train.txt" --depth 100 --negatives 15 \
+      --out "$ft.mined.jsonl" --device "${DEVICE:-auto}"
+    if [ "$round2_from" = pretrained ]; then
+      ft2=$out/ft2-$name-seed$seed; from=$model; lines=("$split/train.jsonl" "$ft.mined.jsonl")
+    else
+      ft2=$out/ft2r1-$name-seed$seed; from=$ft/final; lines=("$ft.mined.jsonl")
+    fi
+    [ -s "$ft2.test.json" ] && continue
+    "$bin" finetune "${lines[@]}" --init "$from" --config configs/demo-finetune.toml --set optim.epochs=2 \
+      --set run.seed="$seed" --out "$ft2" --overwrite --device "${DEVICE:-auto}" >/dev/null
+    test_eval "$ft2/final" "$ft2.test.json"
   done
 done
 
-python3 - "$out" "$seeds" <<'PY'
+python3 - "$out" "$seeds" "$round2" "$round2_from" <<'PY'
 import json, os, statistics, sys
-out, seeds = sys.argv[1], sys.argv[2].split()
+out, seeds, round2, round2_from = sys.argv[1], sys.argv[2].split(), sys.argv[3] == "1", sys.argv[4]
 rows = [("init", "all-MiniLM-L6-v2, no pre-training"), ("mlm", "plain MLM"), ("condenser", "Condenser"),
         ("cocondenser", "Condenser then coCondenser")]
 base = json.load(open(f"{out}/init.test.json"))
@@ -108,9 +129,22 @@ for key, label in rows:
     spreads.append(max(mrr) - min(mrr))
     lines.append(f"| {label} | {' / '.join(f'{m:.4f}' for m in mrr)} | {statistics.mean(mrr):.4f} | "
                  f"{statistics.mean(r['ndcg_at_10'] for r in runs):.4f} | {statistics.mean(r['recall']['100'] for r in runs):.4f} |")
+if round2:
+    prefix = "ft2" if round2_from == "pretrained" else "ft2r1"
+    how = ("from the pre-trained model, 2 epochs, round one's lines + mined" if round2_from == "pretrained"
+           else "from round one's model, 2 epochs, mined lines")
+    lines += ["", f"| round two ({how}) | test MRR@10 (seeds {', '.join(seeds)}) | mean | test nDCG@10 mean | test R@100 mean |",
+              "|---|---|---|---|---|"]
+    for key, label in rows:
+        runs = [json.load(open(p)) for s in seeds if os.path.exists(p := f"{out}/{prefix}-{key}-seed{s}.test.json")]
+        if not runs:
+            continue
+        mrr = [r["mrr_at_10"] for r in runs]
+        lines.append(f"| {label} | {' / '.join(f'{m:.4f}' for m in mrr)} | {statistics.mean(mrr):.4f} | "
+                     f"{statistics.mean(r['ndcg_at_10'] for r in runs):.4f} | {statistics.mean(r['recall']['100'] for r in runs):.4f} |")
 lines.append("")
 lines.append(f"Test: {base['queries']} silver queries (a seeded third of 301), the 6,011 silver passages. "
-             f"Largest spread between fine-tuning seeds of one model: {max(spreads) if spreads else 0:.4f} MRR@10.")
+             f"Largest spread between round-one fine-tuning seeds of one model: {max(spreads) if spreads else 0:.4f} MRR@10.")
 open(f"{out}/finetune.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

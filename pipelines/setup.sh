@@ -26,8 +26,9 @@ if ! compgen -G ".venv/lib/python3*/site-packages/torch-${TORCH_VERSION}*.dist-i
 fi
 
 # transformers (parity fixtures, checkpoint loading checks), sentence-transformers (the saved folder loads
-# there as trained) and pyarrow (reading shards as users do).
-PY_TOOLS="transformers==5.24.0 sentence-transformers==6.2.0 pyarrow==26.0.1"
+# there as trained), pyarrow (reading shards as users do) and tensorboard (its event reader reads back the
+# training event files).
+PY_TOOLS="transformers==5.24.0 sentence-transformers==6.2.0 pyarrow==26.0.1 tensorboard==2.21.0"
 for req in $PY_TOOLS; do
   name=${req%%==*}; name=${name//-/_}; version=${req##*==}
   if ! compgen -G ".venv/lib/python3*/site-packages/${name}-${version}.dist-info" >/dev/null; then

@@ -611,6 +611,107 @@ fn finetune_two_ranks_equal_one_process_with_the_whole_batch() {
     }
 }
 
+/// `loss.negatives_across_ranks = false` (Tevatron's default): each rank's queries see only its own
+/// passages and the gradients are averaged over ranks. With Adam's first step made linear in the
+/// gradient (eps far above it, no clipping, no warm-up), 2 ranks x 2 queries must move the weights by
+/// the mean of what 1 process moves them by on each rank's 2 queries alone (and their first loss is the
+/// mean of those two losses); with negatives across ranks the move is another one.
+#[test]
+fn finetune_without_negatives_across_ranks_averages_the_ranks_own_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = write_tevatron(dir.path(), 4, 4, 5);
+    let lines: Vec<String> = std::fs::read_to_string(&all)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let half = |name: &str, l: &[String]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, l.join("\n") + "\n").unwrap();
+        p
+    };
+    // Rank r trains on the queries at places 2r, 2r + 1 of the epoch's order (a keyed permutation of
+    // all of them, run.seed 42): each one-process run gets those two lines.
+    let order = condenser::train::query_order::epoch_order(4, 42, 0);
+    let pick =
+        |k: &[u32]| -> Vec<String> { k.iter().map(|&i| lines[i as usize].clone()).collect() };
+    let (first, second) = (
+        half("a.jsonl", &pick(&order[..2])),
+        half("b.jsonl", &pick(&order[2..])),
+    );
+    let init = tiny_model_without_dropout(dir.path());
+    let args = |train: &Path, out: &Path, across: bool| -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "finetune".into(),
+            "--train".into(),
+            train.display().to_string(),
+        ];
+        for (k, v) in [("--init", &init), ("--out", &out.to_path_buf())] {
+            a.extend([k.to_string(), v.display().to_string()]);
+        }
+        for s in [
+            "optim.max_steps=1".to_string(),
+            "run.log_every=1".to_string(),
+            "optim.warmup_ratio=0".to_string(),
+            "optim.lr=2000".to_string(),
+            "optim.eps=10000".to_string(),
+            "optim.max_grad_norm=0".to_string(),
+            "data.batch_size=2".to_string(),
+            "data.train_n_passages=3".to_string(),
+            "data.passage_max_len=32".to_string(),
+            format!("loss.negatives_across_ranks={across}"),
+        ] {
+            a.extend(["--set".to_string(), s]);
+        }
+        a.extend(["--device".to_string(), "cpu".to_string()]);
+        a
+    };
+    let run_a = dir.path().join("one-a");
+    let run_b = dir.path().join("one-b");
+    train_one(&args(&first, &run_a, false));
+    train_one(&args(&second, &run_b, false));
+    let (local, global) = (dir.path().join("two-local"), dir.path().join("two-global"));
+    train_ranks(2, &args(&all, &local, false));
+    train_ranks(2, &args(&all, &global, true));
+
+    let w0 = tensors(&init.join("model.safetensors"));
+    let moved = |run: &Path| -> BTreeMap<String, Tensor> {
+        tensors(&run.join("final/model.safetensors"))
+            .into_iter()
+            .filter(|(k, _)| w0.contains_key(k))
+            .map(|(k, t)| {
+                let d = (&t - &w0[&k]).to_kind(tch::Kind::Double);
+                (k, d)
+            })
+            .collect()
+    };
+    let (da, db, dl, dg) = (moved(&run_a), moved(&run_b), moved(&local), moved(&global));
+    let (mut largest, mut off_local, mut off_global) = (0f64, 0f64, 0f64);
+    for (k, a) in &da {
+        let want = (a + &db[k]) / 2.0;
+        largest = largest.max(want.abs().max().double_value(&[]));
+        off_local = off_local.max((&dl[k] - &want).abs().max().double_value(&[]));
+        off_global = off_global.max((&dg[k] - &want).abs().max().double_value(&[]));
+    }
+    assert!(largest > 0.0);
+    assert!(
+        off_local <= 1e-3 * largest,
+        "local negatives: off by {off_local:e} of a largest move {largest:e}"
+    );
+    assert!(
+        off_global > 0.01 * largest && off_global > 10.0 * off_local,
+        "global negatives should move the weights otherwise: off by {off_global:e} of {largest:e} (local {off_local:e})"
+    );
+    let first_loss = |run: &Path| losses(run)[0].1;
+    let mean = (first_loss(&run_a) + first_loss(&run_b)) / 2.0;
+    assert!(
+        (first_loss(&local) - mean).abs() <= 1e-5 * mean,
+        "{} vs {mean}",
+        first_loss(&local)
+    );
+    assert!((first_loss(&global) - mean).abs() > 1e-3 * mean);
+}
+
 #[test]
 fn bench_train_under_two_ranks_splits_compute_and_the_all_reduce() {
     let args: Vec<String> = [

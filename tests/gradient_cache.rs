@@ -52,6 +52,9 @@ fn gradient_cache_equals_full_batch_gradients() {
         cache_chunk_size: 3,
         mlm_weight: 1.0,
         temperature: 1.0,
+        negatives_across_ranks: true,
+        similarity: Default::default(),
+        cos_scale: 20.0,
     };
     let grads = |m: &hf::Loaded| -> BTreeMap<String, Tensor> {
         m.vs.variables()

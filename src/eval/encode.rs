@@ -56,6 +56,11 @@ pub struct EncodeArgs {
     pub id_field: Option<String>,
     #[command(flatten)]
     pub layout: crate::corpus::LayoutArgs,
+    /// Join a record's title (BEIR `title`) in front of its text as `eval` does: space ("title text")
+    /// or sep ("title[SEP]text") [default: the model folder's condenser_retriever.json when it has one
+    /// (a model `finetune` wrote), else the text alone].
+    #[arg(long, value_enum)]
+    pub title_separator: Option<crate::model::retriever::TitleSeparator>,
     /// Where to run: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
@@ -148,6 +153,21 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
         );
     }
     let hidden = model.config.hidden_size as i32;
+    // Titles: joined as the model was fine-tuned (its retriever file) or as asked; else left out.
+    // A model trained with cosine similarity gets unit vectors (its sentence-transformers Normalize).
+    let retriever = args
+        .model
+        .join(crate::model::retriever::FILE)
+        .exists()
+        .then(|| crate::model::retriever::RetrieverConfig::read(&args.model))
+        .transpose()?;
+    let similarity = retriever.map(|r| r.similarity).unwrap_or_default();
+    let title_separator = args
+        .title_separator
+        .or(retriever.map(|r| r.title_separator));
+    let joiner = title_separator
+        .map(|t| t.joiner(&tokenizer, &special))
+        .transpose()?;
     let mut writer = output.writer(hidden)?;
     let opts = ReadOptions {
         format: args.format,
@@ -179,7 +199,13 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
                 return Ok(());
             }
             // Batches of similar length inside the window; rows come back in input order.
-            let cls = embed(model, seqs, special.pad as i64, args.batch_size, device);
+            let cls = similarity.prepare(&embed(
+                model,
+                seqs,
+                special.pad as i64,
+                args.batch_size,
+                device,
+            ));
             let values = Vec::<f32>::try_from(cls.to_device(Device::Cpu).reshape([-1]))?;
             writer.write(ids, values)?;
             written += ids.len() as u64;
@@ -195,12 +221,12 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
         match item {
             Item::Doc(mut d) => {
                 d.to_plain();
-                let ids = crate::tokenizer::encode_for_model(
-                    &tokenizer,
-                    &special,
-                    &d.text,
-                    args.max_len,
-                )?;
+                let text = match &joiner {
+                    Some(j) => crate::train::pairs::join_passage(d.title.as_deref(), &d.text, j),
+                    None => d.text,
+                };
+                let ids =
+                    crate::tokenizer::encode_for_model(&tokenizer, &special, &text, args.max_len)?;
                 window_ids.push(d.id);
                 window_seqs.push(ids);
                 if window_ids.len() >= window_len {

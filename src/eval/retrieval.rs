@@ -63,6 +63,10 @@ pub struct SearchArgs {
     /// Leave the BEIR title out of the passage text (default: "title text").
     #[arg(long)]
     pub no_title: bool,
+    /// What joins a passage's title and text: space ("title text") or sep ("title[SEP]text", the
+    /// tokenizer's separator) [default: the model folder's condenser_retriever.json, else space].
+    #[arg(long, value_enum)]
+    pub title_separator: Option<crate::model::retriever::TitleSeparator>,
     /// Where to run: auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
     pub device: DeviceChoice,
@@ -116,17 +120,37 @@ impl SearchArgs {
         )
     }
 
-    /// What `retrieve` reads, with queries cut to `query_max_len`.
-    pub fn spec(&self, query_max_len: usize) -> SearchSpec<'_> {
-        SearchSpec {
+    /// How the model reads and scores passages: its folder's `condenser_retriever.json` (defaults
+    /// without one), overridden by `--title-separator`.
+    pub fn retriever(&self) -> Result<crate::model::retriever::RetrieverConfig> {
+        let mut r = crate::model::retriever::RetrieverConfig::read(&self.model)?;
+        if let Some(t) = self.title_separator {
+            r.title_separator = t;
+        }
+        Ok(r)
+    }
+
+    /// What `retrieve` reads, with queries cut to `query_max_len`; titles joined as the model was
+    /// trained (`retriever`) with `tok`'s separator.
+    pub fn spec(
+        &self,
+        query_max_len: usize,
+        tok: &tokenizers::Tokenizer,
+        special: &crate::tokenizer::SpecialIds,
+    ) -> Result<SearchSpec<'_>> {
+        let r = self.retriever()?;
+        Ok(SearchSpec {
             queries: &self.queries,
             corpus: &self.corpus,
             max_len: self.max_len,
             query_max_len,
             batch_size: self.batch_size,
             block: self.block,
-            title: !self.no_title,
-        }
+            title: (!self.no_title)
+                .then(|| r.title_separator.joiner(tok, special))
+                .transpose()?,
+            similarity: r.similarity,
+        })
     }
 }
 
@@ -269,17 +293,20 @@ impl UniqueIds {
     }
 }
 
-/// Reads (id, text) records of a file through the corpus readers; `title` joins a BEIR title in
-/// front ("title text", as fine-tuning joins them: `train::pairs::passage_text`).
-fn for_each_text(
+/// Reads (id, text) records of a file through the corpus readers; `title` (a joiner) joins a BEIR
+/// title in front ("title text", as fine-tuning joins them: `train::pairs::join_passage`).
+pub fn for_each_text(
     path: &Path,
-    title: bool,
+    title: Option<&str>,
     read_bytes: Arc<AtomicU64>,
     mut f: impl FnMut(String, String) -> Result<()>,
 ) -> Result<()> {
-    for_each_doc_counting(path, read_bytes, |id, t, text| {
-        let t = if title { t } else { None };
-        f(id, crate::train::pairs::passage_text(t.as_deref(), &text))
+    for_each_doc_counting(path, read_bytes, |id, t, text| match title {
+        Some(joiner) => f(
+            id,
+            crate::train::pairs::join_passage(t.as_deref(), &text, joiner),
+        ),
+        None => f(id, text),
     })
 }
 
@@ -411,8 +438,10 @@ pub struct SearchSpec<'a> {
     pub query_max_len: usize,
     pub batch_size: usize,
     pub block: usize,
-    /// "title text" for BEIR passages (else the text alone).
-    pub title: bool,
+    /// The joiner of a BEIR passage's title and text ("title text" with " "); None: the text alone.
+    pub title: Option<String>,
+    /// How queries and passages are compared (the model folder's: dot, or cosine).
+    pub similarity: crate::model::retriever::Similarity,
 }
 
 /// Encodes the queries once and streams the corpus in blocks, keeping the top DEPTH per query.
@@ -425,7 +454,7 @@ pub fn retrieve(
 ) -> Result<Retrieved> {
     let (mut qids, mut qseqs, mut query_texts) = (Vec::new(), Vec::new(), Vec::new());
     let mut unique = UniqueIds::new("query", spec.queries);
-    for_each_text(spec.queries, false, Default::default(), |id, text| {
+    for_each_text(spec.queries, None, Default::default(), |id, text| {
         unique.check(&id)?;
         qids.push(id);
         qseqs.push(crate::tokenizer::encode_for_model(
@@ -438,8 +467,15 @@ pub fn retrieve(
         Ok(())
     })?;
     anyhow::ensure!(!qids.is_empty(), "{}: no queries", spec.queries.display());
-    let queries =
-        tch::no_grad(|| embed(model, &qseqs, special.pad as i64, spec.batch_size, device));
+    let queries = tch::no_grad(|| {
+        spec.similarity.prepare(&embed(
+            model,
+            &qseqs,
+            special.pad as i64,
+            spec.batch_size,
+            device,
+        ))
+    });
     let mut search = Search::new(queries);
     // Progress: bytes of the corpus file read (compressed bytes when compressed) of its size.
     let read_bytes = Arc::new(AtomicU64::new(0));
@@ -450,8 +486,15 @@ pub fn retrieve(
     let mut block: Vec<Vec<i64>> = Vec::new();
     let flush = |block: &mut Vec<Vec<i64>>, search: &mut Search, offset: usize| {
         if !block.is_empty() {
-            let d =
-                tch::no_grad(|| embed(model, block, special.pad as i64, spec.batch_size, device));
+            let d = tch::no_grad(|| {
+                spec.similarity.prepare(&embed(
+                    model,
+                    block,
+                    special.pad as i64,
+                    spec.batch_size,
+                    device,
+                ))
+            });
             search.add(&d, offset as i64);
             progress.update(
                 read_bytes.load(Ordering::Relaxed),
@@ -461,21 +504,26 @@ pub fn retrieve(
         }
     };
     let mut unique = UniqueIds::new("document", spec.corpus);
-    for_each_text(spec.corpus, spec.title, read_bytes.clone(), |id, text| {
-        unique.check(&id)?;
-        docids.push(id);
-        block.push(crate::tokenizer::encode_for_model(
-            tok,
-            special,
-            &text,
-            spec.max_len,
-        )?);
-        if block.len() >= spec.block {
-            let offset = docids.len() - block.len();
-            flush(&mut block, &mut search, offset);
-        }
-        Ok(())
-    })?;
+    for_each_text(
+        spec.corpus,
+        spec.title.as_deref(),
+        read_bytes.clone(),
+        |id, text| {
+            unique.check(&id)?;
+            docids.push(id);
+            block.push(crate::tokenizer::encode_for_model(
+                tok,
+                special,
+                &text,
+                spec.max_len,
+            )?);
+            if block.len() >= spec.block {
+                let offset = docids.len() - block.len();
+                flush(&mut block, &mut search, offset);
+            }
+            Ok(())
+        },
+    )?;
     let offset = docids.len() - block.len();
     flush(&mut block, &mut search, offset);
     progress.finish();
@@ -508,7 +556,7 @@ pub fn evaluate_model(
     device: Device,
 ) -> Result<Metrics> {
     let qrels = read_qrels(&args.search.qrels)?;
-    let spec = args.search.spec(args.query_max_len);
+    let spec = args.search.spec(args.query_max_len, tok, special)?;
     let Retrieved {
         qids, docids, run, ..
     } = retrieve(model, tok, special, &spec, device)?;

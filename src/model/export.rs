@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use super::config::BertConfig;
+use super::retriever::Similarity;
 
 /// BERT's special tokens, under the names transformers gives them.
 const SPECIAL: [(&str, &str); 5] = [
@@ -96,25 +97,14 @@ pub fn companion_files(cfg: &BertConfig, tokenizer_json: &[u8]) -> Result<Vec<(S
     }
     // sentence-transformers: the encoder, then CLS pooling; scores are dot products, as trained.
     let max_seq_length = max_len.min(512);
-    files.push((
-        "modules.json".to_string(),
-        pretty(&json!([
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
-        ])),
-    ));
+    files.extend(
+        sentence_transformers_files(Similarity::Dot)
+            .into_iter()
+            .map(|(n, b)| (n.to_string(), b)),
+    );
     files.push((
         "sentence_bert_config.json".to_string(),
         pretty(&json!({"max_seq_length": max_seq_length, "do_lower_case": false})),
-    ));
-    files.push((
-        "config_sentence_transformers.json".to_string(),
-        pretty(&json!({
-            "__version__": {"condenser": env!("CARGO_PKG_VERSION")},
-            "prompts": {},
-            "default_prompt_name": null,
-            "similarity_fn_name": "dot"
-        })),
     ));
     files.push((
         "1_Pooling/config.json".to_string(),
@@ -130,6 +120,34 @@ pub fn companion_files(cfg: &BertConfig, tokenizer_json: &[u8]) -> Result<Vec<(S
         })),
     ));
     Ok(files)
+}
+
+/// sentence-transformers' `modules.json` and `config_sentence_transformers.json` for a model scored by
+/// `similarity`: the encoder and CLS pooling, then for cosine a `Normalize` module (unit vectors, what
+/// `condenser encode` writes for such a model) and `similarity_fn_name` "cosine".
+pub fn sentence_transformers_files(similarity: Similarity) -> Vec<(&'static str, Vec<u8>)> {
+    let pretty = |v: &Value| serde_json::to_vec_pretty(v).expect("JSON serializes");
+    let mut modules = vec![
+        json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),
+        json!({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}),
+    ];
+    if similarity == Similarity::Cos {
+        modules.push(
+            json!({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}),
+        );
+    }
+    vec![
+        ("modules.json", pretty(&Value::Array(modules))),
+        (
+            "config_sentence_transformers.json",
+            pretty(&json!({
+                "__version__": {"condenser": env!("CARGO_PKG_VERSION")},
+                "prompts": {},
+                "default_prompt_name": null,
+                "similarity_fn_name": similarity.st_name()
+            })),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod condenser;
 pub mod config;
 pub mod export;
 pub mod hf;
+pub mod retriever;
 
 pub use bert::Ctx;
 pub use bert::Mask;

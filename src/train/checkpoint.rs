@@ -135,7 +135,14 @@ pub fn remove_stale_temporaries(out: &Path) -> Result<()> {
 /// The PID of a temporary checkpoint folder's name (`hf::save`'s `.NAME.tmp-PID`, `.NAME.old-PID`).
 fn temporary_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix('.')?;
-    let ours = ["checkpoint-", "final.", "final-state."];
+    // (`.train-cache.tmp-PID`: fine-tuning's decompressed training files, `query_order::cache_dir`.)
+    let ours = [
+        "checkpoint-",
+        "final.",
+        "final-state.",
+        "train-cache.",
+        "best.",
+    ];
     if !ours.iter().any(|p| rest.starts_with(p)) {
         return None;
     }
@@ -168,15 +175,36 @@ pub fn save(
         (STATE_FILE, serde_json::to_vec_pretty(state)?),
         (CONFIG_FILE, state.config.to_toml().into_bytes()),
     ];
-    // A fine-tuned retriever is saved without the heads it never trained.
+    // A fine-tuned retriever is saved without the heads it never trained, and with how it reads
+    // and scores passages (for eval, mine and encode).
     let encoder_only = state.config.stage == super::config::Stage::Finetune;
+    let model_files = retriever_files(&state.config);
     if dir.file_name().and_then(|n| n.to_str()) != Some(FINAL_DIR) {
-        return hf::save_parts(dir, vs, model, tokenizer, &extra, encoder_only);
+        let all: Vec<(&str, Vec<u8>)> = extra.into_iter().chain(model_files).collect();
+        return hf::save_parts(dir, vs, model, tokenizer, &all, encoder_only);
     }
     let state_dir = separate_state_dir(dir).context("final checkpoint path has no parent")?;
     save_apart(dir, &state_dir, &extra, || {
-        hf::save_parts(dir, vs, model, tokenizer, &[], encoder_only)
+        hf::save_parts(dir, vs, model, tokenizer, &model_files, encoder_only)
     })
+}
+
+/// The files beside a fine-tuned retriever's weights (none for the pre-training stages): how it reads
+/// and scores passages (`condenser_retriever.json`) and sentence-transformers' files for that similarity
+/// (a Normalize module for cosine).
+pub fn retriever_files(cfg: &super::config::TrainConfig) -> Vec<(&'static str, Vec<u8>)> {
+    let mut files = Vec::new();
+    if cfg.stage == super::config::Stage::Finetune {
+        let r = crate::model::retriever::RetrieverConfig {
+            title_separator: cfg.data.title_separator,
+            similarity: cfg.loss.similarity,
+        };
+        files.push((crate::model::retriever::FILE, r.to_json()));
+        files.extend(crate::model::export::sentence_transformers_files(
+            r.similarity,
+        ));
+    }
+    files
 }
 
 /// Writes the state `files` to `state_dir` and the model (by `save_model`, atomic itself) to `dir`,

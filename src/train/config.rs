@@ -87,6 +87,11 @@ pub struct DataConfig {
     /// Fine-tuning: passage length with [CLS] and [SEP] (longer passages are cut).
     #[serde(default = "passage_max_len")]
     pub passage_max_len: usize,
+    /// Fine-tuning: what joins a passage's title and text: "space" ("title text") or "sep" (the
+    /// tokenizer's separator token, "title[SEP]text", as Tevatron's MS MARCO preprocessing). Saved in
+    /// the model folder (condenser_retriever.json), so `eval`, `mine` and `encode` join them the same way.
+    #[serde(default)]
+    pub title_separator: crate::model::retriever::TitleSeparator,
 }
 
 fn train_n_passages() -> usize {
@@ -116,13 +121,46 @@ pub struct LossConfig {
     pub co_weight: f64,
     /// coCondenser: split the batch into chunks of this many spans (gradient cache); 0 = no cache.
     pub cache_chunk_size: usize,
-    /// coCondenser with the cache: chunk i's MLM loss is scaled by mlm_weight x rows_i / 2B.
-    /// 1.0 (ours) gives the same objective as without the cache; the original coCondenser code's
-    /// cache path amounts to 2.0, which produced the released checkpoints.
+    /// coCondenser with the cache: chunk i's MLM loss (a mean over its masked tokens) is scaled by
+    /// mlm_weight x rows_i / 2B, so with 1.0 (ours) the MLM term is a row-weighted sum of per-chunk token
+    /// means: the uncached weight, and the uncached mean over the batch's masked tokens only when every
+    /// chunk holds the same share of them as of rows. The original coCondenser code's cache path amounts
+    /// to 2.0, which produced the released checkpoints.
     pub mlm_weight: f64,
     /// Fine-tuning: scores are dot products divided by this.
     #[serde(default = "temperature")]
     pub temperature: f64,
+    /// Fine-tuning with several ranks: true = every query's negatives include every rank's passages
+    /// (the global batch, exact: N ranks equal one process with the whole batch); false = only its own
+    /// rank's passages, Tevatron's default (`negatives_x_device` off), each rank's loss the mean over
+    /// its queries and the gradients averaged over ranks. One process: no difference.
+    #[serde(default = "yes")]
+    pub negatives_across_ranks: bool,
+    /// Fine-tuning: "dot" (dot products of the [CLS] vectors, Tevatron's) or "cos" (cosine: the
+    /// vectors normalised to unit length, sentence-transformers' default loss). Saved in the model
+    /// folder: eval and mine search with it, encode writes unit vectors, and sentence-transformers
+    /// loads a Normalize module.
+    #[serde(default)]
+    pub similarity: crate::model::retriever::Similarity,
+    /// Fine-tuning with similarity "cos": scores are cosines times this (sentence-transformers' scale;
+    /// 20 = temperature 0.05), then divided by loss.temperature.
+    #[serde(default = "cos_scale")]
+    pub cos_scale: f64,
+}
+
+impl LossConfig {
+    /// What fine-tuning divides its similarities by: loss.temperature, or for cosines
+    /// loss.temperature / loss.cos_scale.
+    pub fn score_divisor(&self) -> f64 {
+        match self.similarity {
+            crate::model::retriever::Similarity::Dot => self.temperature,
+            crate::model::retriever::Similarity::Cos => self.temperature / self.cos_scale,
+        }
+    }
+}
+
+fn cos_scale() -> f64 {
+    20.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +244,7 @@ impl Default for TrainConfig {
                 train_n_passages: 8,
                 query_max_len: 32,
                 passage_max_len: 128,
+                title_separator: crate::model::retriever::TitleSeparator::Space,
             },
             loss: LossConfig {
                 head_weight: 1.0,
@@ -214,6 +253,9 @@ impl Default for TrainConfig {
                 cache_chunk_size: 0,
                 mlm_weight: 1.0,
                 temperature: 1.0,
+                negatives_across_ranks: true,
+                similarity: crate::model::retriever::Similarity::Dot,
+                cos_scale: 20.0,
             },
             optim: OptimConfig {
                 lr: 1e-4,
@@ -401,6 +443,12 @@ impl TrainConfig {
             bail!(
                 "loss.temperature must be a positive finite number, got {}",
                 l.temperature
+            );
+        }
+        if !(l.cos_scale.is_finite() && l.cos_scale > 0.0) {
+            bail!(
+                "loss.cos_scale must be a positive finite number, got {}",
+                l.cos_scale
             );
         }
         let m = &self.model;

@@ -1,5 +1,6 @@
 //! Fine-tuning a bi-encoder retriever (the papers' second half, Tevatron's recipe): one shared encoder
-//! for queries and passages, last-layer [CLS], dot products divided by `loss.temperature`, and
+//! for queries and passages, last-layer [CLS], dot products divided by `loss.temperature` (or, with
+//! `loss.similarity = "cos"`, cosines times `loss.cos_scale`, sentence-transformers' loss), and
 //! cross-entropy over every passage of the (global) batch: the query's positive, its hard negatives,
 //! and every other query's passages (in-batch negatives). It is an `Objective` of the one training
 //! loop; its data come from `pairs`.
@@ -81,7 +82,10 @@ impl Objective for FinetuneObjective {
 /// One step's gradients (into .grad) and the detached loss, exact across ranks and with the gradient
 /// cache, as `objective::cocondenser_step`: the [CLS] vectors of every rank's queries and passages are
 /// gathered (rank order is batch order) and the loss is computed over them as leaves on every rank;
-/// each rank back-propagates its own rows of the gradient through its own encoder passes. Without the
+/// each rank back-propagates its own rows of the gradient through its own encoder passes. With
+/// `loss.negatives_across_ranks` off nothing is gathered: the loss is this rank's queries against its
+/// own passages, its gradient divided by the world size (the returned loss is the rank's own; the
+/// trainer averages it over ranks). Without the
 /// cache (`cache_chunk_size` 0) a rank keeps the graph of its one forward; with it, pass 1 encodes in
 /// chunks without a graph and pass 2 replays each chunk under the same dropout seed. Dropout is keyed
 /// by the chunk's place in the global batch (queries even, passages odd), so it does not depend on the
@@ -101,7 +105,11 @@ pub fn finetune_step(
     let (q_parts, p_parts) = (chunks(q.rows, c), chunks(p.rows, c));
     let q_part = |i: usize| 2 * (dist.rank * q_parts.len() + i) as u64;
     let p_part = |i: usize| 2 * (dist.rank * p_parts.len() + i) as u64 + 1;
-    let encode = |b: &DeviceBatch| model.cls(&b.input_ids, &b.mask(), ctx).to_kind(Kind::Float);
+    // Cosine: the vectors are normalised inside the graph, so the gradient goes through the norm.
+    let encode = |b: &DeviceBatch| {
+        w.similarity
+            .prepare(&model.cls(&b.input_ids, &b.mask(), ctx).to_kind(Kind::Float))
+    };
     let keep_graph = c == 0;
     // Pass 1: this rank's vectors (with their graph when there is no cache).
     let (q_live, p_live) = if keep_graph {
@@ -134,18 +142,32 @@ pub fn finetune_step(
         Some(v) => v.detach(),
         None => chunked(p, &p_parts, &p_part),
     };
-    let q_all = dist.all_gather(&q_local)?.detach().set_requires_grad(true);
-    let p_all = dist.all_gather(&p_local)?.detach().set_requires_grad(true);
-    let loss = retrieval_loss(&q_all, &p_all, n, w.temperature);
-    let mut grads = Tensor::run_backward(&[&loss], &[&q_all, &p_all], false, false);
+    // Negatives across ranks: the loss over the gathered global batch, the same on every rank. Without:
+    // this rank's queries against its own passages, over the world size, so the summed gradient is the
+    // mean of the ranks' losses' gradients (DDP's average in Tevatron with `negatives_x_device` off).
+    let (q_all, p_all, own, scale) = match w.negatives_across_ranks {
+        true => (
+            dist.all_gather(&q_local)?,
+            dist.all_gather(&p_local)?,
+            dist.rank as i64,
+            1.0,
+        ),
+        false => (q_local, p_local, 0, 1.0 / dist.world_size as f64),
+    };
+    let (q_all, p_all) = (
+        q_all.detach().set_requires_grad(true),
+        p_all.detach().set_requires_grad(true),
+    );
+    let loss = retrieval_loss(&q_all, &p_all, n, w.score_divisor());
+    let mut grads = Tensor::run_backward(&[&(&loss * scale)], &[&q_all, &p_all], false, false);
     let gp = grads
         .pop()
         .expect("two inputs")
-        .narrow(0, dist.rank as i64 * p.rows, p.rows);
+        .narrow(0, own * p.rows, p.rows);
     let gq = grads
         .pop()
         .expect("two inputs")
-        .narrow(0, dist.rank as i64 * q.rows, q.rows);
+        .narrow(0, own * q.rows, q.rows);
     // Pass 2: this rank's rows of the gradient through its encoder passes.
     match (q_live, p_live) {
         (Some(qv), Some(pv)) => {

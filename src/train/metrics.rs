@@ -84,6 +84,13 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device_mem_gib: Option<f64>,
     pub elapsed_s: f64,
+    /// Fine-tuning with --eval-corpus: the dev set's figures at this step (`train::dev_eval`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_mrr_at_10: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_ndcg_at_10: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_recall_at_100: Option<f64>,
 }
 
 pub struct MetricsFile {

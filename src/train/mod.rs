@@ -2,9 +2,11 @@
 //! AdamW, atomic checkpoints and exact resume, metrics. ARCHITECTURE.md: train::Loader -> train::Collator ->
 //! model::Condenser -> train::Objective -> checkpoint dir.
 
+pub mod card;
 pub mod checkpoint;
 pub mod collate;
 pub mod config;
+pub mod dev_eval;
 pub mod finetune;
 pub mod inputs;
 pub mod loader;
@@ -14,8 +16,10 @@ pub mod optim;
 pub mod pairs;
 pub mod print_config;
 pub mod run_folder;
+pub mod query_order;
 pub mod setup;
 pub mod start_agreement;
+pub mod tensorboard;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -78,6 +82,8 @@ pub struct FinetuneArgs {
     /// TOML, which --config reads back, and exit.
     #[arg(long, conflicts_with = "resume")]
     pub print_config: bool,
+    #[command(flatten)]
+    pub dev: dev_eval::DevEvalArgs,
 }
 
 /// What `train` and `finetune` share: the configuration, where to start, where to stop, the device

@@ -19,12 +19,14 @@ use tch::{Device, Kind, Tensor};
 
 use super::config::OptimConfig;
 
-/// The learning rate at `step` (0-based) of `total`: linear warm-up over warmup_ratio x total steps,
-/// then linear decay to 0 (HF's get_linear_schedule_with_warmup).
+/// The learning rate of optimizer step `step` (0-based) of `total`: HF's
+/// `get_linear_schedule_with_warmup` with HF Trainer's `ceil(warmup_ratio x total)` warm-up steps,
+/// value for value (`tests/schedule.rs` compares it with transformers' own scheduler): `lr x step /
+/// warmup` during the warm-up, so the first step's rate is 0, then linear decay to 0 at `total`.
 pub fn lr_at(step: usize, total: usize, cfg: &OptimConfig) -> f64 {
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as usize;
     if step < warmup {
-        return cfg.lr * (step + 1) as f64 / warmup as f64;
+        return cfg.lr * (step as f64 / warmup as f64);
     }
     let left = total.saturating_sub(step) as f64;
     let span = total.saturating_sub(warmup).max(1) as f64;
@@ -326,8 +328,9 @@ mod tests {
             warmup_ratio: 0.1,
             ..crate::train::config::TrainConfig::default().optim
         };
-        assert!((lr_at(0, 100, &cfg) - 0.1).abs() < 1e-12);
-        assert!((lr_at(9, 100, &cfg) - 1.0).abs() < 1e-12);
+        assert_eq!(lr_at(0, 100, &cfg), 0.0);
+        assert!((lr_at(1, 100, &cfg) - 0.1).abs() < 1e-12);
+        assert!((lr_at(9, 100, &cfg) - 0.9).abs() < 1e-12);
         assert!((lr_at(10, 100, &cfg) - 1.0).abs() < 1e-12);
         assert!((lr_at(55, 100, &cfg) - 0.5).abs() < 1e-12);
         assert!(lr_at(99, 100, &cfg) > 0.0 && lr_at(100, 100, &cfg) == 0.0);

@@ -1,8 +1,9 @@
 //! Fine-tuning data: Tevatron's training JSON Lines (one query a line: `query_id`, `query`,
 //! `positive_passages`, `negative_passages`, each passage `{docid, title, text}`), compressed or not,
-//! streamed into batches of queries with their passages, in a bounded shuffle buffer.
+//! read into batches of queries with their passages in a keyed order over all of them.
 //!
-//! Every choice is keyed, as in the span loader: the shuffle by (seed, epoch); a query's positive and
+//! Every choice is keyed, as in the span loader: the epoch's order (a permutation of every training
+//! query, `query_order`) by (seed, epoch); a query's positive and
 //! negatives by (seed, epoch, query id), following Tevatron's rule (the positive rotates with the
 //! epoch; negatives are a fixed keyed permutation read in a window that moves each epoch, or drawn with
 //! replacement when there are too few). A resumed run regenerates the epoch and skips the batches
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use super::collate::Batch;
 use super::config::DataConfig;
 use super::loader::{Cursor, Loader, Msg, RankSlice};
+use super::query_order::QueryIndex;
 use crate::corpus::lines::{read_line_capped, Line};
 use crate::prepare::segment::{keyed_rng, stable_hash};
 use crate::tokenizer::SpecialIds;
@@ -66,8 +68,14 @@ pub struct Query {
 /// A passage as the model reads it: "title text" (or the text when there is no title), exactly as
 /// `condenser eval` joins BEIR titles, so training and evaluation see the same input.
 pub fn passage_text(title: Option<&str>, text: &str) -> String {
+    join_passage(title, text, " ")
+}
+
+/// "title{joiner}text", or the text alone when there is no title (`data.title_separator`'s joiner:
+/// " " or the tokenizer's separator token, `TitleSeparator::joiner`).
+pub fn join_passage(title: Option<&str>, text: &str, joiner: &str) -> String {
     match title {
-        Some(t) if !t.is_empty() => format!("{t} {text}"),
+        Some(t) if !t.is_empty() => format!("{t}{joiner}{text}"),
         _ => text.to_string(),
     }
 }
@@ -90,6 +98,15 @@ pub enum Skip {
 
 /// Parses one line; Ok(None) for a blank line.
 pub fn parse_line(line: &[u8], n_passages: usize) -> Result<Option<Query>, Skip> {
+    parse_line_joined(line, n_passages, " ")
+}
+
+/// As `parse_line`, passages' titles and texts joined by `joiner` (`join_passage`).
+pub fn parse_line_joined(
+    line: &[u8],
+    n_passages: usize,
+    joiner: &str,
+) -> Result<Option<Query>, Skip> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -113,7 +130,7 @@ pub fn parse_line(line: &[u8], n_passages: usize) -> Result<Option<Query>, Skip>
     // line left without a positive (or without a negative when some are needed) is skipped.
     let join = |ps: Vec<RawPassage>| -> Vec<String> {
         ps.into_iter()
-            .map(|p| passage_text(p.title.as_deref(), &p.text))
+            .map(|p| join_passage(p.title.as_deref(), &p.text, joiner))
             .filter(|t| !t.trim().is_empty())
             .collect()
     };
@@ -194,10 +211,12 @@ pub fn tokenize_rows(
     })
 }
 
-/// Reads every line of `files` in order, calling `f(file, line number, parsed)`.
+/// Reads every line of `files` in order, calling `f(file, line number, parsed)`; passages' titles
+/// and texts joined by `joiner`.
 pub fn for_each_query(
     files: &[PathBuf],
     n_passages: usize,
+    joiner: &str,
     stop: &AtomicBool,
     mut f: impl FnMut(&Path, u64, Result<Query, Skip>) -> Result<bool>,
 ) -> Result<()> {
@@ -217,7 +236,7 @@ pub fn for_each_query(
                 Line::Abandoned(n) => Err(Skip::Malformed(format!(
                     "a line of {n} bytes, longer than {MAX_LINE}"
                 ))),
-                _ => match parse_line(&buf, n_passages) {
+                _ => match parse_line_joined(&buf, n_passages, joiner) {
                     Ok(None) => continue,
                     Ok(Some(q)) => Ok(q),
                     Err(s) => Err(s),
@@ -288,6 +307,7 @@ pub fn count_queries(files: &[PathBuf], n_passages: usize) -> Result<(u64, SkipC
     for_each_query(
         files,
         n_passages,
+        " ",
         &AtomicBool::new(false),
         |file, line, q| {
             match q {
@@ -308,6 +328,8 @@ pub struct PairSpec {
     pub special: SpecialIds,
     pub start: Cursor,
     pub slice: RankSlice,
+    /// Where compressed training files are decompressed for reading at offsets (removed at the end).
+    pub cache_dir: PathBuf,
 }
 
 /// Starts the loader thread: batches of `data.batch_size` queries, epoch after epoch.
@@ -334,86 +356,64 @@ fn run(
     skipped: &AtomicU64,
 ) -> Result<()> {
     let d = &spec.data;
+    let joiner = d.title_separator.joiner(&spec.tokenizer, &spec.special)?;
+    // Every training query's offset (compressed files decompressed into the run's cache first); each
+    // epoch reads them in a permutation drawn from (seed, epoch).
+    let index = QueryIndex::build(&spec.files, d.train_n_passages, &spec.cache_dir)?;
+    skipped.fetch_add(index.skips.total(), Ordering::Relaxed);
+    if index.skips.total() > 0 {
+        log::warn!("{}", index.skips.summary());
+    }
+    // An incomplete last batch is dropped (in-batch negatives assume full batches).
+    let per_epoch = index.len() / d.batch_size;
+    if per_epoch == 0 {
+        anyhow::bail!(
+            "the training files hold {} queries, fewer than one batch of {} ({})",
+            index.len(),
+            d.batch_size,
+            index.skips.summary()
+        );
+    }
+    let mut handles = index.open()?;
+    let mut buf = Vec::new();
     let mut sent = 0u64; // batches since the start (a step boundary), for the rank slice
     for epoch in spec.start.epoch.. {
-        let mut shuffle = keyed_rng(spec.seed, "query-shuffle", &epoch.to_string());
-        let mut buffer: Vec<Query> = Vec::new();
-        let mut pending: Vec<Query> = Vec::new();
-        let mut batches = 0u64;
-        let mut skips = SkipCounts::default();
-        let mut alive = true;
-        let mut emit = |q: Query, batches: &mut u64, sent: &mut u64| -> Result<bool> {
-            pending.push(q);
-            if pending.len() < d.batch_size {
-                return Ok(true);
+        let order = index.order(spec.seed, epoch);
+        for (b, ks) in order.chunks_exact(d.batch_size).enumerate() {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
             }
-            let group = std::mem::take(&mut pending);
-            let index = *batches;
-            *batches += 1;
-            if epoch == spec.start.epoch && index < spec.start.batches {
-                return Ok(true); // trained on before the resume
+            let b = b as u64;
+            if epoch == spec.start.epoch && b < spec.start.batches {
+                continue; // trained on before the resume
             }
             let after = Cursor {
                 epoch,
-                batches: index + 1,
+                batches: b + 1,
             };
-            let n = *sent;
-            *sent += 1;
+            let n = sent;
+            sent += 1;
             if (n / spec.slice.per_rank.max(1) as u64) % spec.slice.world.max(1) as u64
                 != spec.slice.rank as u64
             {
-                return Ok(tx.send(Msg::Skipped { after }).is_ok());
-            }
-            let batch = collate_pairs(spec, &group, epoch)?;
-            Ok(tx.send(Msg::Batch { batch, after }).is_ok())
-        };
-        for_each_query(&spec.files, d.train_n_passages, stop, |file, line, q| {
-            let q = match q {
-                Ok(q) => q,
-                Err(s) => {
-                    // Named (the first few of each reason) in this process's first epoch only.
-                    skips.add(file, line, &s, epoch == spec.start.epoch);
-                    if epoch == spec.start.epoch {
-                        skipped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return Ok(true);
+                if tx.send(Msg::Skipped { after }).is_err() {
+                    return Ok(());
                 }
-            };
-            let cap = d.shuffle_buffer.max(1);
-            let out = if buffer.len() < cap {
-                buffer.push(q);
-                return Ok(true);
-            } else {
-                let i = shuffle.random_range(0..buffer.len());
-                std::mem::replace(&mut buffer[i], q)
-            };
-            alive = emit(out, &mut batches, &mut sent)?;
-            Ok(alive)
-        })?;
-        if !alive || stop.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        buffer.shuffle(&mut shuffle);
-        while let Some(q) = buffer.pop() {
-            if !emit(q, &mut batches, &mut sent)? {
+                continue;
+            }
+            let group: Vec<Query> = ks
+                .iter()
+                .map(|&k| index.read(&mut handles, k, d.train_n_passages, &joiner, &mut buf))
+                .collect::<Result<_>>()?;
+            let batch = collate_pairs(spec, &group, epoch)?;
+            if tx.send(Msg::Batch { batch, after }).is_err() {
                 return Ok(());
             }
-        }
-        if epoch == spec.start.epoch && skips.total() > 0 {
-            log::warn!("{}", skips.summary());
-        }
-        // An incomplete last batch is dropped (in-batch negatives assume full batches).
-        if batches == 0 {
-            anyhow::bail!(
-                "a pass over the training files made no batch of {} queries ({})",
-                d.batch_size,
-                skips.summary()
-            );
         }
         if tx
             .send(Msg::EpochEnd {
                 epoch,
-                skipped_docs: skips.total(),
+                skipped_docs: index.skips.total(),
             })
             .is_err()
         {
@@ -489,6 +489,10 @@ mod tests {
         assert_eq!(parse(line("q", &["a"], &[""]), 2).unwrap_err(), Skip::EmptyNegatives);
         let kept = parse(line("q", &["", "a"], &["", "b"]), 2).unwrap().unwrap();
         assert_eq!((kept.positives, kept.negatives), (vec!["a".to_string()], vec!["b".to_string()]));
+        // data.title_separator = "sep": the joiner between title and text; no title, the text alone.
+        let sep = parse_line_joined(ok, 8, "[SEP]").unwrap().unwrap();
+        assert_eq!(sep.positives, ["T[SEP]body"]);
+        assert_eq!(sep.negatives, ["neg"]);
     }
 
     #[test]

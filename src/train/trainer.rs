@@ -144,7 +144,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 /// `condenser finetune`: as `run`, with the fine-tuning objective over Tevatron training data.
 pub fn finetune(args: FinetuneArgs) -> Result<()> {
-    Join::new(&args.run, &args.out).run(|device, world| {
+    let mut join = Join::new(&args.run, &args.out);
+    join.dev = Some(args.dev.clone());
+    join.run(|device, world| {
         setup::prepare(
             &args.run.run_args(&args.out),
             DataArg::Pairs(&args.train),
@@ -163,6 +165,8 @@ struct Join<'a> {
     out: &'a Path,
     resume: Option<&'a Path>,
     overwrite: bool,
+    /// `finetune`'s evaluation while training.
+    dev: Option<super::dev_eval::DevEvalArgs>,
 }
 
 impl<'a> Join<'a> {
@@ -174,6 +178,7 @@ impl<'a> Join<'a> {
             out,
             resume: o.resume.as_deref(),
             overwrite: o.overwrite,
+            dev: None,
         }
     }
 }
@@ -206,6 +211,13 @@ impl Join<'_> {
             per_rank: s.micro_batches(),
         };
         let (loss, seed) = (s.cfg.loss.clone(), s.cfg.run.seed);
+        let mut extras = Extras {
+            card: CardData::of(s.data.as_ref()),
+            dev: match &self.dev {
+                Some(d) => super::dev_eval::DevEval::new(d)?,
+                None => None,
+            },
+        };
         match s.data.take().context("the data source is taken once")? {
             Data::Shards(source) => {
                 let loader = loader::start(
@@ -230,7 +242,7 @@ impl Join<'_> {
                             grad_accum,
                             device,
                         };
-                        train(s, objective, loader, &dist)
+                        train(s, objective, loader, &dist, &mut extras)
                     }
                     Stage::Cocondenser => train(
                         s,
@@ -242,6 +254,7 @@ impl Join<'_> {
                         },
                         loader,
                         &dist,
+                        &mut extras,
                     ),
                     Stage::Finetune => bail!("fine-tuning reads no span shards"),
                 }
@@ -257,6 +270,7 @@ impl Join<'_> {
                     special,
                     start: s.cursor,
                     slice,
+                    cache_dir: super::query_order::cache_dir(&s.out),
                 });
                 let objective = FinetuneObjective {
                     loss,
@@ -264,7 +278,7 @@ impl Join<'_> {
                     seed,
                     device,
                 };
-                train(s, objective, loader, &dist)
+                train(s, objective, loader, &dist, &mut extras)
             }
         }
     }
@@ -372,7 +386,19 @@ pub fn train<O: Objective>(
     mut objective: O,
     loader: Loader<O::Batch>,
     dist: &Dist,
+    extras: &mut Extras,
 ) -> Result<()> {
+    let card = &extras.card;
+    let mut dev = extras.dev.take();
+    // The dev set's tokenizer (the run's), loaded once.
+    let dev_tok = match &dev {
+        Some(_) => {
+            let t = crate::tokenizer::load(&s.tok_path)?;
+            let sp = crate::tokenizer::special_ids(&t)?;
+            Some((t, sp))
+        }
+        None => None,
+    };
     let (cfg, out, total, inputs) = (s.cfg.clone(), s.out.clone(), s.total, s.inputs.clone());
     let skipped_what = match cfg.stage {
         Stage::Finetune => "training line(s) skipped (malformed, without a positive or a negative, or empty)",
@@ -382,6 +408,14 @@ pub fn train<O: Objective>(
     let mut metrics = match dist.is_main() {
         true => Some(MetricsFile::open(
             &out.join("metrics.jsonl"),
+            s.resumed.as_ref().map(|_| s.step),
+        )?),
+        false => None,
+    };
+    // The same records as TensorBoard event files in OUT (`tensorboard --logdir OUT`).
+    let mut events = match dist.is_main() {
+        true => Some(super::tensorboard::EventWriter::create(
+            &out,
             s.resumed.as_ref().map(|_| s.step),
         )?),
         false => None,
@@ -525,7 +559,8 @@ pub fn train<O: Objective>(
         unchecked.push((step, cursor));
         progress.set_position(step);
 
-        let log_now = step % cfg.run.log_every.max(1) as u64 == 0 || step == total;
+        let eval_now = dev.as_ref().is_some_and(|d| d.due(step, total));
+        let log_now = step % cfg.run.log_every.max(1) as u64 == 0 || step == total || eval_now;
         let save_now =
             cfg.run.save_every > 0 && step % cfg.run.save_every as u64 == 0 && step < total;
         if log_now || save_now {
@@ -534,7 +569,7 @@ pub fn train<O: Objective>(
         if log_now {
             let secs = interval.start.elapsed().as_secs_f64().max(1e-9);
             let (work, wait) = interval.over_ranks(dist, s.device)?;
-            let rec = Record {
+            let mut rec = Record {
                 step,
                 epoch: cursor.epoch,
                 loss: l.total.double_value(&[]),
@@ -555,9 +590,54 @@ pub fn train<O: Objective>(
                     .flatten()
                     .map(|b| b as f64 / GIB),
                 elapsed_s: started.elapsed().as_secs_f64(),
+                eval_mrr_at_10: None,
+                eval_ndcg_at_10: None,
+                eval_recall_at_100: None,
             };
+            // Evaluation on the dev set: rank 0 evaluates (and keeps the best model) while the others
+            // wait at the barrier.
+            if let (true, Some(d), Some((tok, special))) =
+                (eval_now, dev.as_mut(), dev_tok.as_ref())
+            {
+                if dist.is_main() {
+                    let sc = d.run(model, tok, special, &cfg, s.device)?;
+                    rec.eval_mrr_at_10 = Some(sc.mrr_at_10);
+                    rec.eval_ndcg_at_10 = Some(sc.ndcg_at_10);
+                    rec.eval_recall_at_100 = Some(sc.recall_at_100);
+                    let best = d.improved(step, &sc);
+                    log::info!(
+                        "step {step}: dev MRR@10 {:.4} nDCG@10 {:.4} R@100 {:.4}{}",
+                        sc.mrr_at_10,
+                        sc.ndcg_at_10,
+                        sc.recall_at_100,
+                        if best {
+                            " (best so far: saved as best/)"
+                        } else {
+                            ""
+                        }
+                    );
+                    if best {
+                        let dir = super::dev_eval::best_dir(&out);
+                        let mut files = checkpoint::retriever_files(&cfg);
+                        files.push(("eval.json", super::dev_eval::best_note(d.metric, step, &sc)));
+                        crate::model::hf::save_parts(
+                            &dir,
+                            &s.loaded.vs,
+                            model,
+                            &s.tok_path,
+                            &files,
+                            true,
+                        )
+                        .with_context(|| format!("writing {}", dir.display()))?;
+                    }
+                }
+                dist.barrier().context("waiting for rank 0's evaluation")?;
+            }
             if let Some(m) = metrics.as_mut() {
                 m.write(&rec)?;
+            }
+            if let Some(e) = events.as_mut() {
+                e.write(&rec)?;
             }
             let msg = progress_message(&rec);
             // No terminal for the bar (a pipe, CI): the same line as a log message.
@@ -584,6 +664,26 @@ pub fn train<O: Objective>(
         out.join("final")
     };
     save(&dir, opt, step, cursor)?;
+    if dist.is_main() && !(stopped_early || step < total) {
+        let name = out
+            .file_name()
+            .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned());
+        let path = super::card::write(
+            &dir,
+            &super::card::Card {
+                name: &name,
+                cfg: &cfg,
+                command: std::env::args().collect(),
+                init: &s.init,
+                data: &card.lines(&cfg),
+                steps: step,
+                total_steps: total,
+                world_size: dist.world_size,
+                evaluation: dev.as_ref().and_then(|d| d.summary()),
+            },
+        )?;
+        log::info!("model card: {}", path.display());
+    }
     if stopped_early {
         log::info!(
             "stopped at step {step} of {total}; resume with --resume {}",
@@ -603,6 +703,79 @@ pub fn train<O: Objective>(
         stdout.flush()?;
     }
     Ok(())
+}
+
+/// What a run carries besides its set-up: where its data came from (for the model card) and its
+/// evaluation while training.
+pub struct Extras {
+    pub card: CardData,
+    pub dev: Option<super::dev_eval::DevEval>,
+}
+
+/// Where the run's data came from, for the model card.
+pub enum CardData {
+    /// A prepared folder (its manifest counts the documents), or None for shard paths on stdin.
+    Shards(Option<std::path::PathBuf>),
+    /// Tevatron training files.
+    Pairs(Vec<std::path::PathBuf>),
+}
+
+impl CardData {
+    fn of(data: Option<&Data>) -> Self {
+        match data {
+            Some(Data::Pairs(files)) => CardData::Pairs(files.clone()),
+            Some(Data::Shards(loader::ShardSource::Files(paths))) => CardData::Shards(
+                paths
+                    .first()
+                    .and_then(|p| p.parent())
+                    .map(Path::to_path_buf),
+            ),
+            _ => CardData::Shards(None),
+        }
+    }
+
+    /// One line per source, with its count (training files are read once more to count their queries).
+    fn lines(&self, cfg: &TrainConfig) -> Vec<String> {
+        let name = |p: &Path| {
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        };
+        match self {
+            CardData::Pairs(files) => files
+                .iter()
+                .map(|f| {
+                    match super::pairs::count_queries(
+                        std::slice::from_ref(f),
+                        cfg.data.train_n_passages,
+                    ) {
+                        Ok((n, skips)) => format!(
+                            "`{}`: {n} training queries (Tevatron lines; {})",
+                            name(f),
+                            skips.summary()
+                        ),
+                        Err(e) => format!("`{}` (not counted: {e:#})", name(f)),
+                    }
+                })
+                .collect(),
+            CardData::Shards(Some(dir)) => {
+                vec![match crate::shards::manifest::Manifest::load(dir) {
+                    Ok(Some(m)) => format!(
+                        "`{}`: {} documents, {} spans, {} tokens (prepared shards)",
+                        name(dir),
+                        m.totals.documents,
+                        m.totals.spans,
+                        m.totals.tokens
+                    ),
+                    _ => format!("`{}` (prepared shards)", name(dir)),
+                }]
+            }
+            CardData::Shards(None) => {
+                vec!["shard paths read from stdin (a running `prepare`)".to_string()]
+            }
+        }
+    }
 }
 
 /// With a process group, a signal reaches the ranks at different moments (torchrun forwards it to each),
