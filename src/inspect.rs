@@ -366,7 +366,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
         print_text(&mut out, &report, source.manifest.as_ref())?;
     }
     if let Some(png) = &args.plot {
-        crate::plot::histograms(png, &report)?;
+        let [top, bottom] = histograms(&report)?;
+        crate::plot::histograms(png, &top, &bottom)?;
         log::info!("histograms drawn into {}", png.display());
     }
     if args.verify && !report.findings.is_empty() {
@@ -640,6 +641,47 @@ fn thousands(n: u64) -> String {
 }
 
 /// Values above `cap` folded into `cap`, so a long tail does not flatten the picture.
+/// The span-length and spans-per-document histograms of a report, as `plot` draws them: each capped
+/// at its display cap, the bar at the cap holding every larger value too (drawn apart as the tail).
+fn histograms(report: &Report) -> Result<[crate::plot::Histogram; 2]> {
+    if report.spans == 0 {
+        anyhow::bail!("nothing to plot: no spans");
+    }
+    let tail = |d: &Distribution| {
+        let cap = display_cap(d);
+        (cap < d.max).then_some((cap, d.max))
+    };
+    let tail_note = |t: Option<(u64, u64)>| match t {
+        Some((cap, max)) => format!(", the orange bar holds {cap} to {max}"),
+        None => String::new(),
+    };
+    let (spans, docs) = (&report.span_length, &report.spans_per_document);
+    Ok([
+        crate::plot::Histogram {
+            title: format!(
+                "span length ({} spans, mean {:.1}{})",
+                report.spans,
+                spans.mean,
+                tail_note(tail(spans))
+            ),
+            axes: ("span length (tokens, without [CLS] and [SEP])", "spans"),
+            bars: capped(&spans.histogram, display_cap(spans)),
+            tail: tail(spans),
+        },
+        crate::plot::Histogram {
+            title: format!(
+                "spans per document ({} documents, mean {:.2}{})",
+                report.documents,
+                docs.mean,
+                tail_note(tail(docs))
+            ),
+            axes: ("spans per document", "documents"),
+            bars: capped(&docs.histogram, display_cap(docs)),
+            tail: tail(docs),
+        },
+    ])
+}
+
 pub fn capped(h: &BTreeMap<u64, u64>, cap: u64) -> BTreeMap<u64, u64> {
     let mut out = BTreeMap::new();
     for (&v, &c) in h {

@@ -119,14 +119,21 @@ fn integer_label(v: f64) -> String {
 
 const ORANGE: RGBColor = RGBColor(230, 120, 0);
 
-/// The span-length and spans-per-document histograms of an inspect report, one above the other.
-pub fn histograms(png: &Path, report: &crate::inspect::Report) -> Result<()> {
+/// One histogram to draw: its title, axis labels, bars (value -> count) and the tail bar (the last,
+/// holding every value from `cap` to `max`), if any. Plain data, so that this module draws and knows
+/// nothing of where the numbers come from.
+pub struct Histogram {
+    pub title: String,
+    pub axes: (&'static str, &'static str),
+    pub bars: BTreeMap<u64, u64>,
+    pub tail: Option<(u64, u64)>,
+}
+
+/// Two histograms, one above the other (`inspect --plot`).
+pub fn histograms(png: &Path, top: &Histogram, bottom: &Histogram) -> Result<()> {
     ensure_font()?;
-    if report.spans == 0 {
-        bail!("nothing to plot: no spans");
-    }
     let root = BitMapBackend::new(png, SIZE).into_drawing_area();
-    draw_histograms(&root, report)?;
+    draw_histograms(&root, top, bottom)?;
     root.present()
         .with_context(|| format!("{}: cannot write the PNG", png.display()))?;
     Ok(())
@@ -137,45 +144,15 @@ const SIZE: (u32, u32) = (1200, 900);
 
 fn draw_histograms(
     root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
-    report: &crate::inspect::Report,
+    top: &Histogram,
+    bottom: &Histogram,
 ) -> Result<()> {
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (top, bottom) = root.split_vertically(450);
-    let (spans, docs) = (&report.span_length, &report.spans_per_document);
-    use crate::inspect::{capped, display_cap};
-    // The bar at the display cap holds every larger value too (when there are any).
-    let tail = |d: &crate::inspect::Distribution| {
-        let cap = display_cap(d);
-        (cap < d.max).then_some((cap, d.max))
-    };
-    let tail_note = |t: Option<(u64, u64)>| match t {
-        Some((cap, max)) => format!(", the orange bar holds {cap} to {max}"),
-        None => String::new(),
-    };
-    draw_histogram(
-        &top,
-        &format!(
-            "span length ({} spans, mean {:.1}{})",
-            report.spans,
-            spans.mean,
-            tail_note(tail(spans))
-        ),
-        ("span length (tokens, without [CLS] and [SEP])", "spans"),
-        &capped(&spans.histogram, display_cap(spans)),
-        tail(spans),
-    )?;
-    draw_histogram(
-        &bottom,
-        &format!(
-            "spans per document ({} documents, mean {:.2}{})",
-            report.documents,
-            docs.mean,
-            tail_note(tail(docs))
-        ),
-        ("spans per document", "documents"),
-        &capped(&docs.histogram, display_cap(docs)),
-        tail(docs),
-    )
+    let (upper, lower) = root.split_vertically(450);
+    for (area, h) in [(&upper, top), (&lower, bottom)] {
+        draw_histogram(area, &h.title, h.axes, &h.bars, h.tail)?;
+    }
+    Ok(())
 }
 
 /// How a curve is drawn: the head and late MLM losses often lie on top of each other, so the late
@@ -196,15 +173,22 @@ fn stroke(name: &str, color: RGBColor) -> Stroke {
     }
 }
 
-/// Training curves: loss parts (top) and learning rate (bottom) against the optimizer step, legends
-/// to the right of the data.
-pub fn curves(png: &Path, recs: &[crate::train::metrics::Record]) -> Result<()> {
+/// One line of a chart: its name (the legend), colour and (x, y) points.
+pub struct Curve {
+    pub name: &'static str,
+    pub color: RGBColor,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Training curves: loss parts (top) and learning rate (bottom, `(step, lr)`) against the optimizer
+/// step, legends to the right of the data.
+pub fn curves(png: &Path, losses: &[Curve], lr: &[(u64, f64)]) -> Result<()> {
     ensure_font()?;
-    if recs.is_empty() {
+    if lr.is_empty() {
         bail!("nothing to plot: no records");
     }
     let root = BitMapBackend::new(png, SIZE).into_drawing_area();
-    draw_curves(&root, recs)?;
+    draw_curves(&root, losses, lr)?;
     root.present()
         .with_context(|| format!("{}: cannot write the PNG", png.display()))?;
     Ok(())
@@ -212,26 +196,21 @@ pub fn curves(png: &Path, recs: &[crate::train::metrics::Record]) -> Result<()> 
 
 fn draw_curves(
     root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
-    recs: &[crate::train::metrics::Record],
+    series: &[Curve],
+    lrs: &[(u64, f64)],
 ) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, bottom) = root.split_vertically(600);
     let (top, top_legend) = top.split_horizontally(1000);
     let (bottom, bottom_legend) = bottom.split_horizontally(1000);
-    let series = crate::train::metrics::series(recs);
     // Integer steps on the axis: the x coordinate is the step itself.
-    let min_step = recs.iter().map(|r| r.step).min().unwrap_or(0);
-    let max_step = recs
-        .iter()
-        .map(|r| r.step)
-        .max()
-        .unwrap_or(1)
-        .max(min_step + 1);
+    let min_step = lrs.iter().map(|r| r.0).min().unwrap_or(0);
+    let max_step = lrs.iter().map(|r| r.0).max().unwrap_or(1).max(min_step + 1);
     let steps = min_step..max_step + 1;
     let max_y = series
         .iter()
-        .flat_map(|s| s.2.iter().map(|p| p.1))
+        .flat_map(|s| s.points.iter().map(|p| p.1))
         .filter(|v| v.is_finite())
         .fold(0.0, f64::max)
         * 1.05
@@ -252,9 +231,15 @@ fn draw_curves(
         .draw()
         .map_err(|e| err(&e))?;
     let mut legend = Vec::new();
-    for (name, color, points) in series {
+    for Curve {
+        name,
+        color,
+        points,
+    } in series
+    {
+        let (name, color) = (*name, *color);
         let st = stroke(name, color);
-        let points: Vec<(u64, f64)> = points.into_iter().map(|(x, y)| (x as u64, y)).collect();
+        let points: Vec<(u64, f64)> = points.iter().map(|&(x, y)| (x as u64, y)).collect();
         let line = color.stroke_width(2);
         if st.dashed {
             chart
@@ -280,7 +265,7 @@ fn draw_curves(
         legend.push((name.to_string(), st));
     }
     draw_legend(&top_legend, &legend)?;
-    let max_lr = recs.iter().map(|r| r.lr).fold(0.0, f64::max) * 1.05 + 1e-12;
+    let max_lr = lrs.iter().map(|r| r.1).fold(0.0, f64::max) * 1.05 + 1e-12;
     let mut lr = ChartBuilder::on(&bottom)
         .caption("learning rate", ("sans-serif", 20))
         .margin(12)
@@ -297,7 +282,7 @@ fn draw_curves(
         .draw()
         .map_err(|e| err(&e))?;
     lr.draw_series(LineSeries::new(
-        recs.iter().map(|r| (r.step, r.lr)),
+        lrs.iter().copied(),
         MAGENTA.stroke_width(2),
     ))
     .map_err(|e| err(&e))?;
@@ -384,23 +369,19 @@ mod tests {
     fn r16_14_the_tail_bar_is_visible() {
         let mut docs = BTreeMap::from([(1, 100), (2, 900), (3, 1400), (4, 700), (5, 50)]);
         docs.insert(40, 2);
-        let dist = |h: BTreeMap<u64, u64>, p99: u64, max: u64| crate::inspect::Distribution {
-            mean: 3.0,
-            min: 1,
-            p50: 3,
-            p90: 4,
-            p99,
-            max,
-            histogram: h,
+        let spans = Histogram {
+            title: "span length".into(),
+            axes: ("span length", "spans"),
+            bars: BTreeMap::from([(10, 3000), (20, 152)]),
+            tail: None,
         };
-        let report = crate::inspect::Report {
-            spans: 3152,
-            documents: 3152,
-            span_length: dist(BTreeMap::from([(10, 3000), (20, 152)]), 20, 20),
-            spans_per_document: dist(docs, 5, 40),
-            ..Default::default()
+        let per_doc = Histogram {
+            title: "spans per document".into(),
+            axes: ("spans per document", "documents"),
+            bars: docs,
+            tail: Some((40, 40)),
         };
-        let buf = render(|root| draw_histograms(root, &report));
+        let buf = render(|root| draw_histograms(root, &spans, &per_doc));
         let orange = count(&buf, over_white(ORANGE, 0.8), 0..SIZE.0);
         assert!(orange >= 40, "tail bar: {orange} orange pixels");
     }
@@ -409,17 +390,14 @@ mod tests {
     /// on top of an equal head MLM line, leaves the head line visible between its dashes.
     #[test]
     fn r16_14_legend_outside_and_overlapping_lines_distinguishable() {
-        let recs: Vec<crate::train::metrics::Record> = (1..=30)
-            .map(|step| {
-                serde_json::from_value(serde_json::json!({
-                    "step": step, "epoch": 0, "loss": 10.0, "head_loss": 5.0, "late_loss": 5.0,
-                    "grad_norm": 1.0, "lr": 1e-4, "sequences_per_s": 1.0, "tokens_per_s": 1.0,
-                    "data_wait_fraction": 0.0, "elapsed_s": 1.0
-                }))
-                .unwrap()
-            })
-            .collect();
-        let buf = render(|root| draw_curves(root, &recs));
+        let line = |name, color| Curve {
+            name,
+            color,
+            points: (1..=30).map(|s| (s as f64, 5.0)).collect(),
+        };
+        let losses = [line("head MLM", BLUE), line("late MLM", GREEN)];
+        let lrs: Vec<(u64, f64)> = (1..=30).map(|s| (s, 1e-4)).collect();
+        let buf = render(|root| draw_curves(root, &losses, &lrs));
         let (blue, green) = ((0, 0, 255), (0, 255, 0));
         // The legend's samples, right of the plots.
         assert!(count(&buf, blue, 1000..SIZE.0) > 20 && count(&buf, green, 1000..SIZE.0) > 20);

@@ -510,7 +510,12 @@ fn ranks_reading_different_shards_are_refused_before_training() {
     let children: Vec<Child> = [(&data_a, 0), (&data_b, 1)]
         .iter()
         .map(|(data, r)| {
-            spawn_rank(*r, 2, port, &train_args(data, ("--init", &init), &out, &sets(&[])))
+            spawn_rank(
+                *r,
+                2,
+                port,
+                &train_args(data, ("--init", &init), &out, &sets(&[])),
+            )
         })
         .collect();
     let outs: Vec<Output> = children
@@ -536,7 +541,12 @@ fn a_rank_whose_store_port_never_answers_fails_within_the_timeout_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = shards(dir.path(), 50);
     let init = tiny_model(dir.path());
-    let mut args = train_args(&data, ("--init", &init), &dir.path().join("run"), &sets(&[]));
+    let mut args = train_args(
+        &data,
+        ("--init", &init),
+        &dir.path().join("run"),
+        &sets(&[]),
+    );
     args.extend(["--dist-timeout".into(), "3".into()]);
     let start = Instant::now();
     let mut child = spawn_rank(1, 2, port, &args);

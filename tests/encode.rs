@@ -271,9 +271,17 @@ fn a_full_stdout_and_an_ids_folder_are_reported_once_and_by_name() {
     let texts = dir.path().join("t.txt");
     std::fs::write(&texts, "lava erupts\nbees make honey\n").unwrap();
     let model = common::data("minilm");
-    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
     let o = common::condenser()
-        .args(["encode", "--model", model.to_str().unwrap(), texts.to_str().unwrap()])
+        .args([
+            "encode",
+            "--model",
+            model.to_str().unwrap(),
+            texts.to_str().unwrap(),
+        ])
         .args(["-o", "-", "--device", "cpu"])
         .stdout(full)
         .output()
@@ -284,9 +292,18 @@ fn a_full_stdout_and_an_ids_folder_are_reported_once_and_by_name() {
     let npy = dir.path().join("blk.npy");
     std::fs::create_dir_all(dir.path().join("blk.ids.txt")).unwrap();
     let o = common::run(&[
-        "encode", "--model", model.to_str().unwrap(), texts.to_str().unwrap(),
-        "-o", npy.to_str().unwrap(), "--device", "cpu",
+        "encode",
+        "--model",
+        model.to_str().unwrap(),
+        texts.to_str().unwrap(),
+        "-o",
+        npy.to_str().unwrap(),
+        "--device",
+        "cpu",
     ]);
     let err = common::stderr(&o);
-    assert!(err.contains("the ids are written beside it as") && err.contains("which is a folder"), "{err}");
+    assert!(
+        err.contains("the ids are written beside it as") && err.contains("which is a folder"),
+        "{err}"
+    );
 }

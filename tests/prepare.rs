@@ -641,7 +641,14 @@ fn a_run_failing_before_its_first_shard_leaves_no_folder_behind() {
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"id\": \"x\", bad\n".repeat(200)).unwrap();
     let bad = bad.display().to_string();
-    let part = ["--format", "jsonl", "--on-error", "fail", "--partition", "1/2"];
+    let part = [
+        "--format",
+        "jsonl",
+        "--on-error",
+        "fail",
+        "--partition",
+        "1/2",
+    ];
     let o = prepare(std::slice::from_ref(&bad), &out, &part);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!out.exists(), "{} left behind", out.display());

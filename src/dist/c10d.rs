@@ -678,7 +678,10 @@ mod tests {
             .expect("a silent listener is no store");
         let took = start.elapsed();
         let err = format!("{err:#}");
-        assert!(took < timeout + Duration::from_secs(2), "took {took:?}: {err}");
+        assert!(
+            took < timeout + Duration::from_secs(2),
+            "took {took:?}: {err}"
+        );
         assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
         assert!(err.contains("did not answer"), "{err}");
         drop(held);

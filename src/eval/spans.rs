@@ -133,7 +133,10 @@ pub fn run(args: SpansArgs) -> Result<()> {
     let tok = crate::tokenizer::load(&args.model.join(hf::TOKENIZER_FILE))?;
     let special = crate::tokenizer::special_ids(&tok)?;
     let loaded = hf::load(&args.model, device, HeadConfig::default(), 0)?;
-    loaded.model.config.check_lengths(&[("--max-len", args.max_len)])?;
+    loaded
+        .model
+        .config
+        .check_lengths(&[("--max-len", args.max_len)])?;
     let m = evaluate(&loaded.model, &special, &args, device)?;
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -632,11 +632,8 @@ pub fn save_parts(
     let result = (|| -> Result<()> {
         let tok = std::fs::read(tokenizer)
             .with_context(|| format!("{}: cannot read the tokenizer", tokenizer.display()))?;
-        let with_mlm_head = !encoder_only
-            && loaded_vs
-                .variables()
-                .keys()
-                .any(|k| k.starts_with("cls."));
+        let with_mlm_head =
+            !encoder_only && loaded_vs.variables().keys().any(|k| k.starts_with("cls."));
         let cfg =
             serde_json::to_vec_pretty(&super::export::config_json(&model.config, with_mlm_head))?;
         let companions = super::export::companion_files(&model.config, &tok)

@@ -158,11 +158,18 @@ mod set_tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("N = 2: part-0-of-2, part-1-of-2; N = 3: part-0-of-3, part-1-of-3, part-2-of-3"),
+            e.contains(
+                "N = 2: part-0-of-2, part-1-of-2; N = 3: part-0-of-3, part-1-of-3, part-2-of-3"
+            ),
             "{e}"
         );
-        let e = check_one_whole_set(out, &[(0, 3), (2, 3)]).unwrap_err().to_string();
-        assert!(e.contains("partition(s) 1/3 missing (found 0/3, 2/3)"), "{e}");
+        let e = check_one_whole_set(out, &[(0, 3), (2, 3)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("partition(s) 1/3 missing (found 0/3, 2/3)"),
+            "{e}"
+        );
         check_one_whole_set(out, &[(0, 2), (1, 2)]).unwrap();
     }
 }

@@ -15,11 +15,32 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::fs::sync_dir;
 use crate::corpus::decompress::Compression;
 use crate::corpus::{Format, ReadOptions};
 use crate::prepare::segment::SegmentConfig;
-use crate::shards::writer::{sync_dir, WriterConfig};
 use crate::tokenizer::SpecialIds;
+
+/// How `prepare` cuts its output into files: recorded in the manifest's settings.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct WriterConfig {
+    /// Rotate to a new shard once a shard reaches this many bytes on disk.
+    pub shard_bytes: u64,
+    /// Flush a row group once its buffered (encoded, uncompressed) size reaches this.
+    pub row_group_bytes: usize,
+    /// Rows per record batch handed to the Parquet writer.
+    pub batch_rows: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            shard_bytes: 64 << 20,
+            row_group_bytes: 8 << 20,
+            batch_rows: 256,
+        }
+    }
+}
 
 pub const FORMAT_VERSION: u32 = 1;
 pub const FILE_NAME: &str = "_manifest.json";
@@ -101,7 +122,7 @@ impl TokenizerInfo {
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(crate::shards::writer::hex(&Sha256::digest(&bytes)))
+    Ok(super::fs::hex(&Sha256::digest(&bytes)))
 }
 
 /// Puts a copy of `tokenizer` (whose hash is `sha256`) at `dir/_tokenizer.json`, atomically, unless

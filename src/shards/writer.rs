@@ -23,25 +23,7 @@ use super::manifest::ShardEntry;
 use super::schema::{shard_schema, SPANS};
 use crate::prepare::segment::Segmented;
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct WriterConfig {
-    /// Rotate to a new shard once a shard reaches this many bytes on disk.
-    pub shard_bytes: u64,
-    /// Flush a row group once its buffered (encoded, uncompressed) size reaches this.
-    pub row_group_bytes: usize,
-    /// Rows per record batch handed to the Parquet writer.
-    pub batch_rows: usize,
-}
-
-impl Default for WriterConfig {
-    fn default() -> Self {
-        WriterConfig {
-            shard_bytes: 64 << 20,
-            row_group_bytes: 8 << 20,
-            batch_rows: 256,
-        }
-    }
-}
+pub use super::manifest::WriterConfig;
 
 /// Hashes and counts the bytes on their way to the file.
 struct HashingFile {
@@ -217,20 +199,7 @@ impl ShardWriter {
     }
 }
 
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("{}: cannot fsync folder", dir.display()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use super::fs::{hex, sync_dir};
 
 /// Rows -> one Arrow record batch of the shard schema.
 pub fn to_batch(rows: &[Segmented]) -> Result<RecordBatch> {

@@ -107,7 +107,9 @@ pub fn check_resume(
         fmt(now)
     );
     if allowed {
-        log::warn!("{what} (--allow-data-change: the cursor goes on counting batches of the new data)");
+        log::warn!(
+            "{what} (--allow-data-change: the cursor goes on counting batches of the new data)"
+        );
         return Ok(());
     }
     bail!("{what}. The data cursor counts batches of the checkpoint's data; resume on the same files, or add --allow-data-change if continuing on other data is meant")
@@ -123,8 +125,12 @@ pub fn training_files(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
         if a.as_os_str() == "-" {
             bail!("TRAIN -: fine-tuning cannot read its training lines from stdin (it reads them once to count the queries, then once per epoch); write them to a file and name it");
         }
-        let meta = std::fs::metadata(a)
-            .with_context(|| format!("{}: no such file (TRAIN: Tevatron training lines)", a.display()))?;
+        let meta = std::fs::metadata(a).with_context(|| {
+            format!(
+                "{}: no such file (TRAIN: Tevatron training lines)",
+                a.display()
+            )
+        })?;
         if meta.is_dir() {
             let mut inside: Vec<PathBuf> = std::fs::read_dir(a)
                 .with_context(|| format!("{}: cannot list", a.display()))?
@@ -151,13 +157,10 @@ pub fn training_files(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut seen = std::collections::HashMap::new();
     let mut unique = Vec::new();
     for f in files {
-        let meta = std::fs::metadata(&f).with_context(|| format!("{}: cannot read", f.display()))?;
+        let meta =
+            std::fs::metadata(&f).with_context(|| format!("{}: cannot read", f.display()))?;
         if let Some(first) = seen.insert((meta.dev(), meta.ino()), f.clone()) {
-            log::warn!(
-                "{} is {} again: read once",
-                f.display(),
-                first.display()
-            );
+            log::warn!("{} is {} again: read once", f.display(), first.display());
             seen.insert((meta.dev(), meta.ino()), first);
             continue;
         }
@@ -201,8 +204,13 @@ mod tests {
     #[test]
     fn stdin_an_empty_folder_and_only_empty_files_are_refused_with_their_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let e = training_files(&[PathBuf::from("-")]).unwrap_err().to_string();
-        assert!(e.contains("cannot read its training lines from stdin"), "{e}");
+        let e = training_files(&[PathBuf::from("-")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot read its training lines from stdin"),
+            "{e}"
+        );
         let empty_dir = dir.path().join("e");
         std::fs::create_dir_all(&empty_dir).unwrap();
         let e = training_files(&[empty_dir]).unwrap_err().to_string();

@@ -170,25 +170,32 @@ pub fn curves(args: CurvesArgs) -> Result<()> {
     crate::paths::refuse_output_over_inputs("--out", &args.out, &[("METRICS", &path)])?;
     let recs = read(&path)?;
     anyhow::ensure!(!recs.is_empty(), "{}: no records", path.display());
-    crate::plot::curves(&args.out, &recs)?;
+    let lr: Vec<(u64, f64)> = recs.iter().map(|r| (r.step, r.lr)).collect();
+    crate::plot::curves(&args.out, &series(&recs), &lr)?;
     log::info!("{} records drawn into {}", recs.len(), args.out.display());
     Ok(())
 }
 
-pub fn series(recs: &[Record]) -> Vec<(&'static str, RGBColor, Vec<(f64, f64)>)> {
+/// The loss lines of `condenser curves`, one per part the records hold.
+pub fn series(recs: &[Record]) -> Vec<crate::plot::Curve> {
     let pick = |f: fn(&Record) -> Option<f64>| {
         recs.iter()
             .filter_map(|r| f(r).map(|v| (r.step as f64, v)))
             .collect::<Vec<_>>()
     };
+    let curve = |name, color, points| crate::plot::Curve {
+        name,
+        color,
+        points,
+    };
     let mut out = vec![
-        ("loss", BLACK, pick(|r| Some(r.loss))),
-        ("head MLM", BLUE, pick(|r| r.head_loss)),
-        ("late MLM", GREEN, pick(|r| r.late_loss)),
+        curve("loss", BLACK, pick(|r| Some(r.loss))),
+        curve("head MLM", BLUE, pick(|r| r.head_loss)),
+        curve("late MLM", GREEN, pick(|r| r.late_loss)),
     ];
     let co = pick(|r| r.co_loss);
     if !co.is_empty() {
-        out.push(("contrastive", RED, co));
+        out.push(curve("contrastive", RED, co));
     }
     out
 }

@@ -277,7 +277,10 @@ impl SkipCounts {
                 "no negative passage (data.train_n_passages > 1)".to_string(),
             ),
             Skip::EmptyQuery => (&mut self.empty, "the query text is empty".to_string()),
-            Skip::EmptyPositive => (&mut self.empty, "every positive passage is empty".to_string()),
+            Skip::EmptyPositive => (
+                &mut self.empty,
+                "every positive passage is empty".to_string(),
+            ),
             Skip::EmptyNegatives => (
                 &mut self.empty,
                 "every negative passage is empty (data.train_n_passages > 1)".to_string(),
@@ -484,11 +487,25 @@ mod tests {
             )
         };
         let parse = |l: String, n| parse_line(l.as_bytes(), n);
-        assert_eq!(parse(line(" ", &["a"], &["b"]), 2).unwrap_err(), Skip::EmptyQuery);
-        assert_eq!(parse(line("q", &[" ", ""], &["b"]), 2).unwrap_err(), Skip::EmptyPositive);
-        assert_eq!(parse(line("q", &["a"], &[""]), 2).unwrap_err(), Skip::EmptyNegatives);
-        let kept = parse(line("q", &["", "a"], &["", "b"]), 2).unwrap().unwrap();
-        assert_eq!((kept.positives, kept.negatives), (vec!["a".to_string()], vec!["b".to_string()]));
+        assert_eq!(
+            parse(line(" ", &["a"], &["b"]), 2).unwrap_err(),
+            Skip::EmptyQuery
+        );
+        assert_eq!(
+            parse(line("q", &[" ", ""], &["b"]), 2).unwrap_err(),
+            Skip::EmptyPositive
+        );
+        assert_eq!(
+            parse(line("q", &["a"], &[""]), 2).unwrap_err(),
+            Skip::EmptyNegatives
+        );
+        let kept = parse(line("q", &["", "a"], &["", "b"]), 2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (kept.positives, kept.negatives),
+            (vec!["a".to_string()], vec!["b".to_string()])
+        );
         // data.title_separator = "sep": the joiner between title and text; no title, the text alone.
         let sep = parse_line_joined(ok, 8, "[SEP]").unwrap().unwrap();
         assert_eq!(sep.positives, ["T[SEP]body"]);

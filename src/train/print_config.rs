@@ -106,11 +106,7 @@ pub fn effective(
 }
 
 /// Prints the effective configuration of `--config` and `--set` on stdout (see `effective`).
-pub fn print(
-    config: Option<&std::path::Path>,
-    overrides: &[String],
-    finetune: bool,
-) -> Result<()> {
+pub fn print(config: Option<&std::path::Path>, overrides: &[String], finetune: bool) -> Result<()> {
     use std::io::Write;
     let cfg = effective(config, overrides, finetune)?;
     let text = commented_toml(&cfg)?;
@@ -162,11 +158,19 @@ mod tests {
     fn each_command_prints_its_own_defaults_and_refuses_the_others_stage() {
         let ft = effective(None, &[], true).unwrap();
         assert_eq!(ft, TrainConfig::finetune_defaults());
-        assert!(commented_toml(&ft).unwrap().starts_with("# condenser finetune"));
+        assert!(commented_toml(&ft)
+            .unwrap()
+            .starts_with("# condenser finetune"));
         let e = effective(None, &["stage=finetune".to_string()], false).unwrap_err();
-        assert!(e.to_string().contains("condenser finetune --print-config"), "{e}");
+        assert!(
+            e.to_string().contains("condenser finetune --print-config"),
+            "{e}"
+        );
         let e = effective(None, &["stage=condenser".to_string()], true).unwrap_err();
-        assert!(e.to_string().contains("condenser train --print-config"), "{e}");
+        assert!(
+            e.to_string().contains("condenser train --print-config"),
+            "{e}"
+        );
         assert_eq!(effective(None, &[], false).unwrap(), TrainConfig::default());
     }
 

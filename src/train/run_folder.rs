@@ -24,7 +24,9 @@ fn run_files(out: &Path) -> Result<Vec<PathBuf>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_run_file = name == FINAL_DIR
             || name == format!("{FINAL_DIR}-state")
-            || name.strip_prefix("checkpoint-").is_some_and(|n| n.parse::<u64>().is_ok())
+            || name
+                .strip_prefix("checkpoint-")
+                .is_some_and(|n| n.parse::<u64>().is_ok())
             || (name == "metrics.jsonl" && entry.metadata().is_ok_and(|m| m.len() > 0));
         if is_run_file {
             found.push(entry.path());
@@ -50,7 +52,12 @@ pub fn claim(out: &Path, resume: Option<&Path>, overwrite: bool) -> Result<()> {
     }
     let names = found
         .iter()
-        .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+        .map(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect::<Vec<_>>()
         .join(", ");
     if let Some(ckpt) = resume {
@@ -132,7 +139,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = run_folder(dir.path());
         let e = format!("{:#}", claim(&out, None, false).unwrap_err());
-        assert!(e.contains("holds a run (checkpoint-2, final, metrics.jsonl)"), "{e}");
+        assert!(
+            e.contains("holds a run (checkpoint-2, final, metrics.jsonl)"),
+            "{e}"
+        );
         assert!(e.contains("--overwrite") && e.contains("--resume"), "{e}");
         assert!(out.join("final").is_dir());
     }
@@ -144,9 +154,17 @@ mod tests {
         claim(&out, Some(&out.join("checkpoint-2")), false).unwrap();
         let other = dir.path().join("other");
         std::fs::create_dir_all(other.join("final")).unwrap();
-        let e = format!("{:#}", claim(&other, Some(&out.join("checkpoint-2")), false).unwrap_err());
+        let e = format!(
+            "{:#}",
+            claim(&other, Some(&out.join("checkpoint-2")), false).unwrap_err()
+        );
         assert!(e.contains("holds another run"), "{e}");
-        claim(&dir.path().join("empty"), Some(&out.join("checkpoint-2")), false).unwrap();
+        claim(
+            &dir.path().join("empty"),
+            Some(&out.join("checkpoint-2")),
+            false,
+        )
+        .unwrap();
     }
 
     #[test]

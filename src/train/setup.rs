@@ -416,7 +416,9 @@ fn check_fit(
             model.config.vocab_size
         );
     }
-    model.config.check_lengths(&[("data.max_len", cfg.data.max_len)])?;
+    model
+        .config
+        .check_lengths(&[("data.max_len", cfg.data.max_len)])?;
     if cfg.stage == Stage::Finetune {
         model.config.check_lengths(&[
             ("data.query_max_len", cfg.data.query_max_len),

@@ -131,7 +131,11 @@ mod tests {
             "rank 2 has optim.lr = 0.0002, rank 0 has optim.lr = 0.0001"
         );
         assert_eq!(first_difference(&[zero.clone(), zero.clone()]), None);
-        let more = lines(&[("optim.lr", "0.0001"), ("data input 1", "a.jsonl"), ("x", "1")]);
+        let more = lines(&[
+            ("optim.lr", "0.0001"),
+            ("data input 1", "a.jsonl"),
+            ("x", "1"),
+        ]);
         assert_eq!(
             first_difference(&[zero, more]).unwrap(),
             "rank 1 has x = 1, rank 0 has nothing"

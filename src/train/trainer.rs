@@ -401,7 +401,9 @@ pub fn train<O: Objective>(
     };
     let (cfg, out, total, inputs) = (s.cfg.clone(), s.out.clone(), s.total, s.inputs.clone());
     let skipped_what = match cfg.stage {
-        Stage::Finetune => "training line(s) skipped (malformed, without a positive or a negative, or empty)",
+        Stage::Finetune => {
+            "training line(s) skipped (malformed, without a positive or a negative, or empty)"
+        }
         _ => "document(s) with fewer than two spans skipped",
     };
     let model = &s.loaded.model;
@@ -516,7 +518,12 @@ pub fn train<O: Objective>(
         let mut after = cursor;
         let mut ran_out = false;
         for _ in 0..world * per_step {
-            match next_batch(&loader, &mut interval.wait, !dist.is_distributed(), skipped_what)? {
+            match next_batch(
+                &loader,
+                &mut interval.wait,
+                !dist.is_distributed(),
+                skipped_what,
+            )? {
                 Next::Batch(b, a) => {
                     after = a;
                     batches.extend(b);
