@@ -11,6 +11,7 @@ pub mod cputime;
 pub mod device;
 pub mod dist;
 pub mod eval;
+pub mod ffi;
 pub mod inspect;
 pub mod logging;
 pub mod model;

@@ -2,31 +2,22 @@
 //! saved as a Chrome trace; `pipelines/trace_summary.py` sums device time per kernel, the same way for
 //! the PyTorch reference's trace.
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 mod ffi {
     use std::ffi::{c_char, c_int};
     extern "C" {
         pub fn condenser_profiler_start(cuda: c_int) -> *mut c_char;
         pub fn condenser_profiler_stop(path: *const c_char) -> *mut c_char;
-        pub fn condenser_free_error(message: *mut c_char);
     }
 }
 
-/// A message the shim returned (malloc'd), freed here.
+/// A message the shim returned (malloc'd), freed by `crate::ffi::check`.
 fn check(err: *mut c_char) -> Result<()> {
-    if err.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a non-null return is a NUL-terminated string from strdup, owned by us until freed.
-    let msg = unsafe { CStr::from_ptr(err) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { ffi::condenser_free_error(err) };
-    bail!("profiler: {msg}")
+    crate::ffi::check(err).map_err(|msg| anyhow::anyhow!("profiler: {msg}"))
 }
 
 /// Starts recording CPU ops, and CUDA kernels when `cuda`.

@@ -383,15 +383,7 @@ fn cstring(s: &str, what: &str) -> Result<CString> {
 
 /// Turns the shim's malloc'd message (NULL on success) into an error, freeing it.
 fn check(err: *mut c_char) -> Result<()> {
-    if err.is_null() {
-        return Ok(());
-    }
-    // SAFETY: a NUL-terminated string from strdup, freed once here.
-    let msg = unsafe { CStr::from_ptr(err) }
-        .to_string_lossy()
-        .into_owned();
-    unsafe { ffi::condenser_free_error(err) };
-    bail!(msg)
+    crate::ffi::check(err).map_err(anyhow::Error::msg)
 }
 
 /// csrc/c10d_nccl.cpp's constructor.
@@ -528,7 +520,6 @@ mod ffi {
         pub fn condenser_c10d_barrier(b: *const Backend) -> *mut c_char;
         pub fn condenser_c10d_backend_free(b: *mut Backend, wait_ms: i64) -> *mut c_char;
         // csrc/fused_adamw.cpp
-        pub fn condenser_free_error(message: *mut c_char);
     }
 }
 

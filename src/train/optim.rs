@@ -82,7 +82,6 @@ mod ffi {
             eps: f64,
             found_inf: *const c_void,
         ) -> *mut c_char;
-        pub fn condenser_free_error(message: *mut c_char);
     }
 }
 
@@ -263,13 +262,7 @@ impl AdamW {
                     skip.as_ptr().cast(),
                 )
             };
-            if !err.is_null() {
-                let msg = unsafe { std::ffi::CStr::from_ptr(err) }
-                    .to_string_lossy()
-                    .into_owned();
-                unsafe { ffi::condenser_free_error(err) };
-                return Err(msg);
-            }
+            crate::ffi::check(err)?;
         }
         Ok(())
     }
