@@ -219,7 +219,7 @@ mod tests {
     }
 
     /// Every argument of every command, nested ones and hidden aliases included, has a description
-    /// (issue 16, item 7); clap's own consistency checks pass.
+    ///; clap's own consistency checks pass.
     #[test]
     fn every_argument_has_help() {
         use clap::CommandFactory;
@@ -241,7 +241,7 @@ mod tests {
         assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 
-    /// One spelling for one idea (issue 16, item 8): `--batch-size` with `--batch` kept as an alias;
+    /// One spelling for one idea: `--batch-size` with `--batch` kept as an alias;
     /// the input positional with the older `--input`/`--data` flags kept; `-o` for `--out`.
     #[test]
     fn old_spellings_parse_as_the_new_ones() {

@@ -364,9 +364,9 @@ mod tests {
         (m(c.0), m(c.1), m(c.2))
     }
 
-    /// Issue 16, item 14: a tail of 2 documents beside a peak of 1,400 is drawn as a visible orange bar.
+    /// a tail of 2 documents beside a peak of 1,400 is drawn as a visible orange bar.
     #[test]
-    fn r16_14_the_tail_bar_is_visible() {
+    fn the_tail_bar_is_visible() {
         let mut docs = BTreeMap::from([(1, 100), (2, 900), (3, 1400), (4, 700), (5, 50)]);
         docs.insert(40, 2);
         let spans = Histogram {
@@ -386,10 +386,10 @@ mod tests {
         assert!(orange >= 40, "tail bar: {orange} orange pixels");
     }
 
-    /// Issue 16, item 14: the legend lies right of the data (x >= 1000), and the late MLM line, dashed
+    /// the legend lies right of the data (x >= 1000), and the late MLM line, dashed
     /// on top of an equal head MLM line, leaves the head line visible between its dashes.
     #[test]
-    fn r16_14_legend_outside_and_overlapping_lines_distinguishable() {
+    fn legend_outside_and_overlapping_lines_distinguishable() {
         let line = |name, color| Curve {
             name,
             color,

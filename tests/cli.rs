@@ -91,11 +91,11 @@ fn subcommands(help: &str) -> Vec<String> {
         .collect()
 }
 
-/// Issue 16, items 7 and 8: every subcommand's help, nested ones included, ends with real examples
+/// every subcommand's help, nested ones included, ends with real examples
 /// that start with `condenser <that subcommand>`, lists -q/-v as global options, and names nothing a
 /// user does not have (the project's shared folder, scripts' variables, internal documents).
 #[test]
-fn r16_7_every_subcommand_help_has_examples_and_no_internal_references() {
+fn every_subcommand_help_has_examples_and_no_internal_references() {
     let mut queue: Vec<Vec<String>> = vec![vec![]];
     let mut seen = Vec::new();
     while let Some(path) = queue.pop() {
@@ -164,10 +164,10 @@ fn r16_7_every_subcommand_help_has_examples_and_no_internal_references() {
     }
 }
 
-/// Issue 16, item 8: a usage error carries the same `condenser: error:` prefix as a run error and
+/// a usage error carries the same `condenser: error:` prefix as a run error and
 /// exits 2; --help and --version still go to stdout with status 0.
 #[test]
-fn r16_8_parse_errors_and_run_errors_share_one_prefix() {
+fn parse_errors_and_run_errors_share_one_prefix() {
     let usage = condenser(&["train", "--no-such-flag"]);
     assert_eq!(usage.status.code(), Some(2));
     let err = String::from_utf8_lossy(&usage.stderr);
@@ -193,10 +193,10 @@ fn r16_8_parse_errors_and_run_errors_share_one_prefix() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("Examples:"));
 }
 
-/// Issue 16, item 11: `train --print-config` needs no data, run folder or model; what it prints loads
+/// `train --print-config` needs no data, run folder or model; what it prints loads
 /// back with --config to the same configuration, and every key sits under a comment.
 #[test]
-fn r16_11_print_config_round_trips() {
+fn print_config_round_trips() {
     use condenser::train::config::TrainConfig;
     let dir = tempfile::tempdir().unwrap();
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/demo-cocondenser.toml");

@@ -1,4 +1,4 @@
-//! Bounded memory: peak RSS of `prepare` does not grow with the input (issue 3, property 2).
+//! Bounded memory: peak RSS of `prepare` does not grow with the input.
 //! Measured per child with wait4(2); sizes are kept small so the suite stays fast. The note of the
 //! issue gives the 20 MB vs 200 MB figures of the release binary.
 
@@ -82,7 +82,7 @@ fn run_peak_rss_mb(args: &[&str]) -> (Option<i32>, f64) {
     (status.code(), kib / 1024.0)
 }
 
-/// Issue 13, item 14: whatever the input, peak memory stays within a fixed budget plus a small
+/// whatever the input, peak memory stays within a fixed budget plus a small
 /// multiple of `--max-record-bytes`. Each input below holds one 24 MB record, which the limit of
 /// 1 MiB must refuse before it is held: a MediaWiki page, a keyed-JSON value behind gzip, a JSON
 /// Lines first line. Measured (debug build): 172, 172 and 186 MB against 164 MB without them; before
@@ -172,7 +172,7 @@ fn peak_rss_is_bounded_by_the_record_limit_in_every_format() {
     }
 }
 
-/// Issue 13, item 14: one long record (a line of 3 MiB without a sentence end, under the default
+/// one long record (a line of 3 MiB without a sentence end, under the default
 /// limit) costs a small multiple of its size, not ~120x: the tokenizer sees it in bounded pieces.
 /// Measured: +23 MB for 2 MiB (+250 MB before the fix), +93 MB for 16 MiB (+1.5 GB before).
 #[test]

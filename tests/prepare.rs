@@ -586,7 +586,7 @@ fn a_moved_folder_still_has_its_tokenizer() {
     );
 }
 
-/// Issue 13, item 1: a JSON Lines file whose first line is long (a whole article) is JSON Lines, not
+/// a JSON Lines file whose first line is long (a whole article) is JSON Lines, not
 /// the keyed-JSON format: every record is read, under `--on-error fail` too; a first line longer
 /// than `--max-record-bytes` is a counted skip, and the records after it are still read.
 #[test]
@@ -659,7 +659,7 @@ fn a_run_failing_before_its_first_shard_leaves_no_folder_behind() {
     assert!(out.is_dir() && !out.join("part-1-of-2").exists());
 }
 
-/// Issue 13, item 1: a keyed-JSON object whose values are not objects (JSON Lines read with
+/// a keyed-JSON object whose values are not objects (JSON Lines read with
 /// `--format json`) is an error naming the file, not a corpus made of its field names; a keyed object
 /// on one line is still detected as such.
 #[test]
@@ -702,7 +702,7 @@ fn keyed_json_values_must_be_objects() {
     assert_eq!(m["totals"]["documents"], 2, "{m}");
 }
 
-/// Issue 13, item 14: `--max-record-bytes` applies to every format, not only to lines: a wiki page,
+/// `--max-record-bytes` applies to every format, not only to lines: a wiki page,
 /// a keyed-JSON value (gzip) and a Parquet cell over the limit are counted skips and the records
 /// beside them are kept; `--on-error fail` stops on them.
 #[test]
@@ -781,7 +781,7 @@ fn the_record_limit_applies_to_every_format() {
     }
 }
 
-/// Issue 13: a truncated multi-stream bzip2 dump reports where the read failed, not "byte 0".
+/// a truncated multi-stream bzip2 dump reports where the read failed, not "byte 0".
 #[test]
 fn a_truncated_multistream_bz2_dump_names_the_position() {
     let dir = tempfile::tempdir().unwrap();
@@ -820,7 +820,7 @@ fn a_truncated_multistream_bz2_dump_names_the_position() {
     );
 }
 
-/// Issue 13: a shard written elsewhere (pyarrow) with the shard schema's types but the standard list
+/// a shard written elsewhere (pyarrow) with the shard schema's types but the standard list
 /// field name `element` instead of arrow-rs's `item` is a shard: `read_shard` (train) and `inspect`
 /// open it.
 #[test]
@@ -873,7 +873,7 @@ fn a_shard_with_element_list_fields_is_read() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-/// Issue 13 (2): a second `prepare` (or `--merge`) into a folder another run is writing is refused with
+/// a second `prepare` (or `--merge`) into a folder another run is writing is refused with
 /// exit 2 naming the holder, and the first run ends well.
 #[test]
 fn a_second_run_into_a_busy_folder_is_refused_naming_the_holder() {
@@ -924,7 +924,7 @@ fn a_second_run_into_a_busy_folder_is_refused_naming_the_holder() {
     assert!(prepare(&[good], &out, &["--overwrite"]).status.success());
 }
 
-/// Issue 13 (3): shards in a folder without a manifest are not deleted without `--overwrite`.
+/// shards in a folder without a manifest are not deleted without `--overwrite`.
 #[test]
 fn shards_without_a_manifest_are_kept_unless_overwrite() {
     let dir = tempfile::tempdir().unwrap();
@@ -951,7 +951,7 @@ fn shards_without_a_manifest_are_kept_unless_overwrite() {
     assert_eq!(manifest(&out)["totals"]["documents"], 20);
 }
 
-/// Issue 13 (4): a missing path, a glob matching nothing, a hub name or a URL is an error before
+/// a missing path, a glob matching nothing, a hub name or a URL is an error before
 /// anything is written, whatever `--on-error` says; the corrected command then runs.
 #[test]
 fn a_missing_input_is_an_error_before_anything_is_written() {
@@ -988,7 +988,7 @@ fn a_missing_input_is_an_error_before_anything_is_written() {
     assert_eq!(manifest(&out)["totals"]["documents"], 20);
 }
 
-/// Issue 13 (5): a directory with a symlink loop (and a second link to one file) is read once.
+/// a directory with a symlink loop (and a second link to one file) is read once.
 #[test]
 fn a_symlink_loop_reads_each_file_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -1005,7 +1005,7 @@ fn a_symlink_loop_reads_each_file_once() {
     assert_eq!(m["totals"]["documents"], 20);
 }
 
-/// Issue 13 (12): an absurd `-j` is refused at once (prepare and bench prepare); 0 means all cores.
+/// an absurd `-j` is refused at once (prepare and bench prepare); 0 means all cores.
 #[test]
 fn absurd_thread_counts_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -1039,7 +1039,7 @@ fn absurd_thread_counts_are_refused() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-/// Issue 13 (smaller): a failed write of the manifest or a shard (ENOSPC from /dev/full) names the file.
+/// a failed write of the manifest or a shard (ENOSPC from /dev/full) names the file.
 #[test]
 fn a_failed_manifest_or_shard_write_names_the_file() {
     use condenser::prepare::segment::Segmented;
@@ -1075,11 +1075,11 @@ fn a_failed_manifest_or_shard_write_names_the_file() {
     assert!(err.contains(".shard-00000.parquet.tmp"), "{err}");
 }
 
-/// Issue 16, item 12: pyarrow opens a prepared folder by its name (plain, and merged from partitions
+/// pyarrow opens a prepared folder by its name (plain, and merged from partitions
 /// into `part-K-of-N/` subfolders): the manifest and tokenizer copy are `_`-prefixed, which pyarrow,
 /// Spark and HF datasets skip, so every row it reads is a shard row.
 #[test]
-fn r16_12_pyarrow_opens_a_shard_folder_by_its_name() {
+fn pyarrow_opens_a_shard_folder_by_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = corpus(dir.path());
     let plain = dir.path().join("plain");
@@ -1129,11 +1129,11 @@ fn r16_12_pyarrow_opens_a_shard_folder_by_its_name() {
     }
 }
 
-/// Issue 17, item 3: with stderr not a terminal, progress comes as plain log lines at a steady
+/// with stderr not a terminal, progress comes as plain log lines at a steady
 /// interval (`CONDENSER_PROGRESS_SECS`, 30 s by default) with the share of the input bytes and an
 /// ETA; stdout holds the shard paths only.
 #[test]
-fn r17_3_progress_lines_with_a_percentage_and_an_eta_when_stderr_is_not_a_terminal() {
+fn progress_lines_with_a_percentage_and_an_eta_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_jsonl(dir.path(), "big.jsonl", 3000, 5);
     let out = dir.path().join("out");
@@ -1186,12 +1186,12 @@ fn documents_of(dir: &Path) -> (Vec<(String, Vec<Vec<u32>>)>, serde_json::Value)
     (docs, m["totals"].clone())
 }
 
-/// Issue 17, item 2: `--partition K/N` on one uncompressed JSONL, TSV or text file reads byte ranges
+/// `--partition K/N` on one uncompressed JSONL, TSV or text file reads byte ranges
 /// cut at line boundaries (about 1/N of the bytes each); merged, the parts hold exactly the documents
 /// of one unpartitioned run (same ids, `file:line` ones included, same spans), for N that do not divide
 /// the record count; a compressed file still goes every N-th record.
 #[test]
-fn r17_2_byte_range_partitions_merge_to_the_unpartitioned_documents() {
+fn byte_range_partitions_merge_to_the_unpartitioned_documents() {
     let dir = tempfile::tempdir().unwrap();
     let jsonl = write_jsonl(dir.path(), "one.jsonl", 401, 7);
     let tsv = write_tsv(dir.path(), "one.tsv", 503, 8);
@@ -1354,11 +1354,11 @@ fn multistream_dump(pages: usize, per_stream: usize, seed: u64) -> (Vec<u8>, Vec
     (dump, streams)
 }
 
-/// Issue 17, item 1: a multi-stream bzip2 dump decodes in parallel (groups of streams, here small so
+/// a multi-stream bzip2 dump decodes in parallel (groups of streams, here small so
 /// that there are many) into byte-identical shards and manifest as the serial decoder (`-j 1`); a
 /// truncated dump keeps every complete stream's pages and reports the truncation with its position.
 #[test]
-fn r17_1_parallel_multistream_bz2_decoding_equals_the_serial_path() {
+fn parallel_multistream_bz2_decoding_equals_the_serial_path() {
     let dir = tempfile::tempdir().unwrap();
     let (dump, streams) = multistream_dump(230, 10, 17);
     let path = dir.path().join("enwiki-multistream.xml.bz2");
@@ -1436,11 +1436,11 @@ fn bgzf_member(data: &[u8]) -> Vec<u8> {
     m
 }
 
-/// Issue 17, item 1: a multi-frame zstd file (as pzstd writes: a skippable frame before each frame)
+/// a multi-frame zstd file (as pzstd writes: a skippable frame before each frame)
 /// and a BGZF gzip file decode in parallel (small groups, so that there are many) into byte-identical
 /// shards and manifest as the serial decoder (`-j 1`), whole and truncated.
 #[test]
-fn r17_1_parallel_multiframe_zstd_and_bgzf_decoding_equals_the_serial_path() {
+fn parallel_multiframe_zstd_and_bgzf_decoding_equals_the_serial_path() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read(write_jsonl(dir.path(), "docs.jsonl", 600, 23)).unwrap();
     let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();

@@ -1138,11 +1138,11 @@ fn skip_from_comes_from_the_head_file_when_unset_and_must_be_below_the_layer_cou
     );
 }
 
-/// Issue 16, item 12: a shard folder prepared before the `_` names (`manifest.json`, `tokenizer.json`)
+/// a shard folder prepared before the `_` names (`manifest.json`, `tokenizer.json`)
 /// still inspects and trains after the tokenizer it was made from is gone, and the next `prepare`
 /// into it moves it to the new names.
 #[test]
-fn r16_12_an_old_layout_shard_folder_still_inspects_and_trains() {
+fn an_old_layout_shard_folder_still_inspects_and_trains() {
     let dir = tempfile::tempdir().unwrap();
     let data = shards(dir.path(), 60);
     let init = tiny_model(dir.path());
@@ -1190,11 +1190,11 @@ fn manifest_old(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
 
-/// Issue 16, item 5: `final/` is the model alone (what a hub push uploads); its resume state is in
+/// `final/` is the model alone (what a hub push uploads); its resume state is in
 /// `final-state/`, and `--resume RUN/final` finds it there, or inside `final/` in a run folder from
 /// before the split. Either way the resumed run ends with the same bytes.
 #[test]
-fn r16_5_final_is_a_clean_model_folder_and_still_resumes() {
+fn final_is_a_clean_model_folder_and_still_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let data = shards(dir.path(), 200);
     let init = tiny_model(dir.path());

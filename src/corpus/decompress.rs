@@ -69,7 +69,7 @@ fn decode_threads() -> usize {
 }
 
 /// Decoder threads for a fast codec (zstd, BGZF) under `threads` segmenting threads. Measured here
-/// (issue 17), one thread decodes zstd at 1.2-2.2 GB/s and BGZF at 0.4-0.56 GB/s of text, against
+/// one thread decodes zstd at 1.2-2.2 GB/s and BGZF at 0.4-0.56 GB/s of text, against
 /// ~4.4 MB/s a core for the tokenizer: one decoder keeps up with about 100 (BGZF) to 300 (zstd)
 /// tokenizing cores, so one per 32 threads, which still takes decoding off the reader thread. More
 /// would only add groups in flight (memory) and allocation. bzip2 (~40 MB/s, about 9 cores) gets one
