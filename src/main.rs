@@ -218,8 +218,8 @@ mod tests {
         assert!(Cli::try_parse_from(["condenser", "env", "--device", "tpu"]).is_err());
     }
 
-    /// Every argument of every command, nested ones and hidden aliases included, has a description
-    ///; clap's own consistency checks pass.
+    /// Every argument of every command, nested ones and hidden aliases included, has a description;
+    /// clap's own consistency checks pass.
     #[test]
     fn every_argument_has_help() {
         use clap::CommandFactory;

@@ -68,7 +68,7 @@ fn decode_threads() -> usize {
     DECODE_THREADS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Decoder threads for a fast codec (zstd, BGZF) under `threads` segmenting threads. Measured here
+/// Decoder threads for a fast codec (zstd, BGZF) under `threads` segmenting threads. Measured here,
 /// one thread decodes zstd at 1.2-2.2 GB/s and BGZF at 0.4-0.56 GB/s of text, against
 /// ~4.4 MB/s a core for the tokenizer: one decoder keeps up with about 100 (BGZF) to 300 (zstd)
 /// tokenizing cores, so one per 32 threads, which still takes decoding off the reader thread. More
