@@ -19,6 +19,7 @@ pub mod paths;
 pub mod plot;
 pub mod prepare;
 pub mod progress;
+pub mod rng;
 pub mod shards;
 pub mod tokenizer;
 pub mod train;

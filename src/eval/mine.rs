@@ -18,7 +18,7 @@ use super::metrics::Qrels;
 use super::retrieval::{
     for_each_doc, for_each_text, read_qrels, retrieve, Retrieved, SearchArgs, Searcher,
 };
-use crate::prepare::segment::keyed_rng;
+use crate::rng::keyed_rng;
 
 #[derive(Debug, clap::Args)]
 pub struct MineArgs {

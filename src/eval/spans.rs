@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 
 use crate::device::DeviceChoice;
 use crate::model::{hf, HeadConfig};
-use crate::prepare::segment::{keyed_rng, stable_hash};
+use crate::rng::{keyed_rng, stable_hash};
 use crate::shards::{read_shard, Manifest};
 
 /// True when `doc_id` belongs to the held-out share `fraction` under `seed`.

@@ -8,7 +8,7 @@
 //! changes a span.
 
 use anyhow::Result;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokenizers::Tokenizer;
 
@@ -44,33 +44,7 @@ pub struct Segmenter<'a> {
     pub config: &'a SegmentConfig,
 }
 
-/// A stable 64-bit hash (FNV-1a, then a SplitMix64 finaliser): seeds must not depend on the Rust
-/// version or the process, which rules out `DefaultHasher`.
-pub fn stable_hash(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in *part {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff; // separator, so ("ab","c") and ("a","bc") differ
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
-}
-
-/// The RNG of one stage for one stable id.
-pub fn keyed_rng(seed: u64, stage: &str, id: &str) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(stable_hash(&[
-        &seed.to_le_bytes(),
-        stage.as_bytes(),
-        id.as_bytes(),
-    ]))
-}
+pub use crate::rng::{keyed_rng, stable_hash};
 
 impl Segmenter<'_> {
     /// Segments one document; `Err(Skip)` for a document that yields no usable spans.
@@ -236,6 +210,7 @@ pub fn pack(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     #[test]
     fn packing_is_greedy_and_bounded() {

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::collate::{collate, Batch, Vocab};
 use super::config::{DataConfig, Stage};
-use crate::prepare::segment::keyed_rng;
+use crate::rng::keyed_rng;
 use crate::shards::read_shard;
 
 /// Where shards come from.

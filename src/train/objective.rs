@@ -13,7 +13,7 @@ use super::config::LossConfig;
 use super::metrics::batch_flops;
 use crate::dist::Dist;
 use crate::model::{Condenser, Ctx, Labels, Mask};
-use crate::prepare::segment::stable_hash;
+use crate::rng::stable_hash;
 
 /// A batch on the device, with the host facts (row lengths, labels) that spare the device a sync.
 pub struct DeviceBatch {

@@ -24,7 +24,7 @@ use super::config::DataConfig;
 use super::loader::{Cursor, Loader, Msg, RankSlice};
 use super::query_order::QueryIndex;
 use crate::corpus::lines::{read_line_capped, Line};
-use crate::prepare::segment::{keyed_rng, stable_hash};
+use crate::rng::{keyed_rng, stable_hash};
 use crate::tokenizer::SpecialIds;
 
 /// The longest training line read (a query with hundreds of negatives is a few hundred KB).

@@ -21,7 +21,7 @@ use rand::seq::SliceRandom;
 use super::pairs::{parse_line_joined, Query, SkipCounts};
 use crate::corpus::decompress::Compression;
 use crate::corpus::lines::{read_line_capped, Line};
-use crate::prepare::segment::keyed_rng;
+use crate::rng::keyed_rng;
 
 /// The longest training line read (as the streaming loader).
 const MAX_LINE: usize = 64 << 20;
