@@ -1,5 +1,6 @@
 //! Fine-tuning's epoch order: a keyed permutation of every training query, as Tevatron draws one each
-//! epoch, with memory bounded by an index of line offsets (12 bytes a query), not by the texts.
+//! epoch, with memory bounded by an index of line offsets (16 bytes a query, 4 more for the epoch's
+//! order), not by the texts.
 //!
 //! The index is built once, in one pass over the training files: each line that is a training record
 //! is kept as (file, byte offset); the others are counted by reason, as the loader always did. A
