@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod lines;
 pub mod multibz;
 pub mod parallel_decode;
+pub mod passage;
 pub mod ranges;
 pub mod readers;
 pub mod stream_ranges;

@@ -222,7 +222,7 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
             Item::Doc(mut d) => {
                 d.to_plain();
                 let text = match &joiner {
-                    Some(j) => crate::train::pairs::join_passage(d.title.as_deref(), &d.text, j),
+                    Some(j) => crate::corpus::passage::join_passage(d.title.as_deref(), &d.text, j),
                     None => d.text,
                 };
                 let ids =

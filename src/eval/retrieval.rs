@@ -294,7 +294,7 @@ impl UniqueIds {
 }
 
 /// Reads (id, text) records of a file through the corpus readers; `title` (a joiner) joins a BEIR
-/// title in front ("title text", as fine-tuning joins them: `train::pairs::join_passage`).
+/// title in front ("title text", as fine-tuning joins them: `corpus::passage::join_passage`).
 pub fn for_each_text(
     path: &Path,
     title: Option<&str>,
@@ -304,7 +304,7 @@ pub fn for_each_text(
     for_each_doc_counting(path, read_bytes, |id, t, text| match title {
         Some(joiner) => f(
             id,
-            crate::train::pairs::join_passage(t.as_deref(), &text, joiner),
+            crate::corpus::passage::join_passage(t.as_deref(), &text, joiner),
         ),
         None => f(id, text),
     })

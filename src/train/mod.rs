@@ -13,6 +13,7 @@ pub mod loader;
 pub mod metrics;
 pub mod objective;
 pub mod optim;
+pub mod pair_lines;
 pub mod pairs;
 pub mod print_config;
 pub mod query_order;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
 
-use super::pairs::{parse_line_joined, Query, SkipCounts};
+use super::pair_lines::{parse_line_joined, Query, SkipCounts};
 use crate::corpus::decompress::Compression;
 use crate::corpus::lines::{read_line_capped, Line};
 use crate::rng::keyed_rng;
@@ -125,9 +125,11 @@ impl QueryIndex {
                 lineno += 1;
                 let parsed = match line {
                     Line::Eof => break,
-                    Line::TooLong(n) | Line::Abandoned(n) => Err(super::pairs::Skip::Malformed(
-                        format!("a line of {n} bytes, longer than {MAX_LINE}"),
-                    )),
+                    Line::TooLong(n) | Line::Abandoned(n) => {
+                        Err(super::pair_lines::Skip::Malformed(format!(
+                            "a line of {n} bytes, longer than {MAX_LINE}"
+                        )))
+                    }
                     Line::Some => match parse_line_joined(&buf, n_passages, " ") {
                         Ok(None) => continue,
                         Ok(Some(_)) => Ok(()),
