@@ -24,7 +24,7 @@ pub mod zstdframes;
 use std::fmt;
 
 pub use inputs::{expand_inputs, Input};
-pub use readers::{read_input, read_input_part, Format, LayoutArgs, Part, ReadOptions};
+pub use readers::{read_input, read_input_part, Format, Part, ReadOptions};
 
 /// How a document's text is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,33 +57,6 @@ pub struct ReadOptions {
     pub stop_at_error: bool,
 }
 
-/// The TSV columns and plain-text layout, as `prepare` and `encode` take them on the command line.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LayoutArgs {
-    /// TSV column (0-based) holding the text.
-    #[arg(long, default_value_t = 1)]
-    pub text_column: usize,
-    /// TSV column holding the id; `none` names records `file:line`.
-    #[arg(long, default_value = "0", value_parser = parse_id_column)]
-    pub id_column: IdColumn,
-    /// Plain text: records are separated by blank lines (default: one record per line).
-    #[arg(long)]
-    pub blank_line_docs: bool,
-}
-
-/// `--id-column`: a column number or `none`.
-#[derive(Debug, Clone, Copy)]
-pub struct IdColumn(pub Option<usize>);
-
-fn parse_id_column(s: &str) -> Result<IdColumn, String> {
-    if s == "none" {
-        return Ok(IdColumn(None));
-    }
-    s.parse()
-        .map(|c| IdColumn(Some(c)))
-        .map_err(|_| format!("{s:?} is not a column number or `none`"))
-}
-
 impl Default for ReadOptions {
     fn default() -> Self {
         ReadOptions {

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::embeddings_out::{Output, Writer};
-use crate::corpus::{self, Format, Item, ReadOptions};
+use crate::corpus::{self, Item};
 use crate::device::DeviceChoice;
 use crate::model::{hf, Condenser, Ctx, HeadConfig};
 use crate::progress::{Progress, Unit};
@@ -45,17 +45,8 @@ pub struct EncodeArgs {
     /// tokenizer.json [default: the model directory's].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Input format; `auto` detects it.
-    #[arg(long, value_enum, default_value_t = Format::Auto)]
-    pub format: Format,
-    /// JSON field with the text [default: text, contents, ...].
-    #[arg(long)]
-    pub text_field: Option<String>,
-    /// JSON field with the id [default: id, _id, docid, ...].
-    #[arg(long)]
-    pub id_field: Option<String>,
     #[command(flatten)]
-    pub layout: crate::corpus::LayoutArgs,
+    pub input_args: crate::cli::InputArgs,
     /// Join a record's title (BEIR `title`) in front of its text as `eval` does: space ("title text")
     /// or sep ("title[SEP]text") [default: the model folder's condenser_retriever.json when it has one
     /// (a model `finetune` wrote), else the text alone].
@@ -169,15 +160,7 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
         .map(|t| t.joiner(&tokenizer, &special))
         .transpose()?;
     let mut writer = output.writer(hidden)?;
-    let opts = ReadOptions {
-        format: args.format,
-        text_field: args.text_field.clone(),
-        id_field: args.id_field.clone(),
-        text_column: args.layout.text_column,
-        id_column: args.layout.id_column.0,
-        blank_line_docs: args.layout.blank_line_docs,
-        ..Default::default()
-    };
+    let opts = args.input_args.read_options();
     let input = corpus::expand_inputs(std::slice::from_ref(&given))?
         .into_iter()
         .next()

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::corpus::{Format, ReadOptions};
+use crate::corpus::ReadOptions;
 use segment::SegmentConfig;
 
 /// What to do with a bad record or input.
@@ -40,17 +40,8 @@ pub struct PrepareArgs {
     /// Hugging Face tokenizer.json [default: the bert-base-uncased one from set-up].
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Input format; `auto` detects it from the content.
-    #[arg(long, value_enum, default_value_t = Format::Auto)]
-    pub format: Format,
-    /// JSON/Parquet field holding the text [default: text, contents, extract, body or passage].
-    #[arg(long)]
-    pub text_field: Option<String>,
-    /// JSON/Parquet field holding the document id [default: id, _id, docid, doc_id or pid].
-    #[arg(long)]
-    pub id_field: Option<String>,
     #[command(flatten)]
-    pub layout: crate::corpus::LayoutArgs,
+    pub input: crate::cli::InputArgs,
     /// Sequence length the spans are made for: spans hold at most max_len - 2 ids ([CLS], [SEP]).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(3..=8192))]
     pub max_len: u32,
@@ -206,15 +197,10 @@ pub fn run(args: PrepareArgs) -> Result<()> {
         out,
         tokenizer,
         read: ReadOptions {
-            format: args.format,
-            text_field: args.text_field,
-            id_field: args.id_field,
-            text_column: args.layout.text_column,
-            id_column: args.layout.id_column.0,
-            blank_line_docs: args.layout.blank_line_docs,
             max_record_bytes: usize::try_from(args.max_record_bytes)
                 .context("--max-record-bytes")?,
             stop_at_error: args.on_error == OnError::Fail,
+            ..args.input.read_options()
         },
         segment: SegmentConfig {
             max_len: args.max_len as usize,
