@@ -16,13 +16,7 @@ from huggingface_hub import ModelCard
 card = ModelCard.load(sys.argv[1] + "/README.md")
 print(json.dumps({"data": card.data.to_dict(), "text": card.text}))
 "#;
-    let o = std::process::Command::new(venv_python())
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["-c", script, folder.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = python_json(script, &[folder.as_os_str()]);
     (v["data"].clone(), v["text"].as_str().unwrap().to_string())
 }
 

@@ -225,20 +225,10 @@ fn out_extension_decides_the_format() {
         ids.lines().collect::<Vec<_>>(),
         want.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>()
     );
-    let py = std::process::Command::new(common::venv_python())
-        .args([
-            "-c",
-            "import json, sys, numpy; a = numpy.load(sys.argv[1]); print(json.dumps({'dtype': str(a.dtype), 'rows': a.tolist()}))",
-            npy.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
+    let r = common::python_json(
+        "import json, sys, numpy; a = numpy.load(sys.argv[1]); print(json.dumps({'dtype': str(a.dtype), 'rows': a.tolist()}))",
+        &[npy.as_os_str()],
     );
-    let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     assert_eq!(r["dtype"], "float32");
     let rows: Vec<Vec<f32>> = serde_json::from_value(r["rows"].clone()).unwrap();
     assert_eq!(

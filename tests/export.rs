@@ -78,23 +78,7 @@ lines = [l for l in open(texts).read().splitlines() if l]
 emb = st.encode(lines, convert_to_numpy=True, normalize_embeddings=False).tolist()
 print(json.dumps({"truncated_len": n, "modules": modes, "emb": emb}))
 "#;
-    let py = std::process::Command::new(common::venv_python())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .args([
-            "-c",
-            script,
-            model.to_str().unwrap(),
-            texts.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let r = common::python_json(script, &[model.as_os_str(), texts.as_os_str()]);
     // The tiny model has 130 positions.
     assert_eq!(r["truncated_len"], 130, "{r}");
     let st: Vec<Vec<f32>> = serde_json::from_value(r["emb"].clone()).unwrap();
@@ -187,23 +171,7 @@ lines = [l for l in open(texts).read().splitlines() if l]
 emb = st.encode(lines, convert_to_numpy=True, normalize_embeddings=False).tolist()
 print(json.dumps({"modules": [type(m).__name__ for m in st], "similarity": st.similarity_fn_name, "emb": emb}))
 "#;
-    let py = std::process::Command::new(common::venv_python())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .args([
-            "-c",
-            script,
-            model.to_str().unwrap(),
-            texts.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let r = common::python_json(script, &[model.as_os_str(), texts.as_os_str()]);
     assert_eq!(
         r["modules"],
         serde_json::json!(["Transformer", "Pooling", "Normalize"]),

@@ -538,23 +538,7 @@ with torch.no_grad():
 cls = out.last_hidden_state[:, 0].tolist()
 print(json.dumps({"missing": sorted(k for k in info["missing_keys"] if "pooler" not in k), "unexpected": sorted(info["unexpected_keys"]), "cls": cls}))
 "#;
-    let py = std::process::Command::new(venv_python())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .args([
-            "-c",
-            script,
-            final2.to_str().unwrap(),
-            texts.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let r = python_json(script, &[final2.as_os_str(), texts.as_os_str()]);
     assert_eq!(r["missing"], serde_json::json!([]), "{r}");
     assert_eq!(r["unexpected"], serde_json::json!([]), "{r}");
     let cls: Vec<Vec<f32>> = serde_json::from_value(r["cls"].clone()).unwrap();

@@ -256,7 +256,6 @@ fn json_and_text_agree_and_stdin_chains_after_prepare() {
 
 #[test]
 fn counts_agree_with_pyarrow() {
-    let python = venv_python();
     let dir = tempfile::tempdir().unwrap();
     let out = prepared(dir.path());
     let script = "import sys, glob, pyarrow.parquet as pq, pyarrow.compute as pc, json\n\
@@ -264,12 +263,7 @@ fn counts_agree_with_pyarrow() {
         spans = pc.list_value_length(t['spans'])\n\
         flat = pc.list_flatten(t['spans'])\n\
         print(json.dumps({'documents': t.num_rows, 'spans': pc.sum(spans).as_py(), 'tokens': len(pc.list_flatten(flat)), 'num_tokens': pc.sum(t['num_tokens']).as_py()}))";
-    let o = std::process::Command::new(&python)
-        .args(["-c", script, out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let py: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let py = python_json(script, &[out.as_os_str()]);
     let j = inspect_json(&[out.to_str().unwrap()]);
     assert_eq!(py["documents"], j["documents"]);
     assert_eq!(py["spans"], j["spans"]);

@@ -121,7 +121,6 @@ fn save_then_load_is_bit_identical() {
 
 #[test]
 fn a_saved_checkpoint_loads_in_transformers_with_the_same_cls() {
-    let python = common::venv_python();
     let dir = tempfile::tempdir().unwrap();
     let m = load_tiny();
     let out = dir.path().join("ckpt");
@@ -138,16 +137,10 @@ fn a_saved_checkpoint_loads_in_transformers_with_the_same_cls() {
     let inputs = serde_json::json!({"input_ids": to_lists(&e["input_ids"]), "attention_mask": to_lists(&e["attention_mask"])});
     let inputs_path = dir.path().join("inputs.json");
     std::fs::write(&inputs_path, inputs.to_string()).unwrap();
-    let o = std::process::Command::new(&python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check_hf_load.py"))
-        .arg(&out)
-        .arg(&inputs_path)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = common::python_json(
+        &common::fixture("check_hf_load.py"),
+        &[out.as_os_str(), inputs_path.as_os_str()],
+    );
     assert_eq!(r["class"], "BertModel");
     // BertModel adds a pooler that pre-training neither has nor uses (the reference's checkpoints lack it
     // too, spec 2.7): it is the only thing transformers may call missing. No encoder key is missing.

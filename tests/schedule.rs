@@ -30,12 +30,8 @@ for lr, total, ratio in json.loads(sys.argv[1]):
     out.append(rates)
 print(json.dumps(out))
 "#;
-    let o = std::process::Command::new(venv_python())
-        .args(["-c", script, &serde_json::to_string(runs).unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
+    let runs = serde_json::to_string(runs).unwrap();
+    serde_json::from_value(python_json(script, &[std::ffi::OsStr::new(&runs)])).unwrap()
 }
 
 fn assert_rates(what: &str, ours: &[f64], hf: &[f64]) {

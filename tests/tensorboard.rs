@@ -16,12 +16,7 @@ acc = EventAccumulator(sys.argv[1])
 acc.Reload()
 print(json.dumps({t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}))
 "#;
-    let o = std::process::Command::new(venv_python())
-        .args(["-c", script, run.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
+    python_json(script, &[run.as_os_str()])
 }
 
 fn assert_same_as_metrics(run: &Path, with_mlm: bool) {

@@ -362,21 +362,16 @@ fn the_loss_falls_on_demo_text_and_the_checkpoint_loads_in_transformers() {
         "data-wait fraction reported"
     );
     // The trained checkpoint loads in transformers with no missing encoder keys.
-    let python = venv_python();
     let inputs = dir.path().join("inputs.json");
     std::fs::write(
         &inputs,
         r#"{"input_ids": [[101, 7592, 2088, 102]], "attention_mask": [[1, 1, 1, 1]]}"#,
     )
     .unwrap();
-    let o = std::process::Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/check_hf_load.py"))
-        .args([out.join("final").as_os_str(), inputs.as_os_str()])
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = python_json(
+        &fixture("check_hf_load.py"),
+        &[out.join("final").as_os_str(), inputs.as_os_str()],
+    );
     let missing: Vec<String> = serde_json::from_value(r["missing"].clone()).unwrap();
     assert!(
         missing.iter().all(|k| k.starts_with("pooler.")),

@@ -285,6 +285,37 @@ pub fn venv_python() -> PathBuf {
     python
 }
 
+/// A file of tests/fixtures, as a path string.
+pub fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Runs a Python check with the set-up venv's python, offline (no hub access), and returns what it
+/// printed as JSON: `script` is inline code (`python -c`), or the path of a `.py` file of the tests.
+/// Fails the test with Python's stderr when it does not exit 0.
+pub fn python_json(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let mut cmd = Command::new(venv_python());
+    if script.ends_with(".py") && Path::new(script).is_file() {
+        cmd.arg(script);
+    } else {
+        cmd.args(["-c", script]);
+    }
+    let o = cmd
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
 /// (id, vector) rows of an embeddings Parquet file written by `condenser encode`, in file order.
 pub fn read_embeddings(path: &Path) -> Vec<(String, Vec<f32>)> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
