@@ -7,13 +7,13 @@
 
 pub mod bgzf;
 pub mod decompress;
+pub mod formats;
 pub mod inputs;
 pub mod lines;
 pub mod multibz;
 pub mod parallel_decode;
 pub mod passage;
 pub mod ranges;
-pub mod readers;
 pub mod stream_ranges;
 #[cfg(test)]
 mod test_data;
@@ -23,8 +23,8 @@ pub mod zstdframes;
 
 use std::fmt;
 
+pub use formats::{read_input, read_input_part, Format, Part, ReadOptions};
 pub use inputs::{expand_inputs, Input};
-pub use readers::{read_input, read_input_part, Format, Part, ReadOptions};
 
 /// How a document's text is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
