@@ -8,6 +8,7 @@ pub mod collate;
 pub mod config;
 pub mod dev_eval;
 pub mod finetune;
+pub mod group;
 pub mod inputs;
 pub mod loader;
 pub mod metrics;
@@ -19,7 +20,6 @@ pub mod print_config;
 pub mod query_order;
 pub mod run_folder;
 pub mod setup;
-pub mod start_agreement;
 pub mod tensorboard;
 pub mod trainer;
 

@@ -12,14 +12,15 @@ use tch::{Device, Tensor};
 use super::checkpoint::{self, TrainerState};
 use super::config::{Stage, TrainConfig};
 use super::finetune::FinetuneObjective;
+use super::group::{self, StopVotes};
 use super::loader::{self, Cursor, Loader, LoaderSpec, Msg, RankSlice};
 use super::metrics::{MetricsFile, Record, PEAK_FLOPS};
-use super::objective::{CocondenserObjective, CondenserObjective, Losses, Objective, Work};
+use super::objective::{CocondenserObjective, CondenserObjective, Objective, Work};
 use super::optim::{lr_at, AdamW};
 use super::pairs::PairSpec;
 use super::setup::{self, Data, DataArg, Setup};
 use super::{DistBackend, FinetuneArgs, RunOptions, TrainArgs};
-use crate::dist::{BackendKind, Dist, Launch};
+use crate::dist::{Dist, Launch};
 use crate::model::Ctx;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -192,7 +193,7 @@ impl Join<'_> {
         let device = crate::device::select(self.device.for_local_rank(local_rank))?;
         let dist = match &launch {
             None => Dist::single(),
-            Some(l) => join_group(l, device, self.backend, self.timeout)?,
+            Some(l) => group::join_group(l, device, self.backend, self.timeout)?,
         };
         let mut s = prepare(device, dist.world_size)?;
         // Rank 0 alone owns the folder (the others would see the files it is about to write); it
@@ -201,7 +202,7 @@ impl Join<'_> {
             super::run_folder::claim(self.out, self.resume, self.overwrite)?;
             s.prepare_out()?;
         }
-        agree_on_start(&s, &dist)?;
+        group::agree_on_start(&s, &dist)?;
         crate::device::set_cudnn_attention(s.cfg.run.cudnn_attention);
         let kind = s.cfg.run.precision.kind(device);
         let ctx = Ctx::train(kind).with_residual(s.cfg.run.residual.kind(kind));
@@ -282,57 +283,6 @@ impl Join<'_> {
             }
         }
     }
-}
-
-/// Joins the process group the launcher describes: NCCL for CUDA tensors, Gloo for CPU ones.
-fn join_group(
-    l: &Launch,
-    device: Device,
-    backend: Option<DistBackend>,
-    timeout: u64,
-) -> Result<Dist> {
-    crate::logging::set_rank(l.rank);
-    let backend = match (backend, device) {
-        (Some(DistBackend::Gloo), _) => BackendKind::Gloo,
-        (Some(DistBackend::Nccl), _) => BackendKind::Nccl,
-        (None, Device::Cuda(_)) => BackendKind::Nccl,
-        (None, _) => BackendKind::Gloo,
-    };
-    if backend == BackendKind::Nccl && device == Device::Cpu {
-        bail!("--dist-backend nccl needs CUDA tensors; this rank trains on the CPU (use gloo)");
-    }
-    if backend == BackendKind::Gloo && device != Device::Cpu {
-        bail!(
-            "--dist-backend gloo reduces CPU tensors; this rank trains on {} (use nccl, or --device cpu)",
-            crate::device::device_label(device)
-        );
-    }
-    let dist = Dist::join(l, backend, Duration::from_secs(timeout.max(1)))?;
-    log::info!(
-        "rank {} of {} ({}, {:?}, store {}:{})",
-        l.rank,
-        l.world_size,
-        l.launcher,
-        backend,
-        l.master_addr,
-        l.master_port
-    );
-    Ok(dist)
-}
-
-/// Every rank starts from rank 0's state: the weights and moments are broadcast (a resumed or freshly
-/// initialised head is then the same everywhere by construction), and the step, data position, step
-/// count, configuration and data must agree (`start_agreement`: ranks started with other arguments or
-/// files would train another run). Also waits for rank 0 to have prepared the run folder.
-fn agree_on_start(s: &Setup, dist: &Dist) -> Result<()> {
-    if !dist.is_distributed() {
-        return Ok(());
-    }
-    super::start_agreement::agree(dist, s.device, &super::start_agreement::start_lines(s))?;
-    for t in s.opt.state_buffers() {
-        dist.broadcast(t, 0)?;
-    }
-    dist.barrier()
 }
 
 /// Partial sums of the throughput figures between two log lines.
@@ -556,7 +506,7 @@ pub fn train<O: Objective>(
         if dist.is_distributed() {
             dist.all_reduce_sum(opt.grad_buffer())
                 .with_context(|| format!("step {}: summing the gradients", step + 1))?;
-            l = votes.reduce(l, dist, step)?;
+            l = votes.reduce(l, dist, step, STOP.load(Ordering::SeqCst))?;
         }
         // No host sync here: a non-finite loss or gradient is caught on the device, and that update and
         // all later ones are skipped until the next log or save reads the flag (`stop_if_diverged`).
@@ -782,52 +732,6 @@ impl CardData {
                 vec!["shard paths read from stdin (a running `prepare`)".to_string()]
             }
         }
-    }
-}
-
-/// With a process group, a signal reaches the ranks at different moments (torchrun forwards it to each),
-/// yet all must stop after the same step. Each step's loss all-reduce carries every rank's "stop" vote
-/// (the sum is the number of ranks that saw one), and every rank reads the vote of the step `LAG` steps
-/// back: the same value at the same step everywhere, and on CUDA the read waits for a step that has
-/// long finished, so the host keeps queueing work ahead of the device.
-#[derive(Default)]
-struct StopVotes {
-    pending: std::collections::VecDeque<Tensor>,
-}
-
-impl StopVotes {
-    const LAG: usize = 2;
-
-    /// The step's losses averaged over ranks (the contrastive loss is already global), with this
-    /// rank's stop vote summed alongside.
-    fn reduce(&mut self, l: Losses, dist: &Dist, step: u64) -> Result<Losses> {
-        let device = l.total.device();
-        let zero = || Tensor::zeros([], (tch::Kind::Float, device));
-        let vote = Tensor::from(STOP.load(Ordering::SeqCst) as u8 as f32).to_device(device);
-        let (head, late) = (
-            l.head.as_ref().map_or_else(zero, Tensor::shallow_clone),
-            l.late.as_ref().map_or_else(zero, Tensor::shallow_clone),
-        );
-        let v = Tensor::stack(&[&l.total, &head, &late, &vote], 0).to_kind(tch::Kind::Float);
-        dist.all_reduce_sum(&v)
-            .with_context(|| format!("step {}: averaging the losses", step + 1))?;
-        let mean = &v / dist.world_size as f64;
-        self.pending.push_back(v.get(3));
-        Ok(Losses {
-            total: mean.get(0),
-            head: l.head.map(|_| mean.get(1)),
-            late: l.late.map(|_| mean.get(2)),
-            co: l.co,
-        })
-    }
-
-    /// True when a rank saw SIGINT/SIGTERM `LAG` steps ago.
-    fn agreed(&mut self) -> Result<bool> {
-        if self.pending.len() < Self::LAG {
-            return Ok(false);
-        }
-        let v = self.pending.pop_front().expect("LAG > 0 votes pending");
-        Ok(v.double_value(&[]) > 0.0)
     }
 }
 

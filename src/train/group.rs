@@ -1,12 +1,67 @@
-//! What every rank must agree on before the first step: where it starts (step, data position, step
-//! count), the whole configuration key by key, and the data it reads (names, sizes, digests). Ranks
-//! exchange these as text, so one that differs is told which key and both values, not two digests.
+//! The process group seen from the training loop: joining the group the launcher describes, agreeing
+//! on the start (every rank the same run: the data, the position, every configuration key, exchanged
+//! as text so a difference is named), and stopping together after the same step (`StopVotes`).
 
-use anyhow::{bail, Result};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
+use super::objective::Losses;
 use super::setup::Setup;
-use crate::dist::Dist;
+use super::DistBackend;
+use crate::dist::{BackendKind, Dist, Launch};
+
+/// Joins the process group the launcher describes: NCCL for CUDA tensors, Gloo for CPU ones.
+pub fn join_group(
+    l: &Launch,
+    device: Device,
+    backend: Option<DistBackend>,
+    timeout: u64,
+) -> Result<Dist> {
+    crate::logging::set_rank(l.rank);
+    let backend = match (backend, device) {
+        (Some(DistBackend::Gloo), _) => BackendKind::Gloo,
+        (Some(DistBackend::Nccl), _) => BackendKind::Nccl,
+        (None, Device::Cuda(_)) => BackendKind::Nccl,
+        (None, _) => BackendKind::Gloo,
+    };
+    if backend == BackendKind::Nccl && device == Device::Cpu {
+        bail!("--dist-backend nccl needs CUDA tensors; this rank trains on the CPU (use gloo)");
+    }
+    if backend == BackendKind::Gloo && device != Device::Cpu {
+        bail!(
+            "--dist-backend gloo reduces CPU tensors; this rank trains on {} (use nccl, or --device cpu)",
+            crate::device::device_label(device)
+        );
+    }
+    let dist = Dist::join(l, backend, Duration::from_secs(timeout.max(1)))?;
+    log::info!(
+        "rank {} of {} ({}, {:?}, store {}:{})",
+        l.rank,
+        l.world_size,
+        l.launcher,
+        backend,
+        l.master_addr,
+        l.master_port
+    );
+    Ok(dist)
+}
+
+/// Every rank starts from rank 0's state: the weights and moments are broadcast (a resumed or freshly
+/// initialised head is then the same everywhere by construction), and the step, data position, step
+/// count, configuration and data must agree (`start_agreement`: ranks started with other arguments or
+/// files would train another run). Also waits for rank 0 to have prepared the run folder.
+pub fn agree_on_start(s: &Setup, dist: &Dist) -> Result<()> {
+    if !dist.is_distributed() {
+        return Ok(());
+    }
+    agree(dist, s.device, &start_lines(s))?;
+    for t in s.opt.state_buffers() {
+        dist.broadcast(t, 0)?;
+    }
+    dist.barrier()
+}
 
 /// `(key, value)` lines of this rank's start, in a fixed order.
 pub fn start_lines(s: &Setup) -> Vec<(String, String)> {
@@ -109,6 +164,52 @@ pub fn agree(dist: &Dist, device: Device, lines: &[(String, String)]) -> Result<
         bail!("the ranks do not start the same run: {diff}; every rank needs the same arguments, configuration and data files");
     }
     Ok(())
+}
+
+/// With a process group, a signal reaches the ranks at different moments (torchrun forwards it to each),
+/// yet all must stop after the same step. Each step's loss all-reduce carries every rank's "stop" vote
+/// (the sum is the number of ranks that saw one), and every rank reads the vote of the step `LAG` steps
+/// back: the same value at the same step everywhere, and on CUDA the read waits for a step that has
+/// long finished, so the host keeps queueing work ahead of the device.
+#[derive(Default)]
+pub struct StopVotes {
+    pending: std::collections::VecDeque<Tensor>,
+}
+
+impl StopVotes {
+    const LAG: usize = 2;
+
+    /// The step's losses averaged over ranks (the contrastive loss is already global), with this
+    /// rank's stop vote (`stop`: it saw SIGINT/SIGTERM) summed alongside.
+    pub fn reduce(&mut self, l: Losses, dist: &Dist, step: u64, stop: bool) -> Result<Losses> {
+        let device = l.total.device();
+        let zero = || Tensor::zeros([], (tch::Kind::Float, device));
+        let vote = Tensor::from(stop as u8 as f32).to_device(device);
+        let (head, late) = (
+            l.head.as_ref().map_or_else(zero, Tensor::shallow_clone),
+            l.late.as_ref().map_or_else(zero, Tensor::shallow_clone),
+        );
+        let v = Tensor::stack(&[&l.total, &head, &late, &vote], 0).to_kind(tch::Kind::Float);
+        dist.all_reduce_sum(&v)
+            .with_context(|| format!("step {}: averaging the losses", step + 1))?;
+        let mean = &v / dist.world_size as f64;
+        self.pending.push_back(v.get(3));
+        Ok(Losses {
+            total: mean.get(0),
+            head: l.head.map(|_| mean.get(1)),
+            late: l.late.map(|_| mean.get(2)),
+            co: l.co,
+        })
+    }
+
+    /// True when a rank saw SIGINT/SIGTERM `LAG` steps ago.
+    pub fn agreed(&mut self) -> Result<bool> {
+        if self.pending.len() < Self::LAG {
+            return Ok(false);
+        }
+        let v = self.pending.pop_front().expect("LAG > 0 votes pending");
+        Ok(v.double_value(&[]) > 0.0)
+    }
 }
 
 #[cfg(test)]
