@@ -1,13 +1,24 @@
-//! Loading a Hugging Face `tokenizer.json` for span segmentation and encoding.
+//! The project's tokenizer: a Hugging Face `tokenizer.json` run by `tokenizers` 1.0 (the read-only
+//! `PipelineTokenizer`), for span segmentation, encoding and training.
 //!
-//! Spans are stored without special tokens and never padded or truncated by the tokenizer: the
-//! segmenter and the collator decide lengths. Some published `tokenizer.json` files (the MiniLM one
-//! among them) bake in truncation and padding to 128, so both are switched off here.
+//! Every tokenizer call of the project goes through this module. Spans are stored without special
+//! tokens and never padded or truncated by the tokenizer: the segmenter and the collator decide
+//! lengths. Some published `tokenizer.json` files (the MiniLM one among them) bake in truncation and
+//! padding to 128, so every encode here turns both off (`Override::Off`); where a command needs
+//! truncation ([`encode_for_model`]) we cut the ids ourselves.
+//!
+//! `tokenizers` 1.0 reads only its own (2.0) `tokenizer.json` layout: an older file (version 1.0, as
+//! bert-base-uncased's and MiniLM's are) is upgraded in memory by `canonicalize_str` first. The user's
+//! file is never rewritten: manifests keep the sha256 of the file as given, and `_tokenizer.json` is a
+//! copy of it. The 1.0 pipeline keeps no vocabulary map for callers, so the id <-> token tables
+//! (special ids, `##` word pieces for masking, `inspect`'s top tokens) are built once here from the
+//! model's and the added vocabulary.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use tokenizers::Tokenizer;
+use tokenizers::pipeline::{EncodeOptions, Override, PipelineModel, PipelineToken, PipelineTokenizer};
 
 /// The special ids a BERT vocabulary must have, looked up by token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -19,16 +30,145 @@ pub struct SpecialIds {
     pub mask: u32,
 }
 
-/// Loads `path` with truncation and padding turned off.
+/// A loaded tokenizer: the 1.0 pipeline and its vocabulary tables. Cheap to share across threads
+/// (`&Tokenizer` is `Sync`; every encode is independent).
+pub struct Tokenizer {
+    pipeline: PipelineTokenizer,
+    /// id -> token (added tokens over the model's, as the 0.x `get_vocab(true)` merged them).
+    tokens: Vec<Option<String>>,
+    ids: HashMap<String, u32>,
+    plain: EncodeOptions,
+    with_specials: EncodeOptions,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.ids.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn tk_err(e: tokenizers::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+/// Loads `path`; truncation and padding are off for every encode.
 pub fn load(path: &Path) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::from_file(path)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot load tokenizer", path.display()))?;
-    tok.with_truncation(None)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("{}: cannot turn truncation off", path.display()))?;
-    tok.with_padding(None);
-    Ok(tok)
+    Tokenizer::from_json(&text).with_context(|| format!("{}: cannot load tokenizer", path.display()))
+}
+
+impl Tokenizer {
+    /// A tokenizer from the text of a `tokenizer.json` (any version `canonicalize_str` upgrades).
+    pub fn from_json(text: &str) -> Result<Self> {
+        let pipeline = match tokenizers::from_json(text) {
+            Ok(p) => p,
+            // Not in 1.0's layout (a 0.x file says version "1.0"): upgrade it in memory.
+            Err(direct) => {
+                let canonical = tokenizers::canonicalize_str(text).map_err(|e| {
+                    anyhow::anyhow!("{e} (reading it as a tokenizers 1.0 file: {direct})")
+                })?;
+                tokenizers::from_json(&canonical).map_err(tk_err)?
+            }
+        };
+        let mut ids: HashMap<String, u32> = match pipeline.get_model() {
+            PipelineModel::WordPiece(m) => m.vocab().into_iter().collect(),
+            #[allow(unreachable_patterns)]
+            _ => anyhow::bail!(
+                "not a WordPiece model: condenser needs a BERT WordPiece vocabulary ([CLS], [SEP], [MASK], ## pieces)"
+            ),
+        };
+        // Added tokens win over the model's entry of the same text, as in the 0.x crate.
+        ids.extend(pipeline.get_added_vocabulary().get_vocab());
+        let size = ids.values().map(|&i| i as usize + 1).max().unwrap_or(0);
+        let mut tokens = vec![None; size];
+        for (token, &id) in &ids {
+            tokens[id as usize] = Some(token.clone());
+        }
+        let plain = EncodeOptions {
+            add_special_tokens: false,
+            encode_special_tokens: false,
+            padding: Override::Off,
+            truncation: Override::Off,
+        };
+        let with_specials = EncodeOptions {
+            add_special_tokens: true,
+            ..plain.clone()
+        };
+        Ok(Tokenizer {
+            pipeline,
+            tokens,
+            ids,
+            plain,
+            with_specials,
+        })
+    }
+
+    /// Distinct tokens of the vocabulary, added tokens included (the 0.x `get_vocab_size(true)`).
+    pub fn vocab_size(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.ids.get(token).copied()
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize)?.as_deref()
+    }
+
+    /// Every (token, id) of the vocabulary, added tokens included, in no particular order.
+    pub fn vocab(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
+        self.ids.iter().map(|(t, &i)| (t.as_str(), i))
+    }
+
+    /// The text of `ids` (the tokenizer's decoder: `##` pieces joined, spaces between words).
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.pipeline
+            .decode(ids, skip_special_tokens)
+            .map_err(tk_err)
+            .context("decoding failed")
+    }
+
+    /// Appends the ids of `text` (no special tokens) to `out`; `scratch` is a buffer reused between
+    /// calls. One serial call on this thread: no allocation per call beyond the tokenizer's own.
+    pub fn encode_append(
+        &self,
+        text: &str,
+        scratch: &mut Vec<PipelineToken>,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        scratch.clear();
+        self.pipeline
+            .encode_into(text, &self.plain, scratch)
+            .map_err(tk_err)
+            .context("tokenizer failed")?;
+        out.extend(scratch.iter().map(|t| t.id()));
+        Ok(())
+    }
+
+    /// The ids of many texts (no special tokens), in order, encoded on the tokenizer's own threads
+    /// (`tokenizers`' pool, sized by [`set_batch_threads`]). The bare-tokenizer floor of
+    /// `bench prepare`.
+    pub fn encode_batch(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>> {
+        let encs = self
+            .pipeline
+            .encode(texts, &self.plain)
+            .wait()
+            .map_err(tk_err)
+            .context("tokenizer failed")?;
+        Ok(encs
+            .iter()
+            .map(|e| e.ids().iter().map(|t| t.id()).collect())
+            .collect())
+    }
+}
+
+/// Threads of `tokenizers`' own pool, which [`Tokenizer::encode_batch`] uses.
+pub fn set_batch_threads(n: usize) {
+    tokenizers::utils::parallelism::set_num_threads(n.max(1));
 }
 
 /// Looks up [PAD], [UNK], [CLS], [SEP] and [MASK]; a vocabulary lacking one is an error naming it.
@@ -65,18 +205,19 @@ pub fn encode_for_model(
     text: &str,
     max_len: usize,
 ) -> Result<Vec<i64>> {
-    Ok(with_specials(
-        &encode_ids(tok, text, false)?,
-        special,
-        max_len,
-    ))
+    Ok(with_specials(&encode_ids(tok, text, false)?, special, max_len))
 }
 
 /// Encodes one text; `special` adds [CLS]/[SEP] as the tokenizer's post-processor says.
 pub fn encode_ids(tok: &Tokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
-    let enc = tok
-        .encode(text, special)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let opts = match special {
+        true => &tok.with_specials,
+        false => &tok.plain,
+    };
+    let mut out = Vec::new();
+    tok.pipeline
+        .encode_into(text, opts, &mut out)
+        .map_err(tk_err)
         .context("tokenizer failed")?;
-    Ok(enc.get_ids().to_vec())
+    Ok(out.into_iter().map(|t| t.id()).collect())
 }

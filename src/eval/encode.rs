@@ -138,10 +138,10 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
             model.config.max_position_embeddings
         );
     }
-    if tokenizer.get_vocab_size(true) as i64 > model.config.vocab_size {
+    if tokenizer.vocab_size() as i64 > model.config.vocab_size {
         bail!(
             "the tokenizer's vocabulary ({}) is larger than the model's ({})",
-            tokenizer.get_vocab_size(true),
+            tokenizer.vocab_size(),
             model.config.vocab_size
         );
     }

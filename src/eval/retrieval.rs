@@ -71,7 +71,7 @@ pub struct SearchArgs {
 /// The model of `SearchArgs`, ready to encode.
 pub struct Searcher {
     pub device: Device,
-    pub tokenizer: tokenizers::Tokenizer,
+    pub tokenizer: crate::tokenizer::Tokenizer,
     pub special: crate::tokenizer::SpecialIds,
     pub model: Condenser,
     _vs: tch::nn::VarStore,
@@ -323,7 +323,7 @@ pub struct SearchSpec<'a> {
 /// Encodes the queries once and streams the corpus in blocks, keeping the top DEPTH per query.
 pub fn retrieve(
     model: &Condenser,
-    tok: &tokenizers::Tokenizer,
+    tok: &crate::tokenizer::Tokenizer,
     special: &crate::tokenizer::SpecialIds,
     spec: &SearchSpec,
     device: Device,
@@ -407,7 +407,7 @@ pub fn retrieve(
 /// Encodes, searches and scores; writes the run file when asked.
 pub fn evaluate_model(
     model: &Condenser,
-    tok: &tokenizers::Tokenizer,
+    tok: &crate::tokenizer::Tokenizer,
     special: &crate::tokenizer::SpecialIds,
     args: &EvalArgs,
     device: Device,
