@@ -13,8 +13,8 @@ and the map are both paid.
 
 Prints one line: documents, tokens, seconds inside the script (the whole command is what
 bench-prepare.sh times). `--bare` is the floor instead: the documents' texts through one
-`encode_batch` (tokenizers' own threads, RAYON_NUM_THREADS of them), best of --repeat, timed in the
-script around the call alone.
+`encode_batch` (tokenizers' own threads: every core), best of --repeat, timed in the script around
+the call alone.
 """
 import argparse
 import os

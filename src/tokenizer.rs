@@ -13,12 +13,25 @@
 //! copy of it. The 1.0 pipeline keeps no vocabulary map for callers, so the id <-> token tables
 //! (special ids, `##` word pieces for masking, `inspect`'s top tokens) are built once here from the
 //! model's and the added vocabulary.
+//!
+//! **ASCII fast path.** 1.0's `BertNormalizer` looks every character up in Unicode tables (its
+//! no-op check and its rewrite both), which was half of the tokenizer's CPU on English text in
+//! `perf`. For an uncased BERT tokenizer (the normalizer is exactly one `BertNormalizer` with
+//! `clean_text` and `lowercase`), a text that is all ASCII is normalized here instead, in one pass
+//! over its bytes: control bytes other than tab, newline and carriage return are dropped, those three
+//! become spaces, `A-Z` are lowercased; that is what the normalizer does to ASCII (NFD, accent
+//! stripping and CJK spacing leave ASCII alone). The result goes through a second pipeline built from
+//! the same file without its normalizer. A text in which the first byte of an added token (`[` for
+//! BERT) occurs, before or after normalizing, takes the ordinary path, so special-token matching is
+//! never in question. `tests/tokenizer_versions_agree.rs` compares both paths with 0.23.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use tokenizers::pipeline::{EncodeOptions, Override, PipelineModel, PipelineToken, PipelineTokenizer};
+use tokenizers::pipeline::{
+    EncodeOptions, Override, PipelineModel, PipelineNormalizer, PipelineToken, PipelineTokenizer,
+};
 
 /// The special ids a BERT vocabulary must have, looked up by token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -34,6 +47,8 @@ pub struct SpecialIds {
 /// (`&Tokenizer` is `Sync`; every encode is independent).
 pub struct Tokenizer {
     pipeline: PipelineTokenizer,
+    /// The ASCII fast path, where the tokenizer allows it.
+    fast: Option<AsciiFast>,
     /// id -> token (added tokens over the model's, as the 0.x `get_vocab(true)` merged them).
     tokens: Vec<Option<String>>,
     ids: HashMap<String, u32>,
@@ -47,6 +62,67 @@ impl std::fmt::Debug for Tokenizer {
             .field("vocab_size", &self.ids.len())
             .finish_non_exhaustive()
     }
+}
+
+/// The same tokenizer without its normalizer, and the bytes that send a text to the ordinary path.
+struct AsciiFast {
+    pipeline: PipelineTokenizer,
+    trigger: [bool; 256],
+}
+
+impl AsciiFast {
+    /// For an uncased BERT tokenizer: `canonical` is its 1.0 `tokenizer.json` text.
+    fn new(full: &PipelineTokenizer, canonical: &str) -> Option<Self> {
+        match full.get_normalizers() {
+            [PipelineNormalizer::Bert(b)] if b.clean_text && b.lowercase => {}
+            _ => return None,
+        }
+        let mut json: serde_json::Value = serde_json::from_str(canonical).ok()?;
+        *json.get_mut("normalizer")? = serde_json::Value::Null;
+        let pipeline = match tokenizers::from_json(&json.to_string()) {
+            Ok(p) => p,
+            Err(e) => {
+                log::debug!("no ASCII fast path: the tokenizer without its normalizer: {e}");
+                return None;
+            }
+        };
+        let mut trigger = [false; 256];
+        for token in full.get_added_vocabulary().get_vocab().keys() {
+            trigger[*token.as_bytes().first()? as usize] = true;
+        }
+        Some(AsciiFast { pipeline, trigger })
+    }
+
+    /// `text` normalized into `buf` as the BERT normalizer would; false (and `buf` undefined) when
+    /// `text` is not all ASCII or holds a trigger byte, before or after normalizing.
+    fn normalize(&self, text: &str, buf: &mut Vec<u8>) -> bool {
+        buf.clear();
+        buf.reserve(text.len());
+        for &b in text.as_bytes() {
+            if b >= 0x80 || self.trigger[b as usize] {
+                return false;
+            }
+            let out = match b {
+                b'\t' | b'\n' | b'\r' => b' ',
+                // Cc: removed by clean_text (\x0b and \x0c too: controls before whitespace).
+                0x00..=0x1f | 0x7f => continue,
+                b'A'..=b'Z' => b + 32,
+                _ => b,
+            };
+            if self.trigger[out as usize] {
+                return false;
+            }
+            buf.push(out);
+        }
+        true
+    }
+}
+
+/// Buffers reused between encodes on one thread ([`Tokenizer::encode_append`]).
+#[derive(Default)]
+pub struct EncodeScratch {
+    tokens: Vec<PipelineToken>,
+    text: Vec<u8>,
 }
 
 fn tk_err(e: tokenizers::Error) -> anyhow::Error {
@@ -63,15 +139,20 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
 impl Tokenizer {
     /// A tokenizer from the text of a `tokenizer.json` (any version `canonicalize_str` upgrades).
     pub fn from_json(text: &str) -> Result<Self> {
-        let pipeline = match tokenizers::from_json(text) {
-            Ok(p) => p,
+        let (pipeline, canonical) = match tokenizers::from_json(text) {
+            Ok(p) => (p, std::borrow::Cow::Borrowed(text)),
             // Not in 1.0's layout (a 0.x file says version "1.0"): upgrade it in memory.
             Err(direct) => {
                 let canonical = tokenizers::canonicalize_str(text).map_err(|e| {
                     anyhow::anyhow!("{e} (reading it as a tokenizers 1.0 file: {direct})")
                 })?;
-                tokenizers::from_json(&canonical).map_err(tk_err)?
+                let p = tokenizers::from_json(&canonical).map_err(tk_err)?;
+                (p, std::borrow::Cow::Owned(canonical))
             }
+        };
+        let fast = match std::env::var_os("CONDENSER_NO_ASCII_FAST_PATH") {
+            Some(_) => None,
+            None => AsciiFast::new(&pipeline, &canonical),
         };
         let mut ids: HashMap<String, u32> = match pipeline.get_model() {
             PipelineModel::WordPiece(m) => m.vocab().into_iter().collect(),
@@ -99,6 +180,7 @@ impl Tokenizer {
         };
         Ok(Tokenizer {
             pipeline,
+            fast,
             tokens,
             ids,
             plain,
@@ -132,21 +214,38 @@ impl Tokenizer {
             .context("decoding failed")
     }
 
-    /// Appends the ids of `text` (no special tokens) to `out`; `scratch` is a buffer reused between
-    /// calls. One serial call on this thread: no allocation per call beyond the tokenizer's own.
+    /// Appends the ids of `text` (no special tokens) to `out`; `scratch` holds buffers reused
+    /// between calls. One serial call on this thread (the ASCII fast path where it applies).
     pub fn encode_append(
         &self,
         text: &str,
-        scratch: &mut Vec<PipelineToken>,
+        scratch: &mut EncodeScratch,
         out: &mut Vec<u32>,
     ) -> Result<()> {
-        scratch.clear();
-        self.pipeline
-            .encode_into(text, &self.plain, scratch)
-            .map_err(tk_err)
-            .context("tokenizer failed")?;
-        out.extend(scratch.iter().map(|t| t.id()));
+        scratch.tokens.clear();
+        let fast = self
+            .fast
+            .as_ref()
+            .filter(|f| f.normalize(text, &mut scratch.text));
+        let done = match fast {
+            Some(f) => {
+                // ASCII in, ASCII out.
+                let normalized = std::str::from_utf8(&scratch.text).expect("ASCII bytes");
+                f.pipeline
+                    .encode_into(normalized, &self.plain, &mut scratch.tokens)
+            }
+            None => self
+                .pipeline
+                .encode_into(text, &self.plain, &mut scratch.tokens),
+        };
+        done.map_err(tk_err).context("tokenizer failed")?;
+        out.extend(scratch.tokens.iter().map(|t| t.id()));
         Ok(())
+    }
+
+    /// Whether the ASCII fast path is on (see the module docs).
+    pub fn has_ascii_fast_path(&self) -> bool {
+        self.fast.is_some()
     }
 
     /// The ids of many texts (no special tokens), in order, encoded on the tokenizer's own threads
@@ -210,10 +309,12 @@ pub fn encode_for_model(
 
 /// Encodes one text; `special` adds [CLS]/[SEP] as the tokenizer's post-processor says.
 pub fn encode_ids(tok: &Tokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
-    let opts = match special {
-        true => &tok.with_specials,
-        false => &tok.plain,
-    };
+    if !special {
+        let mut ids = Vec::new();
+        tok.encode_append(text, &mut EncodeScratch::default(), &mut ids)?;
+        return Ok(ids);
+    }
+    let opts = &tok.with_specials;
     let mut out = Vec::new();
     tok.pipeline
         .encode_into(text, opts, &mut out)

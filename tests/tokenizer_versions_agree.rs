@@ -282,6 +282,41 @@ fn fuzz_text(rng: &mut ChaCha8Rng) -> String {
     s
 }
 
+/// All-ASCII text (condenser's ASCII fast path): every byte 0..=127, controls included, words,
+/// punctuation, special tokens whole and broken, long words, whitespace runs.
+fn fuzz_ascii(rng: &mut ChaCha8Rng) -> String {
+    const WORDS: &[&str] = &[
+        "The", "quick", "BROWN", "fox", "Dr.", "U.S.", "e.g.", "3.14", "[CLS]", "[SEP]", "[MASK]",
+        "[UNK]", "[PAD]", "[mask]", "[MA\u{1}SK]", "[", "]", "##ing", "don't", "C++", "a.b.c",
+        "http://x.org/a?b=c", "!?", "...", "\"Quoted.\"", "(Bracket.)", "x\u{0}y", "a\u{7f}b",
+        "tab\tsep", "v\u{b}t", "f\u{c}f",
+    ];
+    let mut s = String::new();
+    for _ in 0..rng.random_range(0..60) {
+        match rng.random_range(0..8) {
+            0 => {
+                for _ in 0..rng.random_range(1..12) {
+                    s.push(rng.random_range(0u8..128) as char);
+                }
+            }
+            1 => s.push_str(&["a", "Z", "9", "-"][rng.random_range(0..4)].repeat([99, 100, 101, 300][rng.random_range(0..4)])),
+            _ => s.push_str(WORDS[rng.random_range(0..WORDS.len())]),
+        }
+        s.push_str([" ", " ", "  ", "\n", "\t", "\r\n", ". ", "! "][rng.random_range(0..8)]);
+    }
+    s
+}
+
+#[test]
+fn ids_agree_on_generated_ascii_text() {
+    let pair = load();
+    assert!(pair.new.has_ascii_fast_path(), "bert-base-uncased should take the ASCII fast path");
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut texts: Vec<String> = (0..3000).map(|_| fuzz_ascii(&mut rng)).collect();
+    texts.push((0u8..128).map(char::from).collect());
+    agree(&pair, "generated ASCII text", &texts);
+}
+
 #[test]
 fn ids_agree_on_generated_unicode_text() {
     let pair = load();

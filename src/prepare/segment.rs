@@ -10,11 +10,10 @@
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokenizers::pipeline::PipelineToken;
 
 use super::sentences;
 use crate::corpus::{Document, Skip, SkipReason};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{EncodeScratch, Tokenizer};
 
 /// Segmentation settings (stored in the manifest).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -162,7 +161,7 @@ pub fn sentence_ids(tokenizer: &Tokenizer, text: &str) -> Result<SentenceIds> {
         ids: Vec::with_capacity(text.len() / 4 + 16),
         ends: Vec::with_capacity(ranges.len()),
     };
-    let mut scratch: Vec<PipelineToken> = Vec::new();
+    let mut scratch = EncodeScratch::default();
     for range in ranges {
         let mut rest = &text[range];
         // A sentence longer than a piece is tokenized in pieces cut after whitespace or punctuation
