@@ -24,7 +24,13 @@
 //! the same file without its normalizer. A text in which the first byte of an added token (`[` for
 //! BERT) occurs, before or after normalizing, takes the ordinary path, so special-token matching is
 //! never in question. `tests/tokenizer_versions_agree.rs` compares both paths with 0.23.
+//!
+//! **Unicode tables.** 1.0 classifies 143 code points differently from 0.23 (punctuation added in
+//! Unicode 10 and later, and U+166D, U+111C9): a word holding one was one [UNK] for 0.23 and three
+//! tokens for 1.0. Such characters are replaced by stand-ins of 0.23's class before encoding
+//! ([`as_0_23_sees_it`]), so the ids stay those the models were trained on.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -116,6 +122,55 @@ impl AsciiFast {
         }
         true
     }
+}
+
+/// Code points that 1.0's pre-tokenizer splits off as punctuation and 0.23's keeps inside a word
+/// (punctuation added in Unicode 10 and later, which 0.23's tables predate); found by encoding
+/// `a{c}b` with both crates for every code point (issue 25's differential test). Sorted.
+const PUNCT_IN_1_0_ONLY: &[u32] = &[
+    0x061D, 0x09FD, 0x0A76, 0x0C77, 0x0C84, 0x1B4E, 0x1B4F, 0x1B7D, 0x1B7E, 0x1B7F, 0x2E43, 0x2E44,
+    0x2E45, 0x2E46, 0x2E47, 0x2E48, 0x2E49, 0x2E4A, 0x2E4B, 0x2E4C, 0x2E4D, 0x2E4E, 0x2E4F, 0x2E52,
+    0x2E53, 0x2E54, 0x2E55, 0x2E56, 0x2E57, 0x2E58, 0x2E59, 0x2E5A, 0x2E5B, 0x2E5C, 0x2E5D, 0x10D6E,
+    0x10EAD, 0x10ED0, 0x10F55, 0x10F56, 0x10F57, 0x10F58, 0x10F59, 0x10F86, 0x10F87, 0x10F88,
+    0x10F89, 0x113D4, 0x113D5, 0x113D7, 0x113D8, 0x1144B, 0x1144C, 0x1144D, 0x1144E, 0x1144F,
+    0x1145A, 0x1145B, 0x1145D, 0x11660, 0x11661, 0x11662, 0x11663, 0x11664, 0x11665, 0x11666,
+    0x11667, 0x11668, 0x11669, 0x1166A, 0x1166B, 0x1166C, 0x116B9, 0x1183B, 0x11944, 0x11945,
+    0x11946, 0x119E2, 0x11A3F, 0x11A40, 0x11A41, 0x11A42, 0x11A43, 0x11A44, 0x11A45, 0x11A46,
+    0x11A9A, 0x11A9B, 0x11A9C, 0x11A9E, 0x11A9F, 0x11AA0, 0x11AA1, 0x11AA2, 0x11B00, 0x11B01,
+    0x11B02, 0x11B03, 0x11B04, 0x11B05, 0x11B06, 0x11B07, 0x11B08, 0x11B09, 0x11BE1, 0x11C41,
+    0x11C42, 0x11C43, 0x11C44, 0x11C45, 0x11C70, 0x11C71, 0x11EF7, 0x11EF8, 0x11F43, 0x11F44,
+    0x11F45, 0x11F46, 0x11F47, 0x11F48, 0x11F49, 0x11F4A, 0x11F4B, 0x11F4C, 0x11F4D, 0x11F4E,
+    0x11F4F, 0x11FFF, 0x12FF1, 0x12FF2, 0x16D6D, 0x16D6E, 0x16D6F, 0x16E97, 0x16E98, 0x16E99,
+    0x16E9A, 0x16FE2, 0x1E5FF, 0x1E95E, 0x1E95F,
+];
+/// The reverse: punctuation for 0.23, not for 1.0 (U+166D became a symbol in Unicode 12).
+const PUNCT_IN_0_23_ONLY: &[u32] = &[0x166D, 0x111C9];
+/// Stand-ins 1.0 treats as 0.23 treated the characters above, neither in the BERT vocabulary, both
+/// left alone by the normalizer: U+166D is a word character for 1.0, U+2E43 punctuation.
+const WORD_STAND_IN: char = '\u{166D}';
+const PUNCT_STAND_IN: char = '\u{2E43}';
+
+/// `text` with the characters whose class differs between the two crates' Unicode tables replaced by
+/// stand-ins of the class 0.23 gave them, so 1.0 gives 0.23's ids (the ids every shard and model was
+/// made with); borrowed when there is none (always for ASCII).
+fn as_0_23_sees_it(text: &str) -> Cow<'_, str> {
+    let differs = |c: char| {
+        let cp = c as u32;
+        cp >= 0x61D
+            && (PUNCT_IN_1_0_ONLY.binary_search(&cp).is_ok() || PUNCT_IN_0_23_ONLY.contains(&cp))
+    };
+    if text.is_ascii() || !text.chars().any(differs) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| match c as u32 {
+                cp if PUNCT_IN_0_23_ONLY.contains(&cp) => PUNCT_STAND_IN,
+                cp if cp >= 0x61D && PUNCT_IN_1_0_ONLY.binary_search(&cp).is_ok() => WORD_STAND_IN,
+                _ => c,
+            })
+            .collect(),
+    )
 }
 
 /// Buffers reused between encodes on one thread ([`Tokenizer::encode_append`]).
@@ -223,6 +278,7 @@ impl Tokenizer {
         out: &mut Vec<u32>,
     ) -> Result<()> {
         scratch.tokens.clear();
+        let text = &*as_0_23_sees_it(text);
         let fast = self
             .fast
             .as_ref()
@@ -317,7 +373,7 @@ pub fn encode_ids(tok: &Tokenizer, text: &str, special: bool) -> Result<Vec<u32>
     let opts = &tok.with_specials;
     let mut out = Vec::new();
     tok.pipeline
-        .encode_into(text, opts, &mut out)
+        .encode_into(&as_0_23_sees_it(text), opts, &mut out)
         .map_err(tk_err)
         .context("tokenizer failed")?;
     Ok(out.into_iter().map(|t| t.id()).collect())
