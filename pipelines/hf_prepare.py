@@ -31,6 +31,28 @@ import tokenizers  # noqa: E402
 # always ends one (close to condenser's rules, without the abbreviation list).
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\n")
 
+# Loaded in each worker process on first use: `map` hashes (pickles) the function it is given, and a
+# closure holding a tokenizers 1.0.0rc3 Tokenizer never came back from that here (the run hung).
+_TOKENIZER = {}
+
+
+def tokenizer(path):
+    if path not in _TOKENIZER:
+        _TOKENIZER[path] = tokenizers.Tokenizer.from_file(path)
+    return _TOKENIZER[path]
+
+
+def tokenize(batch, field, path):
+    tok = tokenizer(path)
+    out, ntok = [], []
+    for text in batch[field]:
+        sents = [s for s in SENTENCE_END.split(text) if s.strip()]
+        encs = tok.encode_batch(sents, add_special_tokens=False, padding=None, truncation=None)
+        ids = [e.ids for e in encs]
+        out.append(ids)
+        ntok.append(sum(len(i) for i in ids))
+    return {"sentences": out, "num_tokens": ntok}
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -50,20 +72,13 @@ def main():
     cache = tempfile.mkdtemp(prefix="hf-prepare-cache-")
     try:
         ds = datasets.load_dataset("json", data_files=args.input, split="train", cache_dir=cache)
-        tok = tokenizers.Tokenizer.from_file(args.tokenizer)
-        field = args.text_field
-
-        def tokenize(batch):
-            out, ntok = [], []
-            for text in batch[field]:
-                sents = [s for s in SENTENCE_END.split(text) if s.strip()]
-                encs = tok.encode_batch(sents, add_special_tokens=False, padding=None, truncation=None)
-                ids = [e.ids for e in encs]
-                out.append(ids)
-                ntok.append(sum(len(i) for i in ids))
-            return {"sentences": out, "num_tokens": ntok}
-
-        ds = ds.map(tokenize, batched=True, num_proc=args.num_proc, remove_columns=ds.column_names)
+        ds = ds.map(
+            tokenize,
+            batched=True,
+            num_proc=args.num_proc,
+            remove_columns=ds.column_names,
+            fn_kwargs={"field": args.text_field, "path": args.tokenizer},
+        )
         os.makedirs(args.out, exist_ok=True)
         ds.to_parquet(os.path.join(args.out, "data.parquet"))
         tokens = sum(ds["num_tokens"])
