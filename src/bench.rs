@@ -213,7 +213,12 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
         tokens_per_s: tokens as f64 / seconds,
         input_mb_per_s: mb / seconds,
     };
-    let bare = measure("bare tokenizers 1.0 encode_batch", best_bare, bare_cpu, bare_tokens);
+    let bare = measure(
+        "bare tokenizers 1.0 encode_batch",
+        best_bare,
+        bare_cpu,
+        bare_tokens,
+    );
     let pipe = measure("whole prepare pipeline", best_pipe, pipe_cpu, pipe_tokens);
     let report = Report {
         threads,

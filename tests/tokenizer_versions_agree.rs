@@ -94,7 +94,11 @@ fn first_difference(a: &[u32], b: &[u32]) -> String {
 
 fn excerpt(text: &str) -> String {
     let cut = text.char_indices().nth(200).map_or(text.len(), |(i, _)| i);
-    format!("{:?}{}", &text[..cut], if cut < text.len() { "..." } else { "" })
+    format!(
+        "{:?}{}",
+        &text[..cut],
+        if cut < text.len() { "..." } else { "" }
+    )
 }
 
 /// Compares every text; returns the number of tokens compared. Panics on the first difference.
@@ -103,7 +107,12 @@ fn agree(pair: &Pair, corpus: &str, texts: &[String]) -> usize {
     let mut tokens = 0;
     for (n, text) in texts.iter().enumerate() {
         let new = tokenizer::encode_ids(&pair.new, text, false).unwrap();
-        let old = pair.old.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+        let old = pair
+            .old
+            .encode(text.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
         assert!(
             new == old,
             "{corpus}, text {n}: plain ids differ ({}) on {}",
@@ -111,7 +120,12 @@ fn agree(pair: &Pair, corpus: &str, texts: &[String]) -> usize {
             excerpt(text)
         );
         let new = tokenizer::encode_ids(&pair.new, text, true).unwrap();
-        let old = pair.old.encode(text.as_str(), true).unwrap().get_ids().to_vec();
+        let old = pair
+            .old
+            .encode(text.as_str(), true)
+            .unwrap()
+            .get_ids()
+            .to_vec();
         assert!(
             new == old,
             "{corpus}, text {n}: ids with [CLS]/[SEP] differ ({}) on {}",
@@ -174,38 +188,66 @@ fn vocabulary_and_special_ids_agree() {
     assert_eq!(old_vocab.len(), pair.new.vocab().count());
     for (token, &id) in &old_vocab {
         assert_eq!(pair.new.token_to_id(token), Some(id), "{token:?}");
-        assert_eq!(pair.new.id_to_token(id), pair.old.id_to_token(id).as_deref(), "{id}");
+        assert_eq!(
+            pair.new.id_to_token(id),
+            pair.old.id_to_token(id).as_deref(),
+            "{id}"
+        );
     }
     let s = tokenizer::special_ids(&pair.new).unwrap();
-    for (t, id) in [("[PAD]", s.pad), ("[UNK]", s.unk), ("[CLS]", s.cls), ("[SEP]", s.sep), ("[MASK]", s.mask)] {
+    for (t, id) in [
+        ("[PAD]", s.pad),
+        ("[UNK]", s.unk),
+        ("[CLS]", s.cls),
+        ("[SEP]", s.sep),
+        ("[MASK]", s.mask),
+    ] {
         assert_eq!(pair.old.token_to_id(t), Some(id), "{t}");
     }
     // decode (inspect's samples) on the ids of real text and on arbitrary ids.
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for text in ["Condenser pre-trains dense retrievers, e.g. on MS MARCO.", "unaffable ##s [MASK] x"] {
+    for text in [
+        "Condenser pre-trains dense retrievers, e.g. on MS MARCO.",
+        "unaffable ##s [MASK] x",
+    ] {
         let ids = tokenizer::encode_ids(&pair.new, text, true).unwrap();
         for skip in [false, true] {
-            assert_eq!(pair.new.decode(&ids, skip).unwrap(), pair.old.decode(&ids, skip).unwrap());
+            assert_eq!(
+                pair.new.decode(&ids, skip).unwrap(),
+                pair.old.decode(&ids, skip).unwrap()
+            );
         }
     }
     for _ in 0..200 {
         let ids: Vec<u32> = (0..rng.random_range(0..40))
             .map(|_| rng.random_range(0..pair.new.vocab_size() as u32))
             .collect();
-        assert_eq!(pair.new.decode(&ids, false).unwrap(), pair.old.decode(&ids, false).unwrap(), "{ids:?}");
+        assert_eq!(
+            pair.new.decode(&ids, false).unwrap(),
+            pair.old.decode(&ids, false).unwrap(),
+            "{ids:?}"
+        );
     }
 }
 
 #[test]
 fn ids_agree_on_the_demo_msmarco_passages() {
     // MS MARCO passages: the demo corpus's TSV (the silver set's collection.tsv is the same file).
-    let texts = read_corpus(&data("demo/msmarco-passages.tsv"), ReadOptions::default(), 1);
+    let texts = read_corpus(
+        &data("demo/msmarco-passages.tsv"),
+        ReadOptions::default(),
+        1,
+    );
     agree(&load(), "demo MS MARCO passages", &texts);
 }
 
 #[test]
 fn ids_agree_on_the_wikipedia_leads() {
-    let texts = read_corpus(&data("wiki-leads/summaries_en-us.json"), ReadOptions::default(), 1);
+    let texts = read_corpus(
+        &data("wiki-leads/summaries_en-us.json"),
+        ReadOptions::default(),
+        1,
+    );
     agree(&load(), "wiki-leads summaries", &texts);
 }
 
@@ -238,17 +280,106 @@ fn ids_agree_on_queries_and_rag_responses() {
 /// Pieces the generator draws from: what breaks tokenizers (normalization, punctuation, CJK, control
 /// and combining characters, special-token text, sentence ends).
 const PIECES: &[&str] = &[
-    "the", "Café", "naïve", "résumé", "Straße", "ÅNGSTRÖM", "İstanbul", "ǅemal", "ﬁne", "Ⅻ", "①",
-    "東京", "日本語", "中文字符", "한국어", "ひらがな", "カタカナ", "ｆｕｌｌｗｉｄｔｈ", "😀", "👩‍👩‍👧",
-    "🇫🇷", "e\u{301}", "a\u{308}\u{304}", "\u{0}", "\u{1}", "\u{7f}", "\u{ad}", "\u{200b}",
-    "\u{200d}", "\u{feff}", "\u{fffd}", "\u{85}", "\u{2028}", "\u{2029}", "\u{b}", "\u{c}", "\u{a0}",
-    "\u{3000}", "\u{202f}", "[CLS]", "[SEP]", "[MASK]", "[UNK]", "[PAD]", "[mask]", "##ing", "##",
-    ".", "!", "?", "...", "?!", "\"", "'", "”", "’", ")", "»", "(", "«", "¿", "-", "—", "$", "%",
-    "3.14", "U.S.", "e.g.", "Dr.", "No.", "J.", "http://x.org/a?b=c", "user@example.com", "C++",
-    "don't", "o'clock", "٣", "עברית", "العربية", "हिन्दी", "ไทย", "Ελληνικά", "Русский", "𝔘𝔫𝔦",
-    "\u{10ffff}", "\u{e000}",
+    "the",
+    "Café",
+    "naïve",
+    "résumé",
+    "Straße",
+    "ÅNGSTRÖM",
+    "İstanbul",
+    "ǅemal",
+    "ﬁne",
+    "Ⅻ",
+    "①",
+    "東京",
+    "日本語",
+    "中文字符",
+    "한국어",
+    "ひらがな",
+    "カタカナ",
+    "ｆｕｌｌｗｉｄｔｈ",
+    "😀",
+    "👩‍👩‍👧",
+    "🇫🇷",
+    "e\u{301}",
+    "a\u{308}\u{304}",
+    "\u{0}",
+    "\u{1}",
+    "\u{7f}",
+    "\u{ad}",
+    "\u{200b}",
+    "\u{200d}",
+    "\u{feff}",
+    "\u{fffd}",
+    "\u{85}",
+    "\u{2028}",
+    "\u{2029}",
+    "\u{b}",
+    "\u{c}",
+    "\u{a0}",
+    "\u{3000}",
+    "\u{202f}",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "[UNK]",
+    "[PAD]",
+    "[mask]",
+    "##ing",
+    "##",
+    ".",
+    "!",
+    "?",
+    "...",
+    "?!",
+    "\"",
+    "'",
+    "”",
+    "’",
+    ")",
+    "»",
+    "(",
+    "«",
+    "¿",
+    "-",
+    "—",
+    "$",
+    "%",
+    "3.14",
+    "U.S.",
+    "e.g.",
+    "Dr.",
+    "No.",
+    "J.",
+    "http://x.org/a?b=c",
+    "user@example.com",
+    "C++",
+    "don't",
+    "o'clock",
+    "٣",
+    "עברית",
+    "العربية",
+    "हिन्दी",
+    "ไทย",
+    "Ελληνικά",
+    "Русский",
+    "𝔘𝔫𝔦",
+    "\u{10ffff}",
+    "\u{e000}",
 ];
-const SPACES: &[&str] = &[" ", " ", " ", "  ", "\t", "\n", "\r\n", "\n\n", " \u{3000} ", "\u{a0}", ""];
+const SPACES: &[&str] = &[
+    " ",
+    " ",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\n\n",
+    " \u{3000} ",
+    "\u{a0}",
+    "",
+];
 
 fn fuzz_text(rng: &mut ChaCha8Rng) -> String {
     let mut s = String::new();
@@ -286,10 +417,37 @@ fn fuzz_text(rng: &mut ChaCha8Rng) -> String {
 /// punctuation, special tokens whole and broken, long words, whitespace runs.
 fn fuzz_ascii(rng: &mut ChaCha8Rng) -> String {
     const WORDS: &[&str] = &[
-        "The", "quick", "BROWN", "fox", "Dr.", "U.S.", "e.g.", "3.14", "[CLS]", "[SEP]", "[MASK]",
-        "[UNK]", "[PAD]", "[mask]", "[MA\u{1}SK]", "[", "]", "##ing", "don't", "C++", "a.b.c",
-        "http://x.org/a?b=c", "!?", "...", "\"Quoted.\"", "(Bracket.)", "x\u{0}y", "a\u{7f}b",
-        "tab\tsep", "v\u{b}t", "f\u{c}f",
+        "The",
+        "quick",
+        "BROWN",
+        "fox",
+        "Dr.",
+        "U.S.",
+        "e.g.",
+        "3.14",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "[UNK]",
+        "[PAD]",
+        "[mask]",
+        "[MA\u{1}SK]",
+        "[",
+        "]",
+        "##ing",
+        "don't",
+        "C++",
+        "a.b.c",
+        "http://x.org/a?b=c",
+        "!?",
+        "...",
+        "\"Quoted.\"",
+        "(Bracket.)",
+        "x\u{0}y",
+        "a\u{7f}b",
+        "tab\tsep",
+        "v\u{b}t",
+        "f\u{c}f",
     ];
     let mut s = String::new();
     for _ in 0..rng.random_range(0..60) {
@@ -299,7 +457,10 @@ fn fuzz_ascii(rng: &mut ChaCha8Rng) -> String {
                     s.push(rng.random_range(0u8..128) as char);
                 }
             }
-            1 => s.push_str(&["a", "Z", "9", "-"][rng.random_range(0..4)].repeat([99, 100, 101, 300][rng.random_range(0..4)])),
+            1 => s.push_str(
+                &["a", "Z", "9", "-"][rng.random_range(0..4)]
+                    .repeat([99, 100, 101, 300][rng.random_range(0..4)]),
+            ),
             _ => s.push_str(WORDS[rng.random_range(0..WORDS.len())]),
         }
         s.push_str([" ", " ", "  ", "\n", "\t", "\r\n", ". ", "! "][rng.random_range(0..8)]);
@@ -310,7 +471,10 @@ fn fuzz_ascii(rng: &mut ChaCha8Rng) -> String {
 #[test]
 fn ids_agree_on_generated_ascii_text() {
     let pair = load();
-    assert!(pair.new.has_ascii_fast_path(), "bert-base-uncased should take the ASCII fast path");
+    assert!(
+        pair.new.has_ascii_fast_path(),
+        "bert-base-uncased should take the ASCII fast path"
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut texts: Vec<String> = (0..3000).map(|_| fuzz_ascii(&mut rng)).collect();
     texts.push((0u8..128).map(char::from).collect());

@@ -270,15 +270,30 @@ mod tests {
     #[test]
     fn short_targets_come_from_the_rng_and_stay_in_range() {
         let sents: Vec<Vec<u32>> = (0..500).map(|i| vec![i; 7]).collect();
-        let spans = pack(sents.iter().map(Vec::as_slice), 126, 0.5, &mut keyed_rng(42, "segment", "doc"));
+        let spans = pack(
+            sents.iter().map(Vec::as_slice),
+            126,
+            0.5,
+            &mut keyed_rng(42, "segment", "doc"),
+        );
         assert!(spans.iter().all(|s| (1..=126).contains(&s.len())));
         assert!(
             spans.iter().any(|s| s.len() < 100),
             "some short spans expected"
         );
-        let again = pack(sents.iter().map(Vec::as_slice), 126, 0.5, &mut keyed_rng(42, "segment", "doc"));
+        let again = pack(
+            sents.iter().map(Vec::as_slice),
+            126,
+            0.5,
+            &mut keyed_rng(42, "segment", "doc"),
+        );
         assert_eq!(spans, again);
-        let other = pack(sents.iter().map(Vec::as_slice), 126, 0.5, &mut keyed_rng(42, "segment", "doc2"));
+        let other = pack(
+            sents.iter().map(Vec::as_slice),
+            126,
+            0.5,
+            &mut keyed_rng(42, "segment", "doc2"),
+        );
         assert_ne!(spans, other);
     }
 
