@@ -240,7 +240,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         .manifest
         .as_ref()
         .map(|(_, m)| m.tokenizer.vocab_size)
-        .or_else(|| tokenizer.as_ref().map(|t| t.get_vocab_size(true) as u32));
+        .or_else(|| tokenizer.as_ref().map(|t| t.vocab_size() as u32));
     let mut acc = Accumulator {
         span_len: BTreeMap::new(),
         spans_per_doc: BTreeMap::new(),
@@ -566,7 +566,7 @@ fn unknown_files(dir: &Path, m: &Manifest, findings: &mut Vec<String>) -> Result
 fn finish(
     report: &mut Report,
     acc: &Accumulator,
-    tok: Option<&tokenizers::Tokenizer>,
+    tok: Option<&crate::tokenizer::Tokenizer>,
     top: usize,
     manifest: Option<&Manifest>,
 ) {
@@ -598,7 +598,7 @@ fn finish(
         .map(|(id, count)| TopToken {
             id,
             token: tok
-                .and_then(|t| t.id_to_token(id))
+                .and_then(|t| t.id_to_token(id).map(str::to_owned))
                 .unwrap_or_else(|| format!("#{id}")),
             count,
             share: count as f64 / report.tokens.max(1) as f64,

@@ -2,7 +2,7 @@
 
 use condenser::{paths, tokenizer};
 
-fn load() -> tokenizers::Tokenizer {
+fn load() -> tokenizer::Tokenizer {
     let path = paths::default_tokenizer();
     assert!(
         path.exists(),
@@ -38,7 +38,7 @@ fn special_ids_are_berts() {
         (s.pad, s.unk, s.cls, s.sep, s.mask),
         (0, 100, 101, 102, 103)
     );
-    assert_eq!(tok.get_vocab_size(true), 30522);
+    assert_eq!(tok.vocab_size(), 30522);
 }
 
 #[test]

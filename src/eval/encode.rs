@@ -136,10 +136,10 @@ pub fn run(mut args: EncodeArgs) -> Result<()> {
     let loaded = hf::load(&args.model, device, HeadConfig::default(), 0)?;
     let model = &loaded.model;
     model.config.check_lengths(&[("--max-len", args.max_len)])?;
-    if tokenizer.get_vocab_size(true) as i64 > model.config.vocab_size {
+    if tokenizer.vocab_size() as i64 > model.config.vocab_size {
         bail!(
             "the tokenizer's vocabulary ({}) is larger than the model's ({})",
-            tokenizer.get_vocab_size(true),
+            tokenizer.vocab_size(),
             model.config.vocab_size
         );
     }

@@ -75,7 +75,7 @@ pub struct SearchArgs {
 /// The model of `SearchArgs`, ready to encode.
 pub struct Searcher {
     pub device: Device,
-    pub tokenizer: tokenizers::Tokenizer,
+    pub tokenizer: crate::tokenizer::Tokenizer,
     pub special: crate::tokenizer::SpecialIds,
     pub model: Condenser,
     _vs: tch::nn::VarStore,
@@ -90,7 +90,7 @@ impl SearchArgs {
         let special = crate::tokenizer::special_ids(&tokenizer)?;
         let loaded = hf::load(&self.model, device, HeadConfig::default(), 0)?;
         // Ids past the model's embeddings would fail inside it: refuse the pair at start.
-        let vocab = tokenizer.get_vocab_size(true) as i64;
+        let vocab = tokenizer.vocab_size() as i64;
         if vocab > loaded.model.config.vocab_size {
             bail!(
                 "{}: the tokenizer's vocabulary ({vocab}) is larger than the model's ({})",
@@ -135,7 +135,7 @@ impl SearchArgs {
     pub fn spec(
         &self,
         query_max_len: usize,
-        tok: &tokenizers::Tokenizer,
+        tok: &crate::tokenizer::Tokenizer,
         special: &crate::tokenizer::SpecialIds,
     ) -> Result<SearchSpec<'_>> {
         let r = self.retriever()?;
@@ -447,7 +447,7 @@ pub struct SearchSpec<'a> {
 /// Encodes the queries once and streams the corpus in blocks, keeping the top DEPTH per query.
 pub fn retrieve(
     model: &Condenser,
-    tok: &tokenizers::Tokenizer,
+    tok: &crate::tokenizer::Tokenizer,
     special: &crate::tokenizer::SpecialIds,
     spec: &SearchSpec,
     device: Device,
@@ -550,7 +550,7 @@ pub fn retrieve(
 /// Encodes, searches and scores; writes the run file when asked.
 pub fn evaluate_model(
     model: &Condenser,
-    tok: &tokenizers::Tokenizer,
+    tok: &crate::tokenizer::Tokenizer,
     special: &crate::tokenizer::SpecialIds,
     args: &EvalArgs,
     device: Device,

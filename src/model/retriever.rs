@@ -26,17 +26,20 @@ impl TitleSeparator {
     /// The string put between title and text, for `tok`.
     pub fn joiner(
         self,
-        tok: &tokenizers::Tokenizer,
+        tok: &crate::tokenizer::Tokenizer,
         special: &crate::tokenizer::SpecialIds,
     ) -> Result<String> {
         Ok(match self {
             TitleSeparator::Space => " ".to_string(),
-            TitleSeparator::Sep => tok.id_to_token(special.sep).with_context(|| {
-                format!(
-                    "the tokenizer has no token for its separator id {}",
-                    special.sep
-                )
-            })?,
+            TitleSeparator::Sep => tok
+                .id_to_token(special.sep)
+                .with_context(|| {
+                    format!(
+                        "the tokenizer has no token for its separator id {}",
+                        special.sep
+                    )
+                })?
+                .to_string(),
         })
     }
 }

@@ -124,7 +124,7 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     let tokenizer_info = TokenizerInfo {
         path: cfg.tokenizer.display().to_string(),
         sha256: sha256_file(&cfg.tokenizer)?,
-        vocab_size: tokenizer.get_vocab_size(true) as u32,
+        vocab_size: tokenizer.vocab_size() as u32,
         special_ids,
     };
     let inputs = corpus::inputs::expand_inputs_keeping_missing(&cfg.inputs)?;

@@ -10,10 +10,10 @@
 use anyhow::Result;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use tokenizers::Tokenizer;
 
 use super::sentences;
 use crate::corpus::{Document, Skip, SkipReason};
+use crate::tokenizer::{EncodeScratch, Tokenizer};
 
 /// Segmentation settings (stored in the manifest).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -35,9 +35,37 @@ pub struct Segmented {
     pub num_tokens: usize,
 }
 
-/// Longest text handed to the tokenizer in one call: long documents are tokenized in pieces cut at
-/// sentence boundaries, so a 50 MB document does not need 50 MB worth of offsets at once.
+/// Longest text handed to the tokenizer in one call: a sentence longer than this (a line without
+/// sentence ends) is tokenized in pieces cut at word boundaries, so a 50 MB line is never one call.
 const TOKENIZE_PIECE_BYTES: usize = 64 << 10;
+
+/// The token ids of a document's sentences, end to end in one buffer: sentence `i` is
+/// `ids[ends[i - 1]..ends[i]]`. Two vectors per document instead of one per sentence.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SentenceIds {
+    pub ids: Vec<u32>,
+    pub ends: Vec<usize>,
+}
+
+impl SentenceIds {
+    /// The non-empty sentences' ids, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u32]> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let s = &self.ids[start..end];
+            start = end;
+            s
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
 
 pub struct Segmenter<'a> {
     pub tokenizer: &'a Tokenizer,
@@ -60,7 +88,7 @@ impl Segmenter<'_> {
         let sentences = self.tokenize_sentences(&text)?;
         let mut rng = keyed_rng(self.config.seed, "segment", &doc.id);
         let spans = pack(
-            &sentences,
+            sentences.iter(),
             self.config.max_len - 2,
             self.config.short_seq_prob,
             &mut rng,
@@ -91,63 +119,44 @@ impl Segmenter<'_> {
         }))
     }
 
-    /// Token ids per sentence. The text is tokenized in pieces of whole sentences and each token is
-    /// given to the sentence holding its first byte: BERT's pre-tokenizer splits on whitespace, and
-    /// sentences are separated by whitespace, so this equals tokenizing every sentence on its own
-    /// (the reference) at a fraction of the calls.
-    fn tokenize_sentences(&self, text: &str) -> Result<Vec<Vec<u32>>> {
-        let ranges = sentences::split(text);
-        let mut out: Vec<Vec<u32>> = vec![Vec::new(); ranges.len()];
-        let mut first = 0;
-        while first < ranges.len() {
-            if ranges[first].len() > TOKENIZE_PIECE_BYTES {
-                // One sentence longer than a piece (a line without sentence ends): tokenized in
-                // pieces too, so its offsets and alignments never exist all at once.
-                let mut rest = &text[ranges[first].clone()];
-                while !rest.is_empty() {
-                    let cut = piece_end(rest, TOKENIZE_PIECE_BYTES);
-                    let enc = self
-                        .tokenizer
-                        .encode(&rest[..cut], false)
-                        .map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?;
-                    out[first].extend_from_slice(enc.get_ids());
-                    rest = &rest[cut..];
-                }
-                first += 1;
-                continue;
-            }
-            let mut last = first;
-            while last + 1 < ranges.len()
-                && ranges[last + 1].end - ranges[first].start <= TOKENIZE_PIECE_BYTES
-            {
-                last += 1;
-            }
-            let base = ranges[first].start;
-            let piece = &text[base..ranges[last].end];
-            let enc = self
-                .tokenizer
-                .encode(piece, false)
-                .map_err(|e| anyhow::anyhow!("tokenizer failed: {e}"))?;
-            let mut s = first;
-            for (&id, &(start, _)) in enc.get_ids().iter().zip(enc.get_offsets()) {
-                let at = base + start;
-                while s < last && at >= ranges[s + 1].start {
-                    s += 1;
-                }
-                out[s].push(id);
-            }
-            first = last + 1;
-        }
-        out.retain(|s| !s.is_empty());
-        Ok(out)
+    /// Token ids per sentence, each sentence tokenized on its own as the reference does (one serial
+    /// `encode_into` per sentence on this worker's thread, into one buffer). `tokenizers` 1.0 gives no
+    /// offsets, so a whole-document call could not say where each sentence's ids end.
+    fn tokenize_sentences(&self, text: &str) -> Result<SentenceIds> {
+        sentence_ids(self.tokenizer, text)
     }
+}
+
+/// The ids of `text`'s sentences (see [`sentences::split`]), no special tokens; empty sentences are
+/// left out. What `prepare` packs into spans.
+pub fn sentence_ids(tokenizer: &Tokenizer, text: &str) -> Result<SentenceIds> {
+    let ranges = sentences::split(text);
+    let mut out = SentenceIds {
+        ids: Vec::with_capacity(text.len() / 4 + 16),
+        ends: Vec::with_capacity(ranges.len()),
+    };
+    let mut scratch = EncodeScratch::default();
+    for range in ranges {
+        let mut rest = &text[range];
+        // A sentence longer than a piece is tokenized in pieces cut after whitespace or punctuation
+        // (same ids as the whole: both are word boundaries of BERT's pre-tokenizer).
+        while !rest.is_empty() {
+            let cut = piece_end(rest, TOKENIZE_PIECE_BYTES);
+            tokenizer.encode_append(&rest[..cut], &mut scratch, &mut out.ids)?;
+            rest = &rest[cut..];
+        }
+        if out.ends.last().copied().unwrap_or(0) < out.ids.len() {
+            out.ends.push(out.ids.len());
+        }
+    }
+    Ok(out)
 }
 
 /// Where to end a piece of at most `max` bytes of `s`: after the last whitespace, else after the
 /// last ASCII punctuation mark (both are word boundaries of BERT's pre-tokenizer, so the ids are
 /// those of the whole), else (a run with neither, far past WordPiece's 100-character word limit) at
 /// a character boundary.
-fn piece_end(s: &str, max: usize) -> usize {
+pub fn piece_end(s: &str, max: usize) -> usize {
     if s.len() <= max {
         return s.len();
     }
@@ -178,8 +187,8 @@ fn draw_target(target: usize, short_seq_prob: f64, rng: &mut ChaCha8Rng) -> usiz
 }
 
 /// Greedy sentence packing (see the module docs).
-pub fn pack(
-    sentences: &[Vec<u32>],
+pub fn pack<'a>(
+    sentences: impl IntoIterator<Item = &'a [u32]>,
     target: usize,
     short_seq_prob: f64,
     rng: &mut ChaCha8Rng,
@@ -192,7 +201,7 @@ pub fn pack(
             spans.push(std::mem::take(&mut cur));
             t = draw_target(target, short_seq_prob, rng);
         }
-        let mut rest = &sent[..];
+        let mut rest = sent;
         // An over-long sentence is cut into pieces of the current target (deviation from the reference).
         while cur.is_empty() && rest.len() > t {
             spans.push(rest[..t].to_vec());
@@ -216,7 +225,7 @@ mod tests {
     fn packing_is_greedy_and_bounded() {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let sents = vec![vec![1; 3], vec![2; 4], vec![3; 2], vec![4; 12], vec![5; 1]];
-        let spans = pack(&sents, 5, 0.0, &mut rng);
+        let spans = pack(sents.iter().map(Vec::as_slice), 5, 0.0, &mut rng);
         assert_eq!(
             spans,
             [
@@ -236,15 +245,30 @@ mod tests {
     #[test]
     fn short_targets_come_from_the_rng_and_stay_in_range() {
         let sents: Vec<Vec<u32>> = (0..500).map(|i| vec![i; 7]).collect();
-        let spans = pack(&sents, 126, 0.5, &mut keyed_rng(42, "segment", "doc"));
+        let spans = pack(
+            sents.iter().map(Vec::as_slice),
+            126,
+            0.5,
+            &mut keyed_rng(42, "segment", "doc"),
+        );
         assert!(spans.iter().all(|s| (1..=126).contains(&s.len())));
         assert!(
             spans.iter().any(|s| s.len() < 100),
             "some short spans expected"
         );
-        let again = pack(&sents, 126, 0.5, &mut keyed_rng(42, "segment", "doc"));
+        let again = pack(
+            sents.iter().map(Vec::as_slice),
+            126,
+            0.5,
+            &mut keyed_rng(42, "segment", "doc"),
+        );
         assert_eq!(spans, again);
-        let other = pack(&sents, 126, 0.5, &mut keyed_rng(42, "segment", "doc2"));
+        let other = pack(
+            sents.iter().map(Vec::as_slice),
+            126,
+            0.5,
+            &mut keyed_rng(42, "segment", "doc2"),
+        );
         assert_ne!(spans, other);
     }
 

@@ -19,11 +19,11 @@ pub struct Vocab {
 }
 
 impl Vocab {
-    pub fn from_tokenizer(tok: &tokenizers::Tokenizer) -> anyhow::Result<Self> {
+    pub fn from_tokenizer(tok: &crate::tokenizer::Tokenizer) -> anyhow::Result<Self> {
         let special = crate::tokenizer::special_ids(tok)?;
-        let size = tok.get_vocab_size(true) as u32;
+        let size = tok.vocab_size() as u32;
         let mut continuation = vec![false; size as usize];
-        for (token, id) in tok.get_vocab(true) {
+        for (token, id) in tok.vocab() {
             if token.starts_with("##") && (id as usize) < continuation.len() {
                 continuation[id as usize] = true;
             }

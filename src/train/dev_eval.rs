@@ -111,7 +111,7 @@ impl DevEval {
     pub fn run(
         &self,
         model: &Condenser,
-        tok: &tokenizers::Tokenizer,
+        tok: &crate::tokenizer::Tokenizer,
         special: &crate::tokenizer::SpecialIds,
         cfg: &TrainConfig,
         device: Device,

@@ -66,7 +66,7 @@ pub fn sample_passages(q: &Query, n: usize, seed: u64, epoch: u64) -> Vec<&str> 
 
 /// `[CLS] text [SEP]` rows, truncated to `max_len`, padded to the longest (no MLM labels).
 pub fn tokenize_rows(
-    tok: &tokenizers::Tokenizer,
+    tok: &crate::tokenizer::Tokenizer,
     special: &SpecialIds,
     texts: &[&str],
     max_len: usize,
@@ -100,7 +100,7 @@ pub struct PairSpec {
     pub files: Vec<PathBuf>,
     pub data: DataConfig,
     pub seed: u64,
-    pub tokenizer: Arc<tokenizers::Tokenizer>,
+    pub tokenizer: Arc<crate::tokenizer::Tokenizer>,
     pub special: SpecialIds,
     pub start: Cursor,
     pub slice: RankSlice,
