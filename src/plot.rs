@@ -180,18 +180,82 @@ pub struct Curve {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Training curves: loss parts (top) and learning rate (bottom, `(step, lr)`) against the optimizer
-/// step, legends to the right of the data.
-pub fn curves(png: &Path, losses: &[Curve], lr: &[(u64, f64)]) -> Result<()> {
+/// Height of the dev-evaluation panel added below the curves when there are evaluations.
+const EVAL_PANEL: u32 = 350;
+
+/// Training curves: loss parts (top) and learning rate (below, `(step, lr)`) against the optimizer
+/// step, legends to the right of the data; with `evals` (dev metrics of evaluation while
+/// fine-tuning, in [0, 1]) a third panel below holds them, each evaluation marked.
+pub fn curves(png: &Path, losses: &[Curve], lr: &[(u64, f64)], evals: &[Curve]) -> Result<()> {
     ensure_font()?;
     if lr.is_empty() {
         bail!("nothing to plot: no records");
     }
-    let root = BitMapBackend::new(png, SIZE).into_drawing_area();
-    draw_curves(&root, losses, lr)?;
+    let extra = if evals.is_empty() { 0 } else { EVAL_PANEL };
+    let root = BitMapBackend::new(png, (SIZE.0, SIZE.1 + extra)).into_drawing_area();
+    draw_all(&root, losses, lr, evals)?;
     root.present()
         .with_context(|| format!("{}: cannot write the PNG", png.display()))?;
     Ok(())
+}
+
+fn draw_all(
+    root: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    losses: &[Curve],
+    lr: &[(u64, f64)],
+    evals: &[Curve],
+) -> Result<()> {
+    if evals.is_empty() {
+        return draw_curves(root, losses, lr);
+    }
+    let (main, below) = root.split_vertically(SIZE.1);
+    draw_curves(&main, losses, lr)?;
+    let min_step = lr.iter().map(|r| r.0).min().unwrap_or(0);
+    let max_step = lr.iter().map(|r| r.0).max().unwrap_or(1).max(min_step + 1);
+    draw_evals(&below, evals, min_step..max_step + 1)
+}
+
+/// The dev metrics against the step, on [0, 1], every evaluation marked (they are few).
+fn draw_evals(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    evals: &[Curve],
+    steps: std::ops::Range<u64>,
+) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    area.fill(&WHITE).map_err(|e| err(&e))?;
+    let (plot, legend_area) = area.split_horizontally(1000);
+    let mut chart = ChartBuilder::on(&plot)
+        .caption("dev evaluation", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(steps, 0.0..1.0)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("optimizer step")
+        .y_desc("metric")
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()
+        .map_err(|e| err(&e))?;
+    let mut legend = Vec::new();
+    for c in evals {
+        let points: Vec<(u64, f64)> = c.points.iter().map(|&(x, y)| (x as u64, y)).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), c.color.stroke_width(2)))
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, c.color.filled())))
+            .map_err(|e| err(&e))?;
+        let st = Stroke {
+            color: c.color,
+            dashed: false,
+            markers: true,
+        };
+        legend.push((c.name.to_string(), st));
+    }
+    draw_legend(&legend_area, &legend)
 }
 
 fn draw_curves(
@@ -404,6 +468,52 @@ mod tests {
         // In the data, both: the dashes' gaps show the head line beneath.
         assert!(count(&buf, blue, 80..990) > 300, "head MLM hidden");
         assert!(count(&buf, green, 80..990) > 300, "late MLM missing");
+    }
+
+    /// Dev metrics get a panel of their own below the learning rate, so they neither share the loss
+    /// axis nor hide its lines.
+    #[test]
+    fn dev_evaluation_curves_get_a_panel_below_the_learning_rate() {
+        ensure_font().unwrap();
+        let (w, h) = (SIZE.0, SIZE.1 + EVAL_PANEL);
+        let mut buf = vec![0u8; (w * h * 3) as usize];
+        let teal = RGBColor(0, 128, 128);
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+            let losses = [Curve {
+                name: "loss",
+                color: BLACK,
+                points: (1..=20).map(|s| (s as f64, 2.0)).collect(),
+            }];
+            let lrs: Vec<(u64, f64)> = (1..=20).map(|s| (s, 1e-4)).collect();
+            let evals = [Curve {
+                name: "nDCG@10",
+                color: teal,
+                points: vec![(5.0, 0.4), (10.0, 0.6), (20.0, 0.55)],
+            }];
+            draw_all(&root, &losses, &lrs, &evals).unwrap();
+            root.present().unwrap();
+        }
+        let near = |p: &[u8]| {
+            p.iter()
+                .zip([0u8, 128, 128])
+                .all(|(a, b)| (*a as i32 - b as i32).abs() <= 12)
+        };
+        let (mut above, mut below) = (0, 0);
+        for (i, p) in buf.chunks(3).enumerate() {
+            if near(p) {
+                if (i as u32) / w >= SIZE.1 {
+                    below += 1
+                } else {
+                    above += 1
+                }
+            }
+        }
+        assert!(below > 200, "{below} teal pixels in the evaluation panel");
+        assert_eq!(
+            above, 0,
+            "the evaluation curve leaked into the loss or lr panels"
+        );
     }
 
     #[test]

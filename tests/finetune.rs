@@ -55,6 +55,17 @@ fn write_train(dir: &Path, n: usize, negs: usize, bad: &[&str]) -> PathBuf {
 }
 
 fn finetune(train: &Path, from: (&str, &Path), out: &Path, sets: &[&str]) -> std::process::Output {
+    finetune_with(train, from, out, sets, &[])
+}
+
+/// `finetune` with more flags after the common ones (`--stop-after N`, `--overwrite`, ...).
+fn finetune_with(
+    train: &Path,
+    from: (&str, &Path),
+    out: &Path,
+    sets: &[&str],
+    extra: &[&str],
+) -> std::process::Output {
     let mut a: Vec<String> = vec![
         "finetune".into(),
         "--train".into(),
@@ -69,6 +80,7 @@ fn finetune(train: &Path, from: (&str, &Path), out: &Path, sets: &[&str]) -> std
     for s in sets {
         a.extend(["--set".to_string(), s.to_string()]);
     }
+    a.extend(extra.iter().map(|e| e.to_string()));
     let refs: Vec<&str> = a.iter().map(String::as_str).collect();
     run(&refs)
 }
@@ -258,23 +270,13 @@ fn resume_is_bit_identical() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let part = dir.path().join("part");
-    let mut b = vec![
-        "finetune".to_string(),
-        "--train".into(),
-        train.display().to_string(),
-        "--init".into(),
-        init.display().to_string(),
-        "--out".into(),
-        part.display().to_string(),
-        "--device".into(),
-        "cpu".into(),
-        "--stop-after".into(),
-        "4".into(),
-    ];
-    for s in with(&["optim.max_steps=6"]) {
-        b.extend(["--set".into(), s.to_string()]);
-    }
-    let o = run(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = finetune_with(
+        &train,
+        ("--init", &init),
+        &part,
+        &with(&["optim.max_steps=6"]),
+        &["--stop-after", "4"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let ckpt = part.join("checkpoint-4");
     let o = finetune(&train, ("--resume", &ckpt), &part, &[]);
@@ -587,21 +589,8 @@ fn a_second_run_into_a_finished_run_folder_is_refused_unless_overwrite() {
     );
     assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), metrics);
     // --overwrite replaces the whole run: no checkpoint of the old one stays mixed in.
-    let mut sets = with(&["optim.max_steps=1", "run.save_every=1"]);
-    sets.retain(|s| !s.starts_with("optim.max_steps=2"));
-    let mut a: Vec<String> = ["finetune", "--overwrite", "--device", "cpu", "--init"]
-        .map(String::from)
-        .to_vec();
-    a.extend([
-        init.display().to_string(),
-        "-o".into(),
-        out.display().to_string(),
-        train.display().to_string(),
-    ]);
-    for s in &sets {
-        a.extend(["--set".into(), s.to_string()]);
-    }
-    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let sets = with(&["optim.max_steps=1", "run.save_every=1"]);
+    let o = finetune_with(&train, ("--init", &init), &out, &sets, &["--overwrite"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_ne!(
         std::fs::read(out.join("final/model.safetensors")).unwrap(),
@@ -700,23 +689,13 @@ fn resume_on_other_training_data_is_refused_unless_allowed() {
     let init = tiny_model(dir.path());
     let train = write_train(dir.path(), 16, 2, &[]);
     let out = dir.path().join("run");
-    let mut a: Vec<String> = vec!["--stop-after".into(), "1".into()];
-    a.extend(
-        with(&["optim.max_steps=3"])
-            .iter()
-            .flat_map(|s| ["--set".to_string(), s.to_string()]),
+    let o = finetune_with(
+        &train,
+        ("--init", &init),
+        &out,
+        &with(&["optim.max_steps=3"]),
+        &["--stop-after", "1"],
     );
-    let mut args: Vec<String> = ["finetune", "--device", "cpu", "--init"]
-        .map(String::from)
-        .to_vec();
-    args.extend([
-        init.display().to_string(),
-        "-o".into(),
-        out.display().to_string(),
-        train.display().to_string(),
-    ]);
-    args.extend(a);
-    let o = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", stderr(&o));
     let other_dir = dir.path().join("other");
     std::fs::create_dir_all(&other_dir).unwrap();
@@ -730,17 +709,13 @@ fn resume_on_other_training_data_is_refused_unless_allowed() {
         "{}",
         stderr(&o)
     );
-    let o = run(&[
-        "finetune",
-        "--device",
-        "cpu",
-        "--resume",
-        ckpt.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--allow-data-change",
-        other.to_str().unwrap(),
-    ]);
+    let o = finetune_with(
+        &other,
+        ("--resume", &ckpt),
+        &out,
+        &[],
+        &["--allow-data-change"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

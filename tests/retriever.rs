@@ -423,4 +423,17 @@ fn evaluation_while_training_keeps_the_best_checkpoint_the_metric_picks() {
         "{card}"
     );
     eprintln!("dev nDCG@10 per step: {evals:?}; best step {best_step}");
+    // `condenser curves` draws the dev metrics in a panel of their own: a taller picture (PNG's IHDR
+    // holds width and height at bytes 16..24).
+    let png = dir.path().join("curves.png");
+    let o = run(&[
+        "curves",
+        out.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&png).unwrap();
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!(height, 900 + 350, "the picture has no evaluation panel");
 }

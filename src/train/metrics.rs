@@ -171,9 +171,40 @@ pub fn curves(args: CurvesArgs) -> Result<()> {
     let recs = read(&path)?;
     anyhow::ensure!(!recs.is_empty(), "{}: no records", path.display());
     let lr: Vec<(u64, f64)> = recs.iter().map(|r| (r.step, r.lr)).collect();
-    crate::plot::curves(&args.out, &series(&recs), &lr)?;
+    crate::plot::curves(&args.out, &series(&recs), &lr, &eval_series(&recs))?;
     log::info!("{} records drawn into {}", recs.len(), args.out.display());
     Ok(())
+}
+
+/// The dev metrics of evaluation while fine-tuning (`finetune --eval-*`), one line per metric the
+/// records hold; empty for a run without evaluations.
+pub fn eval_series(recs: &[Record]) -> Vec<crate::plot::Curve> {
+    let pick = |f: fn(&Record) -> Option<f64>| {
+        recs.iter()
+            .filter_map(|r| f(r).map(|v| (r.step as f64, v)))
+            .collect::<Vec<_>>()
+    };
+    [
+        ("MRR@10", RGBColor(230, 120, 0), pick(|r| r.eval_mrr_at_10)),
+        (
+            "nDCG@10",
+            RGBColor(0, 128, 128),
+            pick(|r| r.eval_ndcg_at_10),
+        ),
+        (
+            "R@100",
+            RGBColor(128, 0, 128),
+            pick(|r| r.eval_recall_at_100),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, _, points)| !points.is_empty())
+    .map(|(name, color, points)| crate::plot::Curve {
+        name,
+        color,
+        points,
+    })
+    .collect()
 }
 
 /// The loss lines of `condenser curves`, one per part the records hold.
