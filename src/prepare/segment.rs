@@ -15,25 +15,8 @@ use super::sentences;
 use crate::corpus::{Document, Skip, SkipReason};
 use crate::tokenizer::{EncodeScratch, Tokenizer};
 
-/// Segmentation settings (stored in the manifest).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SegmentConfig {
-    /// Sequence length the spans are made for; spans hold at most `max_len - 2` ids.
-    pub max_len: usize,
-    /// Probability of a short random target length for a span.
-    pub short_seq_prob: f64,
-    pub seed: u64,
-    /// Documents with fewer spans are dropped (counted as `too_few_spans`).
-    pub min_spans: usize,
-}
-
-/// A segmented document: what one shard row holds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Segmented {
-    pub doc_id: String,
-    pub spans: Vec<Vec<u32>>,
-    pub num_tokens: usize,
-}
+pub use crate::shards::manifest::SegmentConfig;
+pub use crate::shards::schema::Segmented;
 
 /// Longest text handed to the tokenizer in one call: a sentence longer than this (a line without
 /// sentence ends) is tokenized in pieces cut at word boundaries, so a 50 MB line is never one call.

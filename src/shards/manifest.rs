@@ -18,8 +18,19 @@ use serde::{Deserialize, Serialize};
 use super::fs::sync_dir;
 use crate::corpus::decompress::Compression;
 use crate::corpus::{Format, ReadOptions};
-use crate::prepare::segment::SegmentConfig;
 use crate::tokenizer::SpecialIds;
+
+/// How `prepare` segments documents into spans: recorded in the manifest's settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SegmentConfig {
+    /// Sequence length the spans are made for; spans hold at most `max_len - 2` ids.
+    pub max_len: usize,
+    /// Probability of a short random target length for a span.
+    pub short_seq_prob: f64,
+    pub seed: u64,
+    /// Documents with fewer spans are dropped (counted as `too_few_spans`).
+    pub min_spans: usize,
+}
 
 /// How `prepare` cuts its output into files: recorded in the manifest's settings.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]

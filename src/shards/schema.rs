@@ -62,3 +62,11 @@ pub fn schema_json() -> serde_json::Value {
         "fields": fields,
     })
 }
+
+/// A segmented document: what one shard row holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segmented {
+    pub doc_id: String,
+    pub spans: Vec<Vec<u32>>,
+    pub num_tokens: usize,
+}

@@ -20,8 +20,8 @@ use parquet::schema::types::ColumnPath;
 use sha2::{Digest, Sha256};
 
 use super::manifest::ShardEntry;
+use super::schema::Segmented;
 use super::schema::{shard_schema, SPANS};
-use crate::prepare::segment::Segmented;
 
 pub use super::manifest::WriterConfig;
 
