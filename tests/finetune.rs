@@ -642,6 +642,19 @@ fn lengths_past_the_models_positions_and_odd_training_inputs_are_refused_at_star
         );
     }
     let o = finetune(
+        &dir.path().join("absent.jsonl"),
+        ("--init", &init),
+        &dir.path().join("r"),
+        &with(&[]),
+    );
+    // Named once: not "no such file ...: No such file or directory".
+    assert!(
+        stderr(&o).contains("absent.jsonl: no such file (TRAIN"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("os error"), "{}", stderr(&o));
+    let o = finetune(
         Path::new("-"),
         ("--init", &init),
         &dir.path().join("r"),
@@ -697,6 +710,18 @@ fn resume_on_other_training_data_is_refused_unless_allowed() {
         &["--stop-after", "1"],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    let o = finetune_with(
+        &train,
+        ("--init", &init),
+        &dir.path().join("new"),
+        &with(&[]),
+        &["--allow-data-change"],
+    );
+    assert!(
+        stderr(&o).contains("--allow-data-change goes with --resume"),
+        "{}",
+        stderr(&o)
+    );
     let other_dir = dir.path().join("other");
     std::fs::create_dir_all(&other_dir).unwrap();
     let other = write_train(&other_dir, 20, 2, &[]);

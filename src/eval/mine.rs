@@ -154,7 +154,7 @@ pub fn run(args: MineArgs) -> Result<()> {
     );
     args.search.refuse_output_over_inputs("--out", &args.out)?;
     let s = args.search.load()?;
-    s.check_lengths(&[
+    s.model.config.check_lengths(&[
         ("--max-len", args.search.max_len),
         ("--query-max-len", args.query_max_len),
     ])?;

@@ -154,13 +154,6 @@ impl SearchArgs {
     }
 }
 
-impl Searcher {
-    /// Refuses lengths the model's positions cannot hold (`BertConfig::check_lengths`).
-    pub fn check_lengths(&self, lengths: &[(&str, usize)]) -> Result<()> {
-        self.model.config.check_lengths(lengths)
-    }
-}
-
 /// Deepest rank kept (Recall@1000).
 const DEPTH: usize = 1000;
 
@@ -388,7 +381,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         args.search.refuse_output_over_inputs("--run", run)?;
     }
     let s = args.search.load()?;
-    s.check_lengths(&[
+    s.model.config.check_lengths(&[
         ("--max-len", args.search.max_len),
         ("--query-max-len", args.query_max_len),
     ])?;

@@ -129,11 +129,22 @@ impl TokenizerInfo {
     }
 }
 
-/// SHA-256 of a whole file, as lowercase hex.
+/// SHA-256 of a whole file, as lowercase hex, read in 1 MiB pieces (training files run to gigabytes).
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(super::fs::hex(&Sha256::digest(&bytes)))
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let (mut h, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if n == 0 {
+            return Ok(super::fs::hex(&h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 /// Puts a copy of `tokenizer` (whose hash is `sha256`) at `dir/_tokenizer.json`, atomically, unless

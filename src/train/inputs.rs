@@ -2,7 +2,6 @@
 //! tell whether they train on the same data: file names (not paths: a folder copied to another node
 //! is the same data), sizes and SHA-256 digests. Also resolves `finetune`'s TRAIN arguments.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -43,7 +42,7 @@ pub fn of_shards(m: &Manifest) -> InputRecord {
     InputRecord {
         name: format!("{} shard(s)", m.shards.len()),
         bytes: m.shards.iter().map(|s| s.bytes).sum(),
-        sha256: hex(&h.finalize()),
+        sha256: crate::shards::fs::hex(&h.finalize()),
     }
 }
 
@@ -52,34 +51,18 @@ pub fn of_files(files: &[PathBuf]) -> Result<Vec<InputRecord>> {
     files
         .iter()
         .map(|f| {
-            let mut file =
-                std::fs::File::open(f).with_context(|| format!("{}: cannot open", f.display()))?;
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut bytes = 0u64;
-            loop {
-                let n = file
-                    .read(&mut buf)
-                    .with_context(|| format!("{}: cannot read", f.display()))?;
-                if n == 0 {
-                    break;
-                }
-                bytes += n as u64;
-                h.update(&buf[..n]);
-            }
+            let bytes = std::fs::metadata(f)
+                .with_context(|| format!("{}: cannot read", f.display()))?
+                .len();
             Ok(InputRecord {
                 name: f
                     .file_name()
                     .map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into()),
                 bytes,
-                sha256: hex(&h.finalize()),
+                sha256: crate::shards::manifest::sha256_file(f)?,
             })
         })
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Refuses a resume on other data than the checkpoint's, naming the first difference; `allowed` (the
@@ -125,12 +108,16 @@ pub fn training_files(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
         if a.as_os_str() == "-" {
             bail!("TRAIN -: fine-tuning cannot read its training lines from stdin (it reads them once to count the queries, then once per epoch); write them to a file and name it");
         }
-        let meta = std::fs::metadata(a).with_context(|| {
-            format!(
-                "{}: no such file (TRAIN: Tevatron training lines)",
-                a.display()
-            )
-        })?;
+        let meta = match std::fs::metadata(a) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!(
+                    "{}: no such file (TRAIN: Tevatron training lines)",
+                    a.display()
+                )
+            }
+            Err(e) => return Err(e).with_context(|| format!("{}: cannot read", a.display())),
+        };
         if meta.is_dir() {
             let mut inside: Vec<PathBuf> = std::fs::read_dir(a)
                 .with_context(|| format!("{}: cannot list", a.display()))?

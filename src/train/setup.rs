@@ -83,6 +83,10 @@ pub fn prepare(
     device: Device,
     world: usize,
 ) -> Result<Setup> {
+    // clap's `requires` does not hold this flag to --resume (it sits among conflicting flags).
+    if args.allow_data_change && args.resume.is_none() {
+        bail!("--allow-data-change goes with --resume (a new run records its data; there is nothing to change)");
+    }
     let (mut cfg, resumed) = match args.resume {
         Some(dir) => (resumed_config(dir, args, world)?, Some(dir.to_path_buf())),
         None => (
