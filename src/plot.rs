@@ -175,7 +175,7 @@ fn stroke(name: &str, color: RGBColor) -> Stroke {
 
 /// One line of a chart: its name (the legend), colour and (x, y) points.
 pub struct Curve {
-    pub name: &'static str,
+    pub name: String,
     pub color: RGBColor,
     pub points: Vec<(f64, f64)>,
 }
@@ -301,7 +301,7 @@ fn draw_curves(
         points,
     } in series
     {
-        let (name, color) = (*name, *color);
+        let (name, color) = (name.as_str(), *color);
         let st = stroke(name, color);
         let points: Vec<(u64, f64)> = points.iter().map(|&(x, y)| (x as u64, y)).collect();
         let line = color.stroke_width(2);
@@ -459,7 +459,10 @@ mod tests {
             color,
             points: (1..=30).map(|s| (s as f64, 5.0)).collect(),
         };
-        let losses = [line("head MLM", BLUE), line("late MLM", GREEN)];
+        let losses = [
+            line("head MLM".to_string(), BLUE),
+            line("late MLM".to_string(), GREEN),
+        ];
         let lrs: Vec<(u64, f64)> = (1..=30).map(|s| (s, 1e-4)).collect();
         let buf = render(|root| draw_curves(root, &losses, &lrs));
         let (blue, green) = ((0, 0, 255), (0, 255, 0));
@@ -481,13 +484,13 @@ mod tests {
         {
             let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
             let losses = [Curve {
-                name: "loss",
+                name: "loss".to_string(),
                 color: BLACK,
                 points: (1..=20).map(|s| (s as f64, 2.0)).collect(),
             }];
             let lrs: Vec<(u64, f64)> = (1..=20).map(|s| (s, 1e-4)).collect();
             let evals = [Curve {
-                name: "nDCG@10",
+                name: "nDCG@10".to_string(),
                 color: teal,
                 points: vec![(5.0, 0.4), (10.0, 0.6), (20.0, 0.55)],
             }];

@@ -115,7 +115,7 @@ fn losses(run: &Path) -> Vec<(u64, f64, Option<f64>)> {
     condenser::train::metrics::read(&run.join("metrics.jsonl"))
         .unwrap()
         .into_iter()
-        .map(|r| (r.step, r.loss, r.co_loss))
+        .map(|r| (r.step, r.loss, r.part("co_loss")))
         .collect()
 }
 

@@ -102,7 +102,7 @@ fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 fn the_gradient_cache_equals_one_graph() {
     use condenser::dist::Dist;
     use condenser::model::{hf, Ctx, HeadConfig};
-    use condenser::train::finetune::finetune_step;
+    use condenser::train::objective::finetune::finetune_step;
     use condenser::train::objective::DeviceBatch;
     let dir = tempfile::tempdir().unwrap();
     let init = tiny_model(dir.path());

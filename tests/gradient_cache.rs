@@ -10,7 +10,8 @@ use std::path::Path;
 use common::*;
 use condenser::model::{hf, Ctx, HeadConfig};
 use condenser::train::config::LossConfig;
-use condenser::train::objective::{cocondenser_one_graph, cocondenser_step, DeviceBatch};
+use condenser::train::objective::cocondenser::{cocondenser_one_graph, cocondenser_step};
+use condenser::train::objective::DeviceBatch;
 use tch::{Device, Kind, Tensor};
 
 /// Gradient cache with dropout on: the gradients equal those of the whole batch's objective computed in

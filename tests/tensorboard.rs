@@ -30,7 +30,10 @@ fn assert_same_as_metrics(run: &Path, with_mlm: bool) {
         ("train/sequences_per_s", Box::new(|r| r.sequences_per_s)),
     ];
     if with_mlm {
-        tags.push(("train/head_loss", Box::new(|r| r.head_loss.unwrap())));
+        tags.push((
+            "train/head_loss",
+            Box::new(|r| r.part("head_loss").unwrap()),
+        ));
     }
     for (tag, get) in tags {
         let got: Vec<(u64, f64)> = serde_json::from_value(events[tag].clone())

@@ -58,7 +58,15 @@ fn losses(run_dir: &Path) -> Vec<(u64, f64, Option<f64>, Option<f64>, Option<f64
     condenser::train::metrics::read(&run_dir.join("metrics.jsonl"))
         .unwrap()
         .into_iter()
-        .map(|r| (r.step, r.loss, r.head_loss, r.late_loss, r.co_loss))
+        .map(|r| {
+            (
+                r.step,
+                r.loss,
+                r.part("head_loss"),
+                r.part("late_loss"),
+                r.part("co_loss"),
+            )
+        })
         .collect()
 }
 

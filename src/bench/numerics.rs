@@ -6,7 +6,7 @@
 //!   in bf16 with the fp32 residual stream (the default) and with the bf16 one; the loss curves and the
 //!   final weights compared.
 //! - `gradient-cache`: one coCondenser step with dropout on, gradient cache against the same objective in
-//!   one graph under the same dropout seeds (`objective::cocondenser_one_graph`); and the same one-graph
+//!   one graph under the same dropout seeds (`objective::cocondenser::cocondenser_one_graph`); and the same one-graph
 //!   objective under other seeds, to show that dropout moves the gradients far more than the cache does.
 
 use std::collections::BTreeMap;
@@ -20,9 +20,9 @@ use crate::device::DeviceChoice;
 use crate::model::{Condenser, Ctx, Residual};
 use crate::train::collate::Batch;
 use crate::train::config::{LossConfig, TrainConfig};
-use crate::train::objective::{
-    cocondenser_one_graph, cocondenser_step, condenser_micro, DeviceBatch,
-};
+use crate::train::objective::cocondenser::{cocondenser_one_graph, CocondenserObjective};
+use crate::train::objective::condenser::CondenserObjective;
+use crate::train::objective::{DeviceBatch, Objective};
 use crate::train::optim::AdamW;
 
 #[derive(Debug, clap::Args)]
@@ -92,11 +92,18 @@ fn train_curve(
     let mut opt = AdamW::new(vs.variables().into_iter().collect());
     let optim = TrainConfig::default().optim;
     let w = TrainConfig::default().loss;
-    let ctx = Ctx::eval(kind).with_residual(residual.kind(kind));
+    // Dropout off: precision is the only difference between the curves.
+    let mut objective = CondenserObjective {
+        loss: w,
+        ctx: Ctx::eval(kind).with_residual(residual.kind(kind)),
+        seed: 0,
+        grad_accum: 1,
+        device,
+    };
+    let single = crate::dist::Dist::single();
     let mut losses = Vec::with_capacity(data.len());
-    for b in data {
-        let b = DeviceBatch::new(b, device);
-        let l = condenser_micro(&m, &b, &w, ctx, 1.0);
+    for (step, b) in data.iter().enumerate() {
+        let l = objective.step(&m, std::slice::from_ref(b), step as u64, &single)?;
         let _ = opt.clip_grad_norm(optim.max_grad_norm, &l.total);
         opt.step(optim.lr, &optim);
         losses.push(l.total.double_value(&[]));
@@ -181,7 +188,19 @@ fn gradient_cache(args: &BenchNumericsArgs, device: Device, kind: Kind) -> Resul
     };
     let (seed, step) = (7u64, 3u64);
     let (vs, m) = model(device, args.tiny, Some(&init))?;
-    let cached_loss = cocondenser_step(&m, &b, &w, ctx, seed, step, &crate::dist::Dist::single())?
+    let mut objective = CocondenserObjective {
+        loss: w.clone(),
+        ctx,
+        seed,
+        device,
+    };
+    let cached_loss = objective
+        .step(
+            &m,
+            std::slice::from_ref(&host),
+            step,
+            &crate::dist::Dist::single(),
+        )?
         .total
         .double_value(&[]);
     let g_cache = grads(&vs);

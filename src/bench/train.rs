@@ -16,7 +16,9 @@ use crate::device::DeviceChoice;
 use crate::model::{BertConfig, Condenser, Ctx, HeadConfig, Precision};
 use crate::train::collate::Batch;
 use crate::train::config::{LossConfig, TrainConfig};
-use crate::train::objective::{cocondenser_step, condenser_micro, DeviceBatch};
+use crate::train::objective::cocondenser::CocondenserObjective;
+use crate::train::objective::condenser::CondenserObjective;
+use crate::train::objective::{DeviceBatch, Losses, Objective};
 use crate::train::optim::{AdamW, Kernel};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -342,6 +344,31 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
     };
     let kind = args.precision.kind(device);
     let ctx = Ctx::train(kind).with_residual(args.residual.kind(kind));
+    // The step training runs (`Objective::step`): seed 0, one batch a step, no process group (ranks
+    // of a distributed bench time their own steps and the gradient all-reduce).
+    let single = crate::dist::Dist::single();
+    let m = &model;
+    let mut objective_step: Box<dyn FnMut(&Batch, u64) -> Result<Losses> + '_> = match args.case {
+        Case::Condenser => {
+            let mut o = CondenserObjective {
+                loss: loss.clone(),
+                ctx,
+                seed: 0,
+                grad_accum: 1,
+                device,
+            };
+            Box::new(move |b, step| o.step(m, std::slice::from_ref(b), step, &single))
+        }
+        Case::Cocondenser => {
+            let mut o = CocondenserObjective {
+                loss: loss.clone(),
+                ctx,
+                seed: 0,
+                device,
+            };
+            Box::new(move |b, step| o.step(m, std::slice::from_ref(b), step, &single))
+        }
+    };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let batches: Vec<Batch> = (0..4)
         .map(|_| synthetic(args.batch, args.seq, &mut rng))
@@ -383,11 +410,13 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
             Some(l) => next_batch(l)?,
             None => batches[step % batches.len()].clone(),
         };
-        let b = DeviceBatch::new(&host, device);
         t_data += t0.elapsed();
         let t1 = Instant::now();
         let loss_for_check = match args.case {
+            // The one path beside `Objective::step`: forward and backward timed apart need a device
+            // sync between them, which a training step does not have.
             Case::Condenser if args.breakdown => {
+                let b = DeviceBatch::new(&host, device);
                 let out = model.forward(&b.input_ids, &b.mask(), &b.labels(), ctx);
                 let l = &out.head_loss + &out.late_loss;
                 sync(device);
@@ -398,21 +427,8 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
                 t_bwd += t2.elapsed();
                 l.detach()
             }
-            Case::Condenser => {
-                let l = condenser_micro(&model, &b, &loss, ctx, 1.0);
-                t_fwd += t1.elapsed();
-                l.total
-            }
-            Case::Cocondenser => {
-                let l = cocondenser_step(
-                    &model,
-                    &b,
-                    &loss,
-                    ctx,
-                    0,
-                    step as u64,
-                    &crate::dist::Dist::single(),
-                )?;
+            _ => {
+                let l = objective_step(&host, step as u64)?;
                 if args.breakdown {
                     sync(device);
                 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::objective::Losses;
+use super::objective::{LossPart, Losses};
 use super::setup::Setup;
 use super::DistBackend;
 use crate::dist::{BackendKind, Dist, Launch};
@@ -179,26 +179,37 @@ pub struct StopVotes {
 impl StopVotes {
     const LAG: usize = 2;
 
-    /// The step's losses averaged over ranks (the contrastive loss is already global), with this
-    /// rank's stop vote (`stop`: it saw SIGINT/SIGTERM) summed alongside.
+    /// The step's losses averaged over ranks (parts that are already global stay as they are), with
+    /// this rank's stop vote (`stop`: it saw SIGINT/SIGTERM) summed alongside.
     pub fn reduce(&mut self, l: Losses, dist: &Dist, step: u64, stop: bool) -> Result<Losses> {
         let device = l.total.device();
-        let zero = || Tensor::zeros([], (tch::Kind::Float, device));
         let vote = Tensor::from(stop as u8 as f32).to_device(device);
-        let (head, late) = (
-            l.head.as_ref().map_or_else(zero, Tensor::shallow_clone),
-            l.late.as_ref().map_or_else(zero, Tensor::shallow_clone),
-        );
-        let v = Tensor::stack(&[&l.total, &head, &late, &vote], 0).to_kind(tch::Kind::Float);
+        let mut row: Vec<&Tensor> = vec![&l.total];
+        row.extend(l.parts.iter().filter(|p| p.per_rank).map(|p| &p.value));
+        row.push(&vote);
+        let v = Tensor::stack(&row, 0).to_kind(tch::Kind::Float);
         dist.all_reduce_sum(&v)
             .with_context(|| format!("step {}: averaging the losses", step + 1))?;
         let mean = &v / dist.world_size as f64;
-        self.pending.push_back(v.get(3));
+        self.pending.push_back(v.get(row.len() as i64 - 1));
+        let mut next = 1;
+        let parts = l
+            .parts
+            .into_iter()
+            .map(|p| match p.per_rank {
+                true => {
+                    next += 1;
+                    LossPart {
+                        value: mean.get(next - 1),
+                        ..p
+                    }
+                }
+                false => p,
+            })
+            .collect();
         Ok(Losses {
             total: mean.get(0),
-            head: l.head.map(|_| mean.get(1)),
-            late: l.late.map(|_| mean.get(2)),
-            co: l.co,
+            parts,
         })
     }
 

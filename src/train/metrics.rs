@@ -62,13 +62,10 @@ pub struct Record {
     pub step: u64,
     pub epoch: u64,
     pub loss: f64,
-    /// The pre-training stages' MLM parts (absent when fine-tuning).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub head_loss: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub late_loss: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub co_loss: Option<f64>,
+    /// The objective's loss parts under their keys, in its order (`head_loss`, `late_loss` and
+    /// coCondenser's `co_loss`; none when fine-tuning).
+    #[serde(flatten)]
+    pub parts: LossParts,
     pub grad_norm: f64,
     pub lr: f64,
     pub sequences_per_s: f64,
@@ -91,6 +88,56 @@ pub struct Record {
     pub eval_ndcg_at_10: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eval_recall_at_100: Option<f64>,
+}
+
+impl Record {
+    /// The loss part under `key` (`head_loss`, ...), if the record has it.
+    pub fn part(&self, key: &str) -> Option<f64> {
+        self.parts.0.iter().find(|(k, _)| k == key).map(|p| p.1)
+    }
+}
+
+/// The loss parts of a record: `<name>_loss` keys of the JSON line, kept in their order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LossParts(pub Vec<(String, f64)>);
+
+impl Serialize for LossParts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for LossParts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = LossParts;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("loss parts (`<name>_loss` numbers)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<LossParts, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    // Keys a newer version added are not parts: passed over.
+                    if k.ends_with("_loss") {
+                        parts.push((k, m.next_value::<f64>()?));
+                    } else {
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(LossParts(parts))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 pub struct MetricsFile {
@@ -200,39 +247,79 @@ pub fn eval_series(recs: &[Record]) -> Vec<crate::plot::Curve> {
     .into_iter()
     .filter(|(_, _, points)| !points.is_empty())
     .map(|(name, color, points)| crate::plot::Curve {
-        name,
+        name: name.to_string(),
         color,
         points,
     })
     .collect()
 }
 
-/// The loss lines of `condenser curves`, one per part the records hold.
+/// The loss lines of `condenser curves`: the loss, then one per part the records hold, in the
+/// objective's order (today's parts in their colours; another objective's in the palette's).
 pub fn series(recs: &[Record]) -> Vec<crate::plot::Curve> {
-    let pick = |f: fn(&Record) -> Option<f64>| {
-        recs.iter()
-            .filter_map(|r| f(r).map(|v| (r.step as f64, v)))
-            .collect::<Vec<_>>()
-    };
-    let curve = |name, color, points| crate::plot::Curve {
-        name,
-        color,
-        points,
-    };
-    let mut out = vec![
-        curve("loss", BLACK, pick(|r| Some(r.loss))),
-        curve("head MLM", BLUE, pick(|r| r.head_loss)),
-        curve("late MLM", GREEN, pick(|r| r.late_loss)),
-    ];
-    let co = pick(|r| r.co_loss);
-    if !co.is_empty() {
-        out.push(curve("contrastive", RED, co));
+    let mut keys: Vec<&str> = Vec::new();
+    for r in recs {
+        for (k, _) in &r.parts.0 {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+    }
+    let loss = recs.iter().map(|r| (r.step as f64, r.loss)).collect();
+    let mut out = vec![crate::plot::Curve {
+        name: "loss".to_string(),
+        color: BLACK,
+        points: loss,
+    }];
+    for (i, key) in keys.into_iter().enumerate() {
+        let (name, color) = match key {
+            "head_loss" => ("head MLM".to_string(), BLUE),
+            "late_loss" => ("late MLM".to_string(), GREEN),
+            "co_loss" => ("contrastive".to_string(), RED),
+            other => {
+                let (r, g, b) = Palette99::pick(i).rgb();
+                (other.to_string(), RGBColor(r, g, b))
+            }
+        };
+        let points = recs
+            .iter()
+            .filter_map(|r| r.part(key).map(|v| (r.step as f64, v)))
+            .collect();
+        out.push(crate::plot::Curve {
+            name,
+            color,
+            points,
+        });
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_parts_keep_their_keys_and_order_in_the_json_line() {
+        let line = r#"{"step":3,"epoch":0,"loss":2.5,"head_loss":1.5,"late_loss":0.75,"co_loss":0.25,"grad_norm":1.0,"lr":0.001,"sequences_per_s":1.0,"tokens_per_s":2.0,"data_wait_fraction":0.0,"skipped_docs":4,"elapsed_s":9.0}"#;
+        let r: Record = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            r.parts.0,
+            [
+                ("head_loss".to_string(), 1.5),
+                ("late_loss".to_string(), 0.75),
+                ("co_loss".to_string(), 0.25)
+            ]
+        );
+        assert_eq!(r.part("co_loss"), Some(0.25));
+        assert_eq!(r.skipped_docs, Some(4));
+        assert_eq!(serde_json::to_string(&r).unwrap(), line);
+        // A fine-tuning line: no parts; a key of a newer version is passed over.
+        let ft = r#"{"step":1,"epoch":0,"loss":1.0,"grad_norm":1.0,"lr":0.0,"sequences_per_s":1.0,"tokens_per_s":2.0,"data_wait_fraction":0.0,"elapsed_s":1.0,"new_field":[1]}"#;
+        let r: Record = serde_json::from_str(ft).unwrap();
+        assert!(r.parts.0.is_empty());
+        assert!(!serde_json::to_string(&r).unwrap().contains("_loss"));
+    }
+
     /// bench/reference/README.md: 10.71 TFLOP per Condenser step at 128 x 128 for bert-base with logits only at
     /// masked positions (15% of positions 1..126 labelled: 2,419 tokens on average).
     #[test]

@@ -7,7 +7,6 @@ pub mod checkpoint;
 pub mod collate;
 pub mod config;
 pub mod dev_eval;
-pub mod finetune;
 pub mod group;
 pub mod inputs;
 pub mod loader;

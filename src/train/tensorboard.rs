@@ -174,10 +174,14 @@ impl EventWriter {
             ("train/data_wait_fraction", r.data_wait_fraction),
             ("train/epoch", r.epoch as f64),
         ];
+        let parts: Vec<(String, f64)> = r
+            .parts
+            .0
+            .iter()
+            .map(|(k, x)| (format!("train/{k}"), *x))
+            .collect();
+        v.extend(parts.iter().map(|(tag, x)| (tag.as_str(), *x)));
         for (tag, x) in [
-            ("train/head_loss", r.head_loss),
-            ("train/late_loss", r.late_loss),
-            ("train/co_loss", r.co_loss),
             ("train/mfu", r.mfu),
             ("train/device_mem_gib", r.device_mem_gib),
             ("eval/mrr_at_10", r.eval_mrr_at_10),

@@ -11,11 +11,13 @@ use tch::{Device, Tensor};
 
 use super::checkpoint::{self, TrainerState};
 use super::config::{Stage, TrainConfig};
-use super::finetune::FinetuneObjective;
 use super::group::{self, StopVotes};
 use super::loader::{self, Cursor, Loader, LoaderSpec, Msg, RankSlice};
-use super::metrics::{MetricsFile, Record, PEAK_FLOPS};
-use super::objective::{CocondenserObjective, CondenserObjective, Objective, Work};
+use super::metrics::{LossParts, MetricsFile, Record, PEAK_FLOPS};
+use super::objective::cocondenser::CocondenserObjective;
+use super::objective::condenser::CondenserObjective;
+use super::objective::finetune::FinetuneObjective;
+use super::objective::{Objective, Work};
 use super::optim::{lr_at, AdamW};
 use super::pairs::PairSpec;
 use super::setup::{self, Data, DataArg, Setup};
@@ -350,12 +352,7 @@ pub fn train<O: Objective>(
         None => None,
     };
     let (cfg, out, total, inputs) = (s.cfg.clone(), s.out.clone(), s.total, s.inputs.clone());
-    let skipped_what = match cfg.stage {
-        Stage::Finetune => {
-            "training line(s) skipped (malformed, without a positive or a negative, or empty)"
-        }
-        _ => "document(s) with fewer than two spans skipped",
-    };
+    let skipped_what = O::SKIPPED.unwrap_or("skipped");
     let model = &s.loaded.model;
     let mut metrics = match dist.is_main() {
         true => Some(MetricsFile::open(
@@ -424,23 +421,16 @@ pub fn train<O: Objective>(
             cfg.data.batch_size,
             per_step,
             world * cfg.data.batch_size * per_step,
-            match cfg.stage {
-                Stage::Condenser => "spans",
-                Stage::Cocondenser => "documents",
-                Stage::Finetune => "queries",
-            }
+            O::UNIT
         );
     }
     log::info!(
-        "{:?} stage: {} steps of {} {} on {} (matrix work in {}), from {}",
+        "{:?} stage: {} steps of {} {}{} on {} (matrix work in {}), from {}",
         cfg.stage,
         total,
         world * cfg.data.batch_size * per_step,
-        match cfg.stage {
-            Stage::Condenser => "spans",
-            Stage::Cocondenser => "documents (2 spans each)",
-            Stage::Finetune => "queries",
-        },
+        O::UNIT,
+        O::UNIT_NOTE,
         crate::device::device_label(s.device),
         if cfg.run.precision.kind(s.device) == tch::Kind::BFloat16 {
             "bf16"
@@ -530,9 +520,12 @@ pub fn train<O: Objective>(
                 step,
                 epoch: cursor.epoch,
                 loss: l.total.double_value(&[]),
-                head_loss: l.head.as_ref().map(|t| t.double_value(&[])),
-                late_loss: l.late.as_ref().map(|t| t.double_value(&[])),
-                co_loss: l.co.as_ref().map(|c| c.double_value(&[])),
+                parts: LossParts(
+                    l.parts
+                        .iter()
+                        .map(|p| (p.key.to_string(), p.value.double_value(&[])))
+                        .collect(),
+                ),
                 grad_norm: grad_norm.double_value(&[]),
                 lr,
                 sequences_per_s: work.sequences as f64 / secs,
@@ -540,8 +533,7 @@ pub fn train<O: Objective>(
                 data_wait_fraction: wait / secs,
                 mfu: (s.device != Device::Cpu)
                     .then(|| work.flops / secs / PEAK_FLOPS / world as f64),
-                skipped_docs: (cfg.stage != Stage::Condenser)
-                    .then(|| loader.skipped_docs.load(Ordering::Relaxed)),
+                skipped_docs: O::SKIPPED.map(|_| loader.skipped_docs.load(Ordering::Relaxed)),
                 device_mem_gib: (s.device != Device::Cpu)
                     .then(crate::device::cuda_memory_used)
                     .flatten()
@@ -737,14 +729,12 @@ impl CardData {
 
 /// The progress bar's (or log line's) summary of a metrics record.
 fn progress_message(rec: &Record) -> String {
-    let parts: Vec<String> = [
-        ("head", rec.head_loss),
-        ("late", rec.late_loss),
-        ("co", rec.co_loss),
-    ]
-    .iter()
-    .filter_map(|(name, v)| v.map(|v| format!("{name} {v:.3}")))
-    .collect();
+    let parts: Vec<String> = rec
+        .parts
+        .0
+        .iter()
+        .map(|(key, v)| format!("{} {v:.3}", key.strip_suffix("_loss").unwrap_or(key)))
+        .collect();
     let parts = match parts.is_empty() {
         true => String::new(),
         false => format!(" ({})", parts.join(", ")),

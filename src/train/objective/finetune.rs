@@ -8,12 +8,13 @@
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use super::config::LossConfig;
-use super::metrics::step_flops;
-use super::objective::{chunks, seed_dropout, DeviceBatch, Losses, Objective, Work};
-use super::pairs::PairBatch;
+use super::grad_cache::{self, Chunk};
+use super::{seed_dropout, DeviceBatch, Losses, Objective, Work};
 use crate::dist::Dist;
 use crate::model::{Condenser, Ctx};
+use crate::train::config::LossConfig;
+use crate::train::metrics::step_flops;
+use crate::train::pairs::PairBatch;
 
 /// Mean cross-entropy of `q` (Q, H) against `p` (Q·n, H): query i's target is passage i·n (its
 /// positive); every other passage of the batch is a negative.
@@ -33,14 +34,18 @@ pub struct FinetuneObjective {
 
 impl Objective for FinetuneObjective {
     type Batch = PairBatch;
+    const UNIT: &'static str = "queries";
+    const SKIPPED: Option<&'static str> =
+        Some("training line(s) skipped (malformed, without a positive or a negative, or empty)");
 
     fn micro_batches(&self) -> usize {
         1
     }
 
     fn work(&self, model: &Condenser, b: &PairBatch) -> Work {
-        let encoder =
-            |x: &super::collate::Batch| step_flops(&model.config, 0, x.rows, x.len, 0, false);
+        let encoder = |x: &crate::train::collate::Batch| {
+            step_flops(&model.config, 0, x.rows, x.len, 0, false)
+        };
         Work {
             sequences: (b.queries.rows + b.passages.rows) as u64,
             tokens: (b.queries.real_tokens + b.passages.real_tokens) as u64,
@@ -70,17 +75,12 @@ impl Objective for FinetuneObjective {
             (self.seed, step),
             dist,
         )?;
-        Ok(Losses {
-            total: loss,
-            head: None,
-            late: None,
-            co: None,
-        })
+        Ok(Losses::total(loss))
     }
 }
 
 /// One step's gradients (into .grad) and the detached loss, exact across ranks and with the gradient
-/// cache, as `objective::cocondenser_step`: the [CLS] vectors of every rank's queries and passages are
+/// cache (`grad_cache`), as `cocondenser::cocondenser_step`: the [CLS] vectors of every rank's queries and passages are
 /// gathered (rank order is batch order) and the loss is computed over them as leaves on every rank;
 /// each rank back-propagates its own rows of the gradient through its own encoder passes. With
 /// `loss.negatives_across_ranks` off nothing is gathered: the loss is this rank's queries against its
@@ -102,9 +102,8 @@ pub fn finetune_step(
     dist: &Dist,
 ) -> Result<Tensor> {
     let c = w.cache_chunk_size;
-    let (q_parts, p_parts) = (chunks(q.rows, c), chunks(p.rows, c));
-    let q_part = |i: usize| 2 * (dist.rank * q_parts.len() + i) as u64;
-    let p_part = |i: usize| 2 * (dist.rank * p_parts.len() + i) as u64 + 1;
+    let q_parts = grad_cache::split(q.rows, c, |i, k| 2 * (dist.rank * k + i) as u64);
+    let p_parts = grad_cache::split(p.rows, c, |i, k| 2 * (dist.rank * k + i) as u64 + 1);
     // Cosine: the vectors are normalised inside the graph, so the gradient goes through the norm.
     let encode = |b: &DeviceBatch| {
         w.similarity
@@ -113,34 +112,24 @@ pub fn finetune_step(
     let keep_graph = c == 0;
     // Pass 1: this rank's vectors (with their graph when there is no cache).
     let (q_live, p_live) = if keep_graph {
-        seed_dropout(seed, step, q_part(0));
+        seed_dropout(seed, step, q_parts[0].part);
         let qv = encode(q);
-        seed_dropout(seed, step, p_part(0));
+        seed_dropout(seed, step, p_parts[0].part);
         let pv = encode(p);
         (Some(qv), Some(pv))
     } else {
         (None, None)
     };
-    let chunked = |b: &DeviceBatch, parts: &[(i64, i64)], part: &dyn Fn(usize) -> u64| {
-        tch::no_grad(|| {
-            let reps: Vec<Tensor> = parts
-                .iter()
-                .enumerate()
-                .map(|(i, &(s, len))| {
-                    seed_dropout(seed, step, part(i));
-                    encode(&b.rows(s, len))
-                })
-                .collect();
-            Tensor::cat(&reps, 0)
-        })
+    let chunked = |b: &DeviceBatch, parts: &[Chunk]| {
+        grad_cache::encode_without_graph(parts, (seed, step), |c| encode(&b.rows(c.start, c.len)))
     };
     let q_local = match &q_live {
         Some(v) => v.detach(),
-        None => chunked(q, &q_parts, &q_part),
+        None => chunked(q, &q_parts),
     };
     let p_local = match &p_live {
         Some(v) => v.detach(),
-        None => chunked(p, &p_parts, &p_part),
+        None => chunked(p, &p_parts),
     };
     // Negatives across ranks: the loss over the gathered global batch, the same on every rank. Without:
     // this rank's queries against its own passages, over the world size, so the summed gradient is the
@@ -154,12 +143,9 @@ pub fn finetune_step(
         ),
         false => (q_local, p_local, 0, 1.0 / dist.world_size as f64),
     };
-    let (q_all, p_all) = (
-        q_all.detach().set_requires_grad(true),
-        p_all.detach().set_requires_grad(true),
-    );
+    let (q_all, p_all) = (grad_cache::leaf(&q_all), grad_cache::leaf(&p_all));
     let loss = retrieval_loss(&q_all, &p_all, n, w.score_divisor());
-    let mut grads = Tensor::run_backward(&[&(&loss * scale)], &[&q_all, &p_all], false, false);
+    let mut grads = grad_cache::gradients(&(&loss * scale), &[&q_all, &p_all]);
     let gp = grads
         .pop()
         .expect("two inputs")
@@ -171,18 +157,14 @@ pub fn finetune_step(
     // Pass 2: this rank's rows of the gradient through its encoder passes.
     match (q_live, p_live) {
         (Some(qv), Some(pv)) => {
-            ((qv * &gq).sum(Kind::Float) + (pv * &gp).sum(Kind::Float)).backward();
+            (grad_cache::surrogate(&gq, &qv) + grad_cache::surrogate(&gp, &pv)).backward();
         }
         _ => {
-            for (b, parts, g, part) in [
-                (q, &q_parts, &gq, &q_part as &dyn Fn(usize) -> u64),
-                (p, &p_parts, &gp, &p_part),
-            ] {
-                for (i, &(s, len)) in parts.iter().enumerate() {
-                    seed_dropout(seed, step, part(i));
-                    let v = encode(&b.rows(s, len));
-                    (v * g.narrow(0, s, len)).sum(Kind::Float).backward();
-                }
+            for (b, parts, g) in [(q, &q_parts, &gq), (p, &p_parts, &gp)] {
+                grad_cache::replay(parts, (seed, step), |c| {
+                    let v = encode(&b.rows(c.start, c.len));
+                    grad_cache::surrogate(&g.narrow(0, c.start, c.len), &v)
+                });
             }
         }
     }
