@@ -5,21 +5,14 @@
 //! nothing holds a whole input in memory. The sink decides about resume and chunking; a partition of
 //! one input is read by `read_input_part` (a byte range of a line file, else every N-th record).
 
-pub mod bgzf;
-pub mod decompress;
+pub mod decode;
 pub mod formats;
 pub mod inputs;
 pub mod lines;
-pub mod multibz;
-pub mod parallel_decode;
+pub mod partition;
 pub mod passage;
-pub mod ranges;
-pub mod stream_ranges;
-#[cfg(test)]
-mod test_data;
 pub mod wiki;
 pub mod wikitext;
-pub mod zstdframes;
 
 use std::fmt;
 
@@ -135,7 +128,7 @@ pub enum Item {
     End {
         bytes: u64,
         format: Format,
-        compression: decompress::Compression,
+        compression: decode::decompress::Compression,
     },
 }
 

@@ -76,7 +76,7 @@ enum Processed {
     End {
         bytes: u64,
         format: corpus::Format,
-        compression: corpus::decompress::Compression,
+        compression: corpus::decode::decompress::Compression,
     },
 }
 
@@ -114,7 +114,7 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
 pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     let started = Instant::now();
     let stages = Stages::default();
-    let decode_cpu_before = corpus::decompress::decode_cpu();
+    let decode_cpu_before = corpus::decode::decompress::decode_cpu();
     let tokenizer = crate::tokenizer::load(&cfg.tokenizer)?;
     log::debug!(
         "tokenizer loaded in {:.3} s",
@@ -136,7 +136,7 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     }
     // Read (and checked) before anything is written.
     let bz2_index = match &cfg.bz2_index {
-        Some(path) => Some(corpus::stream_ranges::load_index(path)?),
+        Some(path) => Some(corpus::partition::stream_ranges::load_index(path)?),
         None => None,
     };
     let owned = owned_inputs(&inputs, cfg.partition);
@@ -236,7 +236,7 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     }
 
     // Multi-stream bzip2 inputs decode on as many threads as segment (1: the serial decoder).
-    corpus::decompress::set_decode_threads(cfg.threads);
+    corpus::decode::decompress::set_decode_threads(cfg.threads);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads.max(1))
         .thread_name(|i| format!("prepare-{i}"))
@@ -384,7 +384,7 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     summary(&manifest, started.elapsed());
     stages
         .decode_cpu
-        .add(corpus::decompress::decode_cpu().saturating_sub(decode_cpu_before));
+        .add(corpus::decode::decompress::decode_cpu().saturating_sub(decode_cpu_before));
     let seconds = stages.seconds(started.elapsed());
     log::debug!("{}", seconds.line());
     Ok((manifest, seconds))

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::fs::sync_dir;
-use crate::corpus::decompress::Compression;
+use crate::corpus::decode::decompress::Compression;
 use crate::corpus::{Format, ReadOptions};
 use crate::tokenizer::SpecialIds;
 

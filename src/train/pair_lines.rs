@@ -126,7 +126,8 @@ pub fn for_each_query(
 ) -> Result<()> {
     let mut buf = Vec::new();
     for file in files {
-        let (_, mut r) = crate::corpus::decompress::open(file, Arc::new(AtomicU64::new(0)))?;
+        let (_, mut r) =
+            crate::corpus::decode::decompress::open(file, Arc::new(AtomicU64::new(0)))?;
         let mut lineno = 0u64;
         loop {
             if stop.load(Ordering::Relaxed) {

@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
 
 use super::pair_lines::{parse_line_joined, Query, SkipCounts};
-use crate::corpus::decompress::Compression;
+use crate::corpus::decode::decompress::Compression;
 use crate::corpus::lines::{read_line_capped, Line};
 use crate::rng::keyed_rng;
 
@@ -70,7 +70,8 @@ impl QueryIndex {
         let mut readable = Vec::with_capacity(files.len());
         let mut cache = None;
         for (i, f) in files.iter().enumerate() {
-            let (kind, mut r) = crate::corpus::decompress::open(f, Arc::new(AtomicU64::new(0)))?;
+            let (kind, mut r) =
+                crate::corpus::decode::decompress::open(f, Arc::new(AtomicU64::new(0)))?;
             if kind == Compression::None {
                 readable.push(f.clone());
                 continue;

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde::de::{MapAccess, Visitor};
 
-use super::decompress::{self, Compression};
+use super::decode::decompress::{self, Compression};
 use super::lines::{read_line_capped, Line};
-use super::ranges::{LineBase, LineNo};
+use super::partition::byte_ranges::{LineBase, LineNo};
 use super::{wiki, Document, Input, Item, Markup, Skip, SkipReason};
 
 /// An input format, as detected or as forced with `--format`.
@@ -114,8 +114,8 @@ pub struct Part<'a> {
 
 /// As [`read_input`], for partition `[K, N]` of the input (`None`: all of it). An uncompressed JSONL,
 /// TSV or one-document-per-line text file is cut into N byte ranges at line boundaries and only range
-/// K is read ([`super::ranges`]); a multi-stream bzip2 MediaWiki dump is cut at stream starts
-/// ([`super::stream_ranges`]); the bytes left to other partitions are added to `not_read` (for
+/// K is read ([`super::partition::byte_ranges`]); a multi-stream bzip2 MediaWiki dump is cut at stream starts
+/// ([`super::partition::stream_ranges`]); the bytes left to other partitions are added to `not_read` (for
 /// progress). Any other input is read whole and every N-th record kept, from the K-th on (a record is
 /// a document or a skip, so a skip about the whole input belongs to partition 0).
 pub fn read_input_part(
@@ -251,7 +251,7 @@ pub fn read_input_part(
             drop(reader);
             by_bytes.set(true);
             counter.store(start, Ordering::Relaxed);
-            let (mut pages, (s, e)) = super::stream_ranges::open_partition(
+            let (mut pages, (s, e)) = super::partition::stream_ranges::open_partition(
                 &input.path,
                 size,
                 [k, n],
@@ -264,7 +264,7 @@ pub fn read_input_part(
         }
         (Some(Part { k, n, .. }), Some(size), _) => {
             drop(reader);
-            let (s, e) = super::ranges::cut(size, k, n);
+            let (s, e) = super::partition::byte_ranges::cut(size, k, n);
             by_bytes.set(true);
             not_read.fetch_add(size - (e - s), Ordering::Relaxed);
             // The head read to detect the format is not this partition's (unless it is partition 0).
@@ -336,9 +336,11 @@ fn read_range(
         line: 0,
         source,
     };
-    let (inner, prev) = super::ranges::open_at(&input.path, start).map_err(failed)?;
+    let (inner, prev) =
+        super::partition::byte_ranges::open_at(&input.path, start).map_err(failed)?;
     let mut reader =
-        super::ranges::RangeReader::new(inner, start, end, prev, counter).map_err(failed)?;
+        super::partition::byte_ranges::RangeReader::new(inner, start, end, prev, counter)
+            .map_err(failed)?;
     if start == 0
         && reader
             .fill_buf()

@@ -1,4 +1,4 @@
-//! Parallel decoding of BGZF gzip (`bgzip`, htslib's blocked gzip), on [`super::parallel_decode`].
+//! Parallel decoding of BGZF gzip (`bgzip`, htslib's blocked gzip), on [`super::parallel`].
 //!
 //! Every BGZF member's header carries an extra field with the subfield `BC` whose value is the
 //! member's length minus one, so member boundaries are read off the headers without inflating. A
@@ -7,7 +7,7 @@
 
 use std::io::{self, BufRead, Read};
 
-use super::parallel_decode::{Cut, Framing, ParallelDecoder};
+use super::parallel::{Cut, Framing, ParallelDecoder};
 
 /// The decoded bytes of a BGZF input, decoded by `threads` threads.
 pub type ParallelBgzf = ParallelDecoder<BgzfMembers>;
@@ -90,7 +90,7 @@ impl Framing for BgzfMembers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::test_data::*;
+    use crate::corpus::decode::test_data::*;
     use std::io::Write;
 
     /// A BGZF file: members of up to 60 000 bytes of text (some empty), then the empty EOF member.

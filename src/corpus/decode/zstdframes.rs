@@ -1,5 +1,5 @@
 //! Parallel decoding of multi-frame zstd (`pzstd`, the seekable format, concatenated files), on
-//! [`super::parallel_decode`].
+//! [`super::parallel`].
 //!
 //! Frame boundaries are found without decoding by walking headers (RFC 8878): a frame header gives
 //! the header's length, then each block's 3-byte header gives its compressed length, the last block
@@ -9,7 +9,7 @@
 
 use std::io::{self, BufRead, Read};
 
-use super::parallel_decode::{Cut, Framing, ParallelDecoder};
+use super::parallel::{Cut, Framing, ParallelDecoder};
 
 /// The decoded bytes of a multi-frame zstd input, decoded by `threads` threads.
 pub type ParallelZstd = ParallelDecoder<ZstdFrames>;
@@ -223,7 +223,7 @@ pub fn multi_frame_lookahead(raw: &mut dyn BufRead) -> io::Result<(Vec<u8>, bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::test_data::*;
+    use crate::corpus::decode::test_data::*;
 
     fn skippable(payload: &[u8], n: u8) -> Vec<u8> {
         let mut f = (0x184D_2A50u32 + u32::from(n)).to_le_bytes().to_vec();

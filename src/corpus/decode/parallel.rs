@@ -270,7 +270,7 @@ impl<F: Framing> BufRead for ParallelDecoder<F> {
 
 impl<F: Framing> Read for ParallelDecoder<F> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        super::lines::read_from_buffer(self, out)
+        crate::corpus::lines::read_from_buffer(self, out)
     }
 }
 

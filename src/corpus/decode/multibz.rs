@@ -1,5 +1,5 @@
 //! Parallel decoding of multi-stream bzip2 (Wikipedia's `pages-articles-multistream` dumps: about 100
-//! pages per bzip2 stream, the streams concatenated), on [`super::parallel_decode`].
+//! pages per bzip2 stream, the streams concatenated), on [`super::parallel`].
 //!
 //! A new stream starts at a byte boundary with `BZh1`..`BZh9` followed by a block magic
 //! (`0x314159265359`) or, for an empty stream, the end-of-stream magic (`0x177245385090`): 10 bytes
@@ -9,9 +9,9 @@
 
 use std::io::{self, BufRead, Read};
 
-use super::parallel_decode::{Cut, Framing, ParallelDecoder};
+use super::parallel::{Cut, Framing, ParallelDecoder};
 
-pub use super::parallel_decode::GROUP_BYTES;
+pub use super::parallel::GROUP_BYTES;
 
 const BLOCK_MAGIC: [u8; 6] = [0x31, 0x41, 0x59, 0x26, 0x53, 0x59];
 const EOS_MAGIC: [u8; 6] = [0x17, 0x72, 0x45, 0x38, 0x50, 0x90];
@@ -73,7 +73,7 @@ impl Framing for Bz2Streams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::test_data::*;
+    use crate::corpus::decode::test_data::*;
 
     /// Many streams (some empty, some large), grouped small so that groups cut between many of them.
     fn dump() -> (Vec<u8>, Vec<u8>) {

@@ -3,7 +3,7 @@
 //! bytes `[size*K/N, size*(K+1)/N)` of the compressed file.
 //!
 //! The cuts move forward to the next stream start, found by scanning the compressed bytes for a stream
-//! header (see [`super::multibz::stream_starts_at`]) or read from the dump's `-index.txt.bz2`
+//! header (see [`crate::corpus::decode::multibz::stream_starts_at`]) or read from the dump's `-index.txt.bz2`
 //! (`--index`). The rule, as for line files: **a page belongs to the partition whose streams hold the
 //! first byte of its `<page>` tag.** So partition K (K > 0) drops the decoded bytes before its first
 //! `<page>` (the tail of a page that began earlier), and reads on into the next partition's streams to
@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use super::decompress;
-use super::multibz::stream_starts_at;
+use crate::corpus::decode::decompress;
+use crate::corpus::decode::multibz::stream_starts_at;
 
 /// The compressed bytes `[start, end)` of partition `k` of `n`: both cuts at stream starts.
 pub fn stream_cut(
@@ -30,7 +30,7 @@ pub fn stream_cut(
     [k, n]: [u32; 2],
     index: Option<&[u64]>,
 ) -> Result<(u64, u64)> {
-    let (s, e) = super::ranges::cut(size, k, n);
+    let (s, e) = super::byte_ranges::cut(size, k, n);
     let at = |pos: u64| -> Result<u64> {
         match index {
             Some(offsets) => {
@@ -190,7 +190,7 @@ impl BufRead for FromOffset {
 
 impl Read for FromOffset {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        super::lines::read_from_buffer(self, out)
+        crate::corpus::lines::read_from_buffer(self, out)
     }
 }
 
@@ -339,7 +339,7 @@ impl BufRead for PageRange {
 
 impl Read for PageRange {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        super::lines::read_from_buffer(self, out)
+        crate::corpus::lines::read_from_buffer(self, out)
     }
 }
 
@@ -372,7 +372,7 @@ pub fn open_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::test_data::*;
+    use crate::corpus::decode::test_data::*;
 
     /// A dump whose streams cut pages anywhere (not only between them), to check the rule.
     fn awkward_dump(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {

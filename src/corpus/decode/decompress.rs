@@ -4,7 +4,7 @@
 //! frames and xz streams likewise, so a file of several concatenated streams reads whole. With
 //! several decoding threads, an input of pieces whose boundaries can be found without decoding
 //! (multi-stream bzip2, multi-frame zstd, BGZF gzip) decodes in parallel, in order
-//! (`parallel_decode`); any other keeps the serial decoder.
+//! (`parallel`); any other keeps the serial decoder.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -79,7 +79,7 @@ fn fast_codec_decoders(threads: usize) -> usize {
 }
 
 /// The parallel decoders' CPU time (counted where they run).
-pub use super::parallel_decode::{add_decode_cpu, decode_cpu};
+pub use super::parallel::{add_decode_cpu, decode_cpu};
 
 /// Wraps a raw byte source in the decoder its magic bytes call for, counting raw bytes into `counter`.
 pub fn decoded(
@@ -208,7 +208,7 @@ pub fn unpeek(head: Vec<u8>, rest: Box<dyn BufRead + Send>) -> Box<dyn BufRead +
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::test_data::*;
+    use crate::corpus::decode::test_data::*;
     use std::io::Write;
 
     fn roundtrip(data: &[u8]) -> Vec<(Compression, Vec<u8>)> {

@@ -112,7 +112,7 @@ impl<R: BufRead> BufRead for RangeReader<R> {
 
 impl<R: BufRead> Read for RangeReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        super::lines::read_from_buffer(self, out)
+        crate::corpus::lines::read_from_buffer(self, out)
     }
 }
 

@@ -54,7 +54,7 @@ type Decoded = (Vec<u8>, Option<std::io::Error>);
 /// A parallel decoder (`parallel`) on `raw` cut at two thirds: an error naming the `piece` kind and
 /// the cut's offset, and every piece wholly before the cut (as framing `F` finds them) decoded to the
 /// same bytes as the serial decoder (`serial`) gives.
-pub fn check_truncated<F: super::parallel_decode::Framing + Default>(
+pub fn check_truncated<F: super::parallel::Framing + Default>(
     raw: &[u8],
     piece: &str,
     parallel: impl Fn(Vec<u8>) -> Decoded,
@@ -72,7 +72,7 @@ pub fn check_truncated<F: super::parallel_decode::Framing + Default>(
     assert!(serial_err.is_some());
     let mut framing = F::default();
     let mut whole = 0;
-    while let super::parallel_decode::Cut::At(i) = framing.cut(&raw[whole..cut], 1) {
+    while let super::parallel::Cut::At(i) = framing.cut(&raw[whole..cut], 1) {
         whole += i;
     }
     let (complete, _) = serial(&raw[..whole]);

@@ -1,0 +1,11 @@
+//! Compressed inputs: `decompress` detects the compression from the magic bytes and picks a decoder;
+//! the blocked formats (BGZF, multi-stream bzip2, multi-frame zstd) decode on several threads through
+//! `parallel` (splitter -> decoder threads -> in-order reader), each telling where its pieces end.
+
+pub mod bgzf;
+pub mod decompress;
+pub mod multibz;
+pub mod parallel;
+#[cfg(test)]
+pub(crate) mod test_data;
+pub mod zstdframes;
