@@ -15,37 +15,24 @@ use condenser::train::objective::DeviceBatch;
 use tch::{Device, Kind, Tensor};
 
 /// Gradient cache with dropout on: the gradients equal those of the whole batch's objective computed in
-/// one graph with the same dropout masks (fp32, |difference| <= 1e-6 + 1e-4 |reference|).
+/// one graph with the same dropout masks (fp32, |difference| <= 1e-6 + 1e-4 |reference|), for padded
+/// batches and for packed ones (`run.unpad`), whose chunks replay their dropout the same way. One test
+/// for both layouts: two tests would run on two threads and reseed each other's generator.
 #[test]
 fn gradient_cache_equals_full_batch_gradients() {
+    for unpad in [false, true] {
+        gradient_cache_equals_full_batch_gradients_in(unpad);
+    }
+}
+
+fn gradient_cache_equals_full_batch_gradients_in(unpad: bool) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-condenser/model");
     let load = || hf::load(&fixture, Device::Cpu, HeadConfig::default(), 0).unwrap();
     let ctx = Ctx::train(Kind::Float);
     // 2B = 10 rows (5 documents), length 12, rows 3 and 4 padded, about 30% of positions labelled.
-    let mut rng = Lcg(3);
     let (rows, len) = (10usize, 12usize);
-    let mut b = condenser::train::collate::Batch {
-        rows,
-        len,
-        input_ids: vec![0; rows * len],
-        attention_mask: vec![0; rows * len],
-        labels: vec![-100; rows * len],
-        real_tokens: 0,
-    };
-    for r in 0..rows {
-        let n = if r == 3 || r == 4 { 9 } else { len };
-        for t in 0..n {
-            let at = r * len + t;
-            b.input_ids[at] = 5 + rng.below(94) as i64;
-            b.attention_mask[at] = 1;
-            if t > 0 && rng.below(10) < 3 {
-                b.labels[at] = b.input_ids[at];
-                b.input_ids[at] = 4;
-            }
-        }
-        b.real_tokens += n;
-    }
-    let batch = DeviceBatch::new(&b, Device::Cpu);
+    let b = masked_batch(rows, len, &[12, 12, 12, 9, 9, 12, 12, 12, 12, 12], true, 3);
+    let batch = DeviceBatch::with_layout(&b, Device::Cpu, unpad);
     let w = LossConfig {
         head_weight: 1.0,
         late_weight: 1.0,
@@ -99,7 +86,7 @@ fn gradient_cache_equals_full_batch_gradients() {
         let excess = (d - bound).max().double_value(&[]);
         assert!(
             excess <= 0.0,
-            "{k}: gradient-cache gradient differs beyond tolerance by {excess:e}"
+            "{k}: gradient-cache gradient differs beyond tolerance by {excess:e} (unpad {unpad})"
         );
     }
     // Dropout is really on: other masks give clearly other gradients.
@@ -112,5 +99,5 @@ fn gradient_cache_equals_full_batch_gradients() {
         moved > 1e-3,
         "dropout had no effect ({moved:e}); the test would prove nothing"
     );
-    eprintln!("gradient cache vs full batch: within tolerance (largest absolute difference {worst:e}); other masks move grads by {moved:e}");
+    eprintln!("unpad {unpad}: gradient cache vs full batch: within tolerance (largest absolute difference {worst:e}); other masks move grads by {moved:e}");
 }

@@ -53,9 +53,7 @@ fn forward_matches_transformers_within_1e_5() {
     let (ids, mask, labels) = (&e["input_ids"], &e["attention_mask"], &e["labels"]);
     let hs = tch::no_grad(|| {
         let mask_sdpa = Mask::detect(mask);
-        m.model
-            .bert
-            .forward(ids, mask_sdpa.as_ref(), &[0, 1, 2, 3, 4], ctx)
+        m.model.bert.forward(ids, &mask_sdpa, &[0, 1, 2, 3, 4], ctx)
     });
     for (i, h) in hs {
         let d = max_diff(&h, &e[&format!("hidden_{i}")]);
@@ -476,7 +474,7 @@ fn residual_stream_is_fp32_by_default_and_bf16_on_request() {
         })
         .collect();
     let ids = Tensor::from_slice(&ids).view([4, 48]);
-    let last = |ctx: Ctx| tch::no_grad(|| m.model.states(&ids, &Mask(None), ctx).0);
+    let last = |ctx: Ctx| tch::no_grad(|| m.model.states(&ids, &Mask::none(), ctx).0);
     let full = last(Ctx::eval(Kind::Float));
     let fp32_residual = last(Ctx::eval(Kind::BFloat16));
     let bf16_residual = last(Ctx::eval(Kind::BFloat16).with_residual(Kind::BFloat16));

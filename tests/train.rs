@@ -89,6 +89,15 @@ fn resume_is_bit_identical_for_both_stages() {
                 "loss.cache_chunk_size=3",
             ],
         ),
+        (
+            "cocondenser-unpadded",
+            vec![
+                "stage=cocondenser",
+                "data.batch_size=4",
+                "loss.cache_chunk_size=3",
+                "run.unpad=true",
+            ],
+        ),
     ] {
         let straight = dir.path().join(format!("{stage}-straight"));
         let split = dir.path().join(format!("{stage}-split"));

@@ -99,6 +99,7 @@ fn train_curve(
         seed: 0,
         grad_accum: 1,
         device,
+        unpad: false,
     };
     let single = crate::dist::Dist::single();
     let mut losses = Vec::with_capacity(data.len());
@@ -193,6 +194,7 @@ fn gradient_cache(args: &BenchNumericsArgs, device: Device, kind: Kind) -> Resul
         ctx,
         seed,
         device,
+        unpad: false,
     };
     let cached_loss = objective
         .step(

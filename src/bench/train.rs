@@ -83,6 +83,10 @@ pub struct BenchTrainArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub cudnn_attention: bool,
+    /// Pack each batch's real tokens into one row, no padding (`run.unpad`); --breakdown keeps the
+    /// padded forward.
+    #[arg(long)]
+    pub unpad: bool,
     /// With --data: pad each batch to a multiple of this length (`data.pad_to_multiple_of`; 1 = the
     /// longest row), so length-grouped batches come in fewer shapes.
     #[arg(
@@ -356,6 +360,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
                 seed: 0,
                 grad_accum: 1,
                 device,
+                unpad: args.unpad,
             };
             Box::new(move |b, step| o.step(m, std::slice::from_ref(b), step, &single))
         }
@@ -365,6 +370,7 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
                 ctx,
                 seed: 0,
                 device,
+                unpad: args.unpad,
             };
             Box::new(move |b, step| o.step(m, std::slice::from_ref(b), step, &single))
         }

@@ -139,11 +139,18 @@ impl BertEmbeddings {
         }
     }
 
-    /// input_ids: (B, T). No token type ids are passed (the reference uses zeros); positions 0..T-1.
-    pub fn forward(&self, input_ids: &Tensor, ctx: Ctx) -> Tensor {
+    /// input_ids: (B, T). No token type ids are passed (the reference uses zeros); positions 0..T-1,
+    /// or each token's own position in its sequence when packed.
+    pub fn forward(&self, input_ids: &Tensor, mask: &Mask, ctx: Ctx) -> Tensor {
         let (_b, t) = input_ids.size2().expect("input_ids is (B, T)");
         let words = Tensor::embedding(&self.word_embeddings, input_ids, -1, false, false); // (B, T, H)
-        let positions = self.position_embeddings.narrow(0, 0, t); // (T, H)
+        let positions = match mask {
+            Mask::Packed(p) => self
+                .position_embeddings
+                .index_select(0, &p.positions)
+                .unsqueeze(0), // (1, T, H)
+            Mask::Dense(_) => self.position_embeddings.narrow(0, 0, t), // (T, H)
+        };
         let types = self.token_type_embeddings.get(0); // (H)
         let x = words + positions + types;
         self.layer_norm
@@ -152,14 +159,53 @@ impl BertEmbeddings {
     }
 }
 
-/// The attention mask in the form SDPA takes: none when nothing is padded (so the fused kernels can be
-/// chosen), else a boolean (B, 1, 1, T) mask, true where a key may be attended to.
-pub struct Mask(pub Option<Tensor>);
+/// Which tokens attend to which. `Dense`: (B, T) rows, with the mask in the form SDPA takes: none
+/// when nothing is padded (so the fused kernels can be chosen), else a boolean (B, 1, 1, T) mask, true
+/// where a key may be attended to. `Packed`: the batch's real tokens in one row (1, T), no padding at
+/// all; each sequence attends within itself (`run.unpad`).
+pub enum Mask {
+    Dense(Option<Tensor>),
+    Packed(Packing),
+}
+
+/// Where the sequences of a packed row lie.
+pub struct Packing {
+    /// Sequence boundaries in the row, [0, l0, l0 + l1, ...] (on the host: no sync to cut by them).
+    pub cu_seqlens: Vec<i64>,
+    /// Each token's position in its own sequence, (T) int64 on the device.
+    pub positions: Tensor,
+    /// Where each sequence starts (its [CLS]), (B) int64 on the device.
+    pub starts: Tensor,
+}
+
+impl Packing {
+    /// The packing of sequences of these lengths (`device`: where the index tensors go).
+    pub fn of_lengths(lens: &[usize], device: tch::Device) -> Self {
+        let mut cu = Vec::with_capacity(lens.len() + 1);
+        cu.push(0i64);
+        let mut positions = Vec::with_capacity(lens.iter().sum());
+        for &l in lens {
+            cu.push(cu.last().expect("starts with 0") + l as i64);
+            positions.extend(0..l as i64);
+        }
+        let starts = cu[..lens.len()].to_vec();
+        Packing {
+            positions: crate::device::upload(Tensor::from_slice(&positions), device),
+            starts: crate::device::upload(Tensor::from_slice(&starts), device),
+            cu_seqlens: cu,
+        }
+    }
+}
 
 impl Mask {
+    /// Nothing padded: every token of every row attends to its whole row.
+    pub fn none() -> Self {
+        Mask::Dense(None)
+    }
+
     /// From a (B, T) 0/1 mask whose padding the caller knows from the host batch: no device sync.
     pub fn known(attention_mask: &Tensor, padded: bool) -> Self {
-        Mask(padded.then(|| attention_mask.ne(0).unsqueeze(1).unsqueeze(1)))
+        Mask::Dense(padded.then(|| attention_mask.ne(0).unsqueeze(1).unsqueeze(1)))
     }
 
     /// From a (B, T) mask alone: asks the device whether anything is padded (a host sync).
@@ -168,8 +214,41 @@ impl Mask {
         Self::known(attention_mask, padded)
     }
 
-    pub fn as_ref(&self) -> Option<&Tensor> {
-        self.0.as_ref()
+    /// Each sequence's [CLS] vector of `hidden` (B, T, H) or packed (1, T, H): (B, H), a view when
+    /// dense.
+    pub fn cls_rows(&self, hidden: &Tensor) -> Tensor {
+        match self {
+            Mask::Dense(_) => hidden.select(1, 0),
+            Mask::Packed(p) => hidden.select(0, 0).index_select(0, &p.starts),
+        }
+    }
+}
+
+/// Scaled dot-product attention of q, k, v (B, nh, T, d) under `mask`. Packed: each sequence's slice
+/// of the row attends within itself (on every device for now: the CUDA path through FlashAttention's
+/// variable-length kernel is issue 27's GPU part).
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, dropout: f64) -> Tensor {
+    let sdpa = |q: &Tensor, k: &Tensor, v: &Tensor, m: Option<&Tensor>| {
+        Tensor::scaled_dot_product_attention(q, k, v, m, dropout, false, None::<f64>, false)
+    };
+    match mask {
+        Mask::Dense(m) => sdpa(q, k, v, m.as_ref()),
+        Mask::Packed(p) => {
+            let parts: Vec<Tensor> = p
+                .cu_seqlens
+                .windows(2)
+                .map(|w| {
+                    let (s, n) = (w[0], w[1] - w[0]);
+                    sdpa(
+                        &q.narrow(2, s, n),
+                        &k.narrow(2, s, n),
+                        &v.narrow(2, s, n),
+                        None,
+                    )
+                })
+                .collect();
+            Tensor::cat(&parts, 2)
+        }
     }
 }
 
@@ -215,8 +294,8 @@ impl BertLayer {
         }
     }
 
-    /// x: (B, T, H); mask from [`Mask`].
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, ctx: Ctx) -> Tensor {
+    /// x: (B, T, H), or (1, T, H) packed; mask from [`Mask`].
+    pub fn forward(&self, x: &Tensor, mask: &Mask, ctx: Ctx) -> Tensor {
         let (b, t, h) = x.size3().expect("hidden states are (B, T, H)");
         let a = &self.attention;
         let d = h / a.heads;
@@ -225,16 +304,7 @@ impl BertLayer {
         let k = split(a.key.forward(x, ctx));
         let v = split(a.value.forward(x, ctx));
         let dropout = if ctx.train { a.dropout } else { 0.0 };
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            mask,
-            dropout,
-            false,
-            None::<f64>,
-            false,
-        );
+        let y = attention(&q, &k, &v, mask, dropout);
         let y = y.transpose(1, 2).contiguous().view([b, t, h]); // (B, T, H)
         let y = self
             .attention_output
@@ -273,11 +343,11 @@ impl BertModel {
     pub fn forward(
         &self,
         input_ids: &Tensor,
-        mask: Option<&Tensor>,
+        mask: &Mask,
         keep: &[usize],
         ctx: Ctx,
     ) -> Vec<(usize, Tensor)> {
-        let mut x = self.embeddings.forward(input_ids, ctx);
+        let mut x = self.embeddings.forward(input_ids, mask, ctx);
         let mut kept = Vec::new();
         if keep.contains(&0) {
             kept.push((0, x.shallow_clone()));
@@ -292,7 +362,7 @@ impl BertModel {
     }
 
     /// The last layer's output (B, T, H).
-    pub fn last_hidden(&self, input_ids: &Tensor, mask: Option<&Tensor>, ctx: Ctx) -> Tensor {
+    pub fn last_hidden(&self, input_ids: &Tensor, mask: &Mask, ctx: Ctx) -> Tensor {
         let n = self.layers.len();
         self.forward(input_ids, mask, &[n], ctx)
             .pop()

@@ -117,9 +117,7 @@ impl Condenser {
     /// would keep the whole (B, T, H) last layer alive while the caller holds it, and the gradient
     /// cache holds every chunk's until the last (memory would grow with 2B instead of the chunk).
     pub fn cls(&self, input_ids: &Tensor, mask: &Mask, ctx: Ctx) -> Tensor {
-        self.bert
-            .last_hidden(input_ids, mask.as_ref(), ctx)
-            .select(1, 0)
+        mask.cls_rows(&self.bert.last_hidden(input_ids, mask, ctx))
             .contiguous()
     }
 
@@ -135,12 +133,13 @@ impl Condenser {
         logits.cross_entropy_loss::<Tensor>(&labels.targets, None, tch::Reduction::Mean, -100, 0.0)
     }
 
-    /// Backbone and head without losses: (last layer (B, T, H), head output (B, T, H)).
+    /// Backbone and head without losses: (last layer (B, T, H), head output (B, T, H)); (1, T, H) each
+    /// when packed.
     pub fn states(&self, input_ids: &Tensor, mask: &Mask, ctx: Ctx) -> (Tensor, Tensor) {
         let last_layer = self.bert.layers.len();
         let mut hs = self.bert.forward(
             input_ids,
-            mask.as_ref(),
+            mask,
             &[self.head_config.skip_from, last_layer],
             ctx,
         );
@@ -149,11 +148,17 @@ impl Condenser {
             .pop()
             .map(|(_, t)| t)
             .unwrap_or_else(|| last.shallow_clone()); // skip_from == last
-        let t = last.size()[1];
-        // Head input: the late [CLS] followed by the early layer's positions 1..T (same length T).
-        let mut x = Tensor::cat(&[last.narrow(1, 0, 1), early.narrow(1, 1, t - 1)], 1);
+                                                      // Head input: the late [CLS] followed by the early layer's positions 1..T (same length T);
+                                                      // packed, each sequence's first token is its late [CLS].
+        let mut x = match mask {
+            Mask::Dense(_) => {
+                let t = last.size()[1];
+                Tensor::cat(&[last.narrow(1, 0, 1), early.narrow(1, 1, t - 1)], 1)
+            }
+            Mask::Packed(p) => early.index_copy(1, &p.starts, &last.index_select(1, &p.starts)),
+        };
         for layer in &self.c_head {
-            x = layer.forward(&x, mask.as_ref(), ctx);
+            x = layer.forward(&x, mask, ctx);
         }
         (last, x)
     }
@@ -178,7 +183,7 @@ impl Condenser {
             loss,
             head_loss,
             late_loss,
-            cls: last.select(1, 0).to_kind(Kind::Float),
+            cls: mask.cls_rows(&last).to_kind(Kind::Float),
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod hf;
 pub mod retriever;
 
 pub use bert::Ctx;
-pub use bert::Mask;
+pub use bert::{Mask, Packing};
 pub use condenser::{Condenser, CondenserOutput, HeadConfig, Labels};
 pub use config::BertConfig;
 

@@ -211,6 +211,12 @@ pub struct RunConfig {
     /// memory-efficient attention only, which plan nothing per batch shape.
     #[serde(default = "yes")]
     pub cudnn_attention: bool,
+    /// Pack each batch's real tokens into one row, no padding (each sequence attends within itself),
+    /// instead of padding every row to the batch's longest. The same losses within float rounding; on
+    /// the CPU each sequence's attention runs apart. Not faster yet: the CUDA kernel for packed
+    /// attention is to come (issue 27's GPU part), so the default stays false.
+    #[serde(default)]
+    pub unpad: bool,
 }
 
 fn one() -> usize {
@@ -277,6 +283,7 @@ impl Default for TrainConfig {
                 precision: crate::model::Precision::Auto,
                 residual: crate::model::Residual::Fp32,
                 cudnn_attention: true,
+                unpad: false,
             },
         }
     }

@@ -213,7 +213,7 @@ impl Join<'_> {
             world: dist.world_size,
             per_rank: s.micro_batches(),
         };
-        let (loss, seed) = (s.cfg.loss.clone(), s.cfg.run.seed);
+        let (loss, seed, unpad) = (s.cfg.loss.clone(), s.cfg.run.seed, s.cfg.run.unpad);
         let mut extras = Extras {
             card: CardData::of(s.data.as_ref()),
             dev: match &self.dev {
@@ -244,6 +244,7 @@ impl Join<'_> {
                             seed,
                             grad_accum,
                             device,
+                            unpad,
                         };
                         train(s, objective, loader, &dist, &mut extras)
                     }
@@ -254,6 +255,7 @@ impl Join<'_> {
                             ctx,
                             seed,
                             device,
+                            unpad,
                         },
                         loader,
                         &dist,
@@ -280,6 +282,7 @@ impl Join<'_> {
                     ctx,
                     seed,
                     device,
+                    unpad,
                 };
                 train(s, objective, loader, &dist, &mut extras)
             }

@@ -110,6 +110,42 @@ impl Lcg {
     }
 }
 
+/// A collated batch of `rows` rows padded to `len`, row r holding `lens[r % lens.len()]` random ids of
+/// the tiny vocabulary; with `mlm`, about 30% of the positions after [CLS] masked ([MASK] = 4) and
+/// labelled.
+#[allow(dead_code)] // not every test binary builds batches
+pub fn masked_batch(
+    rows: usize,
+    len: usize,
+    lens: &[usize],
+    mlm: bool,
+    seed: u64,
+) -> condenser::train::collate::Batch {
+    let mut rng = Lcg(seed);
+    let mut b = condenser::train::collate::Batch {
+        rows,
+        len,
+        input_ids: vec![0; rows * len],
+        attention_mask: vec![0; rows * len],
+        labels: vec![-100; rows * len],
+        real_tokens: 0,
+    };
+    for r in 0..rows {
+        let n = lens[r % lens.len()];
+        for t in 0..n {
+            let at = r * len + t;
+            b.input_ids[at] = 5 + rng.below(94) as i64;
+            b.attention_mask[at] = 1;
+            if mlm && t > 0 && rng.below(10) < 3 {
+                b.labels[at] = b.input_ids[at];
+                b.input_ids[at] = 4;
+            }
+        }
+        b.real_tokens += n;
+    }
+    b
+}
+
 /// One document of `sentences` English-like sentences.
 pub fn document(rng: &mut Lcg, sentences: usize) -> String {
     let mut out = String::new();

@@ -18,6 +18,8 @@ pub struct CocondenserObjective {
     pub ctx: Ctx,
     pub seed: u64,
     pub device: Device,
+    /// Packed batches (`run.unpad`).
+    pub unpad: bool,
 }
 
 impl Objective for CocondenserObjective {
@@ -44,7 +46,7 @@ impl Objective for CocondenserObjective {
         let [batch] = batches else {
             anyhow::bail!("a coCondenser step takes one batch, not {}", batches.len());
         };
-        let b = DeviceBatch::new(batch, self.device);
+        let b = DeviceBatch::with_layout(batch, self.device, self.unpad);
         cocondenser_step(model, &b, &self.loss, self.ctx, self.seed, step, dist)
     }
 }

@@ -16,6 +16,8 @@ pub struct CondenserObjective {
     pub seed: u64,
     pub grad_accum: usize,
     pub device: Device,
+    /// Packed batches (`run.unpad`).
+    pub unpad: bool,
 }
 
 impl Objective for CondenserObjective {
@@ -43,7 +45,7 @@ impl Objective for CondenserObjective {
         let first_part = (dist.rank * batches.len()) as u64;
         let mut acc: Option<Losses> = None;
         for (k, batch) in batches.iter().enumerate() {
-            let b = DeviceBatch::new(batch, self.device);
+            let b = DeviceBatch::with_layout(batch, self.device, self.unpad);
             seed_dropout(self.seed, step, first_part + k as u64);
             let l = condenser_micro(model, &b, &self.loss, self.ctx, scale);
             acc = Some(match acc {

@@ -30,6 +30,8 @@ pub struct FinetuneObjective {
     pub ctx: Ctx,
     pub seed: u64,
     pub device: Device,
+    /// Packed batches (`run.unpad`).
+    pub unpad: bool,
 }
 
 impl Objective for FinetuneObjective {
@@ -63,8 +65,8 @@ impl Objective for FinetuneObjective {
         let [batch] = batches else {
             anyhow::bail!("a fine-tuning step takes one batch, not {}", batches.len());
         };
-        let q = DeviceBatch::new(&batch.queries, self.device);
-        let p = DeviceBatch::new(&batch.passages, self.device);
+        let q = DeviceBatch::with_layout(&batch.queries, self.device, self.unpad);
+        let p = DeviceBatch::with_layout(&batch.passages, self.device, self.unpad);
         let loss = finetune_step(
             model,
             &q,

@@ -19,13 +19,16 @@ use tch::{Device, Tensor};
 use super::collate::Batch;
 use super::metrics::batch_flops;
 use crate::dist::Dist;
-use crate::model::{Condenser, Labels, Mask};
+use crate::model::{Condenser, Labels, Mask, Packing};
 use crate::rng::stable_hash;
 
 /// A batch on the device, with the host facts (row lengths, labels) that spare the device a sync.
+/// Dense: (B, L) rows padded to the longest. Packed (`run.unpad`): the rows' real tokens in one
+/// (1, T) row, no padding; each sequence attends within itself (`model::Mask::Packed`).
 pub struct DeviceBatch {
     pub input_ids: Tensor,
-    pub attention_mask: Tensor,
+    /// (B, L) 0/1; None when packed.
+    attention_mask: Option<Tensor>,
     pub rows: i64,
     len: usize,
     row_lens: Vec<usize>,
@@ -34,17 +37,38 @@ pub struct DeviceBatch {
 }
 
 impl DeviceBatch {
+    /// The batch as dense rows.
     pub fn new(b: &Batch, device: Device) -> Self {
+        Self::with_layout(b, device, false)
+    }
+
+    /// The batch as dense rows, or packed when `unpad`.
+    pub fn with_layout(b: &Batch, device: Device, unpad: bool) -> Self {
         let shape = [b.rows as i64, b.len as i64];
         let put = |v: &[i64]| crate::device::upload(Tensor::from_slice(v).view(shape), device);
-        let row_lens = b
+        // Real tokens come first in each row (the collators pad at the end).
+        let row_lens: Vec<usize> = b
             .attention_mask
             .chunks(b.len)
             .map(|r| r.iter().filter(|&&m| m != 0).count())
             .collect();
+        let (input_ids, attention_mask) = match unpad {
+            true => {
+                let ids: Vec<i64> = b
+                    .input_ids
+                    .chunks(b.len)
+                    .zip(&row_lens)
+                    .flat_map(|(r, &n)| r[..n].iter().copied())
+                    .collect();
+                let n = ids.len() as i64;
+                let ids = crate::device::upload(Tensor::from_slice(&ids).view([1, n]), device);
+                (ids, None)
+            }
+            false => (put(&b.input_ids), Some(put(&b.attention_mask))),
+        };
         DeviceBatch {
-            input_ids: put(&b.input_ids),
-            attention_mask: put(&b.attention_mask),
+            input_ids,
+            attention_mask,
             rows: b.rows as i64,
             len: b.len,
             row_lens,
@@ -53,34 +77,60 @@ impl DeviceBatch {
         }
     }
 
+    fn packed(&self) -> bool {
+        self.attention_mask.is_none()
+    }
+
     /// Rows `start .. start + n` (a gradient-cache chunk).
     pub fn rows(&self, start: i64, n: i64) -> DeviceBatch {
+        let (s, e) = (start as usize, (start + n) as usize);
+        let input_ids = match &self.attention_mask {
+            Some(_) => self.input_ids.narrow(0, start, n),
+            None => {
+                let offset: usize = self.row_lens[..s].iter().sum();
+                let count: usize = self.row_lens[s..e].iter().sum();
+                self.input_ids.narrow(1, offset as i64, count as i64)
+            }
+        };
         DeviceBatch {
-            input_ids: self.input_ids.narrow(0, start, n),
-            attention_mask: self.attention_mask.narrow(0, start, n),
+            input_ids,
+            attention_mask: self.attention_mask.as_ref().map(|m| m.narrow(0, start, n)),
             rows: n,
             len: self.len,
-            row_lens: self.row_lens[start as usize..(start + n) as usize].to_vec(),
+            row_lens: self.row_lens[s..e].to_vec(),
             host_labels: self.host_labels.clone(),
-            first_row: self.first_row + start as usize,
+            first_row: self.first_row + s,
         }
     }
 
-    /// The attention mask, padding known from the host.
+    /// How the tokens attend: dense with the padding known from the host, or packed.
     pub fn mask(&self) -> Mask {
-        Mask::known(
-            &self.attention_mask,
-            self.row_lens.iter().any(|&l| l < self.len),
-        )
+        match &self.attention_mask {
+            Some(m) => Mask::known(m, self.row_lens.iter().any(|&l| l < self.len)),
+            None => Mask::Packed(Packing::of_lengths(&self.row_lens, self.input_ids.device())),
+        }
     }
 
-    /// This batch's labels as positions and targets, from the host copy.
+    /// This batch's labels as positions and targets, from the host copy (positions into the packed
+    /// row when packed: the same labels in the same order).
     pub fn labels(&self) -> Labels {
         let (a, b) = (
             self.first_row * self.len,
             (self.first_row + self.rows as usize) * self.len,
         );
-        Labels::from_host(&self.host_labels[a..b], self.input_ids.device())
+        let rows = &self.host_labels[a..b];
+        if !self.packed() {
+            return Labels::from_host(rows, self.input_ids.device());
+        }
+        let packed: Vec<i64> = rows
+            .chunks(self.len)
+            .zip(&self.row_lens)
+            .flat_map(|(r, &n)| {
+                debug_assert!(r[n..].iter().all(|&l| l == -100), "a label on padding");
+                r[..n].iter().copied()
+            })
+            .collect();
+        Labels::from_host(&packed, self.input_ids.device())
     }
 }
 
