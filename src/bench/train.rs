@@ -484,6 +484,11 @@ pub fn run(args: BenchTrainArgs) -> Result<()> {
         (Case::Cocondenser, c, None) if c > 0 => format!("cocondenser-gc{c}"),
         (c, _, None) => format!("{c:?}").to_lowercase(),
     };
+    let name = if args.unpad {
+        format!("{name}-unpad")
+    } else {
+        name
+    };
     let name = match world {
         1 => name,
         w => format!("{name}-x{w}"),
