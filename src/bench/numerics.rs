@@ -8,6 +8,8 @@
 //! - `gradient-cache`: one coCondenser step with dropout on, gradient cache against the same objective in
 //!   one graph under the same dropout seeds (`objective::cocondenser::cocondenser_one_graph`); and the same one-graph
 //!   objective under other seeds, to show that dropout moves the gradients far more than the cache does.
+//! - `unpad`: one Condenser step padded and packed (`run.unpad`) from one init, dropout off, in fp32
+//!   and bf16 (on CUDA in bf16 the packed attention is the varlen flash kernel).
 
 use std::collections::BTreeMap;
 
@@ -233,12 +235,60 @@ fn gradient_cache(args: &BenchNumericsArgs, device: Device, kind: Kind) -> Resul
     Ok(())
 }
 
+/// One Condenser step (dropout off) from one init on the same batch, padded and packed (`run.unpad`;
+/// on CUDA in bf16 the packed attention is the varlen flash kernel): the losses and the largest
+/// gradient difference, also relative to the largest gradient of the model.
+fn unpadded(args: &BenchNumericsArgs, device: Device, kind: Kind) -> Result<()> {
+    let host = batches(args, args.batch, 1, Case::Condenser)?.remove(0);
+    let real = host.real_tokens as f64 / (host.rows * host.len) as f64;
+    let (init, _m) = model(device, args.tiny, None)?;
+    let step = |unpad: bool| -> Result<(f64, BTreeMap<String, Tensor>)> {
+        let (vs, m) = model(device, args.tiny, Some(&init))?;
+        let mut objective = CondenserObjective {
+            loss: TrainConfig::default().loss,
+            ctx: Ctx::eval(kind),
+            seed: 0,
+            grad_accum: 1,
+            device,
+            unpad,
+        };
+        let single = crate::dist::Dist::single();
+        let loss = objective
+            .step(&m, std::slice::from_ref(&host), 0, &single)?
+            .total
+            .double_value(&[]);
+        let grads = vs
+            .variables()
+            .into_iter()
+            .map(|(k, v)| (k, v.grad().to_kind(Kind::Double)))
+            .collect();
+        Ok((loss, grads))
+    };
+    let (padded, g_padded) = step(false)?;
+    let (packed, g_packed) = step(true)?;
+    // Relative to the largest gradient of the model: a key bias's gradient is zero up to rounding
+    // (softmax ignores it), so a per-parameter ratio would measure noise.
+    let (mut worst, mut largest) = (0f64, 0f64);
+    for (k, g) in &g_padded {
+        worst = worst.max((&g_packed[k] - g).abs().max().double_value(&[]));
+        largest = largest.max(g.abs().max().double_value(&[]));
+    }
+    let rel = worst / largest.max(f64::MIN_POSITIVE);
+    println!(
+        "check unpad kind={kind:?} rows={} len={} real_share={real:.3} loss_padded={padded:.6} loss_packed={packed:.6} max_abs_dgrad={worst:.2e} relative_to_largest_grad={rel:.2e}",
+        host.rows, host.len
+    );
+    Ok(())
+}
+
 pub fn run(args: BenchNumericsArgs) -> Result<()> {
     let device = crate::device::select(args.device)?;
     eprintln!("numerics on {}", crate::device::device_label(device));
     precision(&args, device)?;
     gradient_cache(&args, device, Kind::Float)?;
     gradient_cache(&args, device, Kind::BFloat16)?;
+    unpadded(&args, device, Kind::Float)?;
+    unpadded(&args, device, Kind::BFloat16)?;
     Ok(())
 }
 

@@ -176,6 +176,9 @@ pub struct Packing {
     pub positions: Tensor,
     /// Where each sequence starts (its [CLS]), (B) int64 on the device.
     pub starts: Tensor,
+    /// `cu_seqlens` as int32 on the device, and the longest sequence: what the varlen kernel takes.
+    cu_seqlens_device: Tensor,
+    max_len: i64,
 }
 
 impl Packing {
@@ -189,9 +192,12 @@ impl Packing {
             positions.extend(0..l as i64);
         }
         let starts = cu[..lens.len()].to_vec();
+        let cu32: Vec<i32> = cu.iter().map(|&c| c as i32).collect();
         Packing {
             positions: crate::device::upload(Tensor::from_slice(&positions), device),
             starts: crate::device::upload(Tensor::from_slice(&starts), device),
+            cu_seqlens_device: crate::device::upload(Tensor::from_slice(&cu32), device),
+            max_len: lens.iter().copied().max().unwrap_or(0) as i64,
             cu_seqlens: cu,
         }
     }
@@ -224,32 +230,93 @@ impl Mask {
     }
 }
 
-/// Scaled dot-product attention of q, k, v (B, nh, T, d) under `mask`. Packed: each sequence's slice
-/// of the row attends within itself (on every device for now: the CUDA path through FlashAttention's
-/// variable-length kernel is issue 27's GPU part).
+/// Scaled dot-product attention of q, k, v (B, nh, T, d) under `mask`. Packed: on CUDA in bf16/fp16
+/// through FlashAttention's variable-length kernel (`flash_varlen`); elsewhere, and should that kernel
+/// refuse, each sequence's slice of the row attends within itself (`per_sequence`).
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, dropout: f64) -> Tensor {
-    let sdpa = |q: &Tensor, k: &Tensor, v: &Tensor, m: Option<&Tensor>| {
-        Tensor::scaled_dot_product_attention(q, k, v, m, dropout, false, None::<f64>, false)
-    };
     match mask {
-        Mask::Dense(m) => sdpa(q, k, v, m.as_ref()),
-        Mask::Packed(p) => {
-            let parts: Vec<Tensor> = p
-                .cu_seqlens
-                .windows(2)
-                .map(|w| {
-                    let (s, n) = (w[0], w[1] - w[0]);
-                    sdpa(
-                        &q.narrow(2, s, n),
-                        &k.narrow(2, s, n),
-                        &v.narrow(2, s, n),
-                        None,
-                    )
-                })
-                .collect();
-            Tensor::cat(&parts, 2)
+        Mask::Dense(m) => {
+            Tensor::scaled_dot_product_attention(q, k, v, m.as_ref(), dropout, false, None::<f64>, false)
         }
+        Mask::Packed(p) if q.device().is_cuda() && matches!(q.kind(), Kind::BFloat16 | Kind::Half) => {
+            flash_varlen(q, k, v, p, dropout).unwrap_or_else(|e| {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    log::warn!("packed attention: the varlen flash kernel refused ({e}); attending sequence by sequence instead")
+                });
+                per_sequence(q, k, v, p, dropout)
+            })
+        }
+        Mask::Packed(p) => per_sequence(q, k, v, p, dropout),
     }
+}
+
+/// Packed attention one sequence at a time: exact, and the CPU's path.
+fn per_sequence(q: &Tensor, k: &Tensor, v: &Tensor, p: &Packing, dropout: f64) -> Tensor {
+    let parts: Vec<Tensor> = p
+        .cu_seqlens
+        .windows(2)
+        .map(|w| {
+            let (s, n) = (w[0], w[1] - w[0]);
+            let (q, k, v) = (q.narrow(2, s, n), k.narrow(2, s, n), v.narrow(2, s, n));
+            Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                dropout,
+                false,
+                None::<f64>,
+                false,
+            )
+        })
+        .collect();
+    Tensor::cat(&parts, 2)
+}
+
+/// Packed attention through csrc/attention.cpp's `condenser_flash_varlen` (FlashAttention's varlen
+/// forward and backward as one autograd node). Not yet run on a GPU: issue 27's GPU part checks it
+/// against `per_sequence` before it may be called faster.
+fn flash_varlen(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    p: &Packing,
+    dropout: f64,
+) -> Result<Tensor, String> {
+    extern "C" {
+        fn condenser_flash_varlen(
+            q: *const std::ffi::c_void,
+            k: *const std::ffi::c_void,
+            v: *const std::ffi::c_void,
+            cu_seqlens: *const std::ffi::c_void,
+            max_len: i64,
+            dropout: f64,
+            out: *mut *mut std::ffi::c_void,
+        ) -> *mut std::ffi::c_char;
+    }
+    // (1, nh, T, d) -> (T, nh, d), the kernel's layout.
+    let packed = |t: &Tensor| t.select(0, 0).transpose(0, 1).contiguous();
+    let (q, k, v) = (packed(q), packed(k), packed(v));
+    let mut out: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: the shim reads the four tch handles, which outlive the call, and on success stores a
+    // new `at::Tensor*` in `out`, whose ownership passes to the returned Tensor; it catches every C++
+    // exception and returns it as a message (`ffi::check` frees it).
+    let err = unsafe {
+        condenser_flash_varlen(
+            q.as_ptr().cast(),
+            k.as_ptr().cast(),
+            v.as_ptr().cast(),
+            p.cu_seqlens_device.as_ptr().cast(),
+            p.max_len,
+            dropout,
+            &mut out,
+        )
+    };
+    crate::ffi::check(err)?;
+    // SAFETY: a non-null handle the shim allocated for us (see above).
+    let y = unsafe { Tensor::from_ptr(out.cast()) };
+    Ok(y.transpose(0, 1).unsqueeze(0)) // (1, nh, T, d)
 }
 
 #[derive(Debug)]
