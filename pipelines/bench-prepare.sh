@@ -7,14 +7,16 @@
 #      datasets map + tokenizers 1.0.0rc3 -> Parquet (pipelines/hf_prepare.py, num_proc 2), and the bare
 #      Python encode_batch of the same texts; wall seconds, best of 3;
 #   3. byte-range partitions: the short-document JSONL (and the dump) whole, then partition 0/4 and 3/4.
-#   BIN=target/release/condenser bash pipelines/bench-prepare.sh [OUT_DIR]   (after pipelines/setup.sh)
+#   bash pipelines/bench-prepare.sh [OUT_DIR]   (after pipelines/setup.sh)
+# The binary is the benchmarks' build, `cargo build --profile release-lto` (fat LTO, one codegen unit:
+# BENCHMARKS.md says what it gives and costs); BIN=PATH measures another one instead.
 # The Python side runs in a venv of its own (HF_VENV, default OUT_DIR/hfvenv; created with
 # `pip install tokenizers==1.0.0rc3 datasets` if missing), not the project's .venv.
 # Run it on a quiet machine: every figure is a wall time (bench prepare also prints CPU seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${BIN:-target/release/condenser}
-[ -n "${BIN:-}" ] || cargo build --release --locked >&2
+bin=${BIN:-target/release-lto/condenser}
+[ -n "${BIN:-}" ] || cargo build --profile release-lto --locked >&2
 out=${1:-runs/bench-prepare}
 mkdir -p "$out"
 demo=(data/wiki-leads/summaries_en-us.json

@@ -3,6 +3,8 @@
 //! The data half of ARCHITECTURE.md's flow: `corpus` readers feed `pipeline`, which segments documents in
 //! parallel (`segment`, `sentences`) and hands them in input order to `shards::ShardWriter`.
 
+pub mod config;
+pub mod folder;
 pub mod lock;
 pub mod merge;
 pub mod pipeline;

@@ -8,47 +8,26 @@
 //! one row group in memory: memory does not grow with the corpus. Chunks keep their input order
 //! through the parallel stage, and every random draw is keyed by document id, so the output bytes do
 //! not depend on the thread count. Each completed shard is renamed into place and the manifest
-//! rewritten with the input cursor it reaches; a rerun of the same command resumes from there.
+//! rewritten with the input cursor it reaches; a rerun of the same command resumes from there
+//! (`super::folder` decides, before the threads start, whether to start, resume or leave the folder).
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
-use super::segment::{SegmentConfig, Segmented, Segmenter};
+pub use super::config::PrepareConfig;
+use super::folder::{self, shard_file_name, Created, Folder, Opened, Resume};
+use super::segment::{Segmented, Segmenter};
 use super::stages::{Clock, StageSeconds, Stages};
 use super::OnError;
-use crate::corpus::{self, Input, Item, ReadOptions, Skip};
-use crate::shards::manifest::{
-    sha256_file, store_tokenizer_copy, InputStats, Manifest, Settings, ShardEntry, TokenizerInfo,
-    Totals, FORMAT_VERSION,
-};
+use crate::corpus::{self, Input, Item, Skip};
+use crate::shards::manifest::Manifest;
 use crate::shards::writer::ShardWriter;
-use crate::shards::WriterConfig;
-
-/// Everything a prepare run needs, resolved from the command line.
-#[derive(Debug, Clone)]
-pub struct PrepareConfig {
-    pub inputs: Vec<String>,
-    pub out: PathBuf,
-    pub tokenizer: PathBuf,
-    pub read: ReadOptions,
-    pub segment: SegmentConfig,
-    pub writer: WriterConfig,
-    pub partition: Option<[u32; 2]>,
-    /// A multi-stream bzip2 dump's `-index.txt.bz2`: where a partition's streams start, unscanned.
-    pub bz2_index: Option<PathBuf>,
-    pub threads: usize,
-    pub on_error: OnError,
-    pub overwrite: bool,
-    /// Print each completed shard's path on stdout (off for benchmarks).
-    pub print_shards: bool,
-}
 
 /// Documents per chunk, and the text bytes after which a chunk is sent early.
 const CHUNK_DOCS: usize = 256;
@@ -85,27 +64,12 @@ enum Processed {
 #[error("pipeline closed")]
 struct Closed;
 
-pub fn shard_file_name(index: usize) -> String {
-    format!("shard-{index:05}.parquet")
-}
-
 /// Runs prepare; returns the final manifest.
 pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
-    // A run that fails before its first shard leaves nothing worth resuming: the folders it created
-    // are removed again (a partition's `part-K-of-N/`, and `--out` when it made that too).
-    let made: Vec<PathBuf> = cfg
-        .out
-        .ancestors()
-        .take(if cfg.partition.is_some() { 2 } else { 1 })
-        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        .map(Path::to_path_buf)
-        .collect();
+    let created = Created::before(cfg);
     let result = run_measured(cfg).map(|(m, _)| m);
-    if result.is_err() && !made.is_empty() && shard_files(&cfg.out).is_ok_and(|s| s.is_empty()) {
-        let _ = std::fs::remove_dir_all(&made[0]);
-        for d in &made[1..] {
-            let _ = std::fs::remove_dir(d); // only if nothing else is in it
-        }
+    if result.is_err() {
+        created.remove_if_no_shard(&cfg.out);
     }
     result
 }
@@ -120,120 +84,21 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
         "tokenizer loaded in {:.3} s",
         started.elapsed().as_secs_f64()
     );
-    let special_ids = crate::tokenizer::special_ids(&tokenizer)?;
-    let tokenizer_info = TokenizerInfo {
-        path: cfg.tokenizer.display().to_string(),
-        sha256: sha256_file(&cfg.tokenizer)?,
-        vocab_size: tokenizer.vocab_size() as u32,
-        special_ids,
+    let folder = match folder::open(cfg, &tokenizer)? {
+        Opened::Complete(m) => return Ok((m, stages.seconds(started.elapsed()))),
+        Opened::Ready(folder) => folder,
     };
-    let inputs = corpus::inputs::expand_inputs_keeping_missing(&cfg.inputs)?;
-    if inputs.is_empty() {
-        bail!("no inputs: {:?} matched nothing", cfg.inputs);
-    }
-    if cfg.bz2_index.is_some() && (cfg.partition.is_none() || inputs.len() != 1) {
-        bail!("--index is the index of one multi-stream dump: give it with --partition and that dump as the only input");
-    }
-    // Read (and checked) before anything is written.
-    let bz2_index = match &cfg.bz2_index {
-        Some(path) => Some(corpus::partition::stream_ranges::load_index(path)?),
-        None => None,
-    };
-    let owned = owned_inputs(&inputs, cfg.partition);
-    let settings = Settings {
-        inputs: inputs.iter().map(Input::name).collect(),
-        // `--on-error` is how this run reacts to bad input, not a setting of its output (manifests do
-        // not store it): a folder is the same run's whatever it says.
-        read: ReadOptions {
-            stop_at_error: false,
-            ..cfg.read.clone()
-        },
-        segment: cfg.segment.clone(),
-        writer: cfg.writer.clone(),
-        partition: cfg.partition,
-    };
-    let same_run =
-        |m: &Manifest| m.settings == settings && m.tokenizer.sha256 == tokenizer_info.sha256;
-    // A missing input is an error before anything is written, unless this folder already holds all
-    // of its documents (a resume after the file went away).
-    let covering = Manifest::load(&cfg.out)?.filter(same_run);
-    check_missing(&inputs, &owned, covering.as_ref())?;
-    std::fs::create_dir_all(&cfg.out)
-        .with_context(|| format!("{}: cannot create", cfg.out.display()))?;
-    // One run per folder at a time, until this function returns (or the process dies).
-    let _lock = super::lock::FolderLock::acquire(&cfg.out)?;
-
-    let existing = Manifest::load(&cfg.out)?;
-    // Again under the lock: the manifest may have changed while another run held the folder.
-    check_missing(&inputs, &owned, existing.as_ref().filter(|m| same_run(m)))?;
-    if existing.is_none() && !cfg.overwrite {
-        // Every run writes its manifest before its first shard: shards without one are not ours.
-        let shards = shard_files(&cfg.out)?;
-        if let Some(first) = shards.first() {
-            bail!(
-                "{}: holds {} shard file(s) ({first}{}) but no _manifest.json, so not the output of this run; use --overwrite to replace them, or another --out",
-                cfg.out.display(),
-                shards.len(),
-                if shards.len() > 1 { ", ..." } else { "" }
-            );
-        }
-    }
-    // The same run as the folder's (to resume or to leave alone), or a new one.
-    let fresh = !existing.as_ref().is_some_and(same_run);
-    let mut manifest = match existing {
-        Some(mut m) if !fresh => {
-            if m.complete {
-                // A folder from before the copy existed gets one; one from before the `_` names
-                // gets them (so pyarrow can open it).
-                store_tokenizer_copy(&cfg.out, &cfg.tokenizer, &m.tokenizer.sha256)?;
-                if cfg.out.join(crate::shards::manifest::LEGACY_FILE_NAME).exists() {
-                    m.store(&cfg.out)?;
-                }
-                log::info!("{}: already complete ({} shards); nothing to do", cfg.out.display(), m.shards.len());
-                if cfg.print_shards {
-                    print_shards(&cfg.out, &m.shards)?;
-                }
-                return Ok((m, stages.seconds(started.elapsed())));
-            }
-            log::info!(
-                "{}: resuming after {} complete shard(s), {} input records in",
-                cfg.out.display(),
-                m.shards.len(),
-                m.cursor
-            );
-            m
-        }
-        Some(_) if !cfg.overwrite => bail!(
-            "{}: holds the output of a different prepare run (other inputs or settings); use --overwrite to replace it, or another --out",
-            cfg.out.display()
-        ),
-        _ => Manifest {
-            format_version: FORMAT_VERSION,
-            tool: format!("condenser {}", env!("CARGO_PKG_VERSION")),
-            written_at: 0,
-            complete: false,
-            settings,
-            tokenizer: tokenizer_info,
-            inputs: inputs
-                .iter()
-                .zip(&owned)
-                .filter(|(_, &o)| o)
-                .map(|(i, _)| InputStats { path: i.name(), ..Default::default() })
-                .collect(),
-            shards: Vec::new(),
-            cursor: 0,
-            totals: Totals::default(),
-        },
-    };
-    if fresh {
-        // On disk before any shard, so shards in a folder without a manifest are never this run's.
-        manifest.store(&cfg.out)?;
-    }
-    remove_stale_files(&cfg.out, &manifest)?;
-    store_tokenizer_copy(&cfg.out, &cfg.tokenizer, &manifest.tokenizer.sha256)?;
-    if cfg.print_shards {
-        print_shards(&cfg.out, &manifest.shards)?;
-    }
+    let Folder {
+        inputs,
+        owned,
+        by_record,
+        bz2_index,
+        mut manifest,
+        // Held until this function returns.
+        lock: _lock,
+    } = folder;
+    let our_inputs = folder::our_inputs(&inputs, &owned);
+    let resume = Resume::of(&manifest);
 
     // Multi-stream bzip2 inputs decode on as many threads as segment (1: the serial decoder).
     corpus::decode::decompress::set_decode_threads(cfg.threads);
@@ -252,47 +117,15 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
         tokenizer: &tokenizer,
         config: &cfg.segment,
     };
-    let our_inputs: Vec<&Input> = inputs
-        .iter()
-        .zip(&owned)
-        .filter(|(_, &o)| o)
-        .map(|(i, _)| i)
-        .collect();
-    // What the reader needs of the manifest: the cursor and which inputs are wholly done.
-    let resume = Resume {
-        cursor: manifest.cursor,
-        inputs: manifest
-            .inputs
-            .iter()
-            .map(|i| (i.done, i.records))
-            .collect(),
-    };
     // Progress: raw (compressed) input bytes over the inputs' sizes; inputs that complete shards
     // already cover are not read again and count as done.
-    let mut covered_bytes = 0u64;
-    let mut total_bytes = Some(0u64);
-    {
-        let mut seq = 0u64;
-        for (idx, input) in our_inputs.iter().enumerate() {
-            let (done, records) = resume.inputs[idx];
-            let size = match input.is_stdin() {
-                true => None,
-                false => std::fs::metadata(&input.path).ok().map(|m| m.len()),
-            };
-            total_bytes = total_bytes.zip(size).map(|(t, s)| t + s);
-            if done && seq + records < resume.cursor {
-                covered_bytes += size.unwrap_or(0);
-            }
-            seq += records + 1;
-        }
-    }
+    let (covered_bytes, total_bytes) = folder::progress_bytes(&our_inputs, &resume);
     raw_bytes.store(covered_bytes, Ordering::Relaxed);
     let not_read = AtomicU64::new(0);
     let progress =
         crate::progress::Progress::new("prepare", crate::progress::Unit::Bytes, total_bytes);
     progress.update(covered_bytes, "");
 
-    let by_record = matches!(cfg.partition, Some([_, n]) if inputs.len() < n as usize);
     let (read_result, write_result) = std::thread::scope(|s| {
         let reader = std::thread::Builder::new()
             .name("prepare-reader".into())
@@ -390,89 +223,6 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     Ok((manifest, seconds))
 }
 
-/// Fails naming the inputs that do not exist, except those `manifest` (the folder's, of this same
-/// run) already covers wholly: the reader skips those without opening them.
-fn check_missing(inputs: &[Input], owned: &[bool], manifest: Option<&Manifest>) -> Result<()> {
-    let mut covered = vec![false; inputs.len()];
-    if let Some(m) = manifest {
-        // As `read_all` decides it: the manifest lists the owned inputs in order.
-        let mut seq = 0u64;
-        let owned_idx = (0..inputs.len()).filter(|&i| owned[i]);
-        for (i, stats) in owned_idx.zip(&m.inputs) {
-            covered[i] = m.complete || (stats.done && seq + stats.records < m.cursor);
-            seq += stats.records + 1;
-        }
-    }
-    let missing: Vec<&Input> = inputs
-        .iter()
-        .zip(&covered)
-        .filter(|(i, &c)| !i.exists && !c)
-        .map(|(i, _)| i)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(corpus::inputs::missing_inputs_error(&missing))
-}
-
-/// Which inputs this partition reads: whole files when there are at least N of them.
-fn owned_inputs(inputs: &[Input], partition: Option<[u32; 2]>) -> Vec<bool> {
-    match partition {
-        Some([k, n]) if inputs.len() >= n as usize => (0..inputs.len())
-            .map(|i| i % n as usize == k as usize)
-            .collect(),
-        _ => vec![true; inputs.len()],
-    }
-}
-
-fn print_shards(out: &Path, shards: &[ShardEntry]) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    for s in shards {
-        writeln!(stdout, "{}", out.join(&s.file).display())?;
-    }
-    stdout.flush()?;
-    Ok(())
-}
-
-/// The names of the shard files in `out`, sorted.
-fn shard_files(out: &Path) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in
-        std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?
-    {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.starts_with("shard-") && name.ends_with(".parquet") {
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-/// Removes temporary files and shards the manifest does not list (left by an interrupted run).
-fn remove_stale_files(out: &Path, manifest: &Manifest) -> Result<()> {
-    for entry in
-        std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?
-    {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        let stale_tmp = name.starts_with('.') && name.ends_with(".tmp");
-        let stale_shard = name.starts_with("shard-")
-            && name.ends_with(".parquet")
-            && !manifest.shards.iter().any(|s| s.file == name);
-        if stale_tmp || stale_shard {
-            log::debug!("removing stale {name}");
-            std::fs::remove_file(out.join(&name))
-                .with_context(|| format!("{}: cannot remove", out.join(&name).display()))?;
-        }
-    }
-    Ok(())
-}
-
-struct Resume {
-    cursor: u64,
-    inputs: Vec<(bool, u64)>,
-}
-
 /// The reader thread: every input in order, items tagged and chunked.
 fn read_all(
     inputs: &[&Input],
@@ -504,7 +254,7 @@ fn read_all(
     let mut chunk_bytes = 0usize;
     for (idx, input) in inputs.iter().enumerate() {
         let (done, records) = resume.inputs[idx];
-        if done && seq + records < cursor {
+        if resume.covers((done, records), seq) {
             // Wholly covered by complete shards (its records and its end): not even read again.
             seq += records + 1;
             continue;
