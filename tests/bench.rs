@@ -34,7 +34,7 @@ fn numerics_checks_hold_on_the_cpu() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("check ")).collect();
-    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines.len(), 5, "{out}");
     // The CPU is deterministic: fp32 twice gives the same losses and weights.
     assert_eq!(
         field(lines[0], "max_abs_dloss_fp32_rerun"),
@@ -63,6 +63,18 @@ fn numerics_checks_hold_on_the_cpu() {
     assert!(
         (field(fp32, "loss_cache") - field(fp32, "loss_one_graph")).abs() < 1e-4,
         "{fp32}"
+    );
+    // Packed (run.unpad) against padded: fp32 equal to rounding, bf16 within its noise.
+    let (unpad32, unpad16) = (lines[3], lines[4]);
+    assert!(unpad32.contains("check unpad kind=Float"), "{unpad32}");
+    assert!(
+        field(unpad32, "relative_to_largest_grad") < 1e-5,
+        "{unpad32}"
+    );
+    assert!(unpad16.contains("kind=BFloat16"), "{unpad16}");
+    assert!(
+        field(unpad16, "relative_to_largest_grad") < 1e-2,
+        "{unpad16}"
     );
 }
 
