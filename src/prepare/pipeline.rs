@@ -408,6 +408,9 @@ fn write_all(
                 w.write_chunk(chunk?)?;
                 consumed = consumed.max(read_at);
             }
+            // Row groups encoded meanwhile go to the shard now (a shard is printed once it is full,
+            // not when the next row group is cut).
+            w.append_ready()?;
             if last_tick.elapsed() > tick {
                 last_tick = Instant::now();
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -526,7 +529,11 @@ impl Writer<'_> {
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("a row-group encoder panicked")));
             let _ = tx.send((index, super::stages::thread_cpu().saturating_sub(t), result));
         });
-        // Whatever has finished in order goes to the shard now.
+        self.append_ready()
+    }
+
+    /// Appends the row groups whose encoding has finished, in order, without waiting.
+    fn append_ready(&mut self) -> Result<()> {
         while let Ok((i, cpu, r)) = self.groups.rx.try_recv() {
             self.groups.stages.encode_cpu.add(cpu);
             self.groups.done.insert(i, r);
