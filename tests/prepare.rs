@@ -213,6 +213,40 @@ fn a_completed_run_is_not_redone_and_a_different_one_is_refused() {
     assert_eq!(manifest(&out)["settings"]["segment"]["seed"], 7);
 }
 
+/// A folder written before row groups were cut by uncompressed size (its manifest has no
+/// `settings.writer.row_groups`: the compressed-size rule) has other shard bytes: it is refused, not
+/// resumed with a mix of both rules, and `--overwrite` prepares it again.
+#[test]
+fn a_folder_of_the_old_row_group_rule_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = corpus(dir.path());
+    let out = dir.path().join("out");
+    assert!(prepare(&inputs, &out, &[]).status.success());
+    assert_eq!(
+        manifest(&out)["settings"]["writer"]["row_groups"],
+        "by-uncompressed-size"
+    );
+    let path = out.join("_manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m["settings"]["writer"]
+        .as_object_mut()
+        .unwrap()
+        .remove("row_groups");
+    m["complete"] = false.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let old = prepare(&inputs, &out, &[]);
+    assert_eq!(old.status.code(), Some(2), "{}", stderr(&old));
+    let err = stderr(&old);
+    assert!(
+        err.contains("by-compressed-size")
+            && err.contains("by-uncompressed-size")
+            && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert!(prepare(&inputs, &out, &["--overwrite"]).status.success());
+    assert_eq!(manifest(&out)["complete"], true);
+}
+
 fn bad_inputs(dir: &Path) -> Vec<(String, &'static str)> {
     let w = |name: &str, bytes: &[u8]| {
         let p = dir.join(name);

@@ -223,6 +223,12 @@ pub fn open(cfg: &PrepareConfig, tokenizer: &Tokenizer) -> Result<Opened> {
             );
             m
         }
+        Some(m) if !cfg.overwrite && m.settings.writer.row_groups != settings.writer.row_groups => bail!(
+            "{}: was written by a condenser that cut row groups {} (this one cuts them {}, so its shards' bytes differ); it cannot be resumed or reused by this version: use --overwrite to prepare it again, or another --out",
+            cfg.out.display(),
+            m.settings.writer.row_groups,
+            settings.writer.row_groups
+        ),
         Some(_) if !cfg.overwrite => bail!(
             "{}: holds the output of a different prepare run (other inputs or settings); use --overwrite to replace it, or another --out",
             cfg.out.display()

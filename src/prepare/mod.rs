@@ -56,10 +56,11 @@ pub struct PrepareArgs {
     /// Drop (and count) documents with fewer spans; coCondenser needs 2.
     #[arg(long, default_value_t = 1)]
     pub min_spans: usize,
-    /// Rotate shards at this size on disk (e.g. 64MB, 512KiB).
+    /// Rotate shards at this size on disk (e.g. 64MB, 512KiB), after the row group that reaches it.
     #[arg(long, default_value = "64MB", value_parser = parse_size)]
     pub shard_size: u64,
-    /// Flush a Parquet row group at this buffered size; the loader shuffles by row group.
+    /// Cut a Parquet row group once its rows reach this uncompressed size (4 bytes per token id plus
+    /// the doc ids); the loader shuffles by row group.
     #[arg(long, default_value = "8MB", value_parser = parse_size)]
     pub row_group_size: u64,
     /// Records longer than this (lines, keyed-JSON entries, wiki pages, Parquet rows) are skipped and

@@ -4,14 +4,16 @@
 //! reader thread ──chunks──> rayon (clean, split, tokenize, pack) ──in order──> writer thread
 //!   one input at a time       a bounded window of chunks                 shards + manifest
 //! ```
-//! Every channel is bounded, chunks are bounded in documents and bytes, and the writer keeps at most
-//! one row group in memory: memory does not grow with the corpus. Chunks keep their input order
+//! The writer thread cuts the rows into row groups by their uncompressed size and hands each to the
+//! pool to be encoded and compressed; it appends the finished row groups in order and rotates shards.
+//! Every channel is bounded, chunks are bounded in documents and bytes, and at most `2 x threads` row
+//! groups are in flight: memory does not grow with the corpus. Chunks keep their input order
 //! through the parallel stage, and every random draw is keyed by document id, so the output bytes do
 //! not depend on the thread count. Each completed shard is renamed into place and the manifest
 //! rewritten with the input cursor it reaches; a rerun of the same command resumes from there
 //! (`super::folder` decides, before the threads start, whether to start, resume or leave the folder).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,8 +28,8 @@ use super::segment::{Segmented, Segmenter};
 use super::stages::{Clock, StageSeconds, Stages};
 use super::OnError;
 use crate::corpus::{self, Input, Item, Skip};
-use crate::shards::manifest::Manifest;
-use crate::shards::writer::ShardWriter;
+use crate::shards::manifest::{InputStats, Manifest};
+use crate::shards::writer::{EncodedRowGroup, RowGroupCutter, RowGroupEncoder, ShardWriter};
 
 /// Documents per chunk, and the text bytes after which a chunk is sent early.
 const CHUNK_DOCS: usize = 256;
@@ -151,6 +153,7 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
                 stages.writer_cpu.cpu(|| {
                     write_all(
                         cfg,
+                        (&pool, &stages),
                         &mut manifest,
                         result_rx,
                         slot_rx,
@@ -347,6 +350,7 @@ fn process_chunk(
 /// shard paths on stdout.
 fn write_all(
     cfg: &PrepareConfig,
+    (pool, stages): (&rayon::ThreadPool, &Stages),
     manifest: &mut Manifest,
     rx: Receiver<Done>,
     slots: Receiver<()>,
@@ -354,10 +358,25 @@ fn write_all(
     (total_bytes, not_read): (Option<u64>, &AtomicU64),
     progress: &crate::progress::Progress,
 ) -> Result<()> {
+    let (encoded_tx, encoded_rx) = unbounded();
     let mut w = Writer {
         cfg,
         manifest,
         current: None,
+        groups: RowGroups {
+            pool,
+            stages,
+            encoder: Arc::new(RowGroupEncoder::new()?),
+            cutter: RowGroupCutter::new(&cfg.writer),
+            snapshot: None,
+            queued: VecDeque::new(),
+            next_cut: 0,
+            next_append: 0,
+            done: BTreeMap::new(),
+            max_in_flight: 2 * cfg.threads.max(1),
+            tx: encoded_tx,
+            rx: encoded_rx,
+        },
         logged: BTreeMap::new(),
         last_seq: 0,
         docs: 0,
@@ -389,6 +408,9 @@ fn write_all(
                 w.write_chunk(chunk?)?;
                 consumed = consumed.max(read_at);
             }
+            // Row groups encoded meanwhile go to the shard now (a shard is printed once it is full,
+            // not when the next row group is cut).
+            w.append_ready()?;
             if last_tick.elapsed() > tick {
                 last_tick = Instant::now();
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -407,6 +429,17 @@ fn write_all(
                     ),
                 );
             }
+        }
+        // The last, short row group; then every row group still being encoded.
+        if let Some(rows) = w.groups.cutter.take() {
+            let at = match w.groups.snapshot.take() {
+                Some(at) => at,
+                None => w.here(),
+            };
+            w.cut(rows, at)?;
+        }
+        while w.groups.next_append < w.groups.next_cut {
+            w.append_next()?;
         }
         Ok(())
     })();
@@ -431,11 +464,38 @@ fn write_all(
     w.manifest.store(&cfg.out)
 }
 
+/// Where the stream stands after a row group's last row: the cursor and input statistics a shard that
+/// ends with that row group records.
+struct Position {
+    cursor: u64,
+    inputs: Vec<InputStats>,
+}
+
+/// Row groups between the cut and the shard: encoded on the pool, appended in stream order.
+struct RowGroups<'a> {
+    pool: &'a rayon::ThreadPool,
+    stages: &'a Stages,
+    encoder: Arc<RowGroupEncoder>,
+    cutter: RowGroupCutter,
+    /// Where the stream stood after the last row given to `cutter`, once other items followed it.
+    snapshot: Option<Position>,
+    /// The positions of the row groups cut and not yet appended, in order.
+    queued: VecDeque<Position>,
+    next_cut: u64,
+    next_append: u64,
+    /// Encoded row groups that arrived before their turn, by index.
+    done: BTreeMap<u64, Result<EncodedRowGroup>>,
+    max_in_flight: usize,
+    tx: Sender<(u64, Duration, Result<EncodedRowGroup>)>,
+    rx: Receiver<(u64, Duration, Result<EncodedRowGroup>)>,
+}
+
 /// The writer's state between chunks.
 struct Writer<'a> {
     cfg: &'a PrepareConfig,
     manifest: &'a mut Manifest,
     current: Option<ShardWriter>,
+    groups: RowGroups<'a>,
     logged: BTreeMap<corpus::SkipReason, u64>,
     /// One past the last item written: the cursor a shard closed now would record.
     last_seq: u64,
@@ -444,8 +504,99 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
+    /// Where the stream stands now.
+    fn here(&self) -> Position {
+        Position {
+            cursor: self.last_seq,
+            inputs: self.manifest.inputs.clone(),
+        }
+    }
+
+    /// Hands the rows of a row group ending at `at` to the pool, once fewer than `max_in_flight` are
+    /// in flight (appending the oldest meanwhile).
+    fn cut(&mut self, rows: Vec<Segmented>, at: Position) -> Result<()> {
+        while self.groups.next_cut - self.groups.next_append >= self.groups.max_in_flight as u64 {
+            self.append_next()?;
+        }
+        let index = self.groups.next_cut;
+        self.groups.next_cut += 1;
+        self.groups.queued.push_back(at);
+        let (encoder, tx) = (self.groups.encoder.clone(), self.groups.tx.clone());
+        self.groups.pool.spawn(move || {
+            let t = super::stages::thread_cpu();
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encoder.encode(rows)))
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a row-group encoder panicked")));
+            let _ = tx.send((index, super::stages::thread_cpu().saturating_sub(t), result));
+        });
+        self.append_ready()
+    }
+
+    /// Appends the row groups whose encoding has finished, in order, without waiting.
+    fn append_ready(&mut self) -> Result<()> {
+        while let Ok((i, cpu, r)) = self.groups.rx.try_recv() {
+            self.groups.stages.encode_cpu.add(cpu);
+            self.groups.done.insert(i, r);
+        }
+        while self.groups.done.contains_key(&self.groups.next_append) {
+            self.append_next()?;
+        }
+        Ok(())
+    }
+
+    /// Appends the oldest row group in flight (waiting for its encoding), closing the shard it fills.
+    fn append_next(&mut self) -> Result<()> {
+        let next = self.groups.next_append;
+        let group = loop {
+            if let Some(r) = self.groups.done.remove(&next) {
+                break r?;
+            }
+            let (i, cpu, r) = self
+                .groups
+                .rx
+                .recv()
+                .map_err(|_| anyhow::anyhow!("the row-group encoders stopped"))?;
+            self.groups.stages.encode_cpu.add(cpu);
+            self.groups.done.insert(i, r);
+        };
+        self.groups.next_append += 1;
+        let at = self
+            .groups
+            .queued
+            .pop_front()
+            .expect("a position per row group in flight");
+        let shard = match self.current.as_mut() {
+            Some(s) => s,
+            None => {
+                let path = self
+                    .cfg
+                    .out
+                    .join(shard_file_name(self.manifest.shards.len()));
+                self.current
+                    .insert(ShardWriter::create(&path, self.cfg.writer.clone())?)
+            }
+        };
+        if shard.append(group)? {
+            let shard = self.current.take().expect("just appended to it");
+            // The manifest describes the stream up to this row group's last row, not the rows and
+            // skips the writer has seen since.
+            let live = std::mem::replace(&mut self.manifest.inputs, at.inputs);
+            let closed = close_shard(self.cfg, self.manifest, shard, at.cursor);
+            self.manifest.inputs = live;
+            closed?;
+        }
+        Ok(())
+    }
+
     fn write_chunk(&mut self, chunk: Vec<Tagged<Processed>>) -> Result<()> {
         for (seq, idx, p) in chunk {
+            if !matches!(p, Processed::Row(_))
+                && !self.groups.cutter.is_empty()
+                && self.groups.snapshot.is_none()
+            {
+                // The first item after a row group's rows so far: a shard ending with them ends here.
+                self.groups.snapshot = Some(self.here());
+            }
             self.last_seq = seq + 1;
             let stats = &mut self.manifest.inputs[idx];
             stats.records += !matches!(p, Processed::End { .. }) as u64;
@@ -456,20 +607,10 @@ impl Writer<'_> {
                     stats.tokens += row.num_tokens as u64;
                     self.docs += 1;
                     self.tokens += row.num_tokens as u64;
-                    let shard = match self.current.as_mut() {
-                        Some(s) => s,
-                        None => {
-                            let path = self
-                                .cfg
-                                .out
-                                .join(shard_file_name(self.manifest.shards.len()));
-                            self.current
-                                .insert(ShardWriter::create(&path, self.cfg.writer.clone())?)
-                        }
-                    };
-                    if shard.push(row)? {
-                        let shard = self.current.take().expect("just pushed to it");
-                        close_shard(self.cfg, self.manifest, shard, seq + 1)?;
+                    self.groups.snapshot = None;
+                    if let Some(rows) = self.groups.cutter.push(row) {
+                        let at = self.here();
+                        self.cut(rows, at)?;
                     }
                 }
                 Processed::Skip(skip) => {

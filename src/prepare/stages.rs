@@ -51,7 +51,9 @@ pub struct Stages {
     pub markup_cpu: Clock,
     /// The parallel stage: sentence splitting, tokenizing, packing spans.
     pub segment_cpu: Clock,
-    /// The writer thread: reordering, Parquet encoding and compression, manifests.
+    /// The parallel stage: Parquet encoding and zstd compression of row groups.
+    pub encode_cpu: Clock,
+    /// The writer thread: reordering, cutting row groups, appending them to shards, manifests.
     pub writer_cpu: Clock,
 }
 
@@ -65,6 +67,7 @@ pub struct StageSeconds {
     pub decode_cpu: f64,
     pub markup_cpu: f64,
     pub segment_cpu: f64,
+    pub encode_cpu: f64,
     pub writer_cpu: f64,
 }
 
@@ -78,6 +81,7 @@ impl Stages {
             decode_cpu: self.decode_cpu.secs(),
             markup_cpu: self.markup_cpu.secs(),
             segment_cpu: self.segment_cpu.secs(),
+            encode_cpu: self.encode_cpu.secs(),
             writer_cpu: self.writer_cpu.secs(),
         }
     }
@@ -85,26 +89,27 @@ impl Stages {
 
 impl StageSeconds {
     /// The serial stage with the most CPU (the reader or the writer), and the threads at which the
-    /// parallel work (decoding, markup, segmenting) per thread falls to it: beyond them that stage is
+    /// parallel work (decoding, markup, segmenting, encoding row groups) per thread falls to it: beyond them that stage is
     /// the bottleneck.
     pub fn serial_bound(&self) -> (&'static str, f64) {
         let (stage, cpu) = match self.reader_cpu >= self.writer_cpu {
             true => ("reader", self.reader_cpu),
             false => ("writer", self.writer_cpu),
         };
-        let parallel = self.decode_cpu + self.markup_cpu + self.segment_cpu;
+        let parallel = self.decode_cpu + self.markup_cpu + self.segment_cpu + self.encode_cpu;
         (stage, parallel / cpu.max(1e-9))
     }
 
     /// One log line.
     pub fn line(&self) -> String {
         format!(
-            "stages (CPU s): reader {:.2} (blocked {:.2} s waiting to hand chunks on), decode {:.2}, markup {:.2}, segment {:.2}, writer {:.2}; the parallel stage waited {:.2} s for chunks; {:.2} s wall; the {} would bind at about {:.0} threads",
+            "stages (CPU s): reader {:.2} (blocked {:.2} s waiting to hand chunks on), decode {:.2}, markup {:.2}, segment {:.2}, encode {:.2}, writer {:.2}; the parallel stage waited {:.2} s for chunks; {:.2} s wall; the {} would bind at about {:.0} threads",
             self.reader_cpu,
             self.reader_blocked,
             self.decode_cpu,
             self.markup_cpu,
             self.segment_cpu,
+            self.encode_cpu,
             self.writer_cpu,
             self.dispatch_waited,
             self.wall,

@@ -35,12 +35,29 @@ pub struct SegmentConfig {
 /// How `prepare` cuts its output into files: recorded in the manifest's settings.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct WriterConfig {
-    /// Rotate to a new shard once a shard reaches this many bytes on disk.
+    /// Rotate to a new shard once a shard reaches this many bytes on disk (checked after each row
+    /// group, so a shard may exceed it by up to one row group).
     pub shard_bytes: u64,
-    /// Flush a row group once its buffered (encoded, uncompressed) size reaches this.
+    /// Cut a row group once its rows' uncompressed size reaches this (see `row_groups`).
     pub row_group_bytes: usize,
-    /// Rows per record batch handed to the Parquet writer.
+    /// Rows per record batch handed to the Parquet writer by the old rule (`by-compressed-size`);
+    /// unused by `by-uncompressed-size`, kept so that the settings of older folders still compare.
     pub batch_rows: usize,
+    /// How row groups are cut: [`ROW_GROUPS_BY_UNCOMPRESSED_SIZE`] (from the rows before encoding, 4
+    /// bytes per token id plus the document id's bytes, so they encode in parallel), or, in manifests
+    /// written before the field, [`ROW_GROUPS_BY_COMPRESSED_SIZE`] (arrow-rs's running compressed
+    /// estimate, checked every `batch_rows` rows). A folder is resumed only by the rule that wrote it.
+    #[serde(default = "row_groups_old_rule")]
+    pub row_groups: String,
+}
+
+/// The row-group rule of this version: cut from the rows' uncompressed size, encode in parallel.
+pub const ROW_GROUPS_BY_UNCOMPRESSED_SIZE: &str = "by-uncompressed-size";
+/// The rule of manifests without a `row_groups` field: cut on the writer's compressed size.
+pub const ROW_GROUPS_BY_COMPRESSED_SIZE: &str = "by-compressed-size";
+
+fn row_groups_old_rule() -> String {
+    ROW_GROUPS_BY_COMPRESSED_SIZE.to_string()
 }
 
 impl Default for WriterConfig {
@@ -49,6 +66,7 @@ impl Default for WriterConfig {
             shard_bytes: 64 << 20,
             row_group_bytes: 8 << 20,
             batch_rows: 256,
+            row_groups: ROW_GROUPS_BY_UNCOMPRESSED_SIZE.to_string(),
         }
     }
 }
