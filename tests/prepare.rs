@@ -217,7 +217,7 @@ fn a_completed_run_is_not_redone_and_a_different_one_is_refused() {
 /// `settings.writer.row_groups`: the compressed-size rule) has other shard bytes: it is refused, not
 /// resumed with a mix of both rules, and `--overwrite` prepares it again.
 #[test]
-fn a_folder_of_the_old_row_group_rule_is_refused() {
+fn a_folder_of_the_old_row_group_rule_is_refused_unless_complete() {
     let dir = tempfile::tempdir().unwrap();
     let inputs = corpus(dir.path());
     let out = dir.path().join("out");
@@ -245,6 +245,22 @@ fn a_folder_of_the_old_row_group_rule_is_refused() {
     );
     assert!(prepare(&inputs, &out, &["--overwrite"]).status.success());
     assert_eq!(manifest(&out)["complete"], true);
+    // A complete folder of the old rule is whole: the same run leaves it alone, shards untouched.
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m["settings"]["writer"]
+        .as_object_mut()
+        .unwrap()
+        .remove("row_groups");
+    std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let before = output_files(&out);
+    let again = prepare(&inputs, &out, &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already complete"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(output_files(&out), before);
 }
 
 fn bad_inputs(dir: &Path) -> Vec<(String, &'static str)> {

@@ -174,9 +174,20 @@ pub fn open(cfg: &PrepareConfig, tokenizer: &Tokenizer) -> Result<Opened> {
     };
     let same_run =
         |m: &Manifest| m.settings == settings && m.tokenizer.sha256 == tokenizer_info.sha256;
+    // A complete folder of the same run written under the earlier row-group rule is whole and valid:
+    // left alone as complete (only resuming would mix the two rules).
+    let complete_under_old_rule = |m: &Manifest| {
+        let mut as_now = m.settings.clone();
+        as_now.writer.row_groups = settings.writer.row_groups.clone();
+        m.complete
+            && m.settings.writer.row_groups != settings.writer.row_groups
+            && as_now == settings
+            && m.tokenizer.sha256 == tokenizer_info.sha256
+    };
+    let ours = |m: &Manifest| same_run(m) || complete_under_old_rule(m);
     // A missing input is an error before anything is written, unless this folder already holds all
     // of its documents (a resume after the file went away).
-    let covering = Manifest::load(&cfg.out)?.filter(same_run);
+    let covering = Manifest::load(&cfg.out)?.filter(ours);
     check_missing(&inputs, &owned, covering.as_ref())?;
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("{}: cannot create", cfg.out.display()))?;
@@ -185,7 +196,7 @@ pub fn open(cfg: &PrepareConfig, tokenizer: &Tokenizer) -> Result<Opened> {
 
     let existing = Manifest::load(&cfg.out)?;
     // Again under the lock: the manifest may have changed while another run held the folder.
-    check_missing(&inputs, &owned, existing.as_ref().filter(|m| same_run(m)))?;
+    check_missing(&inputs, &owned, existing.as_ref().filter(|m| ours(m)))?;
     if existing.is_none() && !cfg.overwrite {
         // Every run writes its manifest before its first shard: shards without one are not ours.
         let shards = shard_files(&cfg.out)?;
@@ -199,7 +210,7 @@ pub fn open(cfg: &PrepareConfig, tokenizer: &Tokenizer) -> Result<Opened> {
         }
     }
     // The same run as the folder's (to resume or to leave alone), or a new one.
-    let fresh = !existing.as_ref().is_some_and(same_run);
+    let fresh = !existing.as_ref().is_some_and(ours);
     let mut manifest = match existing {
         Some(mut m) if !fresh => {
             if m.complete {
