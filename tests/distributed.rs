@@ -110,15 +110,16 @@ fn weight_diff(a: &Path, b: &Path) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// (step, loss, contrastive loss) of every logged step.
-fn losses(run: &Path) -> Vec<(u64, f64, Option<f64>)> {
+/// (step, loss, every loss part) of every logged step.
+fn losses(run: &Path) -> Vec<(u64, f64, Vec<(String, f64)>)> {
     condenser::train::metrics::read(&run.join("metrics.jsonl"))
         .unwrap()
         .into_iter()
-        .map(|r| (r.step, r.loss, r.part("co_loss")))
+        .map(|r| (r.step, r.loss, r.parts.0))
         .collect()
 }
 
+/// The same steps, losses and loss parts (head, late, co: each averaged over the ranks or global).
 fn assert_same_losses(a: &Path, b: &Path, tol: f64) {
     let (la, lb) = (losses(a), losses(b));
     assert_eq!(la.len(), lb.len(), "{la:?} vs {lb:?}");
@@ -128,8 +129,13 @@ fn assert_same_losses(a: &Path, b: &Path, tol: f64) {
             (x.1 - y.1).abs() <= tol * x.1.abs().max(1.0),
             "{la:?} vs {lb:?}"
         );
-        if let (Some(p), Some(q)) = (x.2, y.2) {
-            assert!((p - q).abs() <= tol * p.abs().max(1.0), "{la:?} vs {lb:?}");
+        assert_eq!(x.2.len(), y.2.len(), "{la:?} vs {lb:?}");
+        for ((kp, p), (kq, q)) in x.2.iter().zip(&y.2) {
+            assert_eq!(kp, kq);
+            assert!(
+                (p - q).abs() <= tol * p.abs().max(1.0),
+                "{kp}: {la:?} vs {lb:?}"
+            );
         }
     }
 }

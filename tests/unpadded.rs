@@ -10,7 +10,6 @@ use std::path::Path;
 
 use condenser::dist::Dist;
 use condenser::model::{hf, Ctx, HeadConfig};
-use condenser::train::collate::Batch;
 use condenser::train::config::{LossConfig, TrainConfig};
 use condenser::train::objective::cocondenser::CocondenserObjective;
 use condenser::train::objective::condenser::CondenserObjective;
@@ -22,10 +21,6 @@ use tch::{Device, Kind, Tensor};
 fn load() -> hf::Loaded {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-condenser/model");
     hf::load(&fixture, Device::Cpu, HeadConfig::default(), 0).unwrap()
-}
-
-fn batch(rows: usize, len: usize, lens: &[usize], mlm: bool, seed: u64) -> Batch {
-    common::masked_batch(rows, len, lens, mlm, seed)
 }
 
 fn loss_config(cache: usize) -> LossConfig {
@@ -95,7 +90,7 @@ fn assert_same(
 
 #[test]
 fn the_condenser_stage_packed_equals_padded() {
-    let b = batch(6, 14, &[14, 9, 5, 12], true, 1);
+    let b = common::masked_batch(6, 14, &[14, 9, 5, 12], true, 1);
     let objective = |unpad| CondenserObjective {
         loss: loss_config(0),
         ctx: Ctx::eval(Kind::Float),
@@ -114,7 +109,7 @@ fn the_condenser_stage_packed_equals_padded() {
 #[test]
 fn the_cocondenser_stage_packed_equals_padded_with_and_without_the_cache() {
     // 5 documents x 2 spans; chunks of 3 cut through a document and leave a short last chunk.
-    let b = batch(10, 12, &[12, 7, 9, 12, 4], true, 2);
+    let b = common::masked_batch(10, 12, &[12, 7, 9, 12, 4], true, 2);
     for cache in [0, 3] {
         let objective = |unpad| CocondenserObjective {
             loss: loss_config(cache),
@@ -133,8 +128,8 @@ fn the_cocondenser_stage_packed_equals_padded_with_and_without_the_cache() {
 fn fine_tuning_packed_equals_padded_with_and_without_the_cache() {
     // 4 queries, 3 passages each (a positive and two negatives).
     let pairs = PairBatch {
-        queries: batch(4, 8, &[6, 8, 3, 5], false, 3),
-        passages: batch(12, 16, &[16, 11, 7, 14, 9, 16, 5], false, 4),
+        queries: common::masked_batch(4, 8, &[6, 8, 3, 5], false, 3),
+        passages: common::masked_batch(12, 16, &[16, 11, 7, 14, 9, 16, 5], false, 4),
         n_passages: 3,
     };
     for cache in [0, 5] {

@@ -235,21 +235,36 @@ impl Mask {
 /// refuse, each sequence's slice of the row attends within itself (`per_sequence`).
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask, dropout: f64) -> Tensor {
     match mask {
-        Mask::Dense(m) => {
-            Tensor::scaled_dot_product_attention(q, k, v, m.as_ref(), dropout, false, None::<f64>, false)
-        }
-        Mask::Packed(p) if q.device().is_cuda() && matches!(q.kind(), Kind::BFloat16 | Kind::Half) => {
+        Mask::Dense(m) => Tensor::scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            m.as_ref(),
+            dropout,
+            false,
+            None::<f64>,
+            false,
+        ),
+        Mask::Packed(p)
+            if q.device().is_cuda()
+                && matches!(q.kind(), Kind::BFloat16 | Kind::Half)
+                && !FLASH_REFUSED.load(std::sync::atomic::Ordering::Relaxed) =>
+        {
             flash_varlen(q, k, v, p, dropout).unwrap_or_else(|e| {
-                static WARNED: std::sync::Once = std::sync::Once::new();
-                WARNED.call_once(|| {
-                    log::warn!("packed attention: the varlen flash kernel refused ({e}); attending sequence by sequence instead")
-                });
+                // Once refused, not asked again: a C++ exception per layer and step would cost more
+                // than the attention.
+                if !FLASH_REFUSED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    log::warn!("packed attention: the varlen flash kernel refused ({e}); attending sequence by sequence from now on");
+                }
                 per_sequence(q, k, v, p, dropout)
             })
         }
         Mask::Packed(p) => per_sequence(q, k, v, p, dropout),
     }
 }
+
+/// Set when the varlen flash kernel refused once in this process.
+static FLASH_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Packed attention one sequence at a time: exact, and the CPU's path.
 fn per_sequence(q: &Tensor, k: &Tensor, v: &Tensor, p: &Packing, dropout: f64) -> Tensor {

@@ -213,8 +213,9 @@ pub struct RunConfig {
     pub cudnn_attention: bool,
     /// Pack each batch's real tokens into one row, no padding (each sequence attends within itself),
     /// instead of padding every row to the batch's longest. The same losses within float rounding; on
-    /// the CPU each sequence's attention runs apart. Not faster yet: the CUDA kernel for packed
-    /// attention is to come (issue 27's GPU part), so the default stays false.
+    /// the CPU (and in fp32) each sequence's attention runs apart; on CUDA in bf16 it goes through
+    /// FlashAttention's variable-length kernel, which has not yet run on a GPU here. Not measured
+    /// faster, so the default stays false.
     #[serde(default)]
     pub unpad: bool,
 }

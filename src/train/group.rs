@@ -192,18 +192,16 @@ impl StopVotes {
             .with_context(|| format!("step {}: averaging the losses", step + 1))?;
         let mean = &v / dist.world_size as f64;
         self.pending.push_back(v.get(row.len() as i64 - 1));
-        let mut next = 1;
+        // Averaged parts sit at 1.. in the stacked row, in their order.
+        let mut averaged = (1..).map(|i| mean.get(i));
         let parts = l
             .parts
             .into_iter()
             .map(|p| match p.per_rank {
-                true => {
-                    next += 1;
-                    LossPart {
-                        value: mean.get(next - 1),
-                        ..p
-                    }
-                }
+                true => LossPart {
+                    value: averaged.next().expect("one row slot per averaged part"),
+                    ..p
+                },
                 false => p,
             })
             .collect();
