@@ -33,22 +33,12 @@ fn train_and_finetune_write_a_model_card_with_front_matter() {
 
     let shards = small_shards(dir.path(), 40, 3);
     let pre = dir.path().join("pre");
-    let mut a = vec![
-        "train".to_string(),
-        shards.display().to_string(),
-        "--init".into(),
-        init.display().to_string(),
-        "--out".into(),
-        pre.display().to_string(),
-        "--set".into(),
-        "optim.max_steps=2".into(),
-        "--set".into(),
-        "data.batch_size=4".into(),
-    ];
-    a.extend(TINY.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-    let o = run(&refs);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_tiny(
+        &shards,
+        &init,
+        &pre,
+        &["optim.max_steps=2", "data.batch_size=4"],
+    );
     let (meta, text) = read_card(&pre.join("final"));
     assert_eq!(meta["library_name"], "transformers", "{meta}");
     assert_eq!(meta["pipeline_tag"], "feature-extraction", "{meta}");

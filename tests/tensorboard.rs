@@ -56,24 +56,12 @@ fn train_and_finetune_write_event_files_tensorboard_reads() {
     let init = tiny_model(dir.path());
     let shards = small_shards(dir.path(), 40, 3);
     let pre = dir.path().join("pre");
-    let mut a = vec![
-        "train".to_string(),
-        shards.display().to_string(),
-        "--init".into(),
-        init.display().to_string(),
-        "--out".into(),
-        pre.display().to_string(),
-        "--set".into(),
-        "optim.max_steps=3".into(),
-        "--set".into(),
-        "data.batch_size=4".into(),
-        "--set".into(),
-        "run.log_every=1".into(),
-    ];
-    a.extend(TINY.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
-    let o = run(&refs);
-    assert!(o.status.success(), "{}", stderr(&o));
+    train_tiny(
+        &shards,
+        &init,
+        &pre,
+        &["optim.max_steps=3", "data.batch_size=4", "run.log_every=1"],
+    );
     assert_same_as_metrics(&pre, true);
 
     let train = write_tevatron(dir.path(), 12, 3, 5);

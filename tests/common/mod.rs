@@ -373,3 +373,22 @@ pub fn read_embeddings(path: &Path) -> Vec<(String, Vec<f32>)> {
     }
     out
 }
+
+/// `condenser train DATA --init INIT --out OUT`, a `--set` for each of `sets`, on the tiny CPU model
+/// (`TINY`); must succeed.
+#[allow(dead_code)] // not every test binary trains
+pub fn train_tiny(data: &Path, init: &Path, out: &Path, sets: &[&str]) -> Output {
+    let (data, init, out) = (
+        data.display().to_string(),
+        init.display().to_string(),
+        out.display().to_string(),
+    );
+    let mut a = vec!["train", &data, "--init", &init, "--out", &out];
+    for s in sets {
+        a.extend(["--set", s]);
+    }
+    a.extend(TINY);
+    let o = run(&a);
+    assert!(o.status.success(), "train {sets:?}: {}", stderr(&o));
+    o
+}
