@@ -260,8 +260,8 @@ fn prepare(args: BenchPrepareArgs) -> Result<()> {
         let st = &report.stages;
         writeln!(
             out,
-            "stages of that run, CPU seconds: reader {:.2} | decode {:.2} | markup {:.2} | segment {:.2} | encode {:.2} | writer {:.2} ({:.2} s wall)",
-            st.reader_cpu, st.decode_cpu, st.markup_cpu, st.segment_cpu, st.encode_cpu, st.writer_cpu, st.wall
+            "stages of that run, CPU seconds: reader {:.2} | decode {:.2} | parse {:.2} | markup {:.2} | segment {:.2} | encode {:.2} | writer {:.2} ({:.2} s wall)",
+            st.reader_cpu, st.decode_cpu, st.parse_cpu, st.markup_cpu, st.segment_cpu, st.encode_cpu, st.writer_cpu, st.wall
         )?;
         writeln!(
             out,

@@ -16,7 +16,7 @@ pub mod wikitext;
 
 use std::fmt;
 
-pub use formats::{read_input, read_input_part, Format, Part, ReadOptions};
+pub use formats::{read_input, read_input_part, Format, Part, RawRecord, ReadOptions};
 pub use inputs::{expand_inputs, Input};
 
 /// How a document's text is written.
@@ -124,6 +124,9 @@ pub struct Skip {
 pub enum Item {
     Doc(Document),
     Skip(Skip),
+    /// A line not parsed yet: only when [`ReadOptions::defer_parsing`] asks for it, and then the
+    /// caller makes it the `Doc` or `Skip` it stands for with [`RawRecord::parse`].
+    Raw(RawRecord),
     /// The input was read to its end (or abandoned after an error); `bytes` raw bytes were read.
     End {
         bytes: u64,

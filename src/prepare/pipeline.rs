@@ -189,7 +189,7 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
                 let stages = &stages;
                 scope.spawn(move |_| {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        process_chunk(segmenter, chunk, stages)
+                        process_chunk(&cfg.read, segmenter, chunk, stages)
                     }))
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("a segmentation worker panicked")));
                     let _ = tx.send(Done::Chunk(index, read_at, result));
@@ -246,6 +246,12 @@ fn read_all(
         Ok(sent?)
     };
     let cursor = resume.cursor;
+    // JSON Lines and TSV records are parsed in the workers, not here; except when the first bad
+    // record must end the run (`--on-error fail`): the reader finds it and stops reading at once.
+    let read = corpus::ReadOptions {
+        defer_parsing: !cfg.read.stop_at_error,
+        ..cfg.read.clone()
+    };
     // Fewer inputs than partitions: each input is split (by byte ranges where it can be, else every
     // N-th record); otherwise whole inputs were chosen already.
     let part = cfg
@@ -268,9 +274,11 @@ fn read_all(
             if s < cursor {
                 return Ok(());
             }
-            if let Item::Doc(d) = &item {
-                chunk_bytes += d.text.len();
-            }
+            chunk_bytes += match &item {
+                Item::Doc(d) => d.text.len(),
+                Item::Raw(r) => r.len(),
+                _ => 0,
+            };
             // With --on-error fail the first error ends the run: hand it on now rather than when the
             // chunk fills, and stop reading (the rest of an endless record would never let it fill).
             let fatal = cfg.on_error == OnError::Fail
@@ -292,14 +300,7 @@ fn read_all(
             }
             Ok(())
         };
-        corpus::read_input_part(
-            input,
-            &cfg.read,
-            part,
-            raw_bytes.clone(),
-            not_read,
-            &mut sink,
-        )?;
+        corpus::read_input_part(input, &read, part, raw_bytes.clone(), not_read, &mut sink)?;
     }
     if !chunk.is_empty() {
         send(Some((raw_bytes.load(Ordering::Relaxed), chunk)))?;
@@ -308,10 +309,21 @@ fn read_all(
 }
 
 fn process_chunk(
+    read: &corpus::ReadOptions,
     segmenter: &Segmenter,
-    mut chunk: Vec<Tagged<Item>>,
+    chunk: Vec<Tagged<Item>>,
     stages: &Stages,
 ) -> Result<Vec<Tagged<Processed>>> {
+    // Lines the reader handed on unparsed become the documents or skips they stand for.
+    let mut chunk: Vec<Tagged<Item>> = stages.parse_cpu.cpu(|| {
+        chunk
+            .into_iter()
+            .map(|(seq, idx, item)| match item {
+                Item::Raw(raw) => (seq, idx, raw.parse(read)),
+                item => (seq, idx, item),
+            })
+            .collect()
+    });
     // Markup first, over the whole chunk, so that its CPU is timed apart from segmenting's.
     stages.markup_cpu.cpu(|| {
         for (_, _, item) in &mut chunk {
@@ -330,6 +342,7 @@ fn process_chunk(
                         Err(skip) => Processed::Skip(skip),
                     },
                     Item::Skip(skip) => Processed::Skip(skip),
+                    Item::Raw(_) => unreachable!("parsed above"),
                     Item::End {
                         bytes,
                         format,

@@ -47,6 +47,8 @@ pub struct Stages {
     pub dispatch_waited: Clock,
     /// Parallel decompression threads (multi-stream bzip2 and the like), splitting included.
     pub decode_cpu: Clock,
+    /// The parallel stage: JSON Lines and TSV records parsed (the reader hands them on as lines).
+    pub parse_cpu: Clock,
     /// The parallel stage: wikitext markup to plain text.
     pub markup_cpu: Clock,
     /// The parallel stage: sentence splitting, tokenizing, packing spans.
@@ -65,6 +67,7 @@ pub struct StageSeconds {
     pub reader_blocked: f64,
     pub dispatch_waited: f64,
     pub decode_cpu: f64,
+    pub parse_cpu: f64,
     pub markup_cpu: f64,
     pub segment_cpu: f64,
     pub encode_cpu: f64,
@@ -79,6 +82,7 @@ impl Stages {
             reader_blocked: self.reader_blocked.secs(),
             dispatch_waited: self.dispatch_waited.secs(),
             decode_cpu: self.decode_cpu.secs(),
+            parse_cpu: self.parse_cpu.secs(),
             markup_cpu: self.markup_cpu.secs(),
             segment_cpu: self.segment_cpu.secs(),
             encode_cpu: self.encode_cpu.secs(),
@@ -89,24 +93,26 @@ impl Stages {
 
 impl StageSeconds {
     /// The serial stage with the most CPU (the reader or the writer), and the threads at which the
-    /// parallel work (decoding, markup, segmenting, encoding row groups) per thread falls to it: beyond them that stage is
-    /// the bottleneck.
+    /// parallel work (decoding, parsing, markup, segmenting, encoding row groups) per thread falls to
+    /// it: beyond them that stage is the bottleneck.
     pub fn serial_bound(&self) -> (&'static str, f64) {
         let (stage, cpu) = match self.reader_cpu >= self.writer_cpu {
             true => ("reader", self.reader_cpu),
             false => ("writer", self.writer_cpu),
         };
-        let parallel = self.decode_cpu + self.markup_cpu + self.segment_cpu + self.encode_cpu;
+        let parallel =
+            self.decode_cpu + self.parse_cpu + self.markup_cpu + self.segment_cpu + self.encode_cpu;
         (stage, parallel / cpu.max(1e-9))
     }
 
     /// One log line.
     pub fn line(&self) -> String {
         format!(
-            "stages (CPU s): reader {:.2} (blocked {:.2} s waiting to hand chunks on), decode {:.2}, markup {:.2}, segment {:.2}, encode {:.2}, writer {:.2}; the parallel stage waited {:.2} s for chunks; {:.2} s wall; the {} would bind at about {:.0} threads",
+            "stages (CPU s): reader {:.2} (blocked {:.2} s waiting to hand chunks on), decode {:.2}, parse {:.2}, markup {:.2}, segment {:.2}, encode {:.2}, writer {:.2}; the parallel stage waited {:.2} s for chunks; {:.2} s wall; the {} would bind at about {:.0} threads",
             self.reader_cpu,
             self.reader_blocked,
             self.decode_cpu,
+            self.parse_cpu,
             self.markup_cpu,
             self.segment_cpu,
             self.encode_cpu,

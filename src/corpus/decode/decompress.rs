@@ -199,10 +199,50 @@ pub fn peek(reader: &mut dyn BufRead, n: usize) -> io::Result<Vec<u8>> {
 
 /// A stream whose first bytes were peeked and are served again before the rest.
 pub fn unpeek(head: Vec<u8>, rest: Box<dyn BufRead + Send>) -> Box<dyn BufRead + Send> {
-    Box::new(BufReader::with_capacity(
-        BUF,
-        io::Cursor::new(head).chain(rest),
-    ))
+    Box::new(Unpeeked { head, at: 0, rest })
+}
+
+/// The head, then the rest's own buffer: no second buffer in front, so no byte of the rest is
+/// copied once more on its way to the parser (a `BufReader` over `Cursor::chain` copied them all).
+struct Unpeeked {
+    head: Vec<u8>,
+    /// Bytes of `head` consumed.
+    at: usize,
+    rest: Box<dyn BufRead + Send>,
+}
+
+impl Read for Unpeeked {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let buf = self.fill_buf()?;
+            let n = buf.len().min(out.len());
+            out[..n].copy_from_slice(&buf[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Unpeeked {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.at < self.head.len() {
+            return Ok(&self.head[self.at..]);
+        }
+        self.rest.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if self.at < self.head.len() {
+            self.at = (self.at + amt).min(self.head.len());
+            if self.at == self.head.len() {
+                self.head = Vec::new();
+                self.at = 0;
+            }
+        } else {
+            self.rest.consume(amt);
+        }
+    }
 }
 
 #[cfg(test)]

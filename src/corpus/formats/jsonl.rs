@@ -60,32 +60,53 @@ pub(super) fn read_jsonl(
     reader: &mut dyn BufRead,
     name: &str,
     opts: &ReadOptions,
-    base: &LineBase,
+    base: &Arc<LineBase>,
     sink: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
+    if opts.defer_parsing {
+        return RawRecord::read_lines(reader, name, opts, base, Format::Jsonl, sink);
+    }
     for_each_line(reader, name, opts, base, sink, |line_no, line, sink| {
         if line.trim().is_empty() {
             return Ok(());
         }
-        let item = match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(serde_json::Value::Object(mut obj)) => {
-                match json_doc(&mut obj, opts, || format!("{name}:{line_no}")) {
-                    Ok(doc) => Item::Doc(doc),
-                    Err(what) => Item::Skip(Skip {
-                        reason: SkipReason::MissingField,
-                        detail: format!("{name}:{line_no}: {what}"),
-                    }),
-                }
-            }
-            Ok(_) => Item::Skip(Skip {
-                reason: SkipReason::MalformedJson,
-                detail: format!("{name}:{line_no}: expected a JSON object"),
-            }),
-            Err(e) => Item::Skip(Skip {
-                reason: SkipReason::MalformedJson,
-                detail: format!("{name}:{line_no}: {e}"),
-            }),
-        };
-        sink(item)
+        sink(jsonl_item(line, name, line_no, opts))
     })
+}
+
+/// Whether a JSON Lines line is blank (`trim` leaves nothing), from its bytes: only the first byte
+/// that is not ASCII white space is looked at unless it starts a multi-byte character. A line that
+/// is not UTF-8 is not blank (it is an `invalid_utf8` skip).
+pub(super) fn is_blank_json_line(line: &[u8]) -> bool {
+    match line
+        .iter()
+        .position(|&b| !matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r'))
+    {
+        None => true,
+        Some(i) if line[i] < 0x80 => false,
+        Some(_) => std::str::from_utf8(line).is_ok_and(|s| s.trim().is_empty()),
+    }
+}
+
+/// The document (or skip) of one non-blank JSON Lines line.
+pub(super) fn jsonl_item(line: &str, name: &str, line_no: LineNo<'_>, opts: &ReadOptions) -> Item {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(mut obj)) => {
+            match json_doc(&mut obj, opts, || format!("{name}:{line_no}")) {
+                Ok(doc) => Item::Doc(doc),
+                Err(what) => Item::Skip(Skip {
+                    reason: SkipReason::MissingField,
+                    detail: format!("{name}:{line_no}: {what}"),
+                }),
+            }
+        }
+        Ok(_) => Item::Skip(Skip {
+            reason: SkipReason::MalformedJson,
+            detail: format!("{name}:{line_no}: expected a JSON object"),
+        }),
+        Err(e) => Item::Skip(Skip {
+            reason: SkipReason::MalformedJson,
+            detail: format!("{name}:{line_no}: {e}"),
+        }),
+    }
 }

@@ -6,6 +6,7 @@ mod detect;
 mod jsonl;
 mod keyed_json;
 mod parquet;
+mod raw_record;
 mod text;
 
 pub use detect::detect;
@@ -13,6 +14,7 @@ use detect::*;
 use jsonl::*;
 use keyed_json::*;
 use parquet::*;
+pub use raw_record::RawRecord;
 use text::*;
 
 use std::io::BufRead;
@@ -70,6 +72,10 @@ pub struct ReadOptions {
     /// Not a setting of the output, so not written into manifests.
     #[serde(skip)]
     pub stop_at_error: bool,
+    /// JSONL and TSV lines are handed on unparsed ([`Item::Raw`]) for the caller to parse on other
+    /// threads: `prepare`'s reader thread then only finds line ends. Not a setting of the output.
+    #[serde(skip)]
+    pub defer_parsing: bool,
 }
 
 impl Default for ReadOptions {
@@ -83,6 +89,7 @@ impl Default for ReadOptions {
             blank_line_docs: false,
             max_record_bytes: 16 << 20,
             stop_at_error: false,
+            defer_parsing: false,
         }
     }
 }
@@ -289,7 +296,7 @@ pub fn read_input_part(
                 reader = again;
             }
             let mut reader = decompress::unpeek(head, reader);
-            let base = LineBase::zero();
+            let base = Arc::new(LineBase::zero());
             match format {
                 Format::Wiki => wiki::read(&mut *reader, &name, opts.max_record_bytes, sink),
                 Format::Jsonl => read_jsonl(&mut *reader, &name, opts, &base, sink),
@@ -353,7 +360,7 @@ fn read_range(
         "{name}: partition reads bytes {}..{end} (cut at {start}, moved to a line start)",
         reader.position()
     );
-    let base = LineBase::before(&input.path, reader.position());
+    let base = Arc::new(LineBase::before(&input.path, reader.position()));
     match format {
         Format::Jsonl => read_jsonl(&mut reader, &name, opts, &base, sink),
         Format::Tsv => read_tsv(&mut reader, &name, opts, &base, sink),
@@ -381,6 +388,23 @@ pub(super) fn for_each_line(
     sink: &mut dyn FnMut(Item) -> Result<()>,
     mut f: impl FnMut(LineNo<'_>, &str, &mut dyn FnMut(Item) -> Result<()>) -> Result<()>,
 ) -> Result<()> {
+    for_each_line_bytes(reader, name, opts, base, sink, |line_no, buf, sink| {
+        match std::str::from_utf8(buf) {
+            Ok(s) => f(line_no, s, sink),
+            Err(e) => sink(invalid_utf8(name, line_no, e)),
+        }
+    })
+}
+
+/// As [`for_each_line`], handing `f` each line's bytes unchecked (it may take them).
+pub(super) fn for_each_line_bytes(
+    reader: &mut dyn BufRead,
+    name: &str,
+    opts: &ReadOptions,
+    base: &LineBase,
+    sink: &mut dyn FnMut(Item) -> Result<()>,
+    mut f: impl FnMut(LineNo<'_>, &mut Vec<u8>, &mut dyn FnMut(Item) -> Result<()>) -> Result<()>,
+) -> Result<()> {
     let mut buf = Vec::new();
     let mut rel = 0u64;
     loop {
@@ -407,18 +431,20 @@ pub(super) fn for_each_line(
                     "{name}:{line_no}: line exceeds --max-record-bytes {cap} (not read past byte {n})"
                 ),
             }))?,
-            Line::Some => match std::str::from_utf8(&buf) {
-                Ok(s) => f(line_no, s, sink)?,
-                Err(e) => sink(Item::Skip(Skip {
-                    reason: SkipReason::InvalidUtf8,
-                    detail: format!(
-                        "{name}:{line_no}: invalid UTF-8 at byte {} of the line",
-                        e.valid_up_to()
-                    ),
-                }))?,
-            },
+            Line::Some => f(line_no, &mut buf, sink)?,
         }
     }
+}
+
+/// The skip of a line that is not UTF-8.
+fn invalid_utf8(name: &str, line_no: LineNo<'_>, e: std::str::Utf8Error) -> Item {
+    Item::Skip(Skip {
+        reason: SkipReason::InvalidUtf8,
+        detail: format!(
+            "{name}:{line_no}: invalid UTF-8 at byte {} of the line",
+            e.valid_up_to()
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -680,5 +706,111 @@ mod tests {
         let items = read_all(&gz, &ReadOptions::default());
         assert!(!docs(&items).is_empty());
         assert_eq!(skips(&items), [SkipReason::ReadError]);
+    }
+
+    /// Every item of `path` (partition `part` of it), with deferred lines parsed as the caller would.
+    fn read_parsed(path: &Path, opts: &ReadOptions, part: Option<[u32; 2]>) -> Vec<String> {
+        let mut items = Vec::new();
+        read_input_part(
+            &Input {
+                path: path.into(),
+                exists: true,
+            },
+            opts,
+            part.map(|[k, n]| Part {
+                k,
+                n,
+                bz2_index: None,
+            }),
+            Default::default(),
+            &AtomicU64::new(0),
+            &mut |item| {
+                let item = match item {
+                    Item::Raw(raw) => raw.parse(opts),
+                    Item::End { .. } => return Ok(()), // its byte count is the reader's
+                    item => item,
+                };
+                items.push(format!("{item:?}"));
+                Ok(())
+            },
+        )
+        .unwrap();
+        items
+    }
+
+    #[test]
+    fn lines_parsed_later_are_the_items_parsed_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut jsonl: Vec<u8> = "\u{feff}{\"id\": 1, \"text\": \"one\"}\n".into();
+        for line in [
+            &b""[..],
+            b"   ",
+            b" \t\r",
+            b"\x0b",
+            b"\x0c ",
+            "\u{3000}".as_bytes(),
+            "\u{a0}\u{85} ".as_bytes(),
+            "\u{200b}".as_bytes(),
+            b"\xff",
+            b"  \xc3",
+            b"{\"text\": \"\xe9t\xe9\"}",
+            b"  {\"text\": \"padded\"}  ",
+            b"{\"title\": \"no text\"}",
+            b"[1, 2]",
+            b"{bad",
+            b"{\"text\": \"no id, CRLF\"}\r",
+            b"{\"pid\": 7.5, \"passage\": \"\\u00e9 \\ud83d\\ude00\"}",
+            b"{\"text\": \"over the limit .................................................\"}",
+            b"{\"id\": \"z\", \"text\": \"last\"}",
+        ] {
+            jsonl.extend_from_slice(line);
+            jsonl.push(b'\n');
+        }
+        let mut tsv: Vec<u8> = Vec::new();
+        for line in [
+            &b"0\tfirst"[..],
+            b"",
+            b"\t",
+            b" ",
+            b"only-one-column",
+            b"\xff\tbad",
+            b"2\t\xc3\xa9t\xc3\xa9\textra",
+            b"3\tcrlf\r",
+        ] {
+            tsv.extend_from_slice(line);
+            tsv.push(b'\n');
+        }
+        for (name, content) in [("a.jsonl", &jsonl), ("c.tsv", &tsv)] {
+            let plain = dir.path().join(name);
+            std::fs::write(&plain, content).unwrap();
+            let gz = dir.path().join(format!("{name}.gz"));
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut enc, content).unwrap();
+            std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+            // Whole, by byte ranges (line numbers counted before the range), every N-th record.
+            for (path, part) in [
+                (&plain, None),
+                (&plain, Some([1, 3])),
+                (&plain, Some([2, 3])),
+                (&gz, Some([1, 2])),
+            ] {
+                let at_once = ReadOptions {
+                    max_record_bytes: 64,
+                    ..Default::default()
+                };
+                let later = ReadOptions {
+                    defer_parsing: true,
+                    ..at_once.clone()
+                };
+                let expected = read_parsed(path, &at_once, part);
+                assert!(!expected.is_empty(), "{expected:?}");
+                assert_eq!(
+                    read_parsed(path, &later, part),
+                    expected,
+                    "{} {part:?}",
+                    path.display()
+                );
+            }
+        }
     }
 }

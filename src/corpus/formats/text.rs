@@ -7,34 +7,42 @@ pub(super) fn read_tsv(
     reader: &mut dyn BufRead,
     name: &str,
     opts: &ReadOptions,
-    base: &LineBase,
+    base: &Arc<LineBase>,
     sink: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
+    if opts.defer_parsing {
+        return RawRecord::read_lines(reader, name, opts, base, Format::Tsv, sink);
+    }
     for_each_line(reader, name, opts, base, sink, |line_no, line, sink| {
         if line.is_empty() {
             return Ok(());
         }
-        let cols: Vec<&str> = line.split('\t').collect();
-        let Some(text) = cols.get(opts.text_column) else {
-            return sink(Item::Skip(Skip {
-                reason: SkipReason::MissingColumn,
-                detail: format!(
-                    "{name}:{line_no}: {} column(s), text column {} expected (use --text-column)",
-                    cols.len(),
-                    opts.text_column
-                ),
-            }));
-        };
-        let id = match opts.id_column.and_then(|c| cols.get(c)) {
-            Some(id) if opts.id_column != Some(opts.text_column) => id.to_string(),
-            _ => format!("{name}:{line_no}"),
-        };
-        sink(Item::Doc(Document {
-            id,
-            title: None,
-            text: text.to_string(),
-            markup: Markup::Plain,
-        }))
+        sink(tsv_item(line, name, line_no, opts))
+    })
+}
+
+/// The document (or skip) of one non-empty TSV line.
+pub(super) fn tsv_item(line: &str, name: &str, line_no: LineNo<'_>, opts: &ReadOptions) -> Item {
+    let cols: Vec<&str> = line.split('\t').collect();
+    let Some(text) = cols.get(opts.text_column) else {
+        return Item::Skip(Skip {
+            reason: SkipReason::MissingColumn,
+            detail: format!(
+                "{name}:{line_no}: {} column(s), text column {} expected (use --text-column)",
+                cols.len(),
+                opts.text_column
+            ),
+        });
+    };
+    let id = match opts.id_column.and_then(|c| cols.get(c)) {
+        Some(id) if opts.id_column != Some(opts.text_column) => id.to_string(),
+        _ => format!("{name}:{line_no}"),
+    };
+    Item::Doc(Document {
+        id,
+        title: None,
+        text: text.to_string(),
+        markup: Markup::Plain,
     })
 }
 
@@ -42,7 +50,7 @@ pub(super) fn read_text(
     reader: &mut dyn BufRead,
     name: &str,
     opts: &ReadOptions,
-    base: &LineBase,
+    base: &Arc<LineBase>,
     sink: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
     if !opts.blank_line_docs {

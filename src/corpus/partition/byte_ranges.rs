@@ -10,7 +10,6 @@
 //! counted only when first needed ([`LineBase`]), so a JSONL or TSV file whose records carry their own
 //! ids is read only over its range.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -131,9 +130,11 @@ pub fn open_at(path: &Path, start: u64) -> io::Result<(BufReader<File>, Option<u
     Ok((BufReader::with_capacity(1 << 18, file), prev))
 }
 
-/// The number of lines before a byte offset of a file, counted when first asked for.
+/// The number of lines before a byte offset of a file, counted when first asked for (by whichever
+/// thread first needs it: records are parsed, and their line numbers shown, in the workers).
+#[derive(Debug)]
 pub struct LineBase {
-    known: Cell<Option<u64>>,
+    known: std::sync::OnceLock<u64>,
     /// The file and offset to count newlines up to; None: the base is 0.
     source: Option<(PathBuf, u64)>,
 }
@@ -142,7 +143,7 @@ impl LineBase {
     /// Line numbers from the start of the input.
     pub fn zero() -> LineBase {
         LineBase {
-            known: Cell::new(Some(0)),
+            known: std::sync::OnceLock::from(0),
             source: None,
         }
     }
@@ -152,7 +153,7 @@ impl LineBase {
         match offset {
             0 => LineBase::zero(),
             _ => LineBase {
-                known: Cell::new(None),
+                known: std::sync::OnceLock::new(),
                 source: Some((path.to_path_buf(), offset)),
             },
         }
@@ -161,23 +162,21 @@ impl LineBase {
     /// The number of lines before the range (an unreadable prefix counts as none, with a warning:
     /// the ids of this range are then relative).
     pub fn get(&self) -> u64 {
-        if let Some(n) = self.known.get() {
-            return n;
-        }
-        let (path, offset) = self
-            .source
-            .as_ref()
-            .expect("a base without a source is known");
-        let n = count_newlines(path, *offset).unwrap_or_else(|e| {
-            log::warn!(
-                "{}: cannot count the lines before byte {offset} ({e}); line numbers of this partition start at 0",
-                path.display()
-            );
-            0
-        });
-        log::debug!("{}: {n} lines before byte {offset}", path.display());
-        self.known.set(Some(n));
-        n
+        *self.known.get_or_init(|| {
+            let (path, offset) = self
+                .source
+                .as_ref()
+                .expect("a base without a source is known");
+            let n = count_newlines(path, *offset).unwrap_or_else(|e| {
+                log::warn!(
+                    "{}: cannot count the lines before byte {offset} ({e}); line numbers of this partition start at 0",
+                    path.display()
+                );
+                0
+            });
+            log::debug!("{}: {n} lines before byte {offset}", path.display());
+            n
+        })
     }
 }
 
