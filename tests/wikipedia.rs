@@ -18,6 +18,7 @@ fn pages(file: &str) -> (Vec<(String, String)>, Vec<SkipReason>) {
                 Item::Doc(d) => docs.push((d.id, wikitext::to_plain_text(&d.text))),
                 Item::Skip(s) => skips.push(s.reason),
                 Item::End { .. } => {}
+                Item::Raw(_) => unreachable!("lines are parsed unless deferral is asked for"),
             }
             Ok(())
         },
