@@ -644,7 +644,7 @@ mod tests {
                 xml.extend_from_slice(b"</mediawiki>");
             }
             let buffer = [1, 2, 3, 5, 8, 13, 64, 4096][next(8)];
-            let limit = [8, 40, 100, 1 << 20][next(4)];
+            let limit = [1, 2, 3, 8, 40, 100, 1 << 20][next(7)];
             assert_eq!(
                 read_all(&xml, buffer, limit, true),
                 read_all(&xml, buffer, limit, false),
