@@ -1468,6 +1468,66 @@ fn parallel_multistream_bz2_decoding_equals_the_serial_path() {
     }
 }
 
+/// a single-stream bzip2 dump of many blocks (what `bzip2 FILE` writes) decodes block by block in
+/// parallel into byte-identical shards and manifest as the serial decoder; cut inside a block, both keep
+/// the same pages and count one read error.
+#[test]
+fn single_stream_bz2_blocks_decode_in_parallel_as_the_serial_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(23);
+    let mut xml = String::from("<mediawiki>\n");
+    for id in 1..=400 {
+        let body = document(&mut rng, 60 + id % 40);
+        xml.push_str(&format!(
+            "  <page>\n    <title>P{id}</title>\n    <ns>0</ns>\n    <id>{id}</id>\n    <revision><text>{body}</text></revision>\n  </page>\n"
+        ));
+    }
+    xml.push_str("</mediawiki>\n");
+    // Level 1: 100 kB blocks, so the one stream has several.
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(1));
+    bz.write_all(xml.as_bytes()).unwrap();
+    let dump = bz.finish().unwrap();
+    assert!(xml.len() > 400_000, "{}", xml.len());
+    for (name, bytes) in [("whole", &dump[..]), ("cut", &dump[..dump.len() * 2 / 3])] {
+        let path = dir.path().join(format!("{name}.xml.bz2"));
+        std::fs::write(&path, bytes).unwrap();
+        let inputs = vec![path.display().to_string()];
+        let go = |j: &str| {
+            let out = dir.path().join(format!("{name}-{j}"));
+            let o = condenser()
+                .env("CONDENSER_BZ2_GROUP_BYTES", "3000")
+                .args(prepare_args(&inputs, &out, &["-j", j]))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", stderr(&o));
+            out
+        };
+        let serial = go("1");
+        let m = manifest(&serial);
+        match name {
+            "whole" => assert_eq!(m["totals"]["documents"], 400, "{m}"),
+            _ => {
+                assert_eq!(m["inputs"][0]["skipped"]["read_error"], 1, "{m}");
+                assert!(m["totals"]["documents"].as_u64().unwrap() > 100, "{m}");
+            }
+        }
+        for j in ["2", "3"] {
+            let parallel = go(j);
+            assert_eq!(
+                documents_of(&serial),
+                documents_of(&parallel),
+                "{name}, -j {j}: documents differ"
+            );
+            if name == "whole" {
+                assert!(
+                    output_files(&serial) == output_files(&parallel),
+                    "-j {j}: outputs differ"
+                );
+            }
+        }
+    }
+}
+
 /// One BGZF member (bgzip's blocked gzip): a gzip member whose extra field's `BC` subfield holds the
 /// member's length minus one.
 fn bgzf_member(data: &[u8]) -> Vec<u8> {

@@ -115,11 +115,12 @@ fn decoded_with(
             BUF,
             flate2::bufread::MultiGzDecoder::new(raw),
         )),
-        // Several threads: the streams of a multi-stream file (a Wikipedia dump) decode in parallel,
-        // in order (a single-stream file is one group: the same work on another thread).
-        Compression::Bzip2 if threads > 1 => {
-            Box::new(super::multibz::ParallelBz2::new(Box::new(raw), threads))
-        }
+        // Several threads: every block becomes a stream of its own (`bz2blocks`), and the streams
+        // decode in parallel, in order: a single-stream file (what `bzip2 FILE` writes) too.
+        Compression::Bzip2 if threads > 1 => Box::new(super::multibz::ParallelBz2::new(
+            Box::new(super::bz2blocks::Restream::new(raw)),
+            threads,
+        )),
         Compression::Bzip2 => Box::new(BufReader::with_capacity(
             BUF,
             bzip2::bufread::MultiBzDecoder::new(raw),

@@ -1,0 +1,448 @@
+//! Blocks of one bzip2 stream decoded in parallel: [`Restream`] rewrites a bzip2 input so that each
+//! of its blocks is a stream of its own, and the multi-stream decoder ([`super::multibz`]) then decodes
+//! the blocks on all its threads. `bzip2 FILE` writes one stream of 100-900 kB blocks, which
+//! otherwise decodes on one thread whatever `-j` says.
+//!
+//! Blocks are bit-aligned: a block starts with the 48-bit magic `0x314159265359` at any bit, and a
+//! stream ends with `0x177245385090`, the stream's combined CRC and padding to a byte. At each block
+//! magic the block before it is written out as a stream: `BZh` and the level, the block's bits as they
+//! were (its own CRC among them), the end-of-stream magic, the block's CRC as the stream's, padding. At a
+//! stream's end the stored combined CRC is checked against its blocks' CRCs; on a mismatch the last
+//! block's stream gets a wrong CRC, so that its decoder fails after its bytes, as the serial decoder
+//! fails at the stream's end. The decoded bytes are the input's exactly (tests compare them with the
+//! serial decoder's).
+//!
+//! Block data can hold the magic by chance (about once in 2^48 bit positions; a candidate whose
+//! `origPtr` is beyond the block size is not one). A false block start splits a block in two whose
+//! streams fail to decode: the input ends with an error (each block's CRC is checked), never with other
+//! bytes. Input that is not a bzip2 stream where one should start is passed through unchanged, for the
+//! decoder to report.
+
+use std::io::{self, BufRead, Read};
+
+const BLOCK_MAGIC: u64 = 0x3141_5926_5359;
+const EOS_MAGIC: u64 = 0x1772_4538_5090;
+/// Compressed bytes one block may take before the input is called corrupt (a block holds at most
+/// 900 kB; incompressible data grows it a little).
+const MAX_BLOCK_BYTES: usize = 8 << 20;
+/// Bytes read from the input at a time.
+const READ_BYTES: usize = 1 << 18;
+
+/// `n` (at most 57) bits of `buf` from bit `p` (most significant first), zeros past its end.
+fn bits(buf: &[u8], p: usize, n: u32) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let j = p / 8;
+    let mut word = [0u8; 8];
+    let have = buf.len().saturating_sub(j).min(8);
+    word[..have].copy_from_slice(&buf[j..j + have]);
+    (u64::from_be_bytes(word) << (p % 8)) >> (64 - n)
+}
+
+/// For each byte value, the bit offsets (0-7) at which a magic starting in the byte before would put
+/// that value in this byte: bit `s` for the block magic, bit `8 + s` for the end-of-stream magic.
+fn second_byte_table() -> [u16; 256] {
+    let mut table = [0u16; 256];
+    for s in 0..8 {
+        table[((BLOCK_MAGIC >> (32 + s)) & 0xFF) as usize] |= 1 << s;
+        table[((EOS_MAGIC >> (32 + s)) & 0xFF) as usize] |= 1 << (8 + s);
+    }
+    table
+}
+
+/// A bit writer onto a byte vector (most significant bit first, as bzip2 packs).
+struct Bits<'a> {
+    out: &'a mut Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl Bits<'_> {
+    fn put(&mut self, value: u64, n: u32) {
+        for i in (0..n).rev() {
+            self.acc = (self.acc << 1) | ((value >> i) & 1);
+            self.n += 1;
+            if self.n == 8 {
+                self.out.push(self.acc as u8);
+                self.acc = 0;
+                self.n = 0;
+            }
+        }
+    }
+
+    /// Bits `[a, b)` of `src`; the writer must be at a byte boundary.
+    fn copy(&mut self, src: &[u8], a: usize, b: usize) {
+        debug_assert_eq!(self.n, 0);
+        let (whole, s) = ((b - a) / 8, (a % 8) as u32);
+        let j = a / 8;
+        if s == 0 {
+            self.out.extend_from_slice(&src[j..j + whole]);
+        } else {
+            self.out.extend(
+                src[j..j + whole + 1]
+                    .windows(2)
+                    .map(|w| (w[0] << s) | (w[1] >> (8 - s))),
+            );
+        }
+        let done = a + whole * 8;
+        self.put(bits(src, done, (b - done) as u32), (b - done) as u32);
+    }
+
+    fn pad(&mut self) {
+        if self.n > 0 {
+            let n = 8 - self.n;
+            self.put(0, n);
+        }
+    }
+}
+
+/// Where the rewriting stands in the input.
+enum State {
+    /// A stream header is expected at this byte of `buf`.
+    Header(usize),
+    /// Inside a stream: its level, its blocks' combined CRC so far, the current block's first bit
+    /// and CRC, and the bit from which to look for the next magic.
+    Block {
+        level: u8,
+        combined: u32,
+        start: usize,
+        crc: u32,
+        scan: usize,
+    },
+    /// The rest of the input is passed through unchanged, from this byte of `buf`.
+    Through(usize),
+}
+
+/// A bzip2 input rewritten with one stream per block (see the module's documentation).
+pub struct Restream<R> {
+    inner: R,
+    buf: Vec<u8>,
+    eof: bool,
+    state: State,
+    out: Vec<u8>,
+    out_pos: usize,
+    table: [u16; 256],
+}
+
+impl<R: BufRead> Restream<R> {
+    pub fn new(inner: R) -> Self {
+        Restream {
+            inner,
+            buf: Vec::new(),
+            eof: false,
+            state: State::Header(0),
+            out: Vec::new(),
+            out_pos: 0,
+            table: second_byte_table(),
+        }
+    }
+
+    /// Appends more input to `buf`; false at its end.
+    fn read_more(&mut self) -> io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        let got = self.inner.fill_buf()?;
+        if got.is_empty() {
+            self.eof = true;
+            return Ok(false);
+        }
+        let n = got.len().min(READ_BYTES);
+        self.buf.extend_from_slice(&got[..n]);
+        self.inner.consume(n);
+        Ok(true)
+    }
+
+    /// Drops the bytes of `buf` before byte `keep` (positions in the state move with them).
+    fn drop_before(&mut self, keep: usize) {
+        if keep == 0 {
+            return;
+        }
+        self.buf.drain(..keep);
+        let bits = keep * 8;
+        match &mut self.state {
+            State::Header(i) | State::Through(i) => *i -= keep,
+            State::Block { start, scan, .. } => {
+                *start -= bits;
+                *scan -= bits;
+            }
+        }
+    }
+
+    /// The next magic at or after bit `from` in `buf`: its bit, and whether it ends the stream.
+    fn find_magic(&self, from: usize) -> Option<(usize, bool)> {
+        let total = self.buf.len() * 8;
+        let mut j = from / 8;
+        while let Some(&next) = self.buf.get(j + 1) {
+            let mask = self.table[next as usize];
+            if mask != 0 {
+                for s in 0..8 {
+                    let p = j * 8 + s;
+                    if p < from || p + 48 > total {
+                        continue;
+                    }
+                    if mask & (1 << s) != 0 && bits(&self.buf, p, 48) == BLOCK_MAGIC {
+                        return Some((p, false));
+                    }
+                    if mask & (1 << (8 + s)) != 0 && bits(&self.buf, p, 48) == EOS_MAGIC {
+                        return Some((p, true));
+                    }
+                }
+            }
+            j += 1;
+        }
+        None
+    }
+
+    /// Writes bits `[a, b)` of `buf` (whole blocks) out as a stream whose combined CRC is `crc`;
+    /// without `crc`, no end is written (a cut-off block, for the decoder to report).
+    fn emit(&mut self, level: u8, a: usize, b: usize, crc: Option<u32>) {
+        self.out.extend_from_slice(&[b'B', b'Z', b'h', level]);
+        let mut w = Bits {
+            out: &mut self.out,
+            acc: 0,
+            n: 0,
+        };
+        w.copy(&self.buf, a, b);
+        if let Some(crc) = crc {
+            w.put(EOS_MAGIC, 48);
+            w.put(crc as u64, 32);
+        }
+        w.pad();
+    }
+
+    /// Produces more output (or learns that there is none); false at the end.
+    fn step(&mut self) -> io::Result<bool> {
+        match self.state {
+            State::Through(i) => {
+                if i < self.buf.len() {
+                    self.out.extend_from_slice(&self.buf[i..]);
+                    self.buf.clear();
+                    self.state = State::Through(0);
+                    return Ok(true);
+                }
+                self.buf.clear();
+                self.state = State::Through(0);
+                self.read_more()
+            }
+            State::Header(h) => {
+                self.drop_before(h);
+                // "BZh", the level, a block or end-of-stream magic, and its CRC.
+                while self.buf.len() < 14 && self.read_more()? {}
+                if self.buf.is_empty() {
+                    return Ok(false);
+                }
+                let b = &self.buf;
+                let header = b.len() >= 10
+                    && &b[..3] == b"BZh"
+                    && (b'1'..=b'9').contains(&b[3])
+                    && matches!(bits(b, 32, 48), BLOCK_MAGIC | EOS_MAGIC);
+                if !header {
+                    self.state = State::Through(0);
+                    return Ok(true);
+                }
+                if bits(b, 32, 48) == EOS_MAGIC {
+                    // An empty stream: as it is.
+                    let n = self.buf.len().min(14);
+                    self.out.extend_from_slice(&self.buf[..n]);
+                    self.state = State::Header(n);
+                    return Ok(true);
+                }
+                self.state = State::Block {
+                    level: b[3],
+                    combined: 0,
+                    start: 32,
+                    crc: bits(b, 80, 32) as u32,
+                    scan: 80,
+                };
+                Ok(true)
+            }
+            State::Block {
+                level,
+                combined,
+                start,
+                crc,
+                scan,
+            } => {
+                // A block start needs its CRC, randomised bit and origPtr after the magic; a
+                // stream's end its CRC and the next stream's "BZh" and level (or the input's end).
+                let found = self.find_magic(scan);
+                let need = match found {
+                    Some((p, false)) => p + 48 + 32 + 1 + 24,
+                    Some((p, true)) => (p + 80).div_ceil(8) * 8 + 32,
+                    None => 0,
+                };
+                if need > self.buf.len() * 8 && !self.eof {
+                    self.read_more()?;
+                    return Ok(true);
+                }
+                match found {
+                    Some((p, false)) if need > self.buf.len() * 8 => {
+                        // Cut off by the input's end: not a block start.
+                        self.set_scan(p + 1);
+                        Ok(true)
+                    }
+                    Some((p, false)) => {
+                        let orig_ptr = bits(&self.buf, p + 81, 24);
+                        if orig_ptr > 10 + 100_000 * u64::from(level - b'0') {
+                            self.set_scan(p + 1);
+                            return Ok(true);
+                        }
+                        self.emit(level, start, p, Some(crc));
+                        self.state = State::Block {
+                            level,
+                            combined: combined.rotate_left(1) ^ crc,
+                            start: p,
+                            crc: bits(&self.buf, p + 48, 32) as u32,
+                            scan: p + 48,
+                        };
+                        self.drop_before(p / 8);
+                        Ok(true)
+                    }
+                    Some((p, true)) => {
+                        let next = (p + 80).div_ceil(8);
+                        // The stream's end if its CRC is the blocks', or if the input ends or
+                        // another stream starts after it; else block data that looks like it.
+                        let stored = bits(&self.buf, p + 48, 32) as u32;
+                        let whole = combined.rotate_left(1) ^ crc;
+                        let at_next = &self.buf[next.min(self.buf.len())..];
+                        let ends = whole == stored
+                            || at_next.is_empty()
+                            || (at_next.len() >= 4
+                                && &at_next[..3] == b"BZh"
+                                && (b'1'..=b'9').contains(&at_next[3]));
+                        if !ends {
+                            self.set_scan(p + 1);
+                            return Ok(true);
+                        }
+                        let crc = if whole == stored { crc } else { !crc };
+                        self.emit(level, start, p, Some(crc));
+                        self.state = State::Header(next);
+                        Ok(true)
+                    }
+                    None => {
+                        // Every candidate with its bits in `buf` was looked at: go on after them.
+                        let checked = (self.buf.len() * 8).saturating_sub(48) + 1;
+                        self.set_scan(scan.max(checked));
+                        if self.buf.len() > MAX_BLOCK_BYTES + start / 8 || !self.read_more()? {
+                            // A block cut off by the input's end (or no end in sight): written
+                            // without an end, the decoder fails on it; the rest passes through.
+                            let end = self.buf.len() * 8;
+                            self.emit(level, start, end, None);
+                            self.buf.clear();
+                            self.state = State::Through(0);
+                        }
+                        Ok(true)
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_scan(&mut self, to: usize) {
+        if let State::Block { scan, .. } = &mut self.state {
+            *scan = to;
+        }
+    }
+}
+
+impl<R: BufRead> BufRead for Restream<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.out_pos >= self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+            if !self.step()? && self.out.is_empty() {
+                return Ok(&[]);
+            }
+        }
+        Ok(&self.out[self.out_pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.out_pos = (self.out_pos + amt).min(self.out.len());
+    }
+}
+
+impl<R: BufRead> Read for Restream<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        crate::corpus::lines::read_from_buffer(self, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::decode::test_data::*;
+    use std::io::Write;
+
+    /// `text` as one bzip2 stream of 100 kB blocks.
+    fn blocks(text: &[u8]) -> Vec<u8> {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(1));
+        e.write_all(text).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn serial(raw: &[u8]) -> (Vec<u8>, Option<io::Error>) {
+        drain(bzip2::read::MultiBzDecoder::new(raw))
+    }
+
+    fn restreamed(raw: &[u8], buffer: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        Restream::new(io::BufReader::with_capacity(buffer, raw))
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    fn stream_count(raw: &[u8]) -> usize {
+        (0..raw.len())
+            .filter(|&i| super::super::multibz::stream_starts_at(raw, i))
+            .count()
+    }
+
+    #[test]
+    fn every_block_becomes_a_stream_with_the_same_bytes() {
+        // Two multi-block streams, an empty one and a one-block one, concatenated.
+        let (a, b, c) = (text(450_000, 1), text(330_000, 2), text(5_000, 3));
+        let mut raw = blocks(&a);
+        raw.extend(bz(b""));
+        raw.extend(blocks(&b));
+        raw.extend(blocks(&c));
+        let expected = [a, b, c].concat();
+        assert_eq!(serial(&raw).0, expected);
+        for buffer in [1, 7, 4096, 1 << 20] {
+            let out = restreamed(&raw, buffer);
+            // 5 + 4 + 1 blocks, and the empty stream as it was.
+            assert_eq!(stream_count(&out), 11, "buffer {buffer}");
+            let (decoded, err) = serial(&out);
+            assert!(err.is_none(), "{err:?}");
+            assert!(decoded == expected, "buffer {buffer}: decoded bytes differ");
+        }
+    }
+
+    #[test]
+    fn a_bad_crc_or_a_cut_still_fails_after_the_good_blocks() {
+        let a = text(450_000, 4);
+        let raw = blocks(&a);
+        // The stored combined CRC is the 4 bytes before the last padding: flip a bit of it.
+        let mut bad = raw.clone();
+        let crc_at = bad.len() - 2;
+        bad[crc_at] ^= 0x10;
+        let (ser, ser_err) = serial(&bad);
+        assert!(ser_err.is_some());
+        let (out, err) = serial(&restreamed(&bad, 4096));
+        assert!(err.is_some(), "a wrong stream CRC must fail");
+        assert_eq!(out, ser, "the same blocks before the failure");
+        // Cut inside the third block: the first two decode, then an error.
+        let cut = raw.len() * 2 / 3;
+        let (out, err) = serial(&restreamed(&raw[..cut], 4096));
+        assert!(err.is_some(), "a cut-off block must fail");
+        assert!(out.len() >= 100_000 && a.starts_with(&out), "{}", out.len());
+        // Not bzip2 after a stream: passed through, and the decoder says so.
+        let mut junk = raw.clone();
+        junk.extend_from_slice(b"not bzip2 at all");
+        let (out, _) = serial(&restreamed(&junk, 4096));
+        assert_eq!(out, a);
+    }
+}
