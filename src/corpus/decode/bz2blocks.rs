@@ -156,6 +156,7 @@ impl<R: BufRead> Restream<R> {
 
     /// Drops the bytes of `buf` before byte `keep` (positions in the state move with them).
     fn drop_before(&mut self, keep: usize) {
+        let keep = keep.min(self.buf.len());
         if keep == 0 {
             return;
         }
@@ -274,6 +275,9 @@ impl<R: BufRead> Restream<R> {
                     None => 0,
                 };
                 if need > self.buf.len() * 8 && !self.eof {
+                    if let Some((p, _)) = found {
+                        self.set_scan(p); // found again after the read, without a rescan
+                    }
                     self.read_more()?;
                     return Ok(true);
                 }
@@ -298,6 +302,14 @@ impl<R: BufRead> Restream<R> {
                             scan: p + 48,
                         };
                         self.drop_before(p / 8);
+                        Ok(true)
+                    }
+                    Some((p, true)) if p + 80 > self.buf.len() * 8 => {
+                        // The input ends inside the end-of-stream marker: a cut-off block.
+                        let end = self.buf.len() * 8;
+                        self.emit(level, start, end, None);
+                        self.buf.clear();
+                        self.state = State::Through(0);
                         Ok(true)
                     }
                     Some((p, true)) => {
@@ -444,5 +456,65 @@ mod tests {
         junk.extend_from_slice(b"not bzip2 at all");
         let (out, _) = serial(&restreamed(&junk, 4096));
         assert_eq!(out, a);
+    }
+
+    #[test]
+    fn hostile_input_fails_as_the_serial_decoder_does_and_never_adds_bytes() {
+        let good = blocks(&text(250_000, 5));
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"BZh9".to_vec(),
+            b"BZh91AY&SY".to_vec(),
+            b"BZh0not a stream".to_vec(),
+            [
+                &b"BZh9"[..],
+                &[0x31, 0x41, 0x59, 0x26, 0x53, 0x59],
+                &text(5000, 6),
+            ]
+            .concat(),
+            good[..good.len() - 3].to_vec(),
+            good[..good.len() - 9].to_vec(),
+            [&good[..], &good[..20]].concat(),
+        ];
+        // The block magic repeated at every bit offset, inside a stream.
+        let mut fake = b"BZh9".to_vec();
+        let mut w = Bits {
+            out: &mut fake,
+            acc: 0,
+            n: 0,
+        };
+        for shift in 0..64u32 {
+            w.put(BLOCK_MAGIC, 48);
+            w.put(u64::from(shift), 32 + shift % 7);
+        }
+        w.pad();
+        cases.push(fake);
+        let mut x = 99u64;
+        for len in [10usize, 100, 5000] {
+            let noise: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (x >> 56) as u8
+                })
+                .collect();
+            cases.push([&good[..good.len() / 2], &noise[..]].concat());
+        }
+        for (i, raw) in cases.iter().enumerate() {
+            let (want, want_err) = serial(raw);
+            for buffer in [1, 4096] {
+                let (got, err) = serial(&restreamed(raw, buffer));
+                assert!(
+                    want.starts_with(&got),
+                    "case {i}: bytes not the serial decoder's"
+                );
+                assert_eq!(
+                    want_err.is_some(),
+                    err.is_some() || got.len() < want.len(),
+                    "case {i}, buffer {buffer}: {want_err:?} / {err:?}"
+                );
+                if want_err.is_some() {
+                    assert!(err.is_some(), "case {i}, buffer {buffer}: no error");
+                }
+            }
+        }
     }
 }
