@@ -40,15 +40,56 @@ fn bits(buf: &[u8], p: usize, n: u32) -> u64 {
     (u64::from_be_bytes(word) << (p % 8)) >> (64 - n)
 }
 
-/// For each byte value, the bit offsets (0-7) at which a magic starting in the byte before would put
-/// that value in this byte: bit `s` for the block magic, bit `8 + s` for the end-of-stream magic.
-fn second_byte_table() -> [u16; 256] {
-    let mut table = [0u16; 256];
-    for s in 0..8 {
-        table[((BLOCK_MAGIC >> (32 + s)) & 0xFF) as usize] |= 1 << s;
-        table[((EOS_MAGIC >> (32 + s)) & 0xFF) as usize] |= 1 << (8 + s);
+/// Where magics may start: a magic at bit `s` of byte `j` puts 4 fixed bytes at `j + 1..j + 5` (its
+/// bits `8 - s..40 - s`), one of 16 patterns (8 offsets, 2 magics), found by a SIMD multi-pattern
+/// search; candidates are then checked bit by bit.
+struct MagicFinder {
+    searcher: Option<aho_corasick::packed::Searcher>,
+}
+
+impl MagicFinder {
+    fn new() -> Self {
+        let mut builder = aho_corasick::packed::Config::new().builder();
+        for magic in [BLOCK_MAGIC, EOS_MAGIC] {
+            for s in 0..8 {
+                builder.add((((magic >> (8 + s)) & 0xFFFF_FFFF) as u32).to_be_bytes());
+            }
+        }
+        MagicFinder {
+            searcher: builder.build(),
+        }
     }
-    table
+
+    /// The first magic at or after bit `from` of `buf` with its 48 bits there: its bit, and
+    /// whether it ends a stream.
+    fn find(&self, buf: &[u8], from: usize) -> Option<(usize, bool)> {
+        let total = buf.len() * 8;
+        // The magic (if any) at byte `j`, at or after `from`.
+        let at = |j: usize| {
+            (0..8).map(|s| j * 8 + s).find_map(|p| {
+                if p < from || p + 48 > total {
+                    return None;
+                }
+                match bits(buf, p, 48) {
+                    BLOCK_MAGIC => Some((p, false)),
+                    EOS_MAGIC => Some((p, true)),
+                    _ => None,
+                }
+            })
+        };
+        let Some(searcher) = &self.searcher else {
+            return (from / 8..buf.len()).find_map(at);
+        };
+        let mut pos = from / 8 + 1;
+        while pos < buf.len() {
+            let m = searcher.find_in(buf, aho_corasick::Span::from(pos..buf.len()))?;
+            if let Some(found) = at(m.start() - 1) {
+                return Some(found);
+            }
+            pos = m.start() + 1;
+        }
+        None
+    }
 }
 
 /// A bit writer onto a byte vector (most significant bit first, as bzip2 packs).
@@ -122,7 +163,7 @@ pub struct Restream<R> {
     state: State,
     out: Vec<u8>,
     out_pos: usize,
-    table: [u16; 256],
+    finder: MagicFinder,
 }
 
 impl<R: BufRead> Restream<R> {
@@ -134,7 +175,7 @@ impl<R: BufRead> Restream<R> {
             state: State::Header(0),
             out: Vec::new(),
             out_pos: 0,
-            table: second_byte_table(),
+            finder: MagicFinder::new(),
         }
     }
 
@@ -173,27 +214,7 @@ impl<R: BufRead> Restream<R> {
 
     /// The next magic at or after bit `from` in `buf`: its bit, and whether it ends the stream.
     fn find_magic(&self, from: usize) -> Option<(usize, bool)> {
-        let total = self.buf.len() * 8;
-        let mut j = from / 8;
-        while let Some(&next) = self.buf.get(j + 1) {
-            let mask = self.table[next as usize];
-            if mask != 0 {
-                for s in 0..8 {
-                    let p = j * 8 + s;
-                    if p < from || p + 48 > total {
-                        continue;
-                    }
-                    if mask & (1 << s) != 0 && bits(&self.buf, p, 48) == BLOCK_MAGIC {
-                        return Some((p, false));
-                    }
-                    if mask & (1 << (8 + s)) != 0 && bits(&self.buf, p, 48) == EOS_MAGIC {
-                        return Some((p, true));
-                    }
-                }
-            }
-            j += 1;
-        }
-        None
+        self.finder.find(&self.buf, from)
     }
 
     /// Writes bits `[a, b)` of `buf` (whole blocks) out as a stream whose combined CRC is `crc`;
@@ -516,5 +537,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_pattern_search_finds_every_magic_the_bit_scan_finds() {
+        // Noise with both magics written at every bit offset, and lookalikes that differ in one bit.
+        let mut buf = Vec::new();
+        let mut w = Bits {
+            out: &mut buf,
+            acc: 0,
+            n: 0,
+        };
+        let mut x = 5u64;
+        for i in 0..400u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            w.put(x >> 40, 3 + (i % 29) as u32);
+            let magic = if i % 3 == 0 { EOS_MAGIC } else { BLOCK_MAGIC };
+            w.put(
+                if i % 5 == 0 {
+                    magic ^ (1 << (i % 48))
+                } else {
+                    magic
+                },
+                48,
+            );
+        }
+        w.pad();
+        let fast = MagicFinder::new();
+        assert!(fast.searcher.is_some(), "no SIMD search on this machine");
+        let slow = MagicFinder { searcher: None };
+        let (mut a, mut b) = (0, 0);
+        let mut found = 0;
+        loop {
+            let (f, s) = (fast.find(&buf, a), slow.find(&buf, b));
+            assert_eq!(f, s);
+            let Some((p, _)) = f else { break };
+            found += 1;
+            (a, b) = (p + 1, p + 1);
+        }
+        assert!(found >= 320, "{found}");
     }
 }
