@@ -164,6 +164,12 @@ pub struct Restream<R> {
     out: Vec<u8>,
     out_pos: usize,
     finder: MagicFinder,
+    /// Bytes of `out` handed out and cleared before it, and bytes of the input dropped from `buf`.
+    flushed: u64,
+    dropped: u64,
+    /// (offset in the output, offset in the input) where each written stream (or passed-through
+    /// run) starts, for messages.
+    starts: std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>>,
 }
 
 impl<R: BufRead> Restream<R> {
@@ -176,7 +182,41 @@ impl<R: BufRead> Restream<R> {
             out: Vec::new(),
             out_pos: 0,
             finder: MagicFinder::new(),
+            flushed: 0,
+            dropped: 0,
+            starts: Default::default(),
         }
+    }
+
+    /// Maps an offset of the rewritten bytes to the input's: exact where a stream starts (where the
+    /// parallel decoder cuts its groups), the nearest stream start's plus the distance elsewhere.
+    pub fn input_offsets(&self) -> super::parallel::InputOffsets {
+        let starts = self.starts.clone();
+        std::sync::Arc::new(move |at| {
+            let starts = starts.lock().unwrap_or_else(|e| e.into_inner());
+            let i = starts.partition_point(|&(out, _)| out <= at);
+            match i {
+                0 => at,
+                _ => {
+                    let (out, input) = starts[i - 1];
+                    input + (at - out)
+                }
+            }
+        })
+    }
+
+    /// Notes that output written from now on comes from input byte `input` (of `buf`).
+    fn note_start(&mut self, input: usize) {
+        let out = self.flushed + self.out.len() as u64;
+        let input = self.dropped + input as u64;
+        let mut starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
+        starts.push((out, input));
+    }
+
+    /// Clears `buf`, counting its bytes as dropped.
+    fn clear_buf(&mut self) {
+        self.dropped += self.buf.len() as u64;
+        self.buf.clear();
     }
 
     /// Appends more input to `buf`; false at its end.
@@ -202,6 +242,7 @@ impl<R: BufRead> Restream<R> {
             return;
         }
         self.buf.drain(..keep);
+        self.dropped += keep as u64;
         let bits = keep * 8;
         match &mut self.state {
             State::Header(i) | State::Through(i) => *i -= keep,
@@ -220,6 +261,7 @@ impl<R: BufRead> Restream<R> {
     /// Writes bits `[a, b)` of `buf` (whole blocks) out as a stream whose combined CRC is `crc`;
     /// without `crc`, no end is written (a cut-off block, for the decoder to report).
     fn emit(&mut self, level: u8, a: usize, b: usize, crc: Option<u32>) {
+        self.note_start(a / 8);
         self.out.extend_from_slice(&[b'B', b'Z', b'h', level]);
         let mut w = Bits {
             out: &mut self.out,
@@ -232,6 +274,8 @@ impl<R: BufRead> Restream<R> {
             w.put(crc as u64, 32);
         }
         w.pad();
+        // Where the next output comes from, until told otherwise: the byte holding bit `b`.
+        self.note_start(b / 8);
     }
 
     /// Produces more output (or learns that there is none); false at the end.
@@ -239,12 +283,13 @@ impl<R: BufRead> Restream<R> {
         match self.state {
             State::Through(i) => {
                 if i < self.buf.len() {
+                    self.note_start(i);
                     self.out.extend_from_slice(&self.buf[i..]);
-                    self.buf.clear();
+                    self.clear_buf();
                     self.state = State::Through(0);
                     return Ok(true);
                 }
-                self.buf.clear();
+                self.clear_buf();
                 self.state = State::Through(0);
                 self.read_more()
             }
@@ -267,6 +312,7 @@ impl<R: BufRead> Restream<R> {
                 if bits(b, 32, 48) == EOS_MAGIC {
                     // An empty stream: as it is.
                     let n = self.buf.len().min(14);
+                    self.note_start(0);
                     self.out.extend_from_slice(&self.buf[..n]);
                     self.state = State::Header(n);
                     return Ok(true);
@@ -329,7 +375,7 @@ impl<R: BufRead> Restream<R> {
                         // The input ends inside the end-of-stream marker: a cut-off block.
                         let end = self.buf.len() * 8;
                         self.emit(level, start, end, None);
-                        self.buf.clear();
+                        self.clear_buf();
                         self.state = State::Through(0);
                         Ok(true)
                     }
@@ -363,7 +409,7 @@ impl<R: BufRead> Restream<R> {
                             // without an end, the decoder fails on it; the rest passes through.
                             let end = self.buf.len() * 8;
                             self.emit(level, start, end, None);
-                            self.buf.clear();
+                            self.clear_buf();
                             self.state = State::Through(0);
                         }
                         Ok(true)
@@ -383,6 +429,7 @@ impl<R: BufRead> Restream<R> {
 impl<R: BufRead> BufRead for Restream<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.out_pos >= self.out.len() {
+            self.flushed += self.out.len() as u64;
             self.out.clear();
             self.out_pos = 0;
             if !self.step()? && self.out.is_empty() {

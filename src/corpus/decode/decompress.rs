@@ -117,10 +117,15 @@ fn decoded_with(
         )),
         // Several threads: every block becomes a stream of its own (`bz2blocks`), and the streams
         // decode in parallel, in order: a single-stream file (what `bzip2 FILE` writes) too.
-        Compression::Bzip2 if threads > 1 => Box::new(super::multibz::ParallelBz2::new(
-            Box::new(super::bz2blocks::Restream::new(raw)),
-            threads,
-        )),
+        Compression::Bzip2 if threads > 1 => {
+            let blocks = super::bz2blocks::Restream::new(raw);
+            let offsets = blocks.input_offsets();
+            Box::new(super::multibz::ParallelBz2::with_input_offsets(
+                Box::new(blocks),
+                threads,
+                offsets,
+            ))
+        }
         Compression::Bzip2 => Box::new(BufReader::with_capacity(
             BUF,
             bzip2::bufread::MultiBzDecoder::new(raw),
@@ -385,5 +390,40 @@ mod tests {
         let (_, mut r) = decoded(Box::new(io::Cursor::new(cut)), Default::default()).unwrap();
         let mut s = Vec::new();
         assert!(r.read_to_end(&mut s).is_err());
+    }
+
+    #[test]
+    fn a_cut_single_stream_bzip2_reports_offsets_of_the_file() {
+        // One stream of 100 kB blocks, cut inside its third block: the decoder reads it with every
+        // block rewritten as a stream, and the error still names bytes of the file.
+        let text = text(450_000, 9);
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::new(1));
+        e.write_all(&text).unwrap();
+        let raw = e.finish().unwrap();
+        let cut = raw.len() * 2 / 3;
+        let (_, mut r) = decoded_with(
+            Box::new(io::Cursor::new(raw[..cut].to_vec())),
+            Default::default(),
+            3,
+        )
+        .unwrap();
+        let (out, err) = drain(&mut r);
+        assert!(
+            text.starts_with(&out) && out.len() >= 200_000,
+            "{}",
+            out.len()
+        );
+        let err = err.expect("a cut stream is an error").to_string();
+        let range = err
+            .split("compressed bytes ")
+            .nth(1)
+            .and_then(|r| r.split(':').next())
+            .unwrap_or_else(|| panic!("{err}"));
+        let (a, b) = range.split_once("..").unwrap();
+        let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+        // The group ends where the file does; it starts at a block's first byte (after the
+        // stream's 4-byte header).
+        assert_eq!(b, cut, "{err}");
+        assert!((4..cut).contains(&a), "{err}");
     }
 }

@@ -119,11 +119,30 @@ pub struct ParallelDecoder<F> {
     _framing: std::marker::PhantomData<fn() -> F>,
 }
 
+/// Maps an offset of the bytes the splitter reads to one of the file, for messages (where a reader in
+/// front rewrote the input, as `bz2blocks` does).
+pub type InputOffsets = std::sync::Arc<dyn Fn(u64) -> u64 + Send + Sync>;
+
 impl<F: Framing + Default> ParallelDecoder<F> {
     /// Starts the splitter and `threads` decoders over `raw` (positioned at the first piece), with
     /// groups of [`group_bytes_from_env`].
     pub fn new(raw: Box<dyn BufRead + Send>, threads: usize) -> Self {
         Self::with_group_bytes(raw, threads, group_bytes_from_env())
+    }
+
+    /// As [`ParallelDecoder::new`] over a rewritten input: messages give offsets of the file.
+    pub fn with_input_offsets(
+        raw: Box<dyn BufRead + Send>,
+        threads: usize,
+        offsets: InputOffsets,
+    ) -> Self {
+        Self::with_framing(
+            raw,
+            threads,
+            group_bytes_from_env(),
+            F::default(),
+            Some(offsets),
+        )
     }
 
     /// As [`ParallelDecoder::new`], with groups of at least `group_bytes` compressed bytes.
@@ -132,7 +151,7 @@ impl<F: Framing + Default> ParallelDecoder<F> {
         threads: usize,
         group_bytes: usize,
     ) -> Self {
-        Self::with_framing(raw, threads, group_bytes.max(1), F::default())
+        Self::with_framing(raw, threads, group_bytes.max(1), F::default(), None)
     }
 }
 
@@ -142,13 +161,16 @@ impl<F: Framing> ParallelDecoder<F> {
         threads: usize,
         group_bytes: usize,
         framing: F,
+        offsets: Option<InputOffsets>,
     ) -> Self {
+        let offsets: InputOffsets = offsets.unwrap_or_else(|| std::sync::Arc::new(|o| o));
         let threads = threads.max(1);
         let in_flight = 2 * threads + 2;
         let (job_tx, job_rx) = bounded::<Job>(in_flight);
         let (result_tx, result_rx) = bounded::<Msg>(in_flight + 1);
         let (slot_tx, slot_rx) = bounded::<()>(in_flight);
         let end_tx = result_tx.clone();
+        let split_offsets = offsets.clone();
         std::thread::Builder::new()
             .name(format!("{}-split", F::SHORT))
             .spawn(move || {
@@ -158,6 +180,7 @@ impl<F: Framing> ParallelDecoder<F> {
                     jobs: job_tx,
                     slots: slot_tx,
                     count: 0,
+                    offsets: split_offsets,
                 };
                 let t = crate::cputime::thread_cpu();
                 let err = splitter.run(raw).err();
@@ -168,7 +191,7 @@ impl<F: Framing> ParallelDecoder<F> {
             })
             .expect("spawn the splitter thread");
         for i in 0..threads {
-            let (rx, tx) = (job_rx.clone(), result_tx.clone());
+            let (rx, tx, offsets) = (job_rx.clone(), result_tx.clone(), offsets.clone());
             std::thread::Builder::new()
                 .name(format!("{}-decode-{i}", F::SHORT))
                 .spawn(move || {
@@ -177,7 +200,8 @@ impl<F: Framing> ParallelDecoder<F> {
                         let (out, err) = match payload {
                             Payload::Compressed(bytes) => {
                                 let (out, err) = F::decode(&bytes);
-                                let end = offset + bytes.len() as u64;
+                                let end = offsets(offset + bytes.len() as u64);
+                                let offset = offsets(offset);
                                 let err = err.map(|e| {
                                     io::Error::new(
                                         e.kind(),
@@ -282,6 +306,7 @@ struct Splitter<F> {
     slots: Sender<()>,
     /// Groups sent so far.
     count: u64,
+    offsets: InputOffsets,
 }
 
 impl<F: Framing> Splitter<F> {
@@ -347,11 +372,12 @@ impl<F: Framing> Splitter<F> {
         offset: u64,
         raw: Box<dyn BufRead + Send>,
     ) -> io::Result<()> {
+        let at = (self.offsets)(offset);
         let context = |e: io::Error| {
             io::Error::new(
                 e.kind(),
                 format!(
-                    "{} at or after compressed byte {offset} (decoded serially): {e}",
+                    "{} at or after compressed byte {at} (decoded serially): {e}",
                     F::PIECE
                 ),
             )
