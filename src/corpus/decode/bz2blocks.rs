@@ -626,4 +626,39 @@ mod tests {
         }
         assert!(found >= 320, "{found}");
     }
+
+    #[test]
+    fn a_corrupt_block_gives_none_of_its_bytes() {
+        let text = text(450_000, 11);
+        let raw = blocks(&text);
+        // Where the text's blocks end: decode the rewritten streams one by one.
+        let streams = restreamed(&raw, 4096);
+        let starts: Vec<usize> = (0..streams.len())
+            .filter(|&i| super::super::multibz::stream_starts_at(&streams, i))
+            .chain([streams.len()])
+            .collect();
+        let mut ends = vec![0];
+        for w in starts.windows(2) {
+            let n = serial(&streams[w[0]..w[1]]).0.len();
+            ends.push(ends.last().unwrap() + n);
+        }
+        assert_eq!(*ends.last().unwrap(), text.len());
+        for at in [raw.len() / 3, raw.len() / 2, raw.len() * 4 / 5] {
+            let mut bad = raw.clone();
+            bad[at] ^= 0x20;
+            let mut r = super::super::multibz::ParallelBz2::with_group_bytes(
+                Box::new(Restream::new(io::Cursor::new(bad))),
+                3,
+                8192,
+            );
+            let (out, err) = drain(&mut r);
+            assert!(err.is_some(), "byte {at}: a corrupt block must fail");
+            // Whole blocks of the original text, nothing of the corrupt one.
+            assert!(
+                text.starts_with(&out),
+                "byte {at}: bytes that are not the text's"
+            );
+            assert!(ends.contains(&out.len()), "byte {at}: {} bytes", out.len());
+        }
+    }
 }

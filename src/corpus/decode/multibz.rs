@@ -58,11 +58,21 @@ impl Framing for Bz2Streams {
         Cut::More
     }
 
+    /// Stream by stream; a stream that fails gives none of its bytes: its CRC did not hold, so what
+    /// its decoder had handed out is not to be trusted (with every block a stream of its own,
+    /// `bz2blocks`, only the failing block's bytes are dropped).
     fn decode(bytes: &[u8]) -> (Vec<u8>, Option<io::Error>) {
         let mut out = Vec::with_capacity(bytes.len() * 5);
-        let mut dec = bzip2::bufread::MultiBzDecoder::new(bytes);
-        let err = dec.read_to_end(&mut out).err();
-        (out, err)
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let kept = out.len();
+            let mut dec = bzip2::bufread::BzDecoder::new(&mut rest);
+            if let Err(e) = dec.read_to_end(&mut out) {
+                out.truncate(kept);
+                return (out, Some(e));
+            }
+        }
+        (out, None)
     }
 
     fn serial(rest: Box<dyn BufRead + Send>) -> io::Result<Box<dyn Read + Send>> {
