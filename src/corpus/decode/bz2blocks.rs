@@ -36,7 +36,9 @@ fn bits(buf: &[u8], p: usize, n: u32) -> u64 {
     let j = p / 8;
     let mut word = [0u8; 8];
     let have = buf.len().saturating_sub(j).min(8);
-    word[..have].copy_from_slice(&buf[j..j + have]);
+    if have > 0 {
+        word[..have].copy_from_slice(&buf[j..j + have]);
+    }
     (u64::from_be_bytes(word) << (p % 8)) >> (64 - n)
 }
 
