@@ -1404,6 +1404,18 @@ fn multistream_dump(pages: usize, per_stream: usize, seed: u64) -> (Vec<u8>, Vec
     (dump, streams)
 }
 
+/// `prepare` of `inputs` into `out` with `-j j`, decoding in groups of 3,000 compressed bytes (so that
+/// a small input has many); it must succeed.
+fn prepare_in_small_groups(inputs: &[String], out: &Path, j: &str) -> std::process::Output {
+    let o = condenser()
+        .env("CONDENSER_DECODE_GROUP_BYTES", "3000")
+        .args(prepare_args(inputs, out, &["-j", j]))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}: {}", out.display(), stderr(&o));
+    o
+}
+
 /// a multi-stream bzip2 dump decodes in parallel (groups of streams, here small so
 /// that there are many) into byte-identical shards and manifest as the serial decoder (`-j 1`); a
 /// truncated dump keeps every complete stream's pages and reports the truncation with its position.
@@ -1414,21 +1426,12 @@ fn parallel_multistream_bz2_decoding_equals_the_serial_path() {
     let path = dir.path().join("enwiki-multistream.xml.bz2");
     std::fs::write(&path, &dump).unwrap();
     let inputs = vec![path.display().to_string()];
-    let go = |out: &Path, j: &str| {
-        let o = condenser()
-            .env("CONDENSER_BZ2_GROUP_BYTES", "3000")
-            .args(prepare_args(&inputs, out, &["-j", j]))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
-        o
-    };
     let serial = dir.path().join("serial");
-    go(&serial, "1");
+    prepare_in_small_groups(&inputs, &serial, "1");
     assert_eq!(manifest(&serial)["totals"]["documents"], 230);
     for j in ["2", "5"] {
         let parallel = dir.path().join(format!("parallel-{j}"));
-        go(&parallel, j);
+        prepare_in_small_groups(&inputs, &parallel, j);
         assert!(
             output_files(&serial) == output_files(&parallel),
             "-j {j}: outputs differ"
@@ -1450,13 +1453,7 @@ fn parallel_multistream_bz2_decoding_equals_the_serial_path() {
     let inputs = vec![short.display().to_string()];
     for j in ["1", "3"] {
         let out = dir.path().join(format!("short-{j}"));
-        let o = condenser()
-            .env("CONDENSER_BZ2_GROUP_BYTES", "3000")
-            .args(prepare_args(&inputs, &out, &["-j", j]))
-            .output()
-            .unwrap();
-        let err = stderr(&o);
-        assert!(o.status.success(), "{err}");
+        let err = stderr(&prepare_in_small_groups(&inputs, &out, j));
         let m = manifest(&out);
         assert_eq!(m["totals"]["documents"], kept as u64, "-j {j}: {m}");
         assert_eq!(m["inputs"][0]["skipped"]["read_error"], 1, "-j {j}: {m}");
@@ -1494,12 +1491,7 @@ fn single_stream_bz2_blocks_decode_in_parallel_as_the_serial_path() {
         let inputs = vec![path.display().to_string()];
         let go = |j: &str| {
             let out = dir.path().join(format!("{name}-{j}"));
-            let o = condenser()
-                .env("CONDENSER_BZ2_GROUP_BYTES", "3000")
-                .args(prepare_args(&inputs, &out, &["-j", j]))
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", stderr(&o));
+            prepare_in_small_groups(&inputs, &out, j);
             out
         };
         let serial = go("1");
@@ -1572,12 +1564,7 @@ fn parallel_multiframe_zstd_and_bgzf_decoding_equals_the_serial_path() {
         let go = |j: &str| {
             let out = dir.path().join(format!("{name}-{j}"));
             let _ = std::fs::remove_dir_all(&out);
-            let o = condenser()
-                .env("CONDENSER_DECODE_GROUP_BYTES", "3000")
-                .args(prepare_args(&inputs, &out, &["-j", j]))
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{name}: {}", stderr(&o));
+            prepare_in_small_groups(&inputs, &out, j);
             out
         };
         let serial = go("1");

@@ -276,7 +276,7 @@ fn read_all(
             }
             chunk_bytes += match &item {
                 Item::Doc(d) => d.text.len(),
-                Item::Raw(r) => r.len(),
+                Item::Raw(r) => r.byte_len(),
                 _ => 0,
             };
             // With --on-error fail the first error ends the run: hand it on now rather than when the

@@ -48,27 +48,39 @@ pub fn split(text: &str) -> Vec<std::ops::Range<usize>> {
             push_trimmed(text, start, i, &mut out);
             start = i + 1;
         } else if matches!(b, b'.' | b'!' | b'?') {
-            // Take the whole run of terminal punctuation and closing quotes/brackets ("?!", '."', ".)").
-            let mut end = i + 1;
-            while end < bytes.len() {
-                let c = text[end..].chars().next().unwrap();
-                if matches!(c, '.' | '!' | '?') || CLOSERS.contains(&c) {
-                    end += c.len_utf8();
-                } else {
-                    break;
-                }
-            }
-            if end < bytes.len() && is_space(&text[end..]) && is_boundary(text, start, i, b, end) {
-                push_trimmed(text, start, end, &mut out);
-                start = end;
-            }
-            i = end;
+            i = after_terminal(text, &mut start, i, &mut out);
             continue;
         }
         i += 1;
     }
     push_trimmed(text, start, text.len(), &mut out);
     out
+}
+
+/// At terminal punctuation `text[i]`: takes the whole run of terminal punctuation and closing
+/// quotes/brackets ("?!", '."', ".)"), ends the sentence after it if that is a boundary (moving
+/// `start`), and returns where the scan goes on.
+fn after_terminal(
+    text: &str,
+    start: &mut usize,
+    i: usize,
+    out: &mut Vec<std::ops::Range<usize>>,
+) -> usize {
+    let bytes = text.as_bytes();
+    let mut end = i + 1;
+    while end < bytes.len() {
+        let c = text[end..].chars().next().unwrap();
+        if matches!(c, '.' | '!' | '?') || CLOSERS.contains(&c) {
+            end += c.len_utf8();
+        } else {
+            break;
+        }
+    }
+    if end < bytes.len() && is_space(&text[end..]) && is_boundary(text, *start, i, bytes[i], end) {
+        push_trimmed(text, *start, end, out);
+        *start = end;
+    }
+    end
 }
 
 fn is_space(s: &str) -> bool {
@@ -136,7 +148,8 @@ mod tests {
         super::split(text).into_iter().map(|r| &text[r]).collect()
     }
 
-    /// `split` as it was written before the memchr search: every byte visited in turn.
+    /// `split` as it was written before the memchr search: every byte visited in turn (what happens at
+    /// a terminal mark is shared; the jumping between marks is what this checks).
     fn split_byte_by_byte(text: &str) -> Vec<std::ops::Range<usize>> {
         use super::*;
         let mut out = Vec::new();
@@ -149,23 +162,7 @@ mod tests {
                 push_trimmed(text, start, i, &mut out);
                 start = i + 1;
             } else if matches!(b, b'.' | b'!' | b'?') {
-                let mut end = i + 1;
-                while end < bytes.len() {
-                    let c = text[end..].chars().next().unwrap();
-                    if matches!(c, '.' | '!' | '?') || CLOSERS.contains(&c) {
-                        end += c.len_utf8();
-                    } else {
-                        break;
-                    }
-                }
-                if end < bytes.len()
-                    && is_space(&text[end..])
-                    && is_boundary(text, start, i, b, end)
-                {
-                    push_trimmed(text, start, end, &mut out);
-                    start = end;
-                }
-                i = end;
+                i = after_terminal(text, &mut start, i, &mut out);
                 continue;
             }
             i += 1;

@@ -219,14 +219,7 @@ struct Unpeeked {
 
 impl Read for Unpeeked {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = {
-            let buf = self.fill_buf()?;
-            let n = buf.len().min(out.len());
-            out[..n].copy_from_slice(&buf[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
+        crate::corpus::lines::read_from_buffer(self, out)
     }
 }
 

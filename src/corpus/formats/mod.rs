@@ -741,8 +741,17 @@ mod tests {
     #[test]
     fn lines_parsed_later_are_the_items_parsed_at_once() {
         let dir = tempfile::tempdir().unwrap();
+        // Lines, each with its newline.
+        let lines = |lines: &[&[u8]]| {
+            lines
+                .iter()
+                .flat_map(|l| [*l, b"\n"])
+                .flatten()
+                .copied()
+                .collect::<Vec<u8>>()
+        };
         let mut jsonl: Vec<u8> = "\u{feff}{\"id\": 1, \"text\": \"one\"}\n".into();
-        for line in [
+        jsonl.extend(lines(&[
             &b""[..],
             b"   ",
             b" \t\r",
@@ -762,12 +771,8 @@ mod tests {
             b"{\"pid\": 7.5, \"passage\": \"\\u00e9 \\ud83d\\ude00\"}",
             b"{\"text\": \"over the limit .................................................\"}",
             b"{\"id\": \"z\", \"text\": \"last\"}",
-        ] {
-            jsonl.extend_from_slice(line);
-            jsonl.push(b'\n');
-        }
-        let mut tsv: Vec<u8> = Vec::new();
-        for line in [
+        ]));
+        let tsv = lines(&[
             &b"0\tfirst"[..],
             b"",
             b"\t",
@@ -776,10 +781,7 @@ mod tests {
             b"\xff\tbad",
             b"2\t\xc3\xa9t\xc3\xa9\textra",
             b"3\tcrlf\r",
-        ] {
-            tsv.extend_from_slice(line);
-            tsv.push(b'\n');
-        }
+        ]);
         for (name, content) in [("a.jsonl", &jsonl), ("c.tsv", &tsv)] {
             let plain = dir.path().join(name);
             std::fs::write(&plain, content).unwrap();

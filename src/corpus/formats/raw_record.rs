@@ -47,12 +47,8 @@ impl RawRecord {
     }
 
     /// The line's length in bytes.
-    pub fn len(&self) -> usize {
+    pub fn byte_len(&self) -> usize {
         self.line.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.line.is_empty()
     }
 
     /// The document or skip this line makes.
