@@ -77,21 +77,32 @@ struct AsciiFast {
 }
 
 impl AsciiFast {
-    /// For an uncased BERT tokenizer: `canonical` is its 1.0 `tokenizer.json` text.
-    fn new(full: &PipelineTokenizer, canonical: &str) -> Option<Self> {
+    /// The pipeline of `canonical` (a 1.0 `tokenizer.json` text) without its normalizer, when that
+    /// normalizer is a `BertNormalizer` (else there is no fast path to build). Built while the full
+    /// pipeline is (see [`Tokenizer::from_json`]); [`AsciiFast::new`] decides whether it is used.
+    fn without_normalizer(canonical: &str) -> Option<PipelineTokenizer> {
+        let mut json: serde_json::Value = serde_json::from_str(canonical).ok()?;
+        let normalizer = json.get_mut("normalizer")?;
+        if normalizer.get("type")?.as_str()? != "BertNormalizer" {
+            return None;
+        }
+        *normalizer = serde_json::Value::Null;
+        match tokenizers::from_json(&json.to_string()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::debug!("no ASCII fast path: the tokenizer without its normalizer: {e}");
+                None
+            }
+        }
+    }
+
+    /// For an uncased BERT tokenizer `full`: `pipeline` is [`AsciiFast::without_normalizer`]'s.
+    fn new(full: &PipelineTokenizer, pipeline: Option<PipelineTokenizer>) -> Option<Self> {
         match full.get_normalizers() {
             [PipelineNormalizer::Bert(b)] if b.clean_text && b.lowercase => {}
             _ => return None,
         }
-        let mut json: serde_json::Value = serde_json::from_str(canonical).ok()?;
-        *json.get_mut("normalizer")? = serde_json::Value::Null;
-        let pipeline = match tokenizers::from_json(&json.to_string()) {
-            Ok(p) => p,
-            Err(e) => {
-                log::debug!("no ASCII fast path: the tokenizer without its normalizer: {e}");
-                return None;
-            }
-        };
+        let pipeline = pipeline?;
         let mut trigger = [false; 256];
         for token in full.get_added_vocabulary().get_vocab().keys() {
             trigger[*token.as_bytes().first()? as usize] = true;
@@ -184,6 +195,17 @@ fn tk_err(e: tokenizers::Error) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
+/// Whether `text` says it is a `tokenizer.json` of 1.0's layout (`"version": "2.0"`), which
+/// `tokenizers::from_json` reads as it is; older ones are upgraded first.
+fn in_1_0_layout(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(default)]
+        version: Option<String>,
+    }
+    serde_json::from_str::<Version>(text).is_ok_and(|v| v.version.as_deref() == Some("2.0"))
+}
+
 /// Loads `path`; truncation and padding are off for every encode.
 pub fn load(path: &Path) -> Result<Tokenizer> {
     let text = std::fs::read_to_string(path)
@@ -195,21 +217,29 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
 impl Tokenizer {
     /// A tokenizer from the text of a `tokenizer.json` (any version `canonicalize_str` upgrades).
     pub fn from_json(text: &str) -> Result<Self> {
-        let (pipeline, canonical) = match tokenizers::from_json(text) {
-            Ok(p) => (p, std::borrow::Cow::Borrowed(text)),
-            // Not in 1.0's layout (a 0.x file says version "1.0"): upgrade it in memory.
-            Err(direct) => {
-                let canonical = tokenizers::canonicalize_str(text).map_err(|e| {
-                    anyhow::anyhow!("{e} (reading it as a tokenizers 1.0 file: {direct})")
-                })?;
-                let p = tokenizers::from_json(&canonical).map_err(tk_err)?;
-                (p, std::borrow::Cow::Owned(canonical))
-            }
+        // Not in 1.0's layout (a 0.x file says version "1.0"): upgrade it in memory.
+        let canonical = match in_1_0_layout(text) {
+            true => Cow::Borrowed(text),
+            false => Cow::Owned(tokenizers::canonicalize_str(text).map_err(|e| {
+                let direct = tokenizers::from_json(text).err();
+                match direct {
+                    Some(direct) => {
+                        anyhow::anyhow!("{e} (reading it as a tokenizers 1.0 file: {direct})")
+                    }
+                    None => anyhow::anyhow!("{e}"),
+                }
+            })?),
         };
-        let fast = match std::env::var_os("CONDENSER_NO_ASCII_FAST_PATH") {
-            Some(_) => None,
-            None => AsciiFast::new(&pipeline, &canonical),
-        };
+        let want_fast = std::env::var_os("CONDENSER_NO_ASCII_FAST_PATH").is_none();
+        // The two pipelines are built at once (each builds its vocabulary's double-array trie: most of
+        // a load's 0.1 s, which every `prepare` waits for before its first span).
+        let (pipeline, without_normalizer) = std::thread::scope(|s| {
+            let fast = want_fast.then(|| s.spawn(|| AsciiFast::without_normalizer(&canonical)));
+            let full = tokenizers::from_json(&canonical).map_err(tk_err);
+            let fast = fast.and_then(|h| h.join().expect("building the ASCII fast path panicked"));
+            full.map(|p| (p, fast))
+        })?;
+        let fast = AsciiFast::new(&pipeline, without_normalizer);
         let mut ids: HashMap<String, u32> = match pipeline.get_model() {
             PipelineModel::WordPiece(m) => m.vocab().into_iter().collect(),
             #[allow(unreachable_patterns)]

@@ -60,3 +60,38 @@ fn missing_tokenizer_is_a_clear_error() {
     let msg = format!("{err:#}");
     assert!(msg.contains("/nonexistent/tokenizer.json"), "{msg}");
 }
+
+#[test]
+fn a_tokenizer_json_in_the_1_0_layout_loads_as_its_0_x_original() {
+    // bert-base-uncased's file is 0.x's layout (version "1.0"), upgraded in memory on load; the same
+    // tokenizer saved in 1.0's layout ("2.0") is read as it is, and must be the same tokenizer.
+    let original = std::fs::read_to_string(paths::default_tokenizer()).unwrap();
+    assert!(original.contains("\"version\": \"1.0\"") || original.contains("\"version\":\"1.0\""));
+    let upgraded = tokenizers::canonicalize_str(&original).unwrap();
+    let (old, new) = (
+        tokenizer::Tokenizer::from_json(&original).unwrap(),
+        tokenizer::Tokenizer::from_json(&upgraded).unwrap(),
+    );
+    assert!(old.has_ascii_fast_path() && new.has_ascii_fast_path());
+    assert_eq!(old.vocab_size(), new.vocab_size());
+    assert_eq!(
+        tokenizer::special_ids(&old).unwrap(),
+        tokenizer::special_ids(&new).unwrap()
+    );
+    for text in [
+        "Condenser pre-trains dense retrievers on Wikipedia and MS MARCO.",
+        "Crème brûlée, 東京, naïve [MASK] façade \u{1F600} x\u{0301}",
+        "[CLS] a [SEP] b",
+    ] {
+        for special in [false, true] {
+            assert_eq!(
+                tokenizer::encode_ids(&old, text, special).unwrap(),
+                tokenizer::encode_ids(&new, text, special).unwrap(),
+                "{text:?}"
+            );
+        }
+    }
+    // Not a tokenizer at all: a clear error, not a panic.
+    let err = tokenizer::Tokenizer::from_json("{\"version\": \"2.0\"}").unwrap_err();
+    assert!(!format!("{err:#}").is_empty());
+}

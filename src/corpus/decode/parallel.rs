@@ -40,6 +40,12 @@ pub fn decode_cpu() -> std::time::Duration {
 /// at most 64 KiB).
 pub const GROUP_BYTES: usize = 1 << 20;
 
+/// The first groups of an input are smaller: `2 x threads` groups of this many bytes, then twice as
+/// many bytes every `2 x threads` groups, up to the group size. Decoded bytes reach the reader after
+/// one small group rather than one large one, and a small input (the demo's 1.7 MB single-stream
+/// dump: 8 blocks, two 1 MB groups) still spreads over every decoder thread.
+pub const FIRST_GROUP_BYTES: usize = 128 << 10;
+
 /// A group that has found no boundary after this many times `group_bytes` is decoded serially from
 /// its start on: one huge piece (a single-frame zstd file) must not be held in memory whole.
 pub const MAX_GROUP_FACTOR: usize = 64;
@@ -86,6 +92,13 @@ pub fn group_bytes_from_env() -> usize {
                 .filter(|&n: &usize| n > 0)
         })
         .unwrap_or(GROUP_BYTES)
+}
+
+/// The least compressed bytes of group `index` of an input decoded by `threads` threads, with groups
+/// of `group_bytes`: see [`FIRST_GROUP_BYTES`].
+fn least_group_bytes(index: u64, threads: usize, group_bytes: usize) -> usize {
+    let doublings = (index / (2 * threads.max(1) as u64)).min(16) as u32;
+    group_bytes.min(FIRST_GROUP_BYTES << doublings)
 }
 
 enum Payload {
@@ -177,6 +190,7 @@ impl<F: Framing> ParallelDecoder<F> {
                 let mut splitter = Splitter {
                     framing,
                     group_bytes,
+                    threads,
                     jobs: job_tx,
                     slots: slot_tx,
                     count: 0,
@@ -302,6 +316,8 @@ impl<F: Framing> Read for ParallelDecoder<F> {
 struct Splitter<F> {
     framing: F,
     group_bytes: usize,
+    /// Decoder threads (the ramp of [`FIRST_GROUP_BYTES`] is as long as they are many).
+    threads: usize,
     jobs: Sender<Job>,
     slots: Sender<()>,
     /// Groups sent so far.
@@ -334,7 +350,8 @@ impl<F: Framing> Splitter<F> {
             group.extend_from_slice(buf);
             raw.consume(n);
             loop {
-                match self.framing.cut(&group, self.group_bytes) {
+                let min = least_group_bytes(self.count, self.threads, self.group_bytes);
+                match self.framing.cut(&group, min) {
                     Cut::At(i) => {
                         let rest = group.split_off(i);
                         let full = std::mem::replace(&mut group, rest);
@@ -402,5 +419,31 @@ impl<F: Framing> Splitter<F> {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_groups_are_small_and_grow_to_the_group_size() {
+        let sizes = |threads| {
+            (0..12)
+                .map(|i| least_group_bytes(i, threads, GROUP_BYTES) >> 10)
+                .collect::<Vec<_>>()
+        };
+        // Two threads: four groups of 128 KiB, then 256, 512, and 1 MiB from the 13th group on.
+        assert_eq!(
+            sizes(2),
+            [128, 128, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512]
+        );
+        assert_eq!(least_group_bytes(12, 2, GROUP_BYTES), GROUP_BYTES);
+        assert_eq!(least_group_bytes(u64::MAX, 2, GROUP_BYTES), GROUP_BYTES);
+        // More threads, a longer ramp: every thread gets small groups first.
+        assert!(sizes(8).iter().all(|&k| k == 128));
+        // Tests' small groups (CONDENSER_DECODE_GROUP_BYTES) are not made larger.
+        assert_eq!(least_group_bytes(0, 2, 8192), 8192);
+        assert_eq!(least_group_bytes(100, 2, 8192), 8192);
     }
 }
