@@ -2,7 +2,8 @@
 # Packs what one device-machine call of pipelines/gpu-bench.sh needs into target/gpu-kit/ (about 25 MB,
 # under the device tool's 64 MiB carry limit), built from the working tree as it is now, so the GPU run
 # cannot pick up a stale binary or shards whose tokenizer stayed behind:
-#   condenser      the release binary, stripped (165 MB with line tables, 18 MB without)
+#   condenser, condenser-torch  the release binaries, stripped (`condenser` runs prepare/inspect and
+#                  hands every other command to `condenser-torch` beside it; 18 MB stripped)
 #   libcondenser_nccl.so  c10d's NCCL backend, which the binary dlopens from beside itself for CUDA runs
 #   commit.txt     the commit it was built from (gpu-bench.sh prints it into the logs)
 #   bench-ref/     the PyTorch reference (a copy of bench/reference/)
@@ -23,6 +24,7 @@ cargo build --release --locked
 rm -rf "$kit"
 mkdir -p "$kit"
 strip -o "$kit/condenser" target/release/condenser
+strip -o "$kit/condenser-torch" target/release/condenser-torch
 # The build folder whose path the binary remembers is not on the device machine; beside the binary is.
 nccl_so=$(ls -t target/release/build/condenser-*/out/libcondenser_nccl.so | head -n 1)
 strip --strip-unneeded -o "$kit/libcondenser_nccl.so" "$nccl_so"

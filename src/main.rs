@@ -1,363 +1,128 @@
-//! The `condenser` command line: one subcommand per stage, each handed to its module.
+//! `condenser`: the command users run. `prepare` and `inspect` run here, from the `condenser-data`
+//! crate alone: this binary does not link libtorch, whose start-up (0.3 s of static constructors) and
+//! exit (0.1 s of destructors) would otherwise be most of a small `prepare`. Every other command, and
+//! anything this binary does not recognise as a data command, is handed to `condenser-torch` beside
+//! it by `exec`: the same process (one PID for torchrun and Slurm), arguments, `argv[0]` and
+//! environment, so help, messages and exit codes are that binary's own.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
-use condenser::device::{self, DeviceChoice};
+use clap::Parser;
+use condenser_data::command::{self, DataCommand, GlobalArgs};
 
+/// The binary with every command, installed beside this one.
+const TORCH_BINARY: &str = "condenser-torch";
+
+/// The data commands' command line: the same definitions `condenser-torch` flattens into its own.
 #[derive(Debug, Parser)]
-#[command(
-    name = "condenser",
-    version,
-    about = "Condenser and coCondenser pre-training for dense retrievers",
-    long_about = "Condenser and coCondenser pre-training for dense retrievers.\n\n\
-        raw text -> `prepare` (Parquet span shards) -> `inspect` -> `train` (Condenser, then coCondenser) \
-        -> a Hugging Face checkpoint -> `encode` / `eval`.\n\
-        Results go to stdout, logs and progress to stderr."
-)]
-#[command(after_help = examples(&[
-    "condenser prepare corpus.jsonl -o runs/demo/shards",
-    "condenser train runs/demo/shards --init data/minilm --config configs/demo.toml -o runs/c",
-    "condenser encode texts.tsv --model runs/c/final -o emb.parquet",
-]))]
-struct Cli {
-    /// Print only errors on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL_OPTIONS)]
-    quiet: bool,
-    /// More detail on stderr: -v for debug, -vv for trace.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL_OPTIONS)]
-    verbose: u8,
+#[command(name = "condenser", version)]
+struct DataCli {
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
-    command: Command,
-}
-
-/// The heading of `-q`/`-v` in every command's help.
-const GLOBAL_OPTIONS: &str = "Global options";
-
-use condenser::cli::examples;
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print condenser's and libtorch's versions, CUDA availability, devices and thread counts.
-    #[command(after_help = examples(&[
-        "condenser env                     # versions, CUDA, devices, threads",
-        "condenser env --json              # the same as one JSON document",
-        "condenser env --device cuda:1",
-    ]))]
-    Env(EnvArgs),
-    /// Raw text (Wikipedia XML, JSONL, TSV, Parquet, plain text) -> sentences -> tokens -> span shards.
-    #[command(after_help = examples(&[
-        "condenser prepare corpus.jsonl -o runs/demo/shards",
-        "condenser prepare enwiki-*-pages-articles*.xml.bz2 -o shards/wiki --min-spans 2",
-        "condenser prepare corpus.jsonl --partition 0/2 -o shards   # then 1/2, then --merge",
-        "condenser prepare --merge -o shards",
-    ]))]
-    Prepare(condenser::prepare::PrepareArgs),
-    /// Statistics, verification and samples of prepared shards.
-    #[command(after_help = examples(&[
-        "condenser inspect runs/demo/shards",
-        "condenser inspect runs/demo/shards --verify --samples 5 --plot hist.png --json",
-        "condenser prepare corpus.jsonl -o shards | condenser inspect -   # shard paths on stdin",
-    ]))]
-    Inspect(condenser::inspect::InspectArgs),
-    /// Pre-train an encoder: the Condenser stage, then the coCondenser stage.
-    #[command(after_help = examples(&[
-        "condenser train runs/demo/shards --init data/minilm --config configs/demo.toml -o runs/c",
-        "condenser train runs/demo/shards --init runs/c/final --config configs/demo-cocondenser.toml -o runs/co",
-        "condenser train runs/demo/shards --resume runs/c/checkpoint-15 -o runs/c   # exact continuation",
-        "condenser train --print-config --config configs/demo.toml --set optim.lr=2e-4 > my.toml",
-    ]))]
-    Train(condenser::train::TrainArgs),
-    /// Fine-tune an encoder into a retriever on labelled queries and passages (Tevatron's data).
-    #[command(after_help = examples(&[
-        "condenser finetune train.jsonl.gz --init runs/co/final --config configs/finetune-msmarco.toml -o runs/r1",
-        "condenser finetune train-r2.jsonl --init runs/r1/final --config configs/finetune-msmarco.toml -o runs/r2",
-        "torchrun --no-python --nproc-per-node 8 condenser finetune train.jsonl --init runs/co/final -o runs/r1",
-    ]))]
-    Finetune(condenser::train::FinetuneArgs),
-    /// Draw a run's training curves (metrics.jsonl) into a PNG.
-    #[command(after_help = examples(&[
-        "condenser curves runs/c -o curves.png",
-        "condenser curves runs/c/metrics.jsonl -o curves.png",
-    ]))]
-    Curves(condenser::train::metrics::CurvesArgs),
-    /// Write last-layer [CLS] embeddings of texts with a trained encoder.
-    #[command(after_help = examples(&[
-        "condenser encode texts.tsv --model runs/co/final -o emb.parquet",
-        "condenser encode passages.txt --model runs/co/final -o emb.npy   # emb.npy + emb.ids.txt",
-        "zcat queries.tsv.gz | condenser encode - --model runs/co/final -o - > queries.parquet",
-    ]))]
-    Encode(condenser::eval::encode::EncodeArgs),
-    /// Retrieval evaluation (MRR@10, nDCG@10, Recall@k) of an encoder.
-    #[command(after_help = examples(&[
-        "condenser eval --model runs/co/final --corpus corpus.jsonl --queries queries.jsonl --qrels qrels/test.tsv",
-        "condenser eval --model runs/co/final --corpus collection.tsv --queries queries.tsv --qrels qrels.txt --run run.trec --json",
-    ]))]
-    Eval(condenser::eval::retrieval::EvalArgs),
-    /// Hard negatives for a second round of fine-tuning: Tevatron training lines from a model's top-k.
-    #[command(after_help = examples(&[
-        "condenser mine --model runs/r1/final --corpus collection.tsv --queries queries.train.tsv --qrels qrels.train.tsv -o train-r2.jsonl",
-        "condenser mine --model runs/r1/final --corpus corpus.jsonl --queries queries.jsonl --qrels qrels/train.tsv --depth 200 --skip-top 3 --negatives 30 -o -",
-    ]))]
-    Mine(condenser::eval::mine::MineArgs),
-    /// Held-out span-pair retrieval (MRR, R@1) of an encoder on a prepared corpus.
-    #[command(after_help = examples(&[
-        "condenser eval-spans runs/demo/shards --model runs/co/final",
-        "condenser eval-spans runs/demo/shards --model runs/co/final --holdout-fraction 0.02 --json",
-    ]))]
-    EvalSpans(condenser::eval::spans::SpansArgs),
-    /// Throughput benchmarks: `bench prepare` (against the bare tokenizer), `bench train`, `bench numerics`.
-    #[command(after_help = examples(&[
-        "condenser bench prepare corpus.jsonl -j 2",
-        "condenser bench train --case condenser --seq 128 --batch-size 128",
-        "condenser bench numerics --data runs/demo/shards",
-    ]))]
-    Bench(condenser::bench::BenchArgs),
-}
-
-#[derive(Debug, Args)]
-struct EnvArgs {
-    /// Where tensors would live: auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "auto|cpu|cuda|cuda:N")]
-    device: DeviceChoice,
-    /// One JSON document on stdout instead of the table.
-    #[arg(long)]
-    json: bool,
+    command: DataCommand,
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if !runs_here(&args) {
+        return hand_on(&args);
+    }
+    let cli = match DataCli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => return parse_failure(e),
+        Err(e) => return command::parse_failure(e),
     };
-    condenser::logging::init(cli.quiet, cli.verbose);
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // A closed stdout (`condenser ... | head`) is not a failure.
-            if err
-                .chain()
-                .filter_map(|e| e.downcast_ref::<std::io::Error>())
-                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("condenser: error: {}", condenser::cli::error_text(&err));
-            ExitCode::from(2)
-        }
+    condenser_data::logging::init(cli.global.quiet, cli.global.verbose);
+    command::finish(cli.command.run())
+}
+
+/// Whether the command line names a data command: its first argument that is not a global flag
+/// (`-q`, `-v`, `-vv`, ...) is `prepare` or `inspect`. Anything else (other commands, `--help`,
+/// `--version`, `help prepare`, a typo) goes to `condenser-torch`, which knows every command.
+fn runs_here(args: &[OsString]) -> bool {
+    let global = |a: &str| {
+        matches!(a, "-q" | "--quiet" | "--verbose")
+            || (a.len() > 1 && a.starts_with('-') && a[1..].bytes().all(|b| b == b'v'))
+    };
+    args.iter()
+        .skip(1)
+        .map(|a| a.to_str())
+        .find(|a| !a.is_some_and(global))
+        .flatten()
+        .is_some_and(|a| DataCommand::NAMES.contains(&a))
+}
+
+/// Replaces this process with `condenser-torch` and the same arguments; returns only on failure.
+fn hand_on(args: &[OsString]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let torch = torch_binary();
+    let mut cmd = std::process::Command::new(&torch);
+    if let Some(arg0) = args.first() {
+        cmd.arg0(arg0);
+    }
+    let err = cmd.args(args.iter().skip(1)).exec();
+    eprintln!(
+        "condenser: error: cannot run {}: {err} (the training and evaluation commands are in that binary, which `cargo build` puts beside `condenser`)",
+        torch.display()
+    );
+    ExitCode::from(2)
+}
+
+/// `condenser-torch` in the folder of this executable (symbolic links resolved).
+fn torch_binary() -> PathBuf {
+    match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name(TORCH_BINARY),
+        Err(_) => PathBuf::from(TORCH_BINARY),
     }
 }
 
-/// `--help` and `--version` print to stdout and exit 0, as clap does; a usage error goes to stderr
-/// with the prefix every run error has (`condenser: error:`), and exits 2.
-fn parse_failure(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = e.print();
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprint!("{}", usage_message(&e));
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// clap's rendering of a parse error, its own `error: ` prefix replaced by ours (a missing
-/// subcommand's help, which has no prefix, is kept as it is).
-fn usage_message(e: &clap::Error) -> String {
-    let text = e.render().to_string();
-    match text.strip_prefix("error: ") {
-        Some(rest) => format!("condenser: error: {rest}"),
-        None => text,
-    }
-}
-
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Env(args) => env(args),
-        Command::Prepare(args) => condenser::prepare::run(args),
-        Command::Inspect(args) => condenser::inspect::run(args),
-        Command::Train(args) => condenser::train::run_cli(args),
-        Command::Finetune(args) => condenser::train::finetune_cli(args),
-        Command::Mine(args) => condenser::eval::mine::run(args),
-        Command::Curves(args) => condenser::train::metrics::curves(args),
-        Command::Encode(args) => condenser::eval::encode::run(args),
-        Command::Eval(args) => condenser::eval::retrieval::run(args),
-        Command::EvalSpans(args) => condenser::eval::spans::run(args),
-        Command::Bench(args) => condenser::bench::run(args),
-    }
-}
-
-fn env(args: EnvArgs) -> Result<()> {
-    use std::io::Write;
-    let report = device::EnvReport::gather(args.device)?;
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{report}")?;
-    }
-    Ok(())
-}
+// mimalloc: the tokenizer allocates per token; a faster allocator speeds up prepare.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn device_flag_parses() {
-        let cli = Cli::try_parse_from(["condenser", "env", "--device", "cpu"]).unwrap();
-        match cli.command {
-            Command::Env(a) => assert_eq!(a.device, DeviceChoice::Cpu),
-            other => panic!("parsed as {other:?}"),
-        }
-        assert!(Cli::try_parse_from(["condenser", "env", "--device", "tpu"]).is_err());
+    fn here(args: &[&str]) -> bool {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        runs_here(&args)
     }
 
-    /// Every argument of every command, nested ones and hidden aliases included, has a description;
-    /// clap's own consistency checks pass.
     #[test]
-    fn every_argument_has_help() {
+    fn only_the_data_commands_run_without_libtorch() {
+        assert!(here(&["condenser", "prepare", "c.jsonl", "-o", "s"]));
+        assert!(here(&["condenser", "inspect", "s"]));
+        assert!(here(&["condenser", "-q", "prepare", "--help"]));
+        assert!(here(&["condenser", "-vv", "--quiet", "inspect"]));
+        assert!(here(&["condenser", "--verbose", "prepare"]));
+        for other in [
+            &["condenser"][..],
+            &["condenser", "--help"],
+            &["condenser", "-V"],
+            &["condenser", "help", "prepare"],
+            &["condenser", "train", "s", "-o", "r"],
+            &["condenser", "bench", "prepare", "c.jsonl"],
+            &["condenser", "-v", "env"],
+            &["condenser", "-x", "prepare"],
+            &["condenser", "--", "prepare"],
+            &["condenser", "Prepare"],
+            &["condenser", "-"],
+        ] {
+            assert!(!here(other), "{other:?}");
+        }
+    }
+
+    /// The data commands parse as `condenser-torch` parses them (the definitions are shared; this
+    /// checks the light command line itself is consistent).
+    #[test]
+    fn the_data_command_line_is_consistent() {
         use clap::CommandFactory;
-        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for arg in cmd.get_arguments() {
-                let id = arg.get_id().as_str();
-                if arg.get_help().is_none() && !matches!(id, "help" | "version") {
-                    missing.push(format!("{path} {id}"));
-                }
-            }
-            for sub in cmd.get_subcommands() {
-                walk(sub, &format!("{path} {}", sub.get_name()), missing);
-            }
-        }
-        let cmd = Cli::command();
-        cmd.clone().debug_assert();
-        let mut missing = Vec::new();
-        walk(&cmd, "condenser", &mut missing);
-        assert!(missing.is_empty(), "arguments without help: {missing:?}");
-    }
-
-    /// One spelling for one idea: `--batch-size` with `--batch` kept as an alias;
-    /// the input positional with the older `--input`/`--data` flags kept; `-o` for `--out`.
-    #[test]
-    fn old_spellings_parse_as_the_new_ones() {
-        let batch = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
-            Command::Bench(b) => match b.what {
-                condenser::bench::BenchWhat::Train(t) => t.batch,
-                condenser::bench::BenchWhat::Numerics(n) => n.batch,
-                other => panic!("{other:?}"),
-            },
-            other => panic!("{other:?}"),
-        };
-        for sub in ["train", "numerics"] {
-            assert_eq!(batch(&["condenser", "bench", sub, "--batch-size", "7"]), 7);
-            assert_eq!(batch(&["condenser", "bench", sub, "--batch", "7"]), 7);
-        }
-        let encode = |args: &[&str]| match Cli::try_parse_from(args) {
-            Ok(Cli {
-                command: Command::Encode(e),
-                ..
-            }) => Ok((e.input.or(e.input_flag), e.out)),
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => Err(e.kind()),
-        };
-        let want = Ok((Some("t.tsv".to_string()), std::path::PathBuf::from("e.npy")));
-        assert_eq!(
-            encode(&[
-                "condenser",
-                "encode",
-                "t.tsv",
-                "--model",
-                "m",
-                "-o",
-                "e.npy"
-            ]),
-            want
-        );
-        assert_eq!(
-            encode(&[
-                "condenser",
-                "encode",
-                "--input",
-                "t.tsv",
-                "--model",
-                "m",
-                "--out",
-                "e.npy"
-            ]),
-            want
-        );
-        assert!(encode(&["condenser", "encode", "--model", "m", "-o", "e.npy"]).is_err());
-        assert!(encode(&[
-            "condenser",
-            "encode",
-            "a",
-            "--input",
-            "b",
-            "--model",
-            "m",
-            "-o",
-            "e"
-        ])
-        .is_err());
-        for args in [
-            &["condenser", "train", "shards", "-o", "run"][..],
-            &["condenser", "train", "--data", "shards", "--out", "run"],
-        ] {
-            assert!(
-                matches!(
-                    Cli::try_parse_from(args).unwrap().command,
-                    Command::Train(_)
-                ),
-                "{args:?}"
-            );
-        }
-        assert!(
-            Cli::try_parse_from(["condenser", "train", "a", "--data", "b", "-o", "r"]).is_err()
-        );
-        for args in [
-            &["condenser", "eval-spans", "shards", "--model", "m"][..],
-            &[
-                "condenser",
-                "eval-spans",
-                "--data",
-                "shards",
-                "--model",
-                "m",
-            ],
-        ] {
-            match Cli::try_parse_from(args).unwrap().command {
-                Command::EvalSpans(a) => assert_eq!(
-                    a.data.or(a.data_flag),
-                    Some(std::path::PathBuf::from("shards"))
-                ),
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn usage_errors_carry_the_run_errors_prefix() {
-        let e = Cli::try_parse_from(["condenser", "env", "--bogus"]).unwrap_err();
-        let msg = usage_message(&e);
-        assert!(
-            msg.starts_with("condenser: error: unexpected argument '--bogus'"),
-            "{msg}"
-        );
-    }
-
-    #[test]
-    fn quiet_and_verbose_conflict() {
-        assert!(Cli::try_parse_from(["condenser", "-q", "-v", "env"]).is_err());
-        let cli = Cli::try_parse_from(["condenser", "-vv", "env"]).unwrap();
-        assert_eq!(cli.verbose, 2);
+        DataCli::command().debug_assert();
+        let cli = DataCli::try_parse_from(["condenser", "-v", "inspect", "s"]).unwrap();
+        assert_eq!(cli.global.verbose, 1);
+        assert!(matches!(cli.command, DataCommand::Inspect(_)));
     }
 }
-
-// mimalloc: the tokenizer allocates per token; a faster allocator speeds up prepare and encode.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

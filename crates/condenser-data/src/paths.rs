@@ -1,14 +1,20 @@
 //! Where the pinned set-up data lives (`pipelines/fetch_data.py` puts it there).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The folder holding the pinned data: `$CONDENSER_DATA` when set, else `data/` of the source tree
 /// this binary was built from.
 pub fn data_dir() -> PathBuf {
     match std::env::var_os("CONDENSER_DATA") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data"),
+        None => source_tree().join("data"),
     }
+}
+
+/// The repository this crate was built in (it lives in `crates/condenser-data/`).
+fn source_tree() -> &'static Path {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors().nth(2).unwrap_or(here)
 }
 
 /// The bert-base-uncased WordPiece `tokenizer.json` (shipped with the MiniLM warm start).
