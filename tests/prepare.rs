@@ -1592,3 +1592,54 @@ fn parallel_multiframe_zstd_and_bgzf_decoding_equals_the_serial_path() {
         );
     }
 }
+
+/// The tokenizer loads while the folder opens and the reader starts: a file that is not a tokenizer
+/// is refused before the folder is touched, one that fails only in the load leaves no folder of its
+/// own behind, and a new run's manifest still records the loaded vocabulary.
+#[test]
+fn the_tokenizer_loading_beside_the_run_fails_cleanly_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = vec![write_jsonl(dir.path(), "a.jsonl", 50, 1)
+        .display()
+        .to_string()];
+    let good = condenser::paths::default_tokenizer();
+    let mut late: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&good).unwrap()).unwrap();
+    // Still a WordPiece file at a glance; only the load finds the normalizer unknown.
+    late["normalizer"] = serde_json::json!({"type": "NoSuchNormalizer"});
+    let late_path = dir.path().join("late.json");
+    std::fs::write(&late_path, late.to_string()).unwrap();
+    let early_path = dir.path().join("early.json");
+    std::fs::write(&early_path, "not a tokenizer").unwrap();
+    for bad in [&late_path, &early_path] {
+        let out = dir.path().join("out");
+        let o = prepare(&inputs, &out, &["--tokenizer", bad.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let msg = stderr(&o);
+        assert!(
+            msg.contains(&format!("{}: cannot load tokenizer", bad.display())),
+            "{msg}"
+        );
+        assert!(!out.exists(), "{} left a folder", bad.display());
+    }
+    // Another run's complete output is left as it was by a tokenizer that is refused at a glance.
+    let other = dir.path().join("other");
+    assert!(prepare(&inputs, &other, &[]).status.success());
+    let before = output_files(&other);
+    let o = prepare(
+        &inputs,
+        &other,
+        &["--overwrite", "--tokenizer", early_path.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(output_files(&other), before);
+    // The manifest of a new run (stored before the load ended) has the vocabulary.
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(other.join("_manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["tokenizer"]["vocab_size"], 30522);
+    assert_eq!(
+        m["tokenizer"]["special_ids"],
+        serde_json::json!({"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103})
+    );
+}

@@ -20,7 +20,7 @@ use crate::shards::manifest::{
     sha256_file, store_tokenizer_copy, InputStats, Manifest, Settings, ShardEntry, TokenizerInfo,
     Totals, FORMAT_VERSION,
 };
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{SpecialIds, Tokenizer};
 
 /// A folder ready for the pipeline: this run's manifest (new or resumed) and its inputs.
 pub struct Folder {
@@ -35,6 +35,19 @@ pub struct Folder {
     pub manifest: Manifest,
     /// Held until the run ends.
     pub lock: FolderLock,
+}
+
+/// Records the loaded tokenizer's vocabulary size and special ids in `manifest` (a new run's
+/// manifest is stored by [`open`] before the tokenizer has loaded, with zeros there); true when they
+/// changed, and the manifest must be stored again before the first shard.
+pub fn record_tokenizer(manifest: &mut Manifest, tokenizer: &Tokenizer) -> Result<bool> {
+    let vocab_size = tokenizer.vocab_size() as u32;
+    let special_ids = crate::tokenizer::special_ids(tokenizer)?;
+    let info = &mut manifest.tokenizer;
+    let changed = (info.vocab_size, info.special_ids) != (vocab_size, special_ids);
+    info.vocab_size = vocab_size;
+    info.special_ids = special_ids;
+    Ok(changed)
 }
 
 /// What [`open`] found.
@@ -138,14 +151,21 @@ pub fn shard_file_name(index: usize) -> String {
     format!("shard-{index:05}.parquet")
 }
 
-/// Opens `cfg.out` for this run: see the module's documentation.
-pub fn open(cfg: &PrepareConfig, tokenizer: &Tokenizer) -> Result<Opened> {
-    let special_ids = crate::tokenizer::special_ids(tokenizer)?;
+/// Opens `cfg.out` for this run: see the module's documentation. The tokenizer is known by its file
+/// (path and SHA-256) here, still loading; its vocabulary reaches the manifest by [`record_tokenizer`].
+pub fn open(cfg: &PrepareConfig) -> Result<Opened> {
     let tokenizer_info = TokenizerInfo {
         path: cfg.tokenizer.display().to_string(),
         sha256: sha256_file(&cfg.tokenizer)?,
-        vocab_size: tokenizer.vocab_size() as u32,
-        special_ids,
+        // Known once the tokenizer has loaded: `record_tokenizer`.
+        vocab_size: 0,
+        special_ids: SpecialIds {
+            pad: 0,
+            unk: 0,
+            cls: 0,
+            sep: 0,
+            mask: 0,
+        },
     };
     let inputs = corpus::inputs::expand_inputs_keeping_missing(&cfg.inputs)?;
     if inputs.is_empty() {

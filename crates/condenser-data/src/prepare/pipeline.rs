@@ -30,6 +30,7 @@ use super::OnError;
 use crate::corpus::{self, Input, Item, Skip};
 use crate::shards::manifest::{InputStats, Manifest};
 use crate::shards::writer::{EncodedRowGroup, RowGroupCutter, RowGroupEncoder, ShardWriter};
+use crate::tokenizer::Tokenizer;
 
 /// Documents per chunk, and the text bytes after which a chunk is sent early.
 const CHUNK_DOCS: usize = 256;
@@ -79,15 +80,67 @@ pub fn run(cfg: &PrepareConfig) -> Result<Manifest> {
 /// As [`run`], with where the time went (see [`super::stages`]).
 pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     let started = Instant::now();
+    let text = crate::tokenizer::read_json(&cfg.tokenizer)?;
+    let tokenizer = Loading::default();
+    // A file that does not even look like a WordPiece tokenizer is loaded before anything else, so
+    // that its error comes before the folder is touched; any other loads while the folder opens and
+    // the reader starts.
+    if !crate::tokenizer::looks_like_word_piece(&text) {
+        tokenizer.set(crate::tokenizer::load_text(&cfg.tokenizer, &text)?);
+    }
+    std::thread::scope(|s| {
+        if !tokenizer.is_set() {
+            s.spawn(|| {
+                let loaded = crate::tokenizer::load_text(&cfg.tokenizer, &text);
+                log::debug!(
+                    "tokenizer loaded in {:.3} s",
+                    started.elapsed().as_secs_f64()
+                );
+                tokenizer.set_result(loaded);
+            });
+        }
+        run_with(cfg, &tokenizer, started)
+    })
+}
+
+/// The tokenizer of a run, loading on a thread of its own while the folder opens and the inputs are
+/// read (its 0.06-0.1 s is most of a small input's run otherwise): the workers wait for it before
+/// their first span, the writer before the manifest takes its vocabulary.
+#[derive(Default)]
+struct Loading(std::sync::OnceLock<std::result::Result<Tokenizer, String>>);
+
+impl Loading {
+    fn set(&self, tokenizer: Tokenizer) {
+        self.set_result(Ok(tokenizer));
+    }
+
+    fn set_result(&self, loaded: Result<Tokenizer>) {
+        let _ = self.0.set(loaded.map_err(|e| format!("{e:#}")));
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    /// The tokenizer, once loaded, or the load's error.
+    fn wait(&self) -> Result<&Tokenizer> {
+        self.0.wait().as_ref().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+fn run_with(
+    cfg: &PrepareConfig,
+    tokenizer: &Loading,
+    started: Instant,
+) -> Result<(Manifest, StageSeconds)> {
     let stages = Stages::default();
     let decode_cpu_before = corpus::decode::decompress::decode_cpu();
-    let tokenizer = crate::tokenizer::load(&cfg.tokenizer)?;
-    log::debug!(
-        "tokenizer loaded in {:.3} s",
-        started.elapsed().as_secs_f64()
-    );
-    let folder = match folder::open(cfg, &tokenizer)? {
-        Opened::Complete(m) => return Ok((m, stages.seconds(started.elapsed()))),
+    let folder = match folder::open(cfg)? {
+        // Nothing to do; a tokenizer that fails to load is still an error.
+        Opened::Complete(m) => {
+            tokenizer.wait()?;
+            return Ok((m, stages.seconds(started.elapsed())));
+        }
         Opened::Ready(folder) => folder,
     };
     let Folder {
@@ -115,10 +168,6 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     let (result_tx, result_rx) = unbounded::<Done>();
     let (slot_tx, slot_rx) = bounded::<()>(in_flight);
     let raw_bytes = Arc::new(AtomicU64::new(0));
-    let segmenter = Segmenter {
-        tokenizer: &tokenizer,
-        config: &cfg.segment,
-    };
     // Progress: raw (compressed) input bytes over the inputs' sizes; inputs that complete shards
     // already cover are not read again and count as done.
     let (covered_bytes, total_bytes) = folder::progress_bytes(&our_inputs, &resume);
@@ -154,7 +203,7 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
                     write_all(
                         cfg,
                         (&pool, &stages),
-                        &mut manifest,
+                        (&mut manifest, tokenizer),
                         result_rx,
                         slot_rx,
                         &raw_bytes,
@@ -185,11 +234,10 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
                     break; // The writer stopped; its error is reported below.
                 }
                 let tx = result_tx.clone();
-                let segmenter = &segmenter;
                 let stages = &stages;
                 scope.spawn(move |_| {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        process_chunk(&cfg.read, segmenter, chunk, stages)
+                        process_chunk(cfg, tokenizer, chunk, stages)
                     }))
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("a segmentation worker panicked")));
                     let _ = tx.send(Done::Chunk(index, read_at, result));
@@ -261,7 +309,16 @@ fn read_all(
     let mut seq = 0u64;
     let mut chunk: Vec<Tagged<Item>> = Vec::with_capacity(CHUNK_DOCS);
     let mut chunk_bytes = 0usize;
+    // Read whole, each input is opened while the one before it is read, so its decoders start early
+    // (`corpus::decode::ahead`); not an input a resume may skip, nor one a partition reads part of.
+    let open_ahead = |idx: usize| {
+        let input = inputs.get(idx)?;
+        let read_whole = part.is_none() && input.exists && !resume.inputs[idx].0;
+        read_whole.then(|| corpus::decode::ahead::open(&input.path))
+    };
+    let mut next = open_ahead(0);
     for (idx, input) in inputs.iter().enumerate() {
+        let ahead = std::mem::replace(&mut next, open_ahead(idx + 1));
         let (done, records) = resume.inputs[idx];
         if resume.covers((done, records), seq) {
             // Wholly covered by complete shards (its records and its end): not even read again.
@@ -300,7 +357,15 @@ fn read_all(
             }
             Ok(())
         };
-        corpus::read_input_part(input, &read, part, raw_bytes.clone(), not_read, &mut sink)?;
+        corpus::read_input_part(
+            input,
+            &read,
+            part,
+            ahead,
+            raw_bytes.clone(),
+            not_read,
+            &mut sink,
+        )?;
     }
     if !chunk.is_empty() {
         send(Some((raw_bytes.load(Ordering::Relaxed), chunk)))?;
@@ -309,11 +374,12 @@ fn read_all(
 }
 
 fn process_chunk(
-    read: &corpus::ReadOptions,
-    segmenter: &Segmenter,
+    cfg: &PrepareConfig,
+    tokenizer: &Loading,
     chunk: Vec<Tagged<Item>>,
     stages: &Stages,
 ) -> Result<Vec<Tagged<Processed>>> {
+    let read = &cfg.read;
     // Lines the reader handed on unparsed become the documents or skips they stand for.
     let mut chunk: Vec<Tagged<Item>> = stages.parse_cpu.cpu(|| {
         chunk
@@ -332,6 +398,10 @@ fn process_chunk(
             }
         }
     });
+    let segmenter = Segmenter {
+        tokenizer: tokenizer.wait()?,
+        config: &cfg.segment,
+    };
     stages.segment_cpu.cpu(|| {
         chunk
             .into_iter()
@@ -364,13 +434,18 @@ fn process_chunk(
 fn write_all(
     cfg: &PrepareConfig,
     (pool, stages): (&rayon::ThreadPool, &Stages),
-    manifest: &mut Manifest,
+    (manifest, tokenizer): (&mut Manifest, &Loading),
     rx: Receiver<Done>,
     slots: Receiver<()>,
     raw_bytes: &AtomicU64,
     (total_bytes, not_read): (Option<u64>, &AtomicU64),
     progress: &crate::progress::Progress,
 ) -> Result<()> {
+    // The folder stored a new run's manifest before the tokenizer had loaded: its vocabulary now,
+    // before any shard.
+    if folder::record_tokenizer(manifest, tokenizer.wait()?)? {
+        manifest.store(&cfg.out)?;
+    }
     let (encoded_tx, encoded_rx) = unbounded();
     let mut w = Writer {
         cfg,

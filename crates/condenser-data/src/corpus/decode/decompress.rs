@@ -167,12 +167,21 @@ pub fn open(
     path: &Path,
     counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<(Compression, Box<dyn BufRead + Send>)> {
+    open_with(path, counter, |raw| raw)
+}
+
+/// As [`open`], the raw source wrapped by `wrap` first (`ahead` counts its bytes so).
+pub(super) fn open_with(
+    path: &Path,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    wrap: impl FnOnce(Box<dyn Read + Send>) -> Box<dyn Read + Send>,
+) -> Result<(Compression, Box<dyn BufRead + Send>)> {
     let raw: Box<dyn Read + Send> = if path == Path::new("-") {
         Box::new(io::stdin())
     } else {
         Box::new(File::open(path).with_context(|| format!("{}: cannot open", path.display()))?)
     };
-    decoded(raw, counter).with_context(|| path.display().to_string())
+    decoded(wrap(raw), counter).with_context(|| path.display().to_string())
 }
 
 /// As [`open`], decoding on the calling thread: for a look at the head of an input that may not be

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde::de::{MapAccess, Visitor};
 
+use super::decode::ahead::Ahead;
 use super::decode::decompress::{self, Compression};
 use super::lines::{read_line_capped, Line};
 use super::partition::byte_ranges::{LineBase, LineNo};
@@ -107,7 +108,7 @@ pub fn read_input(
     counter: Arc<AtomicU64>,
     sink: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
-    read_input_part(input, opts, None, counter, &AtomicU64::new(0), sink)
+    read_input_part(input, opts, None, None, counter, &AtomicU64::new(0), sink)
 }
 
 /// Partition K of N of one input, and the stream offsets of a multi-stream bzip2 dump's index if
@@ -124,11 +125,13 @@ pub struct Part<'a> {
 /// K is read ([`super::partition::byte_ranges`]); a multi-stream bzip2 MediaWiki dump is cut at stream starts
 /// ([`super::partition::stream_ranges`]); the bytes left to other partitions are added to `not_read` (for
 /// progress). Any other input is read whole and every N-th record kept, from the K-th on (a record is
-/// a document or a skip, so a skip about the whole input belongs to partition 0).
+/// a document or a skip, so a skip about the whole input belongs to partition 0). `ahead`: the input
+/// as [`super::decode::ahead::open`] opened it earlier (used when the input is read whole).
 pub fn read_input_part(
     input: &Input,
     opts: &ReadOptions,
     part: Option<Part<'_>>,
+    ahead: Option<Ahead>,
     counter: Arc<AtomicU64>,
     not_read: &AtomicU64,
     sink: &mut dyn FnMut(Item) -> Result<()>,
@@ -166,9 +169,10 @@ pub fn read_input_part(
     // A partition may read only part of a compressed file (a dump's own streams): its head is looked
     // at with the serial decoder, and the parallel one started only to read the file through.
     let look_serially = part.is_some() && !input.is_stdin();
-    let opened = match look_serially {
-        true => decompress::open_serial(&input.path, counter.clone()),
-        false => decompress::open(&input.path, counter.clone()),
+    let opened = match (look_serially, ahead) {
+        (true, _) => decompress::open_serial(&input.path, counter.clone()),
+        (false, Some(ahead)) => ahead.attach(&counter),
+        (false, None) => decompress::open(&input.path, counter.clone()),
     };
     let (compression, mut reader) = match opened {
         Ok(x) => x,
@@ -722,6 +726,7 @@ mod tests {
                 n,
                 bz2_index: None,
             }),
+            None,
             Default::default(),
             &AtomicU64::new(0),
             &mut |item| {
