@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Packs what one device-machine call of pipelines/gpu-bench.sh needs into target/gpu-kit/ (about 25 MB,
+# Packs what one device-machine call of pipelines/gpu-bench.sh needs into target/gpu-kit/ (about 40 MB,
 # under the device tool's 64 MiB carry limit), built from the working tree as it is now, so the GPU run
 # cannot pick up a stale binary or shards whose tokenizer stayed behind:
-#   condenser, condenser-torch  the release binaries, stripped (`condenser` runs prepare/inspect and
-#                  hands every other command to `condenser-torch` beside it; 18 MB stripped)
+#   condenser, condenser-torch  the release binaries, stripped (14 and 18 MB): `condenser` runs
+#                  prepare and inspect and hands every other command to `condenser-torch` beside it
 #   libcondenser_nccl.so  c10d's NCCL backend, which the binary dlopens from beside itself for CUDA runs
 #   commit.txt     the commit it was built from (gpu-bench.sh prints it into the logs)
 #   bench-ref/     the PyTorch reference (a copy of bench/reference/)
