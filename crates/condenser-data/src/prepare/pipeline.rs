@@ -91,12 +91,13 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
     std::thread::scope(|s| {
         if !tokenizer.is_set() {
             s.spawn(|| {
-                let loaded = crate::tokenizer::load_text(&cfg.tokenizer, &text);
+                tokenizer.load(&cfg.tokenizer, || {
+                    crate::tokenizer::load_text(&cfg.tokenizer, &text)
+                });
                 log::debug!(
                     "tokenizer loaded in {:.3} s",
                     started.elapsed().as_secs_f64()
                 );
-                tokenizer.set_result(loaded);
             });
         }
         run_with(cfg, &tokenizer, started)
@@ -116,6 +117,22 @@ impl Loading {
 
     fn set_result(&self, loaded: Result<Tokenizer>) {
         let _ = self.0.set(loaded.map_err(|e| format!("{e:#}")));
+    }
+
+    /// Runs `load` and keeps what it gives; a panic in it becomes the error (the cell is set
+    /// whatever happens: the workers and the writer wait for it).
+    fn load(
+        &self,
+        path: &std::path::Path,
+        load: impl FnOnce() -> Result<Tokenizer> + std::panic::UnwindSafe,
+    ) {
+        let loaded = std::panic::catch_unwind(load).unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "{}: cannot load tokenizer: the tokenizer library panicked",
+                path.display()
+            ))
+        });
+        self.set_result(loaded);
     }
 
     fn is_set(&self) -> bool {
@@ -775,5 +792,39 @@ fn summary(m: &Manifest, elapsed: Duration) {
     if !t.skipped.is_empty() {
         let parts: Vec<String> = t.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
         log::info!("skipped: {}", parts.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tokenizer_load_that_fails_or_panics_is_an_error_to_whoever_waits() {
+        let failed = Loading::default();
+        let path = std::path::Path::new("t.json");
+        failed.load(path, || {
+            Err(anyhow::anyhow!("t.json: cannot load tokenizer: bad"))
+        });
+        assert_eq!(
+            failed.wait().unwrap_err().to_string(),
+            "t.json: cannot load tokenizer: bad"
+        );
+        // A panic still sets the cell: a worker waiting for it gets an error, not a hang.
+        let panicked = Arc::new(Loading::default());
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let waiting = panicked.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(waiting.wait().map(|_| ()).unwrap_err().to_string());
+        });
+        let loading = panicked.clone();
+        std::thread::spawn(move || loading.load(path, || panic!("a bug in the tokenizer crate")));
+        let got = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the waiting worker got no answer: a panicking load left it waiting");
+        assert_eq!(
+            got,
+            "t.json: cannot load tokenizer: the tokenizer library panicked"
+        );
     }
 }
