@@ -21,7 +21,7 @@ set -uo pipefail
 extra=${EXTRA:-}
 out=${1:?usage: gpu-bench.sh OUTDIR}
 kit=${KIT:-target/gpu-kit}
-bin=${BIN:-$kit/condenser}
+bin=${BIN:-$kit/condenser-torch}
 ref=${REF:-$kit/bench-ref}
 shards=${SHARDS:-$kit/shards}
 tools=${TOOLS:-$kit/tools}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Packs what one device-machine call of pipelines/gpu-bench.sh needs into target/gpu-kit/ (about 40 MB,
+# Packs what one device-machine call of pipelines/gpu-bench.sh needs into target/gpu-kit/ (about 44 MB,
 # under the device tool's 64 MiB carry limit), built from the working tree as it is now, so the GPU run
 # cannot pick up a stale binary or shards whose tokenizer stayed behind:
-#   condenser, condenser-torch  the release binaries, stripped (14 and 18 MB): `condenser` runs
-#                  prepare and inspect and hands every other command to `condenser-torch` beside it
+#   condenser-torch  the release binary with every command, stripped (18 MB; the `condenser` binary,
+#                  which only adds prepare and inspect without libtorch, stays home: the carry limit)
 #   libcondenser_nccl.so  c10d's NCCL backend, which the binary dlopens from beside itself for CUDA runs
 #   commit.txt     the commit it was built from (gpu-bench.sh prints it into the logs)
 #   bench-ref/     the PyTorch reference (a copy of bench/reference/)
@@ -23,7 +23,6 @@ cargo build --release --locked
 [ -d "$kit" ] && chmod -R u+w "$kit" # a reference copied from a read-only REF_SRC keeps its modes otherwise
 rm -rf "$kit"
 mkdir -p "$kit"
-strip -o "$kit/condenser" target/release/condenser
 strip -o "$kit/condenser-torch" target/release/condenser-torch
 # The build folder whose path the binary remembers is not on the device machine; beside the binary is.
 nccl_so=$(ls -t target/release/build/condenser-*/out/libcondenser_nccl.so | head -n 1)
@@ -34,7 +33,7 @@ mkdir -p "$kit/tools"
 cp pipelines/trace_summary.py pipelines/profile_ref.py "$kit/tools/"
 chmod -R u+w "$kit/bench-ref"
 rm -rf "$kit/bench-ref/__pycache__"
-"$kit/condenser" prepare -q \
+"$kit/condenser-torch" prepare -q \
   data/wiki-leads/summaries_en-us.json \
   data/enwiki/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2 \
   data/demo/msmarco-passages.tsv \
