@@ -240,3 +240,63 @@ fn print_config_round_trips() {
     assert!(keys >= 30, "{keys} keys printed:\n{printed}");
     assert!(printed.contains("lr = 0.0003") && printed.contains("skip_from = 2"));
 }
+
+/// `condenser` runs the data commands without libtorch and hands the others to `condenser-torch`
+/// beside it: alone in a folder (no `condenser-torch`, no libtorch among its libraries), it still
+/// prepares and inspects, and a training command is a clear error naming the missing binary.
+#[test]
+fn the_data_commands_run_without_libtorch_and_the_others_need_condenser_torch() {
+    let light = std::path::Path::new(env!("CARGO_BIN_EXE_condenser"));
+    let bytes = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let names = |b: &[u8], what: &str| b.windows(what.len()).any(|w| w == what.as_bytes());
+    // The shared libraries an ELF binary needs are named in its dynamic string table.
+    for lib in ["libtorch_cpu.so", "libc10.so"] {
+        assert!(!names(&bytes(light), lib), "condenser needs {lib}");
+        assert!(
+            names(&bytes(&light.with_file_name("condenser-torch")), lib),
+            "condenser-torch should name {lib} (the check above would prove nothing)"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("condenser");
+    std::fs::copy(light, &alone).unwrap();
+    let corpus = dir.path().join("c.jsonl");
+    std::fs::write(
+        &corpus,
+        "{\"id\": \"a\", \"text\": \"One sentence here. And another one there.\"}\n",
+    )
+    .unwrap();
+    let shards = dir.path().join("shards");
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(&alone)
+            .args(args)
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "prepare".as_ref(),
+        corpus.as_os_str(),
+        "-o".as_ref(),
+        shards.as_os_str(),
+        "-q".as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["inspect".as_ref(), shards.as_os_str(), "--verify".as_ref()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&[
+        "train".as_ref(),
+        shards.as_os_str(),
+        "-o".as_ref(),
+        "r".as_ref(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        msg.contains(&format!(
+            "cannot run {}",
+            dir.path().join("condenser-torch").display()
+        )),
+        "{msg}"
+    );
+}
