@@ -15,9 +15,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
-use sha2::{Digest, Sha256};
 
-use crate::shards::writer::hex;
+use crate::shards::manifest::sha256_bytes;
 use scan::{read_one, resolve};
 use stats::{finish, Accumulator, Report};
 use text::{histograms, print_text, unfinished};
@@ -155,7 +154,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
                     continue;
                 }
             };
-            let digest = (bytes.len() as u64, hex(&Sha256::digest(&bytes)));
+            let digest = (bytes.len() as u64, sha256_bytes(&bytes));
             (read_one(shard, bytes, &mut acc, &mut report), Some(digest))
         } else {
             let file =

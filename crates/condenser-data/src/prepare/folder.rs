@@ -17,8 +17,8 @@ use super::config::PrepareConfig;
 use super::lock::FolderLock;
 use crate::corpus::{self, Input, ReadOptions};
 use crate::shards::manifest::{
-    sha256_file, store_tokenizer_copy, InputStats, Manifest, Settings, ShardEntry, TokenizerInfo,
-    Totals, FORMAT_VERSION,
+    store_tokenizer_copy, InputStats, Manifest, Settings, ShardEntry, TokenizerInfo, Totals,
+    FORMAT_VERSION,
 };
 use crate::tokenizer::{SpecialIds, Tokenizer};
 
@@ -152,11 +152,12 @@ pub fn shard_file_name(index: usize) -> String {
 }
 
 /// Opens `cfg.out` for this run: see the module's documentation. The tokenizer is known by its file
-/// (path and SHA-256) here, still loading; its vocabulary reaches the manifest by [`record_tokenizer`].
-pub fn open(cfg: &PrepareConfig) -> Result<Opened> {
+/// here (its path, and `tokenizer_sha256` of the bytes the run loads), still loading; its vocabulary
+/// reaches the manifest by [`record_tokenizer`].
+pub fn open(cfg: &PrepareConfig, tokenizer_sha256: String) -> Result<Opened> {
     let tokenizer_info = TokenizerInfo {
         path: cfg.tokenizer.display().to_string(),
-        sha256: sha256_file(&cfg.tokenizer)?,
+        sha256: tokenizer_sha256,
         // Known once the tokenizer has loaded: `record_tokenizer`.
         vocab_size: 0,
         special_ids: SpecialIds {

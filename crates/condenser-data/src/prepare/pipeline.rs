@@ -100,7 +100,9 @@ pub fn run_measured(cfg: &PrepareConfig) -> Result<(Manifest, StageSeconds)> {
                 );
             });
         }
-        run_with(cfg, &tokenizer, started)
+        // The manifest records the hash of the bytes loaded, not of a second read of the file.
+        let sha256 = crate::shards::manifest::sha256_bytes(text.as_bytes());
+        run_with(cfg, (&tokenizer, sha256), started)
     })
 }
 
@@ -147,12 +149,12 @@ impl Loading {
 
 fn run_with(
     cfg: &PrepareConfig,
-    tokenizer: &Loading,
+    (tokenizer, tokenizer_sha256): (&Loading, String),
     started: Instant,
 ) -> Result<(Manifest, StageSeconds)> {
     let stages = Stages::default();
     let decode_cpu_before = corpus::decode::decompress::decode_cpu();
-    let folder = match folder::open(cfg)? {
+    let folder = match folder::open(cfg, tokenizer_sha256)? {
         // Nothing to do; a tokenizer that fails to load is still an error.
         Opened::Complete(m) => {
             tokenizer.wait()?;

@@ -165,6 +165,12 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     }
 }
 
+/// SHA-256 of bytes already in memory, as [`sha256_file`] gives it for a file holding them.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    super::fs::hex(&Sha256::digest(bytes))
+}
+
 /// Puts a copy of `tokenizer` (whose hash is `sha256`) at `dir/_tokenizer.json`, atomically, unless
 /// that copy is already there. An old-named copy goes once the new one is in place.
 pub fn store_tokenizer_copy(dir: &Path, tokenizer: &Path, sha256: &str) -> Result<()> {
