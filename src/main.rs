@@ -46,12 +46,14 @@ fn runs_here(args: &[OsString]) -> bool {
         matches!(a, "-q" | "--quiet" | "--verbose")
             || (a.len() > 1 && a.starts_with('-') && a[1..].bytes().all(|b| b == b'v'))
     };
+    // The names are clap's own (the variants of `DataCommand`), not a list kept beside them.
+    let data = <DataCli as clap::CommandFactory>::command();
     args.iter()
         .skip(1)
         .map(|a| a.to_str())
         .find(|a| !a.is_some_and(global))
         .flatten()
-        .is_some_and(|a| DataCommand::NAMES.contains(&a))
+        .is_some_and(|a| data.find_subcommand(a).is_some())
 }
 
 /// Replaces this process with `condenser-torch` and the same arguments; returns only on failure.

@@ -45,9 +45,6 @@ pub enum DataCommand {
 }
 
 impl DataCommand {
-    /// The subcommand names, as typed.
-    pub const NAMES: [&'static str; 2] = ["prepare", "inspect"];
-
     pub fn run(self) -> Result<()> {
         match self {
             DataCommand::Prepare(args) => crate::prepare::run(args),
